@@ -1,0 +1,2 @@
+"""jaxdistill: diffusion distillation in JAX/Flax."""
+__version__ = "0.1.0"
