@@ -1,0 +1,188 @@
+"""Command line: ``jaxdistill train | sample | eval | data | quickstart``.
+
+    jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
+    jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
+    jaxdistill eval --workdir runs/t [--nfes 1,2,4]
+    jaxdistill data --config configs/digits/teacher.py --num 1000 --out digits.npz
+    jaxdistill quickstart
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+from jaxdistill.config import ConfigError
+
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separate ``--config.key=value`` overrides from the other arguments."""
+    rest, overrides = [], []
+    it = iter(argv)
+    for arg in it:
+        if arg.startswith("--config."):
+            body = arg[len("--config.") :]
+            if "=" not in body:
+                value = next(it, None)
+                if value is None:
+                    raise ConfigError(f"override {arg} has no value")
+                body = f"{body}={value}"
+            overrides.append(body)
+        else:
+            rest.append(arg)
+    return rest, overrides
+
+
+def _parse_nfes(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        nfes = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        raise ConfigError(f"--nfes must be comma-separated integers, got {text!r}") from None
+    if not nfes or min(nfes) < 1:
+        raise ConfigError(f"--nfes must be positive integers, got {text!r}")
+    return nfes
+
+
+def cmd_train(args, overrides: list[str]) -> int:
+    from jaxdistill import config as config_lib
+    from jaxdistill.build import build
+    from jaxdistill.train.engine import Trainer
+    from jaxdistill.train.mesh import maybe_initialize_distributed
+
+    config = config_lib.load(args.config, overrides)
+    maybe_initialize_distributed(config.distributed)
+    built = build(config)
+    trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, show_progress=not args.quiet)
+    result = trainer.train()
+    status = "interrupted" if result.interrupted else "finished"
+    print(f"{status} at step {result.step}; checkpoint in {os.path.join(os.path.abspath(args.workdir), 'checkpoints')}")
+    if result.last_metrics:
+        print("last metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items()))
+    return 0
+
+
+def cmd_sample(args, overrides: list[str]) -> int:
+    import numpy as np
+    import jax
+
+    from jaxdistill.build import load_run
+    from jaxdistill.eval.plots import save_sample_figure
+    from jaxdistill.train.engine import generate_samples
+
+    if args.num < 1 or args.nfe < 1:
+        raise ConfigError("--num and --nfe must be positive")
+    run = load_run(args.workdir)
+    samples = generate_samples(
+        run.built.objective, run.trainable, run.frozen, args.num, nfe=args.nfe, rng=jax.random.key(args.seed)
+    )
+    out = args.out or os.path.join(args.workdir, f"samples_nfe{args.nfe}.npz")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    np.savez(out, x=samples)
+    png = os.path.splitext(out)[0] + ".png"
+    save_sample_figure(samples, png, title=f"{run.config.method} nfe={args.nfe} step {run.step}")
+    print(f"wrote {args.num} samples to {out} and a plot to {png}")
+    return 0
+
+
+def cmd_eval(args, overrides: list[str]) -> int:
+    from jaxdistill.build import load_run
+    from jaxdistill.eval.benchmark import evaluate_run, format_table
+
+    run = load_run(args.workdir)
+    report = evaluate_run(run, nfes=_parse_nfes(args.nfes), num_samples=args.num)
+    out = args.out or os.path.join(args.workdir, "eval.json")
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(format_table(report))
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data(args, overrides: list[str]) -> int:
+    import numpy as np
+
+    from jaxdistill import config as config_lib
+    from jaxdistill.data.sources import make_source
+
+    config = config_lib.load(args.config, overrides)
+    source = make_source(config.data)
+    if args.num < 1:
+        raise ConfigError("--num must be positive")
+    n = min(args.num, len(source))
+    records = [source[i] for i in range(n)]
+    x = np.stack([r["x"] for r in records])
+    labels = np.asarray([r["label"] for r in records], np.int32)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    np.savez(args.out, x=x, label=labels)
+    print(f"wrote {n} samples of shape {x.shape[1:]} from data source {config.data.name!r} to {args.out}")
+    return 0
+
+
+def cmd_quickstart(args, overrides: list[str]) -> int:
+    from jaxdistill.quickstart import run_quickstart
+
+    if overrides:
+        raise ConfigError("quickstart takes no --config.* overrides; use 'train' for custom runs")
+    run_quickstart(args.workdir, fast=args.fast)
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxdistill", description="Diffusion distillation in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a teacher or distil a student (config overrides: --config.key=value)")
+    p.add_argument("--config", required=True, help="configs/<dataset>/<method>.py[:preset]")
+    p.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics.jsonl, samples/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample")
+    p.add_argument("--num", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output .npz (a .png plot is written beside it)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="metrics vs NFE for a trained run (JSON)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--nfes", default=None, help="comma-separated NFEs (default: the objective's own)")
+    p.add_argument("--num", type=int, default=None, help="samples per NFE (default: config.eval.num_samples)")
+    p.add_argument("--out", default=None, help="output JSON (default: WORKDIR/eval.json)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="dump real samples of a config's data source")
+    p.add_argument("--config", required=True)
+    p.add_argument("--num", type=int, default=1000)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("quickstart", help="train a teacher, distil a 1-step student, print quality vs NFE")
+    p.add_argument("--workdir", default="runs/quickstart")
+    p.add_argument("--fast", action="store_true", help="a much shorter run (seconds), for smoke tests")
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from jaxdistill.train.checkpoint import CheckpointError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rest, overrides = _split_overrides(argv)
+        args = make_parser().parse_args(rest)
+        if overrides and args.command not in ("train", "data", "quickstart"):
+            raise ConfigError(f"'{args.command}' takes no --config.* overrides")
+        return args.func(args, overrides)
+    except (ConfigError, CheckpointError) as err:
+        print(f"jaxdistill: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Run configuration: the base ConfigDict every config file starts from, loading of
+config files with ``:preset`` arguments, ``--config.key=value`` overrides, validation.
+
+Config files live in ``configs/<dataset>/<method>.py`` and define ``get_config(arg)``
+(big_vision style); ``arg`` selects a preset such as ``smoke`` (a run that takes
+seconds, used by tests and CI).
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import inspect
+import os
+from typing import Any, Optional, Sequence
+
+import ml_collections
+from ml_collections import config_dict
+
+from jaxdistill.train.state import default_optimizer_config
+
+METHODS = ("teacher", "kd")
+TEACHER_KINDS = ("none", "mixture", "checkpoint")
+
+
+class ConfigError(ValueError):
+    """A config file, preset or override is invalid; the message names the problem."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by every run; config files override what they need."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.method = "teacher"
+    c.batch_size = 512
+    c.data = ml_collections.ConfigDict({"name": "grid25", "size": 100_000, "seed": 0})
+    c.process = ml_collections.ConfigDict({"name": "edm"})
+    c.prediction = "edm"  # the network's output kind: eps | x0 | v | flow | edm
+    c.sigma_data = 0.5
+    c.network = ml_collections.ConfigDict({"name": "mlp", "num_classes": 0})
+    # Frozen teacher for distillation: the exact mixture of the data config, or a
+    # trained denoising run's workdir (its EMA parameters are used).
+    c.teacher = ml_collections.ConfigDict(
+        {"kind": "none", "mixture": "grid25", "workdir": "", "guidance": config_dict.placeholder(float)}
+    )
+    c.optim = default_optimizer_config()
+    c.ema_decay = 0.999
+    c.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=2000,
+            log_every=100,
+            sample_every=0,
+            checkpoint_every=1000,
+            max_to_keep=2,
+            async_checkpoint=True,
+            num_plot_samples=2000,
+        )
+    )
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "min_fsdp_size": 1024})
+    c.distributed = ml_collections.ConfigDict({"coordinator_address": "", "num_processes": 1, "process_id": 0})
+    # Evaluation of the trained network: sampler for multi-step networks, NFEs, guidance.
+    c.eval = ml_collections.ConfigDict(
+        {"sampler": "heun", "nfes": (1, 2, 4, 8, 16, 32, 64), "num_samples": 10_000, "guidance": config_dict.placeholder(float)}
+    )
+    c.denoising = ml_collections.ConfigDict({"weighting": "none", "min_snr_gamma": 5.0, "label_dropout": 0.1})
+    c.kd = ml_collections.ConfigDict(
+        {"teacher_sampler": "heun", "teacher_nfe": 31, "num_pairs": 16384, "init_from_teacher": False, "student_prediction": "x0"}
+    )
+    return c
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Load ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path!r}")
+    module_spec = importlib.util.spec_from_file_location(f"jaxdistill_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as err:
+        raise ConfigError(f"error while executing config file {path}: {type(err).__name__}: {err}") from err
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config(arg) function")
+    takes_arg = len(inspect.signature(module.get_config).parameters) > 0
+    if arg and not takes_arg:
+        raise ConfigError(f"config file {path} takes no preset, but ':{arg}' was given")
+    try:
+        config = module.get_config(arg or None) if takes_arg else module.get_config()
+    except (ValueError, KeyError, AssertionError) as err:
+        raise ConfigError(f"config {spec}: {err}") from err
+    return config
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Apply ``key.sub=value`` overrides with the type of the existing field."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        parent, _, leaf = key.rpartition(".")
+        node = config
+        walked = []
+        for part in [p for p in parent.split(".") if p]:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise ConfigError(f"unknown config key {'.'.join(walked + [part])!r} in override {item!r}{_suggest(part, node)}")
+            node = node[part]
+            walked.append(part)
+        if leaf not in node:
+            raise ConfigError(f"unknown config key {key!r}{_suggest(leaf, node)}")
+        value = _parse_value(raw)
+        current = node[leaf]
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"bad value for {key}: {raw!r} ({err})") from err
+    return config
+
+
+def _suggest(name: str, node: ml_collections.ConfigDict) -> str:
+    close = difflib.get_close_matches(name, list(node.keys()), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(node.keys()))}"
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> ml_collections.ConfigDict:
+    """Sanity checks with messages that name the field."""
+    if config.method not in METHODS:
+        raise ConfigError(f"method={config.method!r} is not one of {METHODS}")
+    if config.teacher.kind not in TEACHER_KINDS:
+        raise ConfigError(f"teacher.kind={config.teacher.kind!r} is not one of {TEACHER_KINDS}")
+    if config.method != "teacher" and config.teacher.kind == "none":
+        raise ConfigError(f"method {config.method!r} distils a teacher: set teacher.kind to 'mixture' or 'checkpoint'")
+    if config.teacher.kind == "checkpoint" and not config.teacher.workdir:
+        raise ConfigError("teacher.kind='checkpoint' needs teacher.workdir (the teacher run's --workdir)")
+    for field in ("batch_size",):
+        if int(config[field]) <= 0:
+            raise ConfigError(f"{field} must be positive, got {config[field]}")
+    for field in ("num_steps", "log_every", "checkpoint_every"):
+        if int(config.train[field]) <= 0:
+            raise ConfigError(f"train.{field} must be positive, got {config.train[field]}")
+    if config.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be positive, got {config.optim.lr}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    if num_devices is not None and config.batch_size % num_devices:
+        raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {num_devices} devices")
+    if any(int(n) < 1 for n in config.eval.nfes):
+        raise ConfigError(f"eval.nfes must be positive integers, got {tuple(config.eval.nfes)}")
+    return config
+
+
+def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Load a config file with a preset, apply overrides and validate."""
+    return validate(apply_overrides(load_config_file(spec), overrides))

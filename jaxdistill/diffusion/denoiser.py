@@ -1,0 +1,117 @@
+"""A network of some prediction kind, viewed as a denoiser of a noise process.
+
+Classifier-free guidance (Ho & Salimans 2022) uses one convention throughout:
+
+    x0_cfg = x0_u + w (x0_c - x0_u),   w = 1 is the plain conditional model, w = 0 the unconditional one.
+
+Because eps, v, the score and the PF-ODE velocity are all affine in x0 at fixed (x, t),
+the same formula holds in any of those parameterisations.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional
+
+import jax.numpy as jnp
+
+from jaxdistill.diffusion.predict import PREDICTIONS, edm_inputs, eps_from_x0, to_x0
+from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
+from jaxdistill.types import NULL_LABEL, ApplyFn, Array, PyTree
+
+Guidance = Optional[float | Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoiser:
+    """``apply_fn`` outputs a prediction of kind ``prediction`` for ``process``; all methods are pure."""
+
+    apply_fn: ApplyFn
+    process: NoiseProcess
+    prediction: str
+    sigma_data: float = 0.5
+
+    def __post_init__(self):
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction kind {self.prediction!r}; choose one of {PREDICTIONS}")
+
+    def _t(self, t: float | Array, x: Array) -> Array:
+        return jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x.shape[0],))
+
+    def raw(
+        self,
+        params: PyTree,
+        x: Array,
+        t: float | Array,
+        cond: Optional[Array] = None,
+        *,
+        train: bool = False,
+        rngs: Optional[Mapping[str, Array]] = None,
+    ) -> Array:
+        """The network output; kind ``"edm"`` feeds (c_in x / alpha, c_noise), others (x, t)."""
+        t = self._t(t, x)
+        if self.prediction == "edm":
+            net_x, net_t = edm_inputs(x, t, self.process, self.sigma_data)
+            return self.apply_fn(params, net_x, net_t, cond, train=train, rngs=rngs)
+        return self.apply_fn(params, x, t, cond, train=train, rngs=rngs)
+
+    def _x0(self, params, x, t, cond, train, rngs) -> Array:
+        out = self.raw(params, x, t, cond, train=train, rngs=rngs)
+        return to_x0(out, self.prediction, x, t, self.process, sigma_data=self.sigma_data)
+
+    def x0(
+        self,
+        params: PyTree,
+        x: Array,
+        t: float | Array,
+        cond: Optional[Array] = None,
+        *,
+        guidance: Guidance = None,
+        train: bool = False,
+        rngs: Optional[Mapping[str, Array]] = None,
+    ) -> Array:
+        """E[x0 | x_t]; with ``guidance`` w (float or [B]) the CFG estimate x0_u + w (x0_c - x0_u).
+
+        The guided estimate is one network call on the batch [x; x] with labels [cond; NULL_LABEL].
+        """
+        t = self._t(t, x)
+        if guidance is None:
+            return self._x0(params, x, t, cond, train, rngs)
+        if cond is None:
+            raise ValueError("classifier-free guidance needs class labels (cond is None)")
+        both = self._x0(
+            params,
+            jnp.concatenate([x, x]),
+            jnp.concatenate([t, t]),
+            jnp.concatenate([cond, jnp.full_like(cond, NULL_LABEL)]),
+            train,
+            rngs,
+        )
+        x0_c, x0_u = jnp.split(both, 2)
+        w = broadcast_to(jnp.asarray(guidance, jnp.float32), x)
+        return x0_u + w * (x0_c - x0_u)
+
+    def eps(self, params, x, t, cond=None, *, guidance: Guidance = None, train=False, rngs=None) -> Array:
+        """eps = (x - alpha x0) / sigma."""
+        t = self._t(t, x)
+        x0 = self.x0(params, x, t, cond, guidance=guidance, train=train, rngs=rngs)
+        return eps_from_x0(x0, x, t, self.process)
+
+    def v(self, params, x, t, cond=None, *, guidance: Guidance = None, train=False, rngs=None) -> Array:
+        """v = alpha eps - sigma x0 (Salimans & Ho 2022)."""
+        t = self._t(t, x)
+        x0 = self.x0(params, x, t, cond, guidance=guidance, train=train, rngs=rngs)
+        a, s = broadcast_to(self.process.alpha(t), x), broadcast_to(self.process.sigma(t), x)
+        return a * eps_from_x0(x0, x, t, self.process) - s * x0
+
+    def velocity(self, params, x, t, cond=None, *, guidance: Guidance = None, train=False, rngs=None) -> Array:
+        """PF-ODE velocity dx/dt = alpha'(t) x0 + sigma'(t) eps."""
+        t = self._t(t, x)
+        x0 = self.x0(params, x, t, cond, guidance=guidance, train=train, rngs=rngs)
+        da, ds = broadcast_to(self.process.dalpha(t), x), broadcast_to(self.process.dsigma(t), x)
+        return da * x0 + ds * eps_from_x0(x0, x, t, self.process)
+
+    def score(self, params, x, t, cond=None, *, guidance: Guidance = None, train=False, rngs=None) -> Array:
+        """grad_x log p_t(x) = -eps / sigma."""
+        t = self._t(t, x)
+        eps = self.eps(params, x, t, cond, guidance=guidance, train=train, rngs=rngs)
+        return -eps / broadcast_to(self.process.sigma(t), x)

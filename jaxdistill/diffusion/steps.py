@@ -1,0 +1,70 @@
+"""Decreasing timestep grids t_0 = t_max > t_1 > ... > t_n = t_end for n sampling steps.
+
+Conventions shared by the grids spaced in sigma_ratio s = sigma/alpha (``karras``, ``logsnr``):
+
+* ``t_end == 0`` (clean data, s = 0): n points are spaced between s(t_max) and s(t_min)
+  and t_end = 0 is appended, so the last step jumps from t_min to 0 (EDM convention).
+* ``t_end > 0``: n + 1 points are spaced between s(t_max) and s(t_end).
+* If s(t_max) is infinite (alpha(t_max) = 0: RectifiedFlow at t = 1, TrigFlow at pi/2) the
+  spacing starts from ``sigma_ratio_max`` (EDM's 80) instead; the first point is always
+  pinned to t_max exactly, so the grid still starts at pure noise.
+
+``t_end`` is a Python float (it decides the grid's structure).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+
+from jaxdistill.diffusion.process import NoiseProcess
+from jaxdistill.types import Array
+
+
+def _ratio_grid(
+    process: NoiseProcess,
+    n: int,
+    t_end: float,
+    warp: Callable[[Array], Array],
+    unwarp: Callable[[Array], Array],
+    sigma_ratio_max: float,
+) -> Array:
+    """Grid uniform in warp(sigma_ratio), with the conventions of the module docstring."""
+    if n < 1:
+        raise ValueError(f"a grid needs n >= 1 steps, got {n}")
+    s_hi = process.sigma_ratio(process.t_max)
+    s_hi = jnp.where(jnp.isfinite(s_hi), s_hi, sigma_ratio_max)
+    s_lo = process.sigma_ratio(t_end if t_end > 0 else process.t_min)
+    frac = jnp.linspace(0.0, 1.0, n + 1 if t_end > 0 else n)
+    t = process.t_from_sigma_ratio(unwarp(warp(s_hi) + frac * (warp(s_lo) - warp(s_hi))))
+    t = t.at[0].set(process.t_max)
+    if t_end > 0:
+        return t.at[-1].set(t_end)
+    return jnp.concatenate([t, jnp.zeros((1,), jnp.float32)])
+
+
+def karras_grid(process: NoiseProcess, n: int, rho: float = 7.0, t_end: float = 0.0, sigma_ratio_max: float = 80.0) -> Array:
+    """Karras et al. (2022) eq. 5: s_i = (s_hi^(1/rho) + i/(m-1) (s_lo^(1/rho) - s_hi^(1/rho)))^rho, t_i = t(s_i)."""
+    return _ratio_grid(process, n, t_end, lambda s: s ** (1.0 / rho), lambda u: u**rho, sigma_ratio_max)
+
+
+def logsnr_grid(process: NoiseProcess, n: int, t_end: float = 0.0, sigma_ratio_max: float = 80.0) -> Array:
+    """Uniform in logSNR lambda = -2 log s (uniform step size h of DPM-Solver, Lu et al. 2022)."""
+    return _ratio_grid(process, n, t_end, jnp.log, jnp.exp, sigma_ratio_max)
+
+
+def uniform_grid(process: NoiseProcess, n: int, t_end: float = 0.0) -> Array:
+    """Uniform in the process's own time: t_i = t_max + i/n (t_end - t_max)."""
+    if n < 1:
+        raise ValueError(f"a grid needs n >= 1 steps, got {n}")
+    return jnp.linspace(process.t_max, t_end, n + 1, dtype=jnp.float32)
+
+
+GRIDS: dict[str, Callable[..., Array]] = {"karras": karras_grid, "uniform": uniform_grid, "logsnr": logsnr_grid}
+
+
+def get_grid(name: str, process: NoiseProcess, n: int, **kwargs) -> Array:
+    """Grid ``name`` ("karras", "uniform", "logsnr") with n steps (n + 1 points)."""
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; choose one of {tuple(GRIDS)}")
+    return GRIDS[name](process, n, **kwargs)

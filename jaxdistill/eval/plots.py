@@ -1,0 +1,81 @@
+"""PNG figures: sample scatter plots / image grids and quality-vs-NFE curves."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _finish(fig, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def image_grid(images: np.ndarray, ncols: Optional[int] = None) -> np.ndarray:
+    """Tile ``[N, H, W, C]`` images in [-1, 1] into one ``[rows*H, cols*W, C]`` array in [0, 1]."""
+    n, h, w, c = images.shape
+    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    grid = np.ones((nrows * (h + 1) - 1, ncols * (w + 1) - 1, c), np.float32)
+    for i, img in enumerate(np.clip((images + 1.0) / 2.0, 0.0, 1.0)):
+        r, q = divmod(i, ncols)
+        grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = img
+    return grid
+
+
+def save_sample_figure(samples: np.ndarray, path: str, *, title: str = "", reference: Optional[np.ndarray] = None) -> str:
+    """A scatter plot for 2-D samples, an image grid (first 100) for image-shaped ones."""
+    samples = np.asarray(samples)
+    if samples.ndim == 2 and samples.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        if reference is not None:
+            ax.scatter(reference[:, 0], reference[:, 1], s=1, c="0.75", label="data")
+        ax.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:blue", label="samples")
+        ax.set_aspect("equal")
+    else:
+        if samples.ndim == 2:  # flat vectors: show as square images when possible
+            side = int(round(math.sqrt(samples.shape[1])))
+            samples = samples.reshape(-1, side, side, 1) if side * side == samples.shape[1] else samples[:, None, :, None]
+        grid = image_grid(samples[:100])
+        fig, ax = plt.subplots(figsize=(5, 5))
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    ax.set_title(title)
+    return _finish(fig, path)
+
+
+def save_quality_vs_nfe(
+    curves: Mapping[str, Mapping[int, float]],
+    path: str,
+    *,
+    metric: str,
+    points: Optional[Mapping[str, Mapping[int, float]]] = None,
+    floor: Optional[float] = None,
+    title: str = "",
+) -> str:
+    """Lines for samplers (teacher curves), markers for students, a dashed noise floor."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in curves.items():
+        nfes = sorted(values)
+        ax.plot(nfes, [values[k] for k in nfes], marker=".", label=name)
+    for name, values in (points or {}).items():
+        nfes = sorted(values)
+        ax.scatter(nfes, [values[k] for k in nfes], marker="*", s=120, zorder=5, label=name)
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label="noise floor")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("NFE")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)

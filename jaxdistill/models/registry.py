@@ -1,0 +1,126 @@
+"""Build networks from ConfigDicts and expose them through the shared ApplyFn signature.
+
+Config fields (``default_network_config(name)`` gives every default):
+
+* common: ``name`` in {"mlp", "unet", "dit"}; ``num_classes`` (0 = unconditional,
+  otherwise labels ``0..num_classes-1`` plus the null label ``-1``); ``dropout``;
+  ``time_embedding`` ("sinusoidal" | "fourier"); ``time_scale`` (multiplier of ``t``
+  for sinusoidal features, 1000 suits ``t in [0, 1]``; Fourier-frequency std otherwise).
+* mlp: ``width``, ``depth``, ``mlp_ratio``, ``use_layer_norm``.
+* unet: ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``,
+  ``num_heads``, ``num_groups``.
+* dit: ``patch_size``, ``hidden_size``, ``depth``, ``num_heads``, ``mlp_ratio``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdistill.models.dit import DiT
+from jaxdistill.models.mlp import ResidualMLP
+from jaxdistill.models.unet import UNet
+from jaxdistill.types import Array, PyTree
+
+# Logical axis -> mesh axis. Flax assigns rules in order and never reuses a mesh
+# axis within one array, so for a kernel annotated ("embed", "mlp") only "embed"
+# is sharded over "fsdp"; "mlp"/"conv_in" act as fall-backs for kernels without
+# the earlier names. Data-sized, vocabulary and spatial axes stay replicated.
+LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
+    ("embed", "fsdp"),
+    ("conv_out", "fsdp"),
+    ("mlp", "fsdp"),
+    ("conv_in", "fsdp"),
+    ("heads", None),
+    ("io", None),
+    ("vocab", None),
+    ("conv_h", None),
+    ("conv_w", None),
+)
+
+_COMMON = dict(num_classes=0, dropout=0.0, time_embedding="sinusoidal", time_scale=1000.0)
+_DEFAULTS: dict[str, dict] = {
+    "mlp": dict(width=256, depth=3, mlp_ratio=2, use_layer_norm=True),
+    "unet": dict(
+        base_channels=64,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=2,
+        attn_resolutions=(8,),
+        num_heads=4,
+        num_groups=32,
+    ),
+    "dit": dict(patch_size=2, hidden_size=256, depth=6, num_heads=4, mlp_ratio=4.0),
+}
+_MODULES = {"mlp": ResidualMLP, "unet": UNet, "dit": DiT}
+
+
+def default_network_config(name: str) -> ml_collections.ConfigDict:
+    """Default hyper-parameters for ``name`` in {"mlp", "unet", "dit"}."""
+    if name not in _DEFAULTS:
+        raise ValueError(f"unknown network {name!r}; choose from {sorted(_DEFAULTS)}")
+    return ml_collections.ConfigDict(dict(name=name, **_COMMON, **_DEFAULTS[name]))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Network:
+    """A Flax module plus pure ``init`` / ``apply`` functions in the ApplyFn convention."""
+
+    module: nn.Module
+    num_classes: int = 0
+
+    def _example_inputs(self, example_x: Array) -> tuple[Array, Array, Optional[Array]]:
+        x = jnp.asarray(example_x, jnp.float32)
+        t = jnp.zeros((x.shape[0],), jnp.float32)
+        cond = jnp.zeros((x.shape[0],), jnp.int32) if self.num_classes > 0 else None
+        return x, t, cond
+
+    def _boxed_init(self, rng: Array, example_x: Array) -> PyTree:
+        x, t, cond = self._example_inputs(example_x)
+        params_rng, dropout_rng = jax.random.split(rng)
+        return self.module.init({"params": params_rng, "dropout": dropout_rng}, x, t, cond, train=False)
+
+    def init(self, rng: Array, example_x: Array) -> PyTree:
+        """Unboxed variables ``{"params": ...}`` for inputs shaped like ``example_x`` (jit-compiled)."""
+        return jax.jit(lambda r, x: nn.meta.unbox(self._boxed_init(r, x)))(rng, example_x)
+
+    def logical_specs(self, rng: Array, example_x: Array) -> PyTree:
+        """Logical ``PartitionSpec`` per parameter (same tree as :meth:`init`), without compute."""
+        boxed = jax.eval_shape(self._boxed_init, rng, example_x)
+        return nn.get_partition_spec(boxed)
+
+    def apply(
+        self,
+        params: PyTree,
+        x: Array,
+        t: Array,
+        cond: Optional[Array],
+        *,
+        train: bool = False,
+        rngs: Optional[Mapping[str, Array]] = None,
+        return_features: bool = False,
+    ):
+        """Network output (shape of ``x``); with ``return_features`` also intermediate features."""
+        return self.module.apply(
+            params, x, t, cond, train=train, rngs=rngs, return_features=return_features
+        )
+
+
+def make_network(config: ml_collections.ConfigDict) -> Network:
+    """Instantiate the network described by ``config`` (missing fields take defaults)."""
+    cfg = default_network_config(config.name)
+    cfg.update(config)
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    for key in ("channel_mult", "attn_resolutions"):
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    return Network(_MODULES[cfg.name](**kwargs), int(cfg.num_classes))
+
+
+def count_params(params: PyTree) -> int:
+    """Total number of scalar parameters in a pytree."""
+    return int(sum(np.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,123 @@
+"""Teacher training: denoising score matching and flow matching.
+
+For x0 ~ data, eps ~ N(0, I), t ~ p(t) and x_t = alpha(t) x0 + sigma(t) eps, the
+network of prediction kind k regresses its own target (Ho et al. 2020; Salimans & Ho
+2022; Karras et al. 2022; Lipman et al. 2023 / Liu et al. 2023):
+
+    L = E_t w(t) || F_theta(x_t, t, c) - target_k(x0, eps, t) ||^2
+
+with target_eps = eps, target_x0 = x0, target_v = alpha eps - sigma x0,
+target_flow = alpha'(t) x0 + sigma'(t) eps, and for "edm" the preconditioned target
+(x0 - c_skip y) / c_out (which makes w = 1 exactly EDM's loss weighting).
+Weightings: ``"none"`` (w = 1 on the network's own target) or ``"min_snr"``
+(Hang et al. 2023: the x0-space error weighted by min(SNR(t), gamma)).
+Label dropout replaces a class label by NULL_LABEL with probability p, so the
+network learns the unconditional model too and classifier-free guidance works.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdistill.diffusion import samplers
+from jaxdistill.diffusion.denoiser import Denoiser
+from jaxdistill.diffusion.predict import target_for
+from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
+from jaxdistill.objectives.base import Metrics, Trainable
+from jaxdistill.train.rng import derive
+from jaxdistill.train.state import NetState
+from jaxdistill.types import NULL_LABEL, Array, Batch, PyTree
+
+WEIGHTINGS = ("none", "min_snr")
+
+
+def drop_labels(rng: Array, labels: Array, p: float) -> Array:
+    """Replace each label by NULL_LABEL with probability ``p``."""
+    drop = jax.random.bernoulli(rng, p, labels.shape)
+    return jnp.where(drop, NULL_LABEL, labels)
+
+
+def batch_labels(batch: Batch, num_classes: int) -> Optional[Array]:
+    """The batch's labels for a conditional objective, ``None`` for an unconditional one."""
+    return batch["label"].astype(jnp.int32) if num_classes > 0 else None
+
+
+def mean_per_sample(x: Array) -> Array:
+    return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenoisingObjective:
+    """Trains one network (``"model"``) as a diffusion / flow teacher."""
+
+    denoiser: Denoiser
+    init_fn: object  # (rng, example_x) -> params
+    tx: optax.GradientTransformation
+    event_shape: tuple[int, ...]
+    num_classes: int = 0
+    weighting: str = "none"
+    min_snr_gamma: float = 5.0
+    label_dropout: float = 0.1
+    ema_decay: float = 0.999
+    sampler: str = "heun"
+    guidance: Optional[float] = None
+    eval_nfes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
+    name: str = "teacher"
+
+    def __post_init__(self):
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+
+    @property
+    def process(self) -> NoiseProcess:
+        return self.denoiser.process
+
+    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
+        return frozen
+
+    def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
+        params = self.init_fn(rng, batch["x"])
+        return {"model": NetState.create(params, self.tx)}
+
+    def loss(self, params: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
+        x0 = batch["x"]
+        n = x0.shape[0]
+        t = self.process.sample_t(derive(rng, "time"), n)
+        eps = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
+        x_t = self.process.add_noise(x0, eps, t)
+        cond = batch_labels(batch, self.num_classes)
+        if cond is not None and self.label_dropout > 0:
+            cond = drop_labels(derive(rng, "label_dropout"), cond, self.label_dropout)
+        rngs = {"dropout": derive(rng, "dropout")}
+        if self.weighting == "none":
+            out = self.denoiser.raw(params, x_t, t, cond, train=True, rngs=rngs)
+            target = target_for(self.denoiser.prediction, x0, eps, t, self.process, sigma_data=self.denoiser.sigma_data)
+            per_sample = mean_per_sample(jnp.square(out - target))
+        else:
+            x0_hat = self.denoiser.x0(params, x_t, t, cond, train=True, rngs=rngs)
+            snr = jnp.exp(self.process.logsnr(t))
+            per_sample = jnp.minimum(snr, self.min_snr_gamma) * mean_per_sample(jnp.square(x0_hat - x0))
+        loss = jnp.mean(per_sample)
+        return loss, {"loss": loss}
+
+    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
+        state = trainable["model"]
+        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, batch, rng)
+        state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
+        return {"model": state}, {**metrics, **opt_metrics}
+
+    def x0_fn(self, params: PyTree, cond: Optional[Array], guidance: Optional[float]):
+        """The denoiser as ``x0_fn(x, t)`` for the samplers."""
+        return lambda x, t: self.denoiser.x0(params, x, t, cond, guidance=guidance)
+
+    def prior(self, rng: Array, num: int) -> Array:
+        return self.process.prior_sample(rng, (num, *self.event_shape))
+
+    def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
+        params = trainable["model"].eval_params
+        guidance = self.guidance if cond is not None else None
+        return samplers.sample_nfe(self.x0_fn(params, cond, guidance), self.process, noise, nfe, self.sampler, rng=rng)

@@ -1,0 +1,122 @@
+"""Knowledge distillation into a one-step generator (Luhman & Luhman 2021,
+"Knowledge Distillation in Iterative Generative Models for Improved Sampling Speed").
+
+The teacher's deterministic sampler defines a map z -> x = ODE_T(z) from prior noise
+to data. A dataset of (z, ODE_T(z)) pairs is built once, and the student is trained
+to reproduce the map in one evaluation:
+
+    L(theta) = E_(z, x) || G_theta(z, c) - x ||^2,   G_theta(z, c) = D_theta(z, t_max, c)
+
+where D_theta is the student's denoiser evaluated at the prior time t_max. With
+``num_pairs = 0`` fresh pairs are drawn every step instead (an infinite pair set).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdistill.diffusion import samplers
+from jaxdistill.diffusion.denoiser import Denoiser
+from jaxdistill.objectives.base import Metrics, Trainable
+from jaxdistill.objectives.denoising import batch_labels, mean_per_sample
+from jaxdistill.train.rng import derive
+from jaxdistill.train.state import NetState
+from jaxdistill.types import Array, Batch, PyTree
+
+PAIR_CHUNK = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class KnowledgeDistillation:
+    teacher: Denoiser
+    student: Denoiser
+    student_init_fn: object  # (rng, example_x) -> params
+    tx: optax.GradientTransformation
+    event_shape: tuple[int, ...]
+    num_classes: int = 0
+    teacher_sampler: str = "heun"
+    teacher_nfe: int = 31
+    guidance: Optional[float] = None
+    num_pairs: int = 16384
+    init_from_teacher: bool = False
+    ema_decay: float = 0.999
+    eval_nfes: Sequence[int] = (1,)
+    name: str = "kd"
+
+    @property
+    def process(self):
+        return self.teacher.process
+
+    def prior(self, rng: Array, num: int) -> Array:
+        return self.process.prior_sample(rng, (num, *self.event_shape))
+
+    def teacher_sample(self, teacher_params: PyTree, z: Array, cond: Optional[Array], rng: Array) -> Array:
+        """ODE_T(z): the teacher's deterministic sampler from prior noise z."""
+        guidance = self.guidance if cond is not None else None
+        x0_fn = lambda x, t: self.teacher.x0(teacher_params, x, t, cond, guidance=guidance)
+        return samplers.sample_nfe(x0_fn, self.process, z, self.teacher_nfe, self.teacher_sampler, rng=rng)
+
+    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
+        """Builds the (noise, teacher sample, label) pair set once, in jitted chunks."""
+        if self.num_pairs == 0:
+            return frozen
+        sample = jax.jit(self.teacher_sample)
+        noise, targets, labels = [], [], []
+        for i, start in enumerate(range(0, self.num_pairs, PAIR_CHUNK)):
+            n = min(PAIR_CHUNK, self.num_pairs - start)
+            key = jax.random.fold_in(rng, i)
+            z = self.prior(derive(key, "prior"), n)
+            cond = None
+            if self.num_classes > 0:
+                cond = jax.random.randint(derive(key, "label"), (n,), 0, self.num_classes)
+                labels.append(np.asarray(cond))
+            noise.append(np.asarray(z))
+            targets.append(np.asarray(sample(frozen["teacher"], z, cond, derive(key, "sampler"))))
+        pairs = {"noise": np.concatenate(noise), "target": np.concatenate(targets)}
+        if labels:
+            pairs["label"] = np.concatenate(labels).astype(np.int32)
+        return {**frozen, "pairs": pairs}
+
+    def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
+        if self.init_from_teacher:
+            params = jax.tree.map(jnp.copy, frozen["teacher"])
+        else:
+            params = self.student_init_fn(rng, batch["x"])
+        return {"student": NetState.create(params, self.tx)}
+
+    def one_step(self, params: PyTree, z: Array, cond: Optional[Array]) -> Array:
+        """G(z, c) = D_student(z, t_max, c)."""
+        t = jnp.full((z.shape[0],), self.process.t_max, jnp.float32)
+        return self.student.x0(params, z, t, cond)
+
+    def minibatch(self, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Array, Optional[Array]]:
+        n = batch["x"].shape[0]
+        if self.num_pairs == 0:
+            z = self.prior(derive(rng, "prior"), n)
+            cond = batch_labels(batch, self.num_classes)
+            return z, self.teacher_sample(frozen["teacher"], z, cond, derive(rng, "sampler")), cond
+        idx = jax.random.randint(derive(rng, "pairs"), (n,), 0, self.num_pairs)
+        pairs = frozen["pairs"]
+        cond = pairs["label"][idx] if self.num_classes > 0 else None
+        return pairs["noise"][idx], pairs["target"][idx], cond
+
+    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
+        z, target, cond = self.minibatch(frozen, batch, rng)
+        target = jax.lax.stop_gradient(target)
+
+        def loss_fn(params):
+            return jnp.mean(mean_per_sample(jnp.square(self.one_step(params, z, cond) - target)))
+
+        loss, grads = jax.value_and_grad(loss_fn)(trainable["student"].params)
+        state, opt_metrics = trainable["student"].apply_gradients(grads, self.ema_decay)
+        return {"student": state}, {"loss": loss, **opt_metrics}
+
+    def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
+        if nfe != 1:
+            raise ValueError(f"the knowledge-distillation student is a one-step generator; got nfe={nfe}")
+        return self.one_step(trainable["student"].eval_params, noise, cond)

@@ -1,0 +1,81 @@
+"""Orbax checkpoints: one item per trainable network state, plus the run's config.
+
+Layout of ``workdir/checkpoints/<step>/``: an item per network (``student``,
+``critic``, ...) each holding that network's ``NetState`` (params, opt_state, ema),
+and ``config`` (the run's ConfigDict as JSON). Saves are asynchronous; restores read
+straight into the sharded abstract state, so a pod restores without gathering.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from jaxdistill.types import PyTree
+
+CONFIG_ITEM = "config"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or does not match the run's networks."""
+
+
+def abstract_like(tree: PyTree, shardings: PyTree) -> PyTree:
+    """ShapeDtypeStructs carrying the target shardings, the restore target."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+class Checkpointer:
+    """A thin wrapper over ``ocp.CheckpointManager`` with named network items."""
+
+    def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def save(self, step: int, states: Mapping[str, PyTree], config: ml_collections.ConfigDict, *, force: bool = False) -> bool:
+        items = {name: ocp.args.StandardSave(state) for name, state in states.items()}
+        items[CONFIG_ITEM] = ocp.args.JsonSave(json.loads(config.to_json_best_effort()))
+        return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+    def restore(self, step: int, abstract_states: Mapping[str, PyTree]) -> dict[str, PyTree]:
+        """Restore every named state into the given abstract (sharded) targets."""
+        items = {name: ocp.args.StandardRestore(tree) for name, tree in abstract_states.items()}
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as err:  # orbax raises many types; name the checkpoint and keep it on disk
+            raise CheckpointError(
+                f"could not restore checkpoint step {step} from {self.directory}: {err}. "
+                "The checkpoint was left untouched; use a fresh --workdir or the matching config."
+            ) from err
+        return {name: restored[name] for name in abstract_states}
+
+    def restore_config(self, step: Optional[int] = None) -> dict[str, Any]:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint found in {self.directory}")
+        return read_config_json(self.directory, step)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def read_config_json(directory: str, step: int) -> dict[str, Any]:
+    path = os.path.join(directory, str(step), CONFIG_ITEM, "metadata")
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {directory}/{step} has no saved config ({path} missing)")
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,108 @@
+"""Device mesh, partition rules and placement of batches and states.
+
+The mesh has two axes, ``data`` and ``fsdp``. The batch is split over both (every
+device sees a different slice of the global batch); parameters, optimiser state and
+EMA are sharded over ``fsdp`` by partition rules and replicated over ``data``.
+
+Partition rules are ``(regex, PartitionSpec)`` pairs matched against a leaf's
+``/``-joined key path (e.g. ``student/params/params/Dense_0/kernel``); optimiser
+moments have the same path suffix as their parameter, so one rule covers both. Leaves
+no rule matches get the default FSDP rule: shard the largest dimension divisible by
+the ``fsdp`` axis size over ``fsdp`` when the leaf has at least ``min_fsdp_size``
+elements, else replicate. The default makes any apply-function shardable, including
+models that carry no annotations of their own.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxdistill.types import PyTree
+
+MESH_AXES = ("data", "fsdp")
+BATCH_SPEC = P(MESH_AXES)
+
+
+def make_mesh(cfg: Optional[ml_collections.ConfigDict] = None, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """Mesh with axes (data, fsdp); ``cfg.data = -1`` takes all devices not used by fsdp."""
+    devices = list(jax.devices() if devices is None else devices)
+    fsdp = int(cfg.fsdp) if cfg is not None else 1
+    data = int(cfg.data) if cfg is not None else -1
+    n = len(devices)
+    if fsdp < 1 or n % fsdp:
+        raise ValueError(f"mesh.fsdp={fsdp} must be >= 1 and divide the device count {n}")
+    if data == -1:
+        data = n // fsdp
+    if data * fsdp != n:
+        raise ValueError(f"mesh.data * mesh.fsdp = {data} * {fsdp} must equal the device count {n} (use data=-1)")
+    return Mesh(np.asarray(devices).reshape(data, fsdp), MESH_AXES)
+
+
+def key_path_str(path: tuple) -> str:
+    parts = []
+    for k in path:
+        name = getattr(k, "key", getattr(k, "name", getattr(k, "idx", None)))
+        parts.append(str(name if name is not None else k))
+    return "/".join(parts)
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_fsdp_size: int) -> P:
+    """Shard the largest dimension divisible by ``fsdp_size`` over ``fsdp``."""
+    if fsdp_size <= 1 or int(np.prod(shape, dtype=np.int64)) < min_fsdp_size:
+        return P()
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % fsdp_size == 0:
+            spec = [None] * len(shape)
+            spec[dim] = "fsdp"
+            return P(*spec)
+    return P()
+
+
+def state_shardings(
+    tree: PyTree,
+    mesh: Mesh,
+    rules: Sequence[tuple[str, P]] = (),
+    min_fsdp_size: int = 1024,
+) -> PyTree:
+    """NamedShardings for every leaf of ``tree`` (arrays or ShapeDtypeStructs)."""
+    compiled = [(re.compile(pattern), spec) for pattern, spec in rules]
+    fsdp_size = mesh.shape["fsdp"]
+
+    def one(path, leaf):
+        name = key_path_str(path)
+        for pattern, spec in compiled:
+            if pattern.search(name):
+                return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, fsdp_spec(tuple(jnp.shape(leaf)), fsdp_size, min_fsdp_size))
+
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, BATCH_SPEC)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+    """Assemble process-local numpy batches into global arrays split over the mesh."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+
+
+def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
+    """Call ``jax.distributed.initialize`` when ``cfg.coordinator_address`` is set."""
+    if cfg.get("coordinator_address"):
+        jax.distributed.initialize(
+            coordinator_address=cfg.coordinator_address,
+            num_processes=int(cfg.num_processes),
+            process_id=int(cfg.process_id),
+        )

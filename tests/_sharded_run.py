@@ -1,0 +1,42 @@
+"""Run in a subprocess with 8 simulated CPU devices: trains the grid25 smoke teacher on
+several meshes and prints the final loss and a parameter checksum per mesh as JSON."""
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import json  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+from jaxdistill import presets  # noqa: E402
+from jaxdistill.build import build  # noqa: E402
+from jaxdistill.train import mesh as mesh_lib  # noqa: E402
+from jaxdistill.train.engine import Trainer  # noqa: E402
+
+workdir = sys.argv[1]
+method = sys.argv[2] if len(sys.argv) > 2 else "teacher"
+results = {}
+for name, (data, fsdp, ndev) in {"1dev": (1, 1, 1), "data8": (8, 1, 8), "data2_fsdp4": (2, 4, 8)}.items():
+    config = presets.grid25_kd("smoke") if method == "kd" else presets.grid25_teacher("smoke")
+    config.mesh.data, config.mesh.fsdp, config.mesh.min_fsdp_size = data, fsdp, 16
+    config.train.num_steps = 8
+    config.train.log_every = 8
+    config.train.checkpoint_every = 8
+    mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:ndev])
+    built = build(config)
+    trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, name), built.data_factory, mesh=mesh, show_progress=False)
+    result = trainer.train()
+    state = next(iter(result.trainable.values()))
+    specs = [leaf.sharding.spec for leaf in jax.tree.leaves(state.params)]
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(state.params)]
+    results[name] = {
+        "loss": result.last_metrics["loss"],
+        "params": [float(np.sum(np.abs(x))) for x in leaves],
+        "first_leaf": leaves[0].ravel()[:16].tolist(),
+        "fsdp_sharded": int(sum(any(a == "fsdp" for a in spec) for spec in specs)),
+    }
+print("RESULTS " + json.dumps(results))

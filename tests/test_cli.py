@@ -1,0 +1,104 @@
+"""CLI smoke runs with the ``smoke`` presets, and clear errors for bad input."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jaxdistill.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cfg(path: str) -> str:
+    return os.path.join(ROOT, "configs", path)
+
+
+def test_train_sample_eval_teacher_and_kd(tmp_path, capsys):
+    teacher = str(tmp_path / "teacher")
+    assert main(["train", "--config", cfg("grid25/teacher.py:smoke"), "--workdir", teacher, "--quiet"]) == 0
+    assert os.path.isdir(os.path.join(teacher, "checkpoints", "20"))
+    lines = [json.loads(l) for l in open(os.path.join(teacher, "metrics.jsonl"))]
+    assert lines[-1]["step"] == 20 and np.isfinite(lines[-1]["loss"])
+
+    out = str(tmp_path / "s.npz")
+    assert main(["sample", "--workdir", teacher, "--nfe", "4", "--num", "300", "--out", out]) == 0
+    x = np.load(out)["x"]
+    assert x.shape == (300, 2) and np.all(np.isfinite(x))
+    assert os.path.exists(str(tmp_path / "s.png"))
+
+    assert main(["eval", "--workdir", teacher, "--nfes", "1,4", "--num", "400"]) == 0
+    report = json.load(open(os.path.join(teacher, "eval.json")))
+    assert set(report["by_nfe"]) == {"1", "4"}
+    assert {"sw2", "mmd", "mode_coverage", "nll"} <= set(report["by_nfe"]["4"])
+
+    student = str(tmp_path / "kd")
+    args = ["train", "--config", cfg("grid25/kd.py:smoke"), "--workdir", student, "--quiet",
+            "--config.teacher.kind=checkpoint", f"--config.teacher.workdir={teacher}"]
+    assert main(args) == 0
+    assert main(["eval", "--workdir", student, "--num", "300"]) == 0
+    report = json.load(open(os.path.join(student, "eval.json")))
+    assert list(report["by_nfe"]) == ["1"]
+
+
+def test_kd_with_exact_conditional_mixture_teacher(tmp_path):
+    workdir = str(tmp_path / "kd")
+    assert main(["train", "--config", cfg("digits_gmm/kd.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
+    assert main(["eval", "--workdir", workdir, "--num", "200"]) == 0
+    report = json.load(open(os.path.join(workdir, "eval.json")))
+    assert "class_match" in report["by_nfe"]["1"]
+
+
+def test_digits_teacher_and_kd_smoke(tmp_path):
+    teacher = str(tmp_path / "teacher")
+    assert main(["train", "--config", cfg("digits/teacher.py:smoke"), "--workdir", teacher, "--quiet"]) == 0
+    student = str(tmp_path / "kd")
+    assert main(["train", "--config", cfg("digits/kd.py:smoke"), "--workdir", student, "--quiet",
+                 f"--config.teacher.workdir={teacher}"]) == 0
+    out = str(tmp_path / "d.npz")
+    assert main(["sample", "--workdir", student, "--num", "16", "--out", out]) == 0
+    assert np.load(out)["x"].shape == (16, 8, 8, 1)
+
+
+def test_data_dump(tmp_path):
+    out = str(tmp_path / "digits.npz")
+    assert main(["data", "--config", cfg("digits/teacher.py"), "--num", "50", "--out", out]) == 0
+    d = np.load(out)
+    assert d["x"].shape == (50, 8, 8, 1) and d["label"].shape == (50,)
+    assert d["x"].min() >= -1.0 and d["x"].max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--config.train.num_stepz=3"], "unknown config key 'train.num_stepz'"),
+        (["--config.train.num_steps=abc"], "bad value for train.num_steps"),
+        (["--config.method=nope"], "method='nope' is not one of"),
+        (["--config.train.num_steps=0"], "train.num_steps must be positive"),
+        (["--config.teacher.kind=none", "--config.method=kd"], "set teacher.kind"),
+    ],
+)
+def test_bad_config_gives_clear_error(tmp_path, capsys, argv, message):
+    code = main(["train", "--config", cfg("grid25/teacher.py:smoke"), "--workdir", str(tmp_path / "w"), *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_config_file_and_preset(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "missing.py"), "--workdir", str(tmp_path)]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["train", "--config", cfg("grid25/teacher.py:huge"), "--workdir", str(tmp_path)]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["sample", "--workdir", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoints" in capsys.readouterr().err
+
+
+def test_quickstart_fast(tmp_path, capsys):
+    assert main(["quickstart", "--fast", "--workdir", str(tmp_path)]) == 0
+    report = json.load(open(tmp_path / "quickstart.json"))
+    assert set(report["student"]["kd student"]) == {"1"}
+    assert os.path.exists(tmp_path / "quality_vs_nfe.png")
+    assert "noise floor" in capsys.readouterr().out

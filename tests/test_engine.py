@@ -1,0 +1,106 @@
+"""The engine: optimiser state updates, sharding invariance, resume and preemption."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdistill import presets
+from jaxdistill.build import build
+from jaxdistill.train.engine import Trainer
+from jaxdistill.train.state import NetState
+
+
+def test_apply_gradients_skips_nonfinite_updates():
+    params = {"w": jnp.ones((3,))}
+    state = NetState.create(params, optax.sgd(0.1))
+    new, metrics = state.apply_gradients({"w": jnp.array([1.0, jnp.nan, 0.0])}, ema_decay=0.9)
+    assert float(metrics["skipped"]) == 1.0
+    np.testing.assert_array_equal(new.params["w"], params["w"])
+    np.testing.assert_array_equal(new.ema["w"], params["w"])
+
+
+def test_apply_gradients_updates_params_and_ema():
+    state = NetState.create({"w": jnp.ones((2,))}, optax.sgd(0.5))
+    new, metrics = state.apply_gradients({"w": jnp.array([2.0, -2.0])}, ema_decay=0.9)
+    np.testing.assert_allclose(new.params["w"], [0.0, 2.0])
+    # ema = 0.9 * 1 + 0.1 * new_params
+    np.testing.assert_allclose(new.ema["w"], [0.9, 1.1])
+    assert float(metrics["skipped"]) == 0.0
+    np.testing.assert_allclose(metrics["grad_norm"], np.sqrt(8.0), rtol=1e-6)
+
+
+def _smoke_teacher(steps: int = 12):
+    config = presets.grid25_teacher("smoke")
+    config.train.num_steps = steps
+    config.train.checkpoint_every = 6
+    config.train.log_every = 6
+    return config
+
+
+def _params(result):
+    return [np.asarray(x) for x in jax.tree.leaves(result.trainable["model"])]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    config = _smoke_teacher()
+    built = build(config)
+    straight = Trainer(built.objective, built.frozen, config, tmp_path / "a", built.data_factory, show_progress=False).train()
+
+    first = Trainer(built.objective, built.frozen, config, tmp_path / "b", built.data_factory, show_progress=False)
+    half = first.train(num_steps=6)
+    assert half.step == 6
+    resumed = Trainer(built.objective, built.frozen, config, tmp_path / "b", built.data_factory, show_progress=False).train()
+    assert resumed.step == 12
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+    lines = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [l["step"] for l in lines] == [6, 12]
+
+
+def test_sigterm_saves_and_resume_matches(tmp_path):
+    config = _smoke_teacher()
+    config.train.checkpoint_every = 100  # only the signal and the final step save
+    built = build(config)
+    straight = Trainer(built.objective, built.frozen, config, tmp_path / "a", built.data_factory, show_progress=False).train()
+
+    def preempted_data(start_step):
+        it = built.data_factory(start_step)
+        for i, batch in enumerate(it):
+            if start_step == 0 and i == 5:  # while training step 5
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    stopped = Trainer(built.objective, built.frozen, config, tmp_path / "b", preempted_data, show_progress=False).train()
+    assert stopped.interrupted and 0 < stopped.step < 12
+    assert os.path.isdir(tmp_path / "b" / "checkpoints" / str(stopped.step))
+    resumed = Trainer(built.objective, built.frozen, config, tmp_path / "b", built.data_factory, show_progress=False).train()
+    assert resumed.step == 12 and not resumed.interrupted
+    for a, b in zip(_params(straight), _params(resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["teacher", "kd"])
+def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path, method):
+    out = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "_sharded_run.py"), str(tmp_path), method],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    line = [l for l in out.stdout.splitlines() if l.startswith("RESULTS ")][-1]
+    results = json.loads(line[len("RESULTS ") :])
+    ref = results["1dev"]
+    assert results["data2_fsdp4"]["fsdp_sharded"] > 0, "no parameter was sharded over fsdp"
+    assert results["1dev"]["fsdp_sharded"] == 0
+    for name in ("data8", "data2_fsdp4"):
+        np.testing.assert_allclose(results[name]["loss"], ref["loss"], rtol=1e-4)
+        np.testing.assert_allclose(results[name]["params"], ref["params"], rtol=1e-4)
+        np.testing.assert_allclose(results[name]["first_leaf"], ref["first_leaf"], rtol=1e-3, atol=1e-5)

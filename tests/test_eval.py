@@ -1,0 +1,166 @@
+"""Tests for jaxdistill.eval: metrics against direct numpy/scipy references, digits classifier."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.spatial.distance
+
+from jaxdistill.eval import digits_classifier as dc
+from jaxdistill.eval.metrics import (
+    assignment_counts,
+    class_accuracy,
+    frechet_distance,
+    frechet_from_features,
+    mmd_rbf,
+    mode_coverage,
+    precision_recall,
+    random_directions,
+    sliced_wasserstein2,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def test_sliced_wasserstein_matches_brute_force():
+    x = RNG.normal(size=(50, 3, 2)).astype(np.float32)
+    y = (RNG.normal(size=(50, 3, 2)) + 0.5).astype(np.float32)
+    theta = random_directions(6, 64, seed=3)
+    w2 = []
+    for j in range(64):
+        px = sorted(float(v) for v in x.reshape(50, -1) @ theta[:, j])
+        py = sorted(float(v) for v in y.reshape(50, -1) @ theta[:, j])
+        w2.append(np.mean([(a - b) ** 2 for a, b in zip(px, py)]))
+    expected = np.sqrt(np.mean(w2))
+    np.testing.assert_allclose(sliced_wasserstein2(x, y, num_projections=64, seed=3), expected, rtol=1e-5)
+    assert sliced_wasserstein2(x, x, num_projections=64) < 1e-6
+
+
+def test_sliced_wasserstein_1d_and_unequal_sizes():
+    x, y = RNG.normal(size=(40, 1)), RNG.normal(2.0, 1.5, size=(40, 1))
+    expected = np.sqrt(np.mean((np.sort(x[:, 0]) - np.sort(y[:, 0])) ** 2))
+    np.testing.assert_allclose(sliced_wasserstein2(x, y), expected, rtol=1e-6)
+    # Unequal sizes: repeating each sample r times leaves the empirical measure unchanged.
+    a, b = RNG.normal(size=(6, 1)), RNG.normal(size=(4, 1))
+    ref = np.sqrt(np.mean((np.sort(np.repeat(a[:, 0], 2)) - np.sort(np.repeat(b[:, 0], 3))) ** 2))
+    np.testing.assert_allclose(sliced_wasserstein2(a, b), ref, rtol=1e-6)
+
+
+def _naive_mmd(x, y, bws, unbiased):
+    def k(a, b):
+        return sum(np.exp(-np.sum((a - b) ** 2) / (2 * s**2)) for s in bws)
+
+    n, m = len(x), len(y)
+    kxx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if not (unbiased and i == j))
+    kyy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if not (unbiased and i == j))
+    kxy = sum(k(x[i], y[j]) for i in range(n) for j in range(m))
+    if unbiased:
+        return kxx / (n * (n - 1)) + kyy / (m * (m - 1)) - 2 * kxy / (n * m)
+    return kxx / n**2 + kyy / m**2 - 2 * kxy / (n * m)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_mmd_matches_naive(unbiased):
+    x, y = RNG.normal(size=(20, 3)), RNG.normal(0.7, 1.0, size=(15, 3))
+    bws = [0.5, 1.0, 2.0]
+    np.testing.assert_allclose(mmd_rbf(x, y, bws, unbiased=unbiased), _naive_mmd(x, y, bws, unbiased), atol=1e-5)
+    # Default bandwidths: median pooled pairwise distance x {0.5, 1, 2}.
+    med = np.median(scipy.spatial.distance.pdist(np.concatenate([x, y])))
+    expected = _naive_mmd(x, y, [0.5 * med, med, 2 * med], unbiased)
+    np.testing.assert_allclose(mmd_rbf(x, y, unbiased=unbiased), expected, atol=1e-5)
+
+
+def test_mmd_identical_and_chunked():
+    x = RNG.normal(size=(2100, 4)).astype(np.float32)  # > one chunk of rows
+    assert abs(mmd_rbf(x, x, unbiased=False)) < 1e-5
+    assert mmd_rbf(x[:1000], x[1000:2000] + 1.0) > 10 * abs(mmd_rbf(x[:1000], x[1000:2000]))
+
+
+def test_frechet_distance_diagonal_closed_form():
+    mu1, mu2 = RNG.normal(size=4), RNG.normal(size=4)
+    v1, v2 = RNG.uniform(0.5, 2.0, 4), RNG.uniform(0.5, 2.0, 4)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(v1) - np.sqrt(v2)) ** 2)
+    np.testing.assert_allclose(frechet_distance(mu1, np.diag(v1), mu2, np.diag(v2)), expected, rtol=1e-8)
+    # Singular covariances still give a finite answer.
+    singular = np.diag([1.0, 0.0, 0.0, 1.0])
+    assert abs(frechet_distance(mu1, singular, mu1, singular)) < 1e-4
+    f = RNG.normal(size=(500, 3))
+    assert frechet_from_features(f, f) < 1e-8
+    np.testing.assert_allclose(frechet_from_features(f, f + 2.0), 12.0, rtol=1e-6)
+
+
+def test_precision_recall_toy():
+    x = RNG.normal(size=(300, 2))
+    assert precision_recall(x, x, k=5) == (1.0, 1.0)
+    assert precision_recall(x, x + 100.0, k=5) == (0.0, 0.0)
+    # Fakes collapsed onto a small part of the real support: high precision, low recall.
+    real = RNG.uniform(0, 1, size=(400, 2))
+    fake = RNG.uniform(0, 0.3, size=(400, 2))
+    precision, recall = precision_recall(real, fake, k=3)
+    assert precision > 0.9 and recall < 0.3
+
+
+def test_mode_coverage_and_counts():
+    weights = np.array([0.5, 0.25, 0.25])
+    assignments = np.array([0] * 50 + [1] * 45 + [2] * 5)
+    np.testing.assert_array_equal(assignment_counts(assignments, 3), [50, 45, 5])
+    # Expected counts 50, 25, 25; component 2 has 5 < 0.2 * 25 ... = 5 -> covered at 0.2, not at 0.3.
+    assert mode_coverage(assignments, weights, threshold=0.2) == 1.0
+    assert mode_coverage(assignments, weights, threshold=0.3) == pytest.approx(2 / 3)
+    assert mode_coverage(np.zeros(100, int), weights) == pytest.approx(1 / 3)
+    assert mode_coverage(assignments, 2 * weights, threshold=0.3) == pytest.approx(2 / 3)
+
+
+def test_class_accuracy():
+    assert class_accuracy(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == 0.75
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jaxdistill_cache"))
+
+
+@pytest.fixture(scope="module")
+def evaluator(cache_dir):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("JAXDISTILL_CACHE", cache_dir)
+    yield dc.DigitsEvaluator()
+    mp.undo()
+
+
+def test_digits_classifier_accuracy_and_fd(evaluator):
+    print(f"digits classifier test accuracy: {evaluator.test_accuracy:.4f}")
+    assert evaluator.test_accuracy >= 0.95
+    x, y = dc.digits_data()
+    perm = np.random.default_rng(1).permutation(len(x))
+    half = len(x) // 2
+    fd_halves = frechet_from_features(evaluator.features(x[perm[:half]]), evaluator.features(x[perm[half:]]))
+    fd_noise = evaluator.fd_digits(np.random.default_rng(2).uniform(-1, 1, size=(1000, 8, 8, 1)))
+    assert fd_halves * 20 < fd_noise
+    assert evaluator.fd_digits(x) < 1e-6
+    assert evaluator.features(x[:5]).shape == (5, 128)
+    assert evaluator.accuracy(x, y) > 0.95
+
+
+def test_digits_cache_reuse_and_corruption(evaluator, cache_dir, monkeypatch):
+    monkeypatch.setenv("JAXDISTILL_CACHE", cache_dir)
+    path = dc.cache_path()
+    with open(path, "rb") as f:
+        good = f.read()
+    calls = []
+
+    def fake_fit(seed, steps):
+        calls.append((seed, steps))
+        return evaluator.params
+
+    monkeypatch.setattr(dc, "_fit", fake_fit)
+    x = dc.digits_data()[0][:50]
+    np.testing.assert_array_equal(dc.DigitsEvaluator(dc.train_digits_classifier()).predict(x), evaluator.predict(x))
+    assert calls == []  # valid cache: no retraining
+
+    with open(path, "wb") as f:
+        f.write(good[:100] + b"garbage")
+    with pytest.warns(UserWarning, match="retraining"):
+        dc.train_digits_classifier()
+    assert len(calls) == 1
+    with open(path, "rb") as f:
+        assert f.read() == good  # rewritten
