@@ -1,24 +1,25 @@
-"""Regenerate the baseline results table (BENCHMARKS.md): the teacher's quality-vs-NFE
-curves for every sampler, and the knowledge-distillation student, on grid25,
-digits-gmm and digits.
+"""Regenerate the baseline results tables (protocol: BENCHMARKS.md).
+
+For each benchmark: the teacher's quality-vs-NFE curve for every sampler (unguided,
+and guided at w = GUIDANCE on conditional benchmarks), the knowledge-distillation
+student at NFE 1, and the noise floor.
 
     python experiments/baseline.py [--benchmarks grid25,digits_gmm,digits] [--quick]
 
-Writes ``results/<benchmark>.json``, ``results/<benchmark>.md`` and
-``results/<benchmark>.png``. Runs are cached under ``runs/`` (a finished run is reused).
-``--quick`` shrinks sample counts and budgets for a check of the script itself; the
-published table uses the defaults.
+Writes ``results/<benchmark>.json``, ``.md`` and ``.png``; training runs are cached in
+``runs/<benchmark>/`` and reused when finished. ``--quick`` uses the smoke presets and
+few samples, to check the script itself; the published tables use the defaults.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -27,56 +28,188 @@ from jaxdistill.build import build, load_run, load_teacher
 from jaxdistill.diffusion import samplers
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
 from jaxdistill.eval.plots import save_quality_vs_nfe
-from jaxdistill.quickstart import train_or_reuse
-from jaxdistill.train.engine import class_labels, generate_samples
+from jaxdistill.train.engine import Trainer, class_labels, generate_samples
 
 SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
 TEACHER_NFES = (1, 2, 4, 8, 16, 32, 64)
-GUIDANCE = 2.0  # the guidance weight of the guided teacher curve on conditional benchmarks
+GUIDANCE = 2.0  # guided teacher curve on conditional benchmarks (x_u + w (x_c - x_u))
 HEADLINE = {"grid25": "sw2", "digits_gmm": "sw2", "digits": "fd_digits"}
+CHUNK = 2048
 
 
-@dataclasses.dataclass
-class Benchmark:
-    name: str
-    teacher_config: Optional[ml_collections.ConfigDict]  # None: the exact mixture teacher
-    kd_config: ml_collections.ConfigDict
-    conditional: bool
-
-
-def benchmarks(quick: bool, runs: str) -> dict[str, Benchmark]:
+def configs(name: str, quick: bool, runs: str) -> tuple[Optional[ml_collections.ConfigDict], ml_collections.ConfigDict]:
+    """(teacher training config or None for an exact teacher, KD config)."""
     preset = "smoke" if quick else None
-    digits_teacher = presets.digits_teacher(preset)
-    digits_kd = presets.digits_kd(preset, teacher_workdir=os.path.join(runs, "digits", "teacher"))
-    return {
-        "grid25": Benchmark("grid25", None, presets.grid25_kd(preset), False),
-        "digits_gmm": Benchmark("digits_gmm", None, presets.digits_gmm_kd(preset), True),
-        "digits": Benchmark("digits", digits_teacher, digits_kd, True),
-    }
+    if name == "grid25":
+        return None, presets.grid25_kd(preset)
+    if name == "digits_gmm":
+        return None, presets.digits_gmm_kd(preset)
+    if name == "digits":
+        return presets.digits_teacher(preset), presets.digits_kd(preset, teacher_workdir=os.path.join(runs, "digits", "teacher"))
+    raise ValueError(f"unknown benchmark {name!r}; choose from {tuple(HEADLINE)}")
 
 
-def teacher_generator(denoiser, params, event_shape, num_classes, sampler: str, guidance: Optional[float]):
-    """``generate(nfe, n)`` for a teacher denoiser and sampler (balanced labels if conditional)."""
+def train_timed(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train (or reuse a finished run) and return its cost record (updates, wall time)."""
+    record_path = os.path.join(workdir, "cost.json")
+    if os.path.exists(record_path):
+        record = json.load(open(record_path))
+        if record["updates"] == int(config.train.num_steps):
+            print(f"reusing {workdir}")
+            return record
+    built = build(config)
+    start = time.perf_counter()
+    result = Trainer(built.objective, built.frozen, config, workdir, built.data_factory).train()
+    record = {"updates": result.step, "train_seconds": time.perf_counter() - start, "batch_size": int(config.batch_size)}
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    return record
 
-    @jax.jit
-    def run(z, cond, rng, nfe_holder):
-        return z
+
+def teacher_generator(denoiser, params, event_shape, num_classes: int, sampler: str, guidance: Optional[float]):
+    """``generate(nfe, n) -> (samples, labels)`` for a teacher and sampler, balanced labels."""
 
     def generate(nfe: int, n: int):
         labels = class_labels(num_classes, n)
-        fn = jax.jit(
+        run = jax.jit(
             lambda p, z, c, r: samplers.sample_nfe(
-                lambda x, t: denoiser.x0(p, x, t, c, guidance=guidance if c is not None else None),
-                denoiser.process, z, nfe, sampler, rng=r,
+                lambda x, t: denoiser.x0(p, x, t, c, guidance=guidance), denoiser.process, z, nfe, sampler, rng=r
             )
         )
         out = []
-        for i, start in enumerate(range(0, n, 2048)):
-            m = min(2048, n - start)
-            key = jax.random.key(1000 + i)
+        for i, start in enumerate(range(0, n, CHUNK)):
+            m = min(CHUNK, n - start)
+            key = jax.random.fold_in(jax.random.key(7), i)
             z = denoiser.process.prior_sample(jax.random.fold_in(key, 0), (m, *event_shape))
-            c = None if labels is None else jax.numpy.asarray(labels[start : start + m])
-            out.append(np.asarray(fn(params, z, c, jax.random.fold_in(key, 1))))
+            c = None if labels is None else jnp.asarray(labels[start : start + m])
+            out.append(np.asarray(run(params, z, c, jax.random.fold_in(key, 1))))
         return np.concatenate(out), labels
 
     return generate
+
+
+def student_generator(run):
+    objective = run.built.objective
+
+    def generate(nfe: int, n: int):
+        labels = class_labels(objective.num_classes, n)
+        x = generate_samples(objective, run.trainable, run.frozen, n, nfe=nfe, rng=jax.random.key(11), labels=labels)
+        return x, labels
+
+    return generate
+
+
+def kd_network_evaluations(config: ml_collections.ConfigDict, updates: int) -> int:
+    """Per-sample network passes: teacher forward passes for the pair set, plus the
+    student's forward and backward pass (counted as two) per sample per update."""
+    pairs = int(config.kd.num_pairs) * int(config.kd.teacher_nfe)
+    return pairs + 2 * updates * int(config.batch_size)
+
+
+def run_benchmark(name: str, quick: bool, runs: str, out_dir: str) -> dict:
+    teacher_cfg, kd_cfg = configs(name, quick, runs)
+    num_samples = 1000 if quick else int(kd_cfg.eval.num_samples)
+    evaluator = Evaluator(kd_cfg.data, num_samples=num_samples)
+    report: dict = {"benchmark": name, "num_samples": num_samples, "noise_floor": evaluator.floor, "teacher": {}, "students": {}}
+
+    teacher_cost = None
+    if teacher_cfg is not None:
+        teacher_cost = train_timed(teacher_cfg, os.path.join(runs, name, "teacher"))
+        report["teacher_training"] = teacher_cost
+    built = build(kd_cfg)
+    denoiser, teacher_params = load_teacher(kd_cfg, built.event_shape)
+    num_classes = int(kd_cfg.network.num_classes)
+    guidances = [None] + ([GUIDANCE] if num_classes > 0 else [])
+    nfes = TEACHER_NFES[:3] if quick else TEACHER_NFES
+    for sampler in SAMPLERS:
+        for w in guidances:
+            label = sampler if w is None else f"{sampler} w={w:g}"
+            gen = teacher_generator(denoiser, teacher_params, built.event_shape, num_classes, sampler, w)
+            report["teacher"][label] = {str(k): v for k, v in evaluate_generator(evaluator, gen, nfes).items()}
+            print(f"{name} teacher {label}: " + ", ".join(f"{k}:{v[HEADLINE[name]]:.4g}" for k, v in report["teacher"][label].items()))
+
+    kd_dir = os.path.join(runs, name, "kd")
+    cost = train_timed(kd_cfg, kd_dir)
+    run = load_run(kd_dir)
+    scores = evaluate_generator(evaluator, student_generator(run), (1,))
+    report["students"]["kd"] = {
+        "by_nfe": {str(k): v for k, v in scores.items()},
+        "updates": cost["updates"],
+        "batch_size": cost["batch_size"],
+        "train_seconds": cost["train_seconds"],
+        "network_evaluations": kd_network_evaluations(kd_cfg, cost["updates"]),
+    }
+    write_outputs(report, out_dir)
+    return report
+
+
+def teacher_best(report: dict, metric: str) -> tuple[float, str]:
+    best = min(
+        ((v[metric], f"{s} @ {n}") for s, curve in report["teacher"].items() for n, v in curve.items() if " w=" not in s),
+        key=lambda p: p[0],
+    )
+    return best
+
+
+def markdown(report: dict) -> str:
+    name = report["benchmark"]
+    metric = HEADLINE[name]
+    best, where = teacher_best(report, metric)
+    floor = report["noise_floor"][metric]
+    keys = [k for k in next(iter(next(iter(report["teacher"].values())).values())) if k not in ("sample_seconds", "nonfinite_frac")]
+    lines = [f"### {name} ({report['num_samples']} samples per row; headline metric {metric}, lower is better)", ""]
+    lines.append(f"Teacher best {metric}: **{best:.4g}** ({where}); noise floor {floor:.4g}.")
+    if "teacher_training" in report:
+        t = report["teacher_training"]
+        lines.append(f"Teacher: trained for {t['updates']} updates at batch {t['batch_size']} ({t['train_seconds']:.0f} s).")
+    lines += ["", "**Students**", ""]
+    lines.append("| method | NFE | " + " | ".join(keys) + f" | {metric} / teacher best | {metric} / floor | updates | network evals | wall time (s) |")
+    lines.append("|---" * (len(keys) + 7) + "|")
+    for method, s in report["students"].items():
+        for nfe, v in s["by_nfe"].items():
+            lines.append(
+                f"| {method} | {nfe} | " + " | ".join(f"{v[k]:.4g}" for k in keys)
+                + f" | {v[metric] / best:.3g} | {v[metric] / floor:.3g} | {s['updates']} | {s['network_evaluations']:.3g} | {s['train_seconds']:.0f} |"
+            )
+    lines += ["", f"**Teacher {metric} vs NFE**", ""]
+    nfes = list(next(iter(report["teacher"].values())))
+    lines.append("| sampler | " + " | ".join(nfes) + " |")
+    lines.append("|---" * (len(nfes) + 1) + "|")
+    for sampler, curve in report["teacher"].items():
+        lines.append(f"| {sampler} | " + " | ".join(f"{curve[n][metric]:.4g}" for n in nfes) + " |")
+    lines.append(f"| noise floor | " + " | ".join(f"{floor:.4g}" for _ in nfes) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(report: dict, out_dir: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    name = report["benchmark"]
+    metric = HEADLINE[name]
+    with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    with open(os.path.join(out_dir, f"{name}.md"), "w") as f:
+        f.write(markdown(report))
+    save_quality_vs_nfe(
+        {s: {int(n): v[metric] for n, v in c.items()} for s, c in report["teacher"].items()},
+        os.path.join(out_dir, f"{name}.png"),
+        metric=metric,
+        points={m: {int(n): v[metric] for n, v in s["by_nfe"].items()} for m, s in report["students"].items()},
+        floor=report["noise_floor"][metric],
+        title=f"{name}: teacher samplers (lines) vs students (stars)",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--benchmarks", default="grid25,digits_gmm,digits")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", default="runs")
+    parser.add_argument("--out", default="results")
+    args = parser.parse_args()
+    for name in args.benchmarks.split(","):
+        run_benchmark(name, args.quick, os.path.join(args.runs, "quick") if args.quick else args.runs, args.out)
+        print(open(os.path.join(args.out, f"{name}.md")).read())
+
+
+if __name__ == "__main__":
+    main()

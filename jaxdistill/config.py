@@ -64,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
     )
     c.denoising = ml_collections.ConfigDict({"weighting": "none", "min_snr_gamma": 5.0, "label_dropout": 0.1})
     c.kd = ml_collections.ConfigDict(
-        {"teacher_sampler": "heun", "teacher_nfe": 31, "num_pairs": 16384, "init_from_teacher": False, "student_prediction": "x0"}
+        {"teacher_sampler": "heun", "teacher_nfe": 31, "num_pairs": 16384, "init_from_teacher": False, "student_prediction": "edm"}
     )
     return c
 

@@ -40,9 +40,15 @@ def mlp_network(num_classes: int = 0, width: int = 256, depth: int = 3) -> ml_co
     return net
 
 
-def unet_network(num_classes: int = 10) -> ml_collections.ConfigDict:
+def unet_network(num_classes: int = 10, smoke: bool = False) -> ml_collections.ConfigDict:
+    """A small UNet for 8x8 images (~0.4M parameters; ~0.05M for ``smoke``)."""
     net = default_network_config("unet")
     net.num_classes = num_classes
+    net.base_channels = 16 if smoke else 32
+    net.channel_mult = (1, 2)
+    net.num_res_blocks = 1
+    net.attn_resolutions = ()
+    net.num_groups = 8
     return net
 
 
@@ -100,11 +106,11 @@ def digits_teacher(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.method = "teacher"
     c.data = ml_collections.ConfigDict({"name": "digits"})
-    c.network = unet_network(num_classes=10)
+    c.network = unet_network(num_classes=10, smoke=arg == "smoke")
     c.batch_size = 128
     c.optim.lr = 1e-3
-    c.optim.decay_steps = 6000
-    c.train.num_steps = 6000
+    c.optim.decay_steps = 4000
+    c.train.num_steps = 4000
     c.train.checkpoint_every = 2000
     c.eval.nfes = (1, 2, 4, 8, 16, 32)
     c.eval.num_samples = 10_000
@@ -120,5 +126,6 @@ def digits_kd(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/tea
     c.kd.num_pairs = 256 if arg == "smoke" else 8192
     c.kd.teacher_nfe = 5 if arg == "smoke" else 17
     c.train.num_steps = 20 if arg == "smoke" else 3000
+    c.optim.decay_steps = c.train.num_steps
     c.eval.nfes = (1,)
     return c

@@ -9,12 +9,15 @@ Conventions shared by the grids spaced in sigma_ratio s = sigma/alpha (``karras`
   spacing starts from ``sigma_ratio_max`` (EDM's 80) instead; the first point is always
   pinned to t_max exactly, so the grid still starts at pure noise.
 
-``t_end`` is a Python float (it decides the grid's structure).
+``t_end`` is a Python float (it decides the grid's structure); the spaced grids are jitted
+with all arguments static (processes are hashable frozen dataclasses).
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 
 from jaxdistill.diffusion.process import NoiseProcess
@@ -43,11 +46,16 @@ def _ratio_grid(
     return jnp.concatenate([t, jnp.zeros((1,), jnp.float32)])
 
 
+_STATIC = ("process", "n", "rho", "t_end", "sigma_ratio_max")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
 def karras_grid(process: NoiseProcess, n: int, rho: float = 7.0, t_end: float = 0.0, sigma_ratio_max: float = 80.0) -> Array:
     """Karras et al. (2022) eq. 5: s_i = (s_hi^(1/rho) + i/(m-1) (s_lo^(1/rho) - s_hi^(1/rho)))^rho, t_i = t(s_i)."""
     return _ratio_grid(process, n, t_end, lambda s: s ** (1.0 / rho), lambda u: u**rho, sigma_ratio_max)
 
 
+@functools.partial(jax.jit, static_argnames=_STATIC[:2] + _STATIC[3:])
 def logsnr_grid(process: NoiseProcess, n: int, t_end: float = 0.0, sigma_ratio_max: float = 80.0) -> Array:
     """Uniform in logSNR lambda = -2 log s (uniform step size h of DPM-Solver, Lu et al. 2022)."""
     return _ratio_grid(process, n, t_end, jnp.log, jnp.exp, sigma_ratio_max)
