@@ -4,7 +4,7 @@ For each benchmark: the teacher's quality-vs-NFE curve for every sampler (unguid
 and guided at w = GUIDANCE on conditional benchmarks), the knowledge-distillation
 student at NFE 1, and the noise floor.
 
-    python experiments/baseline.py [--benchmarks grid25,digits_gmm,digits] [--quick]
+    python experiments/baseline.py [--benchmarks grid25,digits_gmm,digits] [--quick] [--readme]
 
 Writes ``results/<benchmark>.json``, ``.md`` and ``.png``; training runs are cached in
 ``runs/<benchmark>/`` and reused when finished. ``--quick`` uses the smoke presets and
@@ -199,16 +199,38 @@ def write_outputs(report: dict, out_dir: str) -> None:
     )
 
 
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(out_dir: str, names: list[str], readme: str = "README.md") -> None:
+    """Replace the README block between the results markers with the benchmark tables."""
+    text = open(readme).read()
+    if README_START not in text or README_END not in text:
+        raise SystemExit(f"{readme} has no {README_START} ... {README_END} block")
+    parts = []
+    for name in names:
+        md = open(os.path.join(out_dir, f"{name}.md")).read()
+        parts.append(md + f"\n![{name}]({out_dir}/{name}.png)\n")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(readme, "w") as f:
+        f.write(head + README_START + "\n" + "\n".join(parts) + README_END + tail)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmarks", default="grid25,digits_gmm,digits")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--out", default="results")
+    parser.add_argument("--readme", action="store_true", help="also rewrite the results block of README.md")
     args = parser.parse_args()
-    for name in args.benchmarks.split(","):
+    names = args.benchmarks.split(",")
+    for name in names:
         run_benchmark(name, args.quick, os.path.join(args.runs, "quick") if args.quick else args.runs, args.out)
         print(open(os.path.join(args.out, f"{name}.md")).read())
+    if args.readme:
+        update_readme(args.out, names)
 
 
 if __name__ == "__main__":

@@ -38,13 +38,23 @@ class TrainResult:
 
 
 class _StopFlag:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+    """Turns SIGTERM/SIGINT into a stop request the loop checks between steps.
 
-    def __init__(self) -> None:
+    With several processes every one must stop (and save) at the same step, or the others
+    hang in the next collective. There SIGTERM is left to JAX's preemption notifier
+    (installed by ``jax.distributed.initialize``), which tells all processes, and
+    ``should_stop(step)`` is ``multihost_utils.reached_preemption_sync_point(step)``: true on
+    every process at the same step. SIGINT keeps its default there (KeyboardInterrupt).
+    """
+
+    def __init__(self, multiprocess: bool = False) -> None:
+        self.multiprocess = multiprocess
         self.signum: Optional[int] = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
+        if self.multiprocess:
+            return self
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -54,6 +64,15 @@ class _StopFlag:
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
+
+    def should_stop(self, step: int) -> bool:
+        """Called once per step, with increasing ``step``, on every process."""
+        if self.multiprocess and jax.config.jax_enable_preemption_service:
+            from jax.experimental import multihost_utils
+
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.signum = signal.SIGTERM
+        return self.signum is not None
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -176,7 +195,7 @@ class Trainer:
         step = start
         bar = tqdm(total=total, initial=start, disable=not self.show_progress, desc=self.objective.name, dynamic_ncols=True)
         t_last, step_last = time.perf_counter(), start
-        with _StopFlag() as stop:
+        with _StopFlag(multiprocess=jax.process_count() > 1) as stop:
             while step < total:
                 batch = mesh_lib.global_batch(next(data), self.mesh)
                 trainable, metrics = step_fn(trainable, frozen, batch, jnp.asarray(step, jnp.int32))
@@ -191,10 +210,12 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k in ("loss", "steps_per_sec")})
                 if cfg.sample_every and step % int(cfg.sample_every) == 0:
                     self.save_samples(trainable, frozen, step)
+                saved = False
                 if step % int(cfg.checkpoint_every) == 0 or step == total:
-                    self.checkpointer.save(step, trainable, self.config)
-                if stop.signum is not None:
-                    self.checkpointer.save(step, trainable, self.config, force=True)
+                    saved = self.checkpointer.save(step, trainable, self.config)
+                if stop.should_stop(step) and step < total:
+                    if not saved:  # orbax refuses to save a step twice
+                        self.checkpointer.save(step, trainable, self.config, force=True)
                     interrupted = True
                     bar.write(f"received signal {stop.signum}: saved checkpoint at step {step}; rerun to resume")
                     break
