@@ -109,9 +109,9 @@ def digits_teacher(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     c.network = unet_network(num_classes=10, smoke=arg == "smoke")
     c.batch_size = 128
     c.optim.lr = 1e-3
-    c.optim.decay_steps = 4000
-    c.train.num_steps = 4000
-    c.train.checkpoint_every = 2000
+    c.optim.decay_steps = 2500
+    c.train.num_steps = 2500
+    c.train.checkpoint_every = 500
     c.eval.nfes = (1, 2, 4, 8, 16, 32)
     c.eval.num_samples = 10_000
     return _smoke(c) if arg == "smoke" else c
@@ -125,7 +125,7 @@ def digits_kd(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/tea
     c.teacher.workdir = teacher_workdir
     c.kd.num_pairs = 256 if arg == "smoke" else 8192
     c.kd.teacher_nfe = 5 if arg == "smoke" else 17
-    c.train.num_steps = 20 if arg == "smoke" else 3000
+    c.train.num_steps = 20 if arg == "smoke" else 1500
     c.optim.decay_steps = c.train.num_steps
     c.eval.nfes = (1,)
     return c

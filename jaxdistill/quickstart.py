@@ -24,6 +24,7 @@ from jaxdistill.train.checkpoint import Checkpointer
 from jaxdistill.train.engine import Trainer, generate_samples
 
 TEACHER_SAMPLERS = ("euler", "heun", "dpmpp_2m")
+QUICK_TEACHER_STEPS, QUICK_STUDENT_STEPS, QUICK_PAIRS = 3000, 2000, 8192
 
 
 def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -45,12 +46,17 @@ def run_quickstart(workdir: str = "runs/quickstart", *, fast: bool = False, num_
 
     print("== 1/3 teacher: MLP diffusion model on the 25-mode grid ==")
     teacher_cfg = presets.grid25_teacher(preset)
+    if not fast:  # a lighter budget than the benchmark row, to stay within a few minutes
+        teacher_cfg.train.num_steps = teacher_cfg.optim.decay_steps = QUICK_TEACHER_STEPS
     train_or_reuse(teacher_cfg, teacher_dir)
 
     print("== 2/3 student: one-step knowledge distillation of that teacher ==")
     kd_cfg = presets.grid25_kd(preset)
     kd_cfg.teacher.kind = "checkpoint"
     kd_cfg.teacher.workdir = teacher_dir
+    if not fast:
+        kd_cfg.train.num_steps = kd_cfg.optim.decay_steps = QUICK_STUDENT_STEPS
+        kd_cfg.kd.num_pairs = QUICK_PAIRS
     train_or_reuse(kd_cfg, student_dir)
 
     print("== 3/3 evaluation against the exact mixture ==")

@@ -16,8 +16,10 @@ def cfg(path: str) -> str:
 
 def test_train_sample_eval_teacher_and_kd(tmp_path, capsys):
     teacher = str(tmp_path / "teacher")
-    assert main(["train", "--config", cfg("grid25/teacher.py:smoke"), "--workdir", teacher, "--quiet"]) == 0
+    assert main(["train", "--config", cfg("grid25/teacher.py:smoke"), "--workdir", teacher, "--quiet",
+                 "--config.train.sample_every=10"]) == 0
     assert os.path.isdir(os.path.join(teacher, "checkpoints", "20"))
+    assert sorted(os.listdir(os.path.join(teacher, "samples"))) == ["step_0000010.png", "step_0000020.png"]
     lines = [json.loads(l) for l in open(os.path.join(teacher, "metrics.jsonl"))]
     assert lines[-1]["step"] == 20 and np.isfinite(lines[-1]["loss"])
 

@@ -132,3 +132,29 @@ def test_kd_without_a_pair_set_draws_fresh_teacher_samples():
     z, target, cond = objective.minibatch(frozen, batch, jax.random.key(3))
     np.testing.assert_allclose(target, gaussian_flow_map(z, process.t_max, 0.0, process, MEAN, COV), atol=6e-3)
     assert cond is None
+
+
+@pytest.mark.parametrize(
+    "process_name, kind", [("vp_cosine", "eps"), ("vp_cosine", "v"), ("vp_linear", "x0"), ("rectified_flow", "flow"), ("ve", "eps")]
+)
+def test_each_prediction_kind_is_minimised_by_the_exact_model(process_name, kind):
+    """For every (process, kind), the regression target's minimiser is the exact model's
+    output of that kind: the loss at the exact mixture model is below any shifted one."""
+    from jaxdistill.diffusion.predict import eps_from_x0, target_for
+
+    process = get_process(process_name)
+    mixture = GaussianMixture(MEAN[None], COV[None])
+    exact_x0 = mixture_apply_fn(process)
+
+    def apply(params, x, t, cond, *, train=False, rngs=None):
+        x0 = exact_x0(params, x, t, cond)
+        return target_for(kind, x0, eps_from_x0(x0, x, t, process), t, process)
+
+    objective = DenoisingObjective(Denoiser(apply, process, kind), None, optax.sgd(0.0), (2,))
+    x0, _ = mixture.sample(jax.random.key(0), 50000)
+    batch = {"x": x0, "label": jnp.full((50000,), -1, jnp.int32)}
+    loss = lambda p: float(objective.loss(p, batch, jax.random.key(3))[0])
+    best = loss(mixture.params)
+    assert np.isfinite(best)
+    for shift in (0.05, -0.05):
+        assert loss(dict(mixture.params, means=mixture.params["means"] + shift)) > best

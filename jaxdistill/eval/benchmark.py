@@ -34,27 +34,38 @@ class Evaluator:
         self.digits = None
         if self.mixture is not None:
             self.reference = self._mixture_samples(seed + 1)
-            second = self._mixture_samples(seed + 2)
+            self.floor = self.score(self._mixture_samples(seed + 2))
+            return
+        from jaxdistill.data.sources import make_source
+
+        source = make_source(data_config)
+        real = np.stack([source[i]["x"] for i in range(len(source))])
+        if self.name == "digits":
+            from jaxdistill.eval.digits_classifier import DigitsEvaluator
+
+            self.digits = DigitsEvaluator()
+        perm = np.random.default_rng(seed).permutation(len(real))
+        if len(real) >= 2 * num_samples:
+            self.reference = real[perm[:num_samples]]
+            self.floor = self.score(real[perm[num_samples : 2 * num_samples]])
         else:
-            from jaxdistill.data.sources import make_source
-
-            source = make_source(data_config)
-            real = np.stack([source[i]["x"] for i in range(len(source))])
-            rng = np.random.default_rng(seed)
-            self.reference = real[rng.choice(len(real), size=min(num_samples, len(real)), replace=False)]
-            second = real[rng.choice(len(real), size=min(num_samples, len(real)), replace=False)]
-            if self.name == "digits":
-                from jaxdistill.eval.digits_classifier import DigitsEvaluator
-
-                self.digits = DigitsEvaluator()
-        self.floor = self.score(second)
+            # Too few real samples for two independent sets of this size: the floor
+            # compares two disjoint halves of the data, and the reference is all of it.
+            half_a, half_b = real[perm[: len(real) // 2]], real[perm[len(real) // 2 :]]
+            self.reference = half_b
+            self.floor = self.score(half_a, fd_reference=half_b)
+            self.reference = real
 
     def _mixture_samples(self, seed: int) -> np.ndarray:
         x, _ = self.mixture.sample(jax.random.key(seed), self.num_samples)
         return np.asarray(x)
 
-    def score(self, samples: np.ndarray, labels: Optional[np.ndarray] = None) -> dict[str, float]:
-        """All metrics of one sample set (non-finite samples are dropped and counted)."""
+    def score(
+        self, samples: np.ndarray, labels: Optional[np.ndarray] = None, *, fd_reference: Optional[np.ndarray] = None
+    ) -> dict[str, float]:
+        """All metrics of one sample set (non-finite samples are dropped and counted).
+
+        FD-digits is measured against all real digits, or ``fd_reference`` if given."""
         samples = np.asarray(samples, np.float64)
         flat = samples.reshape(len(samples), -1)
         finite = np.all(np.isfinite(flat), axis=1)
@@ -71,7 +82,11 @@ class Evaluator:
             if labels is not None and self.mixture.labels is not None:
                 out["class_match"] = float(np.mean(np.asarray(self.mixture.labels)[assign] == labels))
         if self.digits is not None:
-            out["fd_digits"] = float(self.digits.fd_digits(samples))
+            if fd_reference is None:
+                out["fd_digits"] = float(self.digits.fd_digits(samples))
+            else:
+                feats = self.digits.features
+                out["fd_digits"] = float(metrics.frechet_from_features(feats(samples), feats(fd_reference)))
             if labels is not None:
                 out["class_acc"] = float(self.digits.accuracy(samples, labels))
         return out

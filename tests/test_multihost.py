@@ -1,0 +1,111 @@
+"""Multi-host training: two local processes joined by ``jax.distributed.initialize`` (CPU,
+gloo collectives, 2 simulated devices each) train through ``jaxdistill train`` exactly like
+one process fed the same global batches, and stop together when one of them is preempted."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_multihost_run.py")
+NUM_STEPS = 24  # _multihost_run.NUM_STEPS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _tagged(stdout: str, tag: str) -> dict:
+    lines = [l for l in stdout.splitlines() if l.startswith(tag + " ")]
+    assert lines, f"no {tag} line in output:\n{stdout[-3000:]}"
+    return json.loads(lines[-1][len(tag) + 1 :])
+
+
+def _run_two_processes(workdir, sigterm_at: int = -1, timeout: int = 120) -> list[tuple[dict, str]]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, HELPER, "worker", str(i), str(port), str(workdir), str(sigterm_at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for i in range(2)
+    ]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-4000:]
+    return [(_tagged(out, "WORKER"), out) for out in outs]
+
+
+def _cli_line(out: str, prefix: str) -> str:
+    return [l for l in out.splitlines() if l.startswith(prefix)][-1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two processes preempted (SIGTERM to process 1 only) then resumed to the end in the
+    same workdir, and the one-process reference fed the same global batches."""
+    root = tmp_path_factory.mktemp("multihost")
+    workdir = root / "run"
+    preempted = _run_two_processes(workdir, sigterm_at=3)
+    after_preemption = sorted(os.listdir(workdir / "checkpoints"), key=int)
+    resumed = _run_two_processes(workdir)
+    out = subprocess.run(
+        [sys.executable, HELPER, "reference", str(root / "ref"), str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    reference = _tagged(out.stdout, "REFERENCE")
+    return workdir, preempted, after_preemption, resumed, reference
+
+
+def test_two_processes_train_like_one_process_on_the_same_global_batches(runs):
+    workdir, _, _, resumed, ref = runs
+    for i, (info, out) in enumerate(resumed):
+        assert info == {"rc": 0, "process_index": i, "process_count": 2, "local_devices": 2, "devices": 4}
+        assert f"finished at step {NUM_STEPS}" in out
+    # Both processes see the same (replicated) metrics.
+    metrics = [_cli_line(out, "last metrics:").split("steps_per_sec")[0] for _, out in resumed]
+    assert metrics[0] == metrics[1]
+    # One checkpoint per step, written jointly (each process its own shards); metrics and
+    # plots by process 0 only.
+    ckpt = workdir / "checkpoints"
+    assert sorted(os.listdir(ckpt), key=int) == ["12", "24"]
+    assert {"ocdbt.process_0", "ocdbt.process_1"} <= set(os.listdir(ckpt / "24" / "model"))
+    lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+    assert [l["step"] for l in lines] == [12, NUM_STEPS]
+    assert sorted(os.listdir(workdir / "samples")) == ["step_0000012.png", "step_0000024.png"]
+    # Same loss and parameters as one process on one device fed the same global batches.
+    assert np.isfinite(lines[-1]["loss"])
+    np.testing.assert_allclose(lines[-1]["loss"], ref["loss"], rtol=1e-4)
+    run = ref["runs"][str(workdir)]
+    assert run["step"] == NUM_STEPS
+    assert run["max_abs_diff"] <= 1e-4 * max(run["max_abs"], 1.0), run
+
+
+def test_preempting_one_process_stops_both_at_the_same_step(runs):
+    _, preempted, after_preemption, _, _ = runs
+    stops = []
+    for info, out in preempted:
+        assert info["rc"] == 0 and info["process_count"] == 2
+        stops.append(int(_cli_line(out, "interrupted at step").split()[3].rstrip(";")))
+    assert stops[0] == stops[1] and 3 < stops[0] < NUM_STEPS, stops
+    assert str(stops[0]) in after_preemption
