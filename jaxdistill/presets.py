@@ -59,7 +59,7 @@ def grid25_teacher(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     c = base_config()
     c.method = "teacher"
     c.data = ml_collections.ConfigDict({"name": "grid25", "size": 200_000, "seed": 0})
-    c.network = mlp_network()
+    c.network = mlp_network(width=128)
     c.sigma_data = 2.8  # the per-coordinate std of the grid (sqrt(8 + 0.1^2))
     c.batch_size = 512
     c.optim.lr = 2e-3

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -67,7 +68,8 @@ class KnowledgeDistillation:
             return frozen
         sample = jax.jit(self.teacher_sample)
         noise, targets, labels = [], [], []
-        for i, start in enumerate(range(0, self.num_pairs, PAIR_CHUNK)):
+        starts = range(0, self.num_pairs, PAIR_CHUNK)
+        for i, start in enumerate(tqdm(starts, desc="teacher pairs", unit="chunk", disable=jax.process_index() > 0)):
             n = min(PAIR_CHUNK, self.num_pairs - start)
             key = jax.random.fold_in(rng, i)
             z = self.prior(derive(key, "prior"), n)
