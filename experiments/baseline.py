@@ -181,7 +181,7 @@ def markdown(report: dict) -> str:
     lines.append("|---" * (len(nfes) + 1) + "|")
     for sampler, curve in report["teacher"].items():
         lines.append(f"| {sampler} | " + " | ".join(f"{curve[n][metric]:.4g}" for n in nfes) + " |")
-    lines.append(f"| noise floor | " + " | ".join(f"{floor:.4g}" for _ in nfes) + " |")
+    lines.append("| noise floor | " + " | ".join(f"{floor:.4g}" for _ in nfes) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,6 @@ from typing import Optional
 
 import jax
 import ml_collections
-import numpy as np
 
 from jaxdistill import presets
 from jaxdistill.build import build, load_run

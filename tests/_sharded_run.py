@@ -10,7 +10,6 @@ import json  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jaxdistill import presets  # noqa: E402
 from jaxdistill.build import build  # noqa: E402

@@ -1,6 +1,5 @@
 """Defining properties of the first objectives: denoising (teacher training) and
 knowledge distillation, checked against closed-form Gaussian answers."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -26,7 +26,7 @@ import optax
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import target_for
-from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
+from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.objectives.base import Metrics, Trainable
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
