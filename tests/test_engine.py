@@ -53,6 +53,11 @@ def test_resume_equals_uninterrupted(tmp_path):
     built = build(config)
     straight = Trainer(built.objective, built.frozen, config, tmp_path / "a", built.data_factory, show_progress=False).train()
 
+    config_keep = config.copy_and_resolve_references()
+    config_keep.train.checkpoint_every, config_keep.train.max_to_keep = 3, 2
+    Trainer(built.objective, built.frozen, config_keep, tmp_path / "k", built.data_factory, show_progress=False).train()
+    assert sorted(os.listdir(tmp_path / "k" / "checkpoints")) == ["12", "9"]  # max_to_keep=2 of 3, 6, 9, 12
+
     first = Trainer(built.objective, built.frozen, config, tmp_path / "b", built.data_factory, show_progress=False)
     half = first.train(num_steps=6)
     assert half.step == 6
