@@ -17,8 +17,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.registry import make_network
-from jaxdistill.objectives.denoising import DenoisingObjective
-from jaxdistill.objectives.kd import KnowledgeDistillation
+from jaxdistill.objectives import registry
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from jaxdistill.train.state import make_optimizer
 from jaxdistill.types import PyTree
@@ -61,13 +60,19 @@ def make_mixture(name: str):
     return MIXTURES[name]()
 
 
-def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, prediction: str):
-    """(Denoiser, init_fn) for the config's network."""
+def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, prediction: str, num_times: int = 1):
+    """(Denoiser, init_fn) for the config's network with ``num_times`` time-like inputs."""
+    net_config = config.network.copy_and_resolve_references()
+    net_config.num_times = num_times
     try:
-        network = make_network(config.network)
+        network = make_network(net_config)
     except (ValueError, KeyError) as err:
         raise ConfigError(f"network: {err}") from err
-    return Denoiser(network.apply, process, prediction, sigma_data=float(config.sigma_data)), network.init
+    try:
+        denoiser = Denoiser(network.apply, process, prediction, sigma_data=float(config.sigma_data))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return denoiser, network.init
 
 
 def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) -> tuple[Denoiser, PyTree]:
@@ -83,12 +88,42 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
         return Denoiser(gaussian_mixture.mixture_apply_fn(process), process, "x0"), mixture.params
     if kind == "checkpoint":
         run = load_run(config.teacher.workdir)
-        if not isinstance(run.built.objective, DenoisingObjective):
+        if run.config.method != "teacher":
             raise ConfigError(f"teacher.workdir={config.teacher.workdir!r} is a {run.config.method!r} run, not a teacher")
         if tuple(run.built.event_shape) != tuple(event_shape):
             raise ConfigError(f"teacher event shape {run.built.event_shape} does not match the data's {event_shape}")
         return run.built.objective.denoiser, run.trainable["model"].eval_params
     raise ConfigError(f"method {config.method!r} needs a teacher (teacher.kind is {kind!r})")
+
+
+@dataclasses.dataclass
+class BuildContext:
+    """What an objective module's ``from_config`` gets: the config and shared factories."""
+
+    config: ml_collections.ConfigDict
+    event_shape: tuple[int, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config.network.num_classes)
+
+    @property
+    def section(self) -> ml_collections.ConfigDict:
+        """The method's own config section."""
+        return self.config[registry.section(self.config.method)]
+
+    def optimizer(self):
+        return make_optimizer(self.config.optim)
+
+    def process(self) -> NoiseProcess:
+        return make_process(self.config)
+
+    def teacher(self) -> tuple[Denoiser, PyTree]:
+        return load_teacher(self.config, self.event_shape)
+
+    def network(self, process: NoiseProcess, prediction: str, num_times: int = 1):
+        """(Denoiser, init_fn) of the config's network as a denoiser of ``process``."""
+        return network_denoiser(self.config, process, prediction, num_times)
 
 
 def build(config: ml_collections.ConfigDict) -> Built:
@@ -99,44 +134,8 @@ def build(config: ml_collections.ConfigDict) -> Built:
     except (ValueError, KeyError, FileNotFoundError) as err:
         raise ConfigError(f"data: {err}") from err
     event_shape = tuple(source[0]["x"].shape)
-    num_classes = int(config.network.num_classes)
-    tx = make_optimizer(config.optim)
-    eval_guidance = config.eval.guidance
-    if config.method == "teacher":
-        process = make_process(config)
-        denoiser, init_fn = network_denoiser(config, process, config.prediction)
-        objective = DenoisingObjective(
-            denoiser=denoiser,
-            init_fn=init_fn,
-            tx=tx,
-            event_shape=event_shape,
-            num_classes=num_classes,
-            weighting=config.denoising.weighting,
-            min_snr_gamma=float(config.denoising.min_snr_gamma),
-            label_dropout=float(config.denoising.label_dropout),
-            ema_decay=float(config.ema_decay),
-            sampler=config.eval.sampler,
-            guidance=eval_guidance,
-            eval_nfes=tuple(int(n) for n in config.eval.nfes),
-        )
-        return Built(config, objective, {}, event_shape, source)
-    teacher, teacher_params = load_teacher(config, event_shape)
-    student, student_init = network_denoiser(config, teacher.process, config.kd.student_prediction)
-    objective = KnowledgeDistillation(
-        teacher=teacher,
-        student=student,
-        student_init_fn=student_init,
-        tx=tx,
-        event_shape=event_shape,
-        num_classes=num_classes,
-        teacher_sampler=config.kd.teacher_sampler,
-        teacher_nfe=int(config.kd.teacher_nfe),
-        guidance=config.teacher.guidance,
-        num_pairs=int(config.kd.num_pairs),
-        init_from_teacher=bool(config.kd.init_from_teacher),
-        ema_decay=float(config.ema_decay),
-    )
-    return Built(config, objective, {"teacher": teacher_params}, event_shape, source)
+    objective, frozen = registry.module(config.method).from_config(BuildContext(config, event_shape))
+    return Built(config, objective, frozen, event_shape, source)
 
 
 @dataclasses.dataclass

@@ -19,7 +19,6 @@ from ml_collections import config_dict
 
 from jaxdistill.train.state import default_optimizer_config
 
-METHODS = ("teacher", "kd")
 TEACHER_KINDS = ("none", "mixture", "checkpoint")
 
 
@@ -135,8 +134,16 @@ def _suggest(name: str, node: ml_collections.ConfigDict) -> str:
 
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> ml_collections.ConfigDict:
     """Sanity checks with messages that name the field."""
-    if config.method not in METHODS:
-        raise ConfigError(f"method={config.method!r} is not one of {METHODS}")
+    from jaxdistill.objectives import registry
+
+    if config.method not in registry.METHODS:
+        raise ConfigError(f"method={config.method!r} is not one of {tuple(registry.METHODS)}")
+    section = registry.section(config.method)
+    if section is not None and section not in config:
+        raise ConfigError(
+            f"method {config.method!r} needs the config section {section!r}; start from a config file "
+            f"for this method (configs/<dataset>/{config.method}.py)"
+        )
     if config.teacher.kind not in TEACHER_KINDS:
         raise ConfigError(f"teacher.kind={config.teacher.kind!r} is not one of {TEACHER_KINDS}")
     if config.method != "teacher" and config.teacher.kind == "none":

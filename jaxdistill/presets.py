@@ -34,6 +34,17 @@ def _smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def with_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """Switch ``c`` to ``method`` and add that method's config section with its defaults."""
+    from jaxdistill.objectives import registry
+
+    c.method = method
+    section = registry.section(method)
+    if section is not None and section not in c:
+        c[section] = registry.default_config(method)
+    return c
+
+
 def mlp_network(num_classes: int = 0, width: int = 256, depth: int = 3) -> ml_collections.ConfigDict:
     net = default_network_config("mlp")
     net.width, net.depth, net.num_classes = width, depth, num_classes

@@ -1,5 +1,11 @@
-"""Run in a subprocess with 8 simulated CPU devices: trains the grid25 smoke teacher on
-several meshes and prints the final loss and a parameter checksum per mesh as JSON."""
+"""Run in a subprocess with 8 simulated CPU devices: trains a smoke preset on several
+meshes and prints the final loss and a parameter checksum per mesh as JSON.
+
+    python _sharded_run.py WORKDIR PRESET [MESHES]
+
+PRESET names a function of ``jaxdistill.presets`` called with "smoke" (e.g. ``grid25_kd``);
+MESHES is a comma-separated subset of 1dev,data8,data2_fsdp4 (default: all three).
+"""
 import os
 import sys
 
@@ -16,11 +22,14 @@ from jaxdistill.build import build  # noqa: E402
 from jaxdistill.train import mesh as mesh_lib  # noqa: E402
 from jaxdistill.train.engine import Trainer  # noqa: E402
 
-workdir = sys.argv[1]
-method = sys.argv[2] if len(sys.argv) > 2 else "teacher"
+MESHES = {"1dev": (1, 1, 1), "data8": (8, 1, 8), "data2_fsdp4": (2, 4, 8)}
+
+workdir, preset = sys.argv[1], sys.argv[2]
+names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(MESHES)
 results = {}
-for name, (data, fsdp, ndev) in {"1dev": (1, 1, 1), "data8": (8, 1, 8), "data2_fsdp4": (2, 4, 8)}.items():
-    config = presets.grid25_kd("smoke") if method == "kd" else presets.grid25_teacher("smoke")
+for name in names:
+    data, fsdp, ndev = MESHES[name]
+    config = getattr(presets, preset)("smoke")
     config.mesh.data, config.mesh.fsdp, config.mesh.min_fsdp_size = data, fsdp, 16
     config.train.num_steps = 8
     config.train.log_every = 8
@@ -29,13 +38,14 @@ for name, (data, fsdp, ndev) in {"1dev": (1, 1, 1), "data8": (8, 1, 8), "data2_f
     built = build(config)
     trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, name), built.data_factory, mesh=mesh, show_progress=False)
     result = trainer.train()
-    state = next(iter(result.trainable.values()))
-    specs = [leaf.sharding.spec for leaf in jax.tree.leaves(state.params)]
-    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(state.params)]
+    states = list(result.trainable.values())
+    specs = [leaf.sharding.spec for state in states for leaf in jax.tree.leaves(state.params)]
+    leaves = [np.asarray(x, np.float64) for state in states for x in jax.tree.leaves(state.params)]
     results[name] = {
         "loss": result.last_metrics["loss"],
         "params": [float(np.sum(np.abs(x))) for x in leaves],
         "first_leaf": leaves[0].ravel()[:16].tolist(),
         "fsdp_sharded": int(sum(any(a == "fsdp" for a in spec) for spec in specs)),
+        "compilations": trainer._compiled_step._cache_size(),
     }
 print("RESULTS " + json.dumps(results))

@@ -2,8 +2,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +13,7 @@ from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.train.engine import Trainer
 from jaxdistill.train.state import NetState
+from protocol_checks import check_sharded_matches_single_device
 
 
 def test_apply_gradients_skips_nonfinite_updates():
@@ -91,21 +90,6 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("method", ["teacher", "kd"])
-def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path, method):
-    out = subprocess.run(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "_sharded_run.py"), str(tmp_path), method],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    line = [l for l in out.stdout.splitlines() if l.startswith("RESULTS ")][-1]
-    results = json.loads(line[len("RESULTS ") :])
-    ref = results["1dev"]
-    assert results["data2_fsdp4"]["fsdp_sharded"] > 0, "no parameter was sharded over fsdp"
-    assert results["1dev"]["fsdp_sharded"] == 0
-    for name in ("data8", "data2_fsdp4"):
-        np.testing.assert_allclose(results[name]["loss"], ref["loss"], rtol=1e-4)
-        np.testing.assert_allclose(results[name]["params"], ref["params"], rtol=1e-4)
-        np.testing.assert_allclose(results[name]["first_leaf"], ref["first_leaf"], rtol=1e-3, atol=1e-5)
+@pytest.mark.parametrize("preset", ["grid25_teacher", "grid25_kd"])
+def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path, preset):
+    check_sharded_matches_single_device(preset, tmp_path, meshes="1dev,data8,data2_fsdp4")

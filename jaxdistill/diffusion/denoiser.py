@@ -6,6 +6,10 @@ Classifier-free guidance (Ho & Salimans 2022) uses one convention throughout:
 
 Because eps, v, the score and the PF-ODE velocity are all affine in x0 at fixed (x, t),
 the same formula holds in any of those parameterisations.
+
+``extra`` ([B] or [B, m]) carries additional scalar conditions of networks built with
+``num_times > 1`` (a step size, a second time, a guidance weight); they are appended as
+columns after the network's noise-level input and are never rescaled.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Mapping, Optional
 
 import jax.numpy as jnp
 
-from jaxdistill.diffusion.predict import PREDICTIONS, edm_inputs, eps_from_x0, to_x0
+from jaxdistill.diffusion.predict import PRECONDITIONED, PREDICTIONS, edm_inputs, eps_from_x0, to_x0
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
 from jaxdistill.types import NULL_LABEL, ApplyFn, Array, PyTree
 
@@ -46,16 +50,21 @@ class Denoiser:
         *,
         train: bool = False,
         rngs: Optional[Mapping[str, Array]] = None,
+        extra: Optional[Array] = None,
     ) -> Array:
-        """The network output; kind ``"edm"`` feeds (c_in x / alpha, c_noise), others (x, t)."""
+        """The network output; kinds ``"edm"``/``"cm"`` feed (c_in x / alpha, c_noise), others (x, t)."""
         t = self._t(t, x)
-        if self.prediction == "edm":
+        net_x, net_t = x, t
+        if self.prediction in PRECONDITIONED:
             net_x, net_t = edm_inputs(x, t, self.process, self.sigma_data)
-            return self.apply_fn(params, net_x, net_t, cond, train=train, rngs=rngs)
-        return self.apply_fn(params, x, t, cond, train=train, rngs=rngs)
+        if extra is not None:
+            extra = jnp.asarray(extra, jnp.float32)
+            extra = jnp.broadcast_to(extra, (x.shape[0],)) if extra.ndim < 1 else extra
+            net_t = jnp.concatenate([net_t[:, None], extra.reshape(x.shape[0], -1)], axis=1)
+        return self.apply_fn(params, net_x, net_t, cond, train=train, rngs=rngs)
 
-    def _x0(self, params, x, t, cond, train, rngs) -> Array:
-        out = self.raw(params, x, t, cond, train=train, rngs=rngs)
+    def _x0(self, params, x, t, cond, train, rngs, extra=None) -> Array:
+        out = self.raw(params, x, t, cond, train=train, rngs=rngs, extra=extra)
         return to_x0(out, self.prediction, x, t, self.process, sigma_data=self.sigma_data)
 
     def x0(
@@ -68,6 +77,7 @@ class Denoiser:
         guidance: Guidance = None,
         train: bool = False,
         rngs: Optional[Mapping[str, Array]] = None,
+        extra: Optional[Array] = None,
     ) -> Array:
         """E[x0 | x_t]; with ``guidance`` w (float or [B]) the CFG estimate x0_u + w (x0_c - x0_u).
 
@@ -75,9 +85,12 @@ class Denoiser:
         """
         t = self._t(t, x)
         if guidance is None:
-            return self._x0(params, x, t, cond, train, rngs)
+            return self._x0(params, x, t, cond, train, rngs, extra)
         if cond is None:
             raise ValueError("classifier-free guidance needs class labels (cond is None)")
+        if extra is not None:
+            extra = jnp.asarray(extra, jnp.float32)
+            extra = jnp.concatenate([extra, extra]) if extra.ndim > 0 else extra
         both = self._x0(
             params,
             jnp.concatenate([x, x]),
@@ -85,6 +98,7 @@ class Denoiser:
             jnp.concatenate([cond, jnp.full_like(cond, NULL_LABEL)]),
             train,
             rngs,
+            extra,
         )
         x0_c, x0_u = jnp.split(both, 2)
         w = broadcast_to(jnp.asarray(guidance, jnp.float32), x)

@@ -9,15 +9,19 @@ Kinds (``PREDICTIONS``):
                x0 = (sigma' x - sigma u) / (sigma' alpha - sigma alpha').
 * ``"edm"``  : Karras et al. (2022) preconditioning on y = x / alpha, s = sigma / alpha:
                the network sees (c_in y, c_noise) and x0 = c_skip y + c_out F (needs alpha > 0).
+* ``"cm"``   : as ``"edm"`` but with the consistency-model boundary coefficients
+               (Song et al. 2023), so x0 = y exactly at the process's t_min: f(x, t_min) = x / alpha.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
 from jaxdistill.types import Array
 
-PREDICTIONS = ("eps", "x0", "v", "flow", "edm")
+PREDICTIONS = ("eps", "x0", "v", "flow", "edm", "cm")
+PRECONDITIONED = ("edm", "cm")  # kinds whose network sees (c_in x / alpha, c_noise)
 
 
 def _check(kind: str) -> None:
@@ -83,15 +87,25 @@ def to_x0(output: Array, kind: str, x: Array, t: Array, process: NoiseProcess, *
     if kind == "flow":
         da, ds = broadcast_to(process.dalpha(t), x), broadcast_to(process.dsigma(t), x)
         return (ds * x - s * output) / (ds * a - s * da)
-    c_skip, c_out, _, _ = edm_coeffs(s / a, sigma_data)
+    c_skip, c_out = _skip_out(kind, s / a, process, sigma_data)
     return c_skip * x / a + c_out * output
+
+
+def _skip_out(kind: str, s: Array, process: NoiseProcess, sigma_data: float) -> tuple[Array, Array]:
+    """(c_skip, c_out) of a preconditioned kind at noise level s (broadcast like s)."""
+    if kind == "cm":
+        with jax.ensure_compile_time_eval():
+            s_min = float(process.sigma_ratio(process.t_min))
+        return cm_boundary_coeffs(s, s_min, sigma_data)
+    c_skip, c_out, _, _ = edm_coeffs(s, sigma_data)
+    return c_skip, c_out
 
 
 def target_for(kind: str, x0: Array, eps: Array, t: Array, process: NoiseProcess, *, sigma_data: float = 0.5) -> Array:
     """Regression target of a network of prediction ``kind`` for x_t = alpha x0 + sigma eps.
 
     eps -> eps, x0 -> x0, v -> alpha eps - sigma x0, flow -> alpha' x0 + sigma' eps,
-    edm -> (x0 - c_skip y) / c_out with y = x_t / alpha.
+    edm / cm -> (x0 - c_skip y) / c_out with y = x_t / alpha (cm: undefined at t_min, where c_out = 0).
     """
     _check(kind)
     a, s = _coeffs(process, t, x0)
@@ -103,6 +117,6 @@ def target_for(kind: str, x0: Array, eps: Array, t: Array, process: NoiseProcess
         return a * eps - s * x0
     if kind == "flow":
         return broadcast_to(process.dalpha(t), x0) * x0 + broadcast_to(process.dsigma(t), x0) * eps
-    c_skip, c_out, _, _ = edm_coeffs(s / a, sigma_data)
+    c_skip, c_out = _skip_out(kind, s / a, process, sigma_data)
     y = x0 + (s / a) * eps
     return (x0 - c_skip * y) / c_out

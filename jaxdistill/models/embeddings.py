@@ -105,12 +105,14 @@ class TimeEmbedding(nn.Module):
         ``t in [0, 1]`` onto DDPM's integer-step range); std of the Fourier
         frequencies otherwise.
       freq_dim: width of the raw features (defaults to ``dim``).
+      zero_out: start the output layer at zero (the embedding is 0 at initialisation).
     """
 
     dim: int
     kind: str = "sinusoidal"
     time_scale: float = 1000.0
     freq_dim: Optional[int] = None
+    zero_out: bool = False
 
     @nn.compact
     def __call__(self, t: Array) -> Array:
@@ -122,7 +124,7 @@ class TimeEmbedding(nn.Module):
         else:
             raise ValueError(f"unknown time embedding kind {self.kind!r}")
         h = nn.silu(dense(self.dim, ("io", "embed"))(feats))
-        return dense(self.dim, ("mlp", "embed"))(h)
+        return dense(self.dim, ("mlp", "embed"), zero_init=self.zero_out)(h)
 
 
 class LabelEmbedding(nn.Module):
@@ -153,7 +155,15 @@ class LabelEmbedding(nn.Module):
 
 
 class ConditionEmbedding(nn.Module):
-    """Sum of :class:`TimeEmbedding` and (when ``num_classes > 0``) :class:`LabelEmbedding`."""
+    """Sum of time embeddings and (when ``num_classes > 0``) a :class:`LabelEmbedding`.
+
+    ``t`` is ``[B]`` (the noise level) or ``[B, k]``: the noise level plus ``k - 1`` extra
+    scalar conditions (a step size for shortcut models, a second time for MeanFlow, a
+    guidance weight for guided distillation). Column 0 uses the same embedding (and
+    parameter name) as a plain ``[B]`` input; each extra column has its own embedding whose
+    output layer starts at zero, so a network with extra inputs initialised from a
+    plain teacher's parameters computes exactly the teacher's function.
+    """
 
     dim: int
     num_classes: int = 0
@@ -162,9 +172,12 @@ class ConditionEmbedding(nn.Module):
 
     @nn.compact
     def __call__(self, t: Array, cond: Optional[Array], batch_size: int) -> Array:
-        """``t`` of shape ``[B]`` (or a scalar, broadcast to ``batch_size``) -> ``[B, dim]``."""
-        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (batch_size,))
-        emb = TimeEmbedding(self.dim, self.time_embedding, self.time_scale)(t)
+        """``t`` of shape ``[B]``, ``[B, k]`` or a scalar (broadcast to ``batch_size``) -> ``[B, dim]``."""
+        t = jnp.asarray(t, jnp.float32)
+        columns = [jnp.broadcast_to(t, (batch_size,))] if t.ndim < 2 else [t[:, i] for i in range(t.shape[1])]
+        emb = TimeEmbedding(self.dim, self.time_embedding, self.time_scale)(columns[0])
+        for i, extra in enumerate(columns[1:]):
+            emb = emb + TimeEmbedding(self.dim, self.time_embedding, self.time_scale, zero_out=True, name=f"ExtraEmbedding_{i}")(extra)
         if self.num_classes > 0:
             emb = emb + LabelEmbedding(self.num_classes, self.dim)(cond, batch_size)
         return emb

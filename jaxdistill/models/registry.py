@@ -3,7 +3,9 @@
 Config fields (``default_network_config(name)`` gives every default):
 
 * common: ``name`` in {"mlp", "unet", "dit"}; ``num_classes`` (0 = unconditional,
-  otherwise labels ``0..num_classes-1`` plus the null label ``-1``); ``dropout``;
+  otherwise labels ``0..num_classes-1`` plus the null label ``-1``); ``num_times``
+  (1: ``t`` is ``[B]``; k > 1: ``t`` is ``[B, k]``, the noise level plus k - 1 extra
+  scalar conditions, see ``ConditionEmbedding``); ``dropout``;
   ``time_embedding`` ("sinusoidal" | "fourier"); ``time_scale`` (multiplier of ``t``
   for sinusoidal features, 1000 suits ``t in [0, 1]``; Fourier-frequency std otherwise).
 * mlp: ``width``, ``depth``, ``mlp_ratio``, ``use_layer_norm``.
@@ -43,7 +45,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("conv_w", None),
 )
 
-_COMMON = dict(num_classes=0, dropout=0.0, time_embedding="sinusoidal", time_scale=1000.0)
+_COMMON = dict(num_classes=0, num_times=1, dropout=0.0, time_embedding="sinusoidal", time_scale=1000.0)
 _DEFAULTS: dict[str, dict] = {
     "mlp": dict(width=256, depth=3, mlp_ratio=2, use_layer_norm=True),
     "unet": dict(
@@ -72,10 +74,11 @@ class Network:
 
     module: nn.Module
     num_classes: int = 0
+    num_times: int = 1
 
     def _example_inputs(self, example_x: Array) -> tuple[Array, Array, Optional[Array]]:
         x = jnp.asarray(example_x, jnp.float32)
-        t = jnp.zeros((x.shape[0],), jnp.float32)
+        t = jnp.zeros((x.shape[0],) if self.num_times == 1 else (x.shape[0], self.num_times), jnp.float32)
         cond = jnp.zeros((x.shape[0],), jnp.int32) if self.num_classes > 0 else None
         return x, t, cond
 
@@ -114,11 +117,13 @@ def make_network(config: ml_collections.ConfigDict) -> Network:
     """Instantiate the network described by ``config`` (missing fields take defaults)."""
     cfg = default_network_config(config.name)
     cfg.update(config)
-    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    kwargs = {k: v for k, v in cfg.items() if k not in ("name", "num_times")}
+    if int(cfg.num_times) < 1:
+        raise ValueError(f"num_times must be >= 1, got {cfg.num_times}")
     for key in ("channel_mult", "attn_resolutions"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])
-    return Network(_MODULES[cfg.name](**kwargs), int(cfg.num_classes))
+    return Network(_MODULES[cfg.name](**kwargs), int(cfg.num_classes), int(cfg.num_times))
 
 
 def count_params(params: PyTree) -> int:

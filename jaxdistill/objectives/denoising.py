@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdistill.config import ConfigError
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import target_for
@@ -121,3 +122,27 @@ class DenoisingObjective:
         params = trainable["model"].eval_params
         guidance = self.guidance if cond is not None else None
         return samplers.sample_nfe(self.x0_fn(params, cond, guidance), self.process, noise, nfe, self.sampler, rng=rng)
+
+
+def from_config(ctx) -> tuple[DenoisingObjective, PyTree]:
+    """The teacher-training objective of a run config (``method: teacher``)."""
+    config = ctx.config
+    denoiser, init_fn = ctx.network(ctx.process(), config.prediction)
+    try:
+        objective = DenoisingObjective(
+            denoiser=denoiser,
+            init_fn=init_fn,
+            tx=ctx.optimizer(),
+            event_shape=ctx.event_shape,
+            num_classes=ctx.num_classes,
+            weighting=config.denoising.weighting,
+            min_snr_gamma=float(config.denoising.min_snr_gamma),
+            label_dropout=float(config.denoising.label_dropout),
+            ema_decay=float(config.ema_decay),
+            sampler=config.eval.sampler,
+            guidance=config.eval.guidance,
+            eval_nfes=tuple(int(n) for n in config.eval.nfes),
+        )
+    except ValueError as err:
+        raise ConfigError(f"denoising: {err}") from err
+    return objective, {}

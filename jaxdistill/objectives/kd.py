@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.objectives.base import Metrics, Trainable
+from jaxdistill.objectives.common import overlay_params
 from jaxdistill.objectives.denoising import batch_labels, mean_per_sample
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
@@ -85,10 +86,9 @@ class KnowledgeDistillation:
         return {**frozen, "pairs": pairs}
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
+        params = self.student_init_fn(rng, batch["x"])
         if self.init_from_teacher:
-            params = jax.tree.map(jnp.copy, frozen["teacher"])
-        else:
-            params = self.student_init_fn(rng, batch["x"])
+            params = overlay_params(params, frozen["teacher"])
         return {"student": NetState.create(params, self.tx)}
 
     def one_step(self, params: PyTree, z: Array, cond: Optional[Array]) -> Array:
@@ -122,3 +122,25 @@ class KnowledgeDistillation:
         if nfe != 1:
             raise ValueError(f"the knowledge-distillation student is a one-step generator; got nfe={nfe}")
         return self.one_step(trainable["student"].eval_params, noise, cond)
+
+
+def from_config(ctx) -> tuple[KnowledgeDistillation, PyTree]:
+    """The knowledge-distillation objective of a run config (``method: kd``)."""
+    config = ctx.config
+    teacher, teacher_params = ctx.teacher()
+    student, student_init = ctx.network(teacher.process, config.kd.student_prediction)
+    objective = KnowledgeDistillation(
+        teacher=teacher,
+        student=student,
+        student_init_fn=student_init,
+        tx=ctx.optimizer(),
+        event_shape=ctx.event_shape,
+        num_classes=ctx.num_classes,
+        teacher_sampler=config.kd.teacher_sampler,
+        teacher_nfe=int(config.kd.teacher_nfe),
+        guidance=config.teacher.guidance,
+        num_pairs=int(config.kd.num_pairs),
+        init_from_teacher=bool(config.kd.init_from_teacher),
+        ema_decay=float(config.ema_decay),
+    )
+    return objective, {"teacher": teacher_params}

@@ -1,0 +1,44 @@
+"""Small pieces several objectives share: parameter overlay for teacher initialisation,
+distances, and step-indexed schedules written as traced functions."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from jaxdistill.objectives.denoising import mean_per_sample
+from jaxdistill.types import Array, PyTree
+
+
+def overlay_params(init: PyTree, source: PyTree) -> PyTree:
+    """``init`` with every leaf that ``source`` has at the same path and shape replaced by a copy of it.
+
+    A student with extra conditioning inputs (``num_times > 1``) initialised this way from a
+    plain teacher computes the teacher's function, since the extra embeddings start at zero.
+    Raises ``ValueError`` if the trees share no leaf (a different architecture).
+    """
+    flat_init = traverse_util.flatten_dict(init)
+    flat_src = traverse_util.flatten_dict(source)
+    shared = [k for k in flat_init if k in flat_src and jnp.shape(flat_init[k]) == jnp.shape(flat_src[k])]
+    if not shared:
+        raise ValueError("the student and teacher networks share no parameter: init_from_teacher needs the same architecture")
+    for k in shared:
+        flat_init[k] = jnp.array(flat_src[k], copy=True)
+    return traverse_util.unflatten_dict(flat_init)
+
+
+def squared_l2(a: Array, b: Array) -> Array:
+    """Per-sample ||a - b||^2 / d (mean over the event dimensions), shape [B]."""
+    return mean_per_sample(jnp.square(a - b))
+
+
+def pseudo_huber(a: Array, b: Array, c: float) -> Array:
+    """Per-sample sqrt(||a - b||^2 + c^2) - c with the squared norm summed over all d dimensions
+    (Song & Dhariwal 2023, eq. 9), shape [B]."""
+    diff = (a - b).reshape(a.shape[0], -1)
+    return jnp.sqrt(jnp.sum(jnp.square(diff), axis=1) + c**2) - c
+
+
+def lognormal_t(rng: Array, n: int, p_mean: float, p_std: float) -> Array:
+    """ln t ~ N(p_mean, p_std^2) (Karras et al. 2022), shape [n]."""
+    return jnp.exp(p_mean + p_std * jax.random.normal(rng, (n,), jnp.float32))
