@@ -93,7 +93,7 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
         if tuple(run.built.event_shape) != tuple(event_shape):
             raise ConfigError(f"teacher event shape {run.built.event_shape} does not match the data's {event_shape}")
         return run.built.objective.denoiser, run.trainable["model"].eval_params
-    raise ConfigError(f"method {config.method!r} needs a teacher (teacher.kind is {kind!r})")
+    raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture' or 'checkpoint' (it is {kind!r})")
 
 
 @dataclasses.dataclass

@@ -146,8 +146,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         )
     if config.teacher.kind not in TEACHER_KINDS:
         raise ConfigError(f"teacher.kind={config.teacher.kind!r} is not one of {TEACHER_KINDS}")
-    if config.method != "teacher" and config.teacher.kind == "none":
-        raise ConfigError(f"method {config.method!r} distils a teacher: set teacher.kind to 'mixture' or 'checkpoint'")
     if config.teacher.kind == "checkpoint" and not config.teacher.workdir:
         raise ConfigError("teacher.kind='checkpoint' needs teacher.workdir (the teacher run's --workdir)")
     for field in ("batch_size",):

@@ -38,9 +38,10 @@ for name in names:
     built = build(config)
     trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, name), built.data_factory, mesh=mesh, show_progress=False)
     result = trainer.train()
-    states = list(result.trainable.values())
-    specs = [leaf.sharding.spec for state in states for leaf in jax.tree.leaves(state.params)]
-    leaves = [np.asarray(x, np.float64) for state in states for x in jax.tree.leaves(state.params)]
+    # every trainable array: NetState params (opt_state and EMA follow them) and carried copies
+    trees = [getattr(state, "params", state) for state in result.trainable.values()]
+    specs = [leaf.sharding.spec for tree in trees for leaf in jax.tree.leaves(tree)]
+    leaves = [np.asarray(x, np.float64) for tree in trees for x in jax.tree.leaves(tree)]
     results[name] = {
         "loss": result.last_metrics["loss"],
         "params": [float(np.sum(np.abs(x))) for x in leaves],

@@ -1,0 +1,418 @@
+"""Consistency models: distillation (CD), training (CT), improved CT (iCT) and easy CT (ECT).
+
+A consistency function maps any point of a probability-flow ODE trajectory to its origin,
+f(x_t, t) = x_0, and satisfies the boundary condition f(x, t_min) = x. The student is a
+denoiser of prediction kind ``"cm"`` (Song et al. 2023, App. C):
+
+    f_theta(x, s) = c_skip(s) x + c_out(s) F_theta(c_in(s) x, c_noise(s)),
+    c_skip = sd^2 / ((s - s_min)^2 + sd^2),  c_out = (s - s_min) sd / sqrt(s^2 + sd^2),
+
+so the boundary condition holds exactly by construction (ECT keeps the teacher's EDM
+parameterisation, whose boundary is s = 0). Noise levels ``s`` are sigma/alpha of the
+teacher's process (EDM: s = t); discretisation (Song et al. 2023, eq. 5 / Karras rho = 7):
+
+    s_i = (s_min^(1/rho) + i / (N - 1) (s_max^(1/rho) - s_min^(1/rho)))^rho,  i = 0..N-1.
+
+With shared noise z, x_{i+1} = x_0 + s_{i+1} z and a target x_i, every variant minimises
+
+    L = E lambda(i) d( f_theta(x_{i+1}, s_{i+1}), f_target(x_i, s_i) ).
+
+* ``cd`` — Consistency Distillation (Song, Dhariwal, Chen & Sutskever 2023, "Consistency
+  Models", Alg. 2): x_i is one teacher ODE step (Euler or Heun) from x_{i+1}; fixed N
+  (paper CIFAR-10: 18); f_target uses an EMA copy theta^- with rate mu (paper CIFAR-10: 0.95).
+* ``ct`` — Consistency Training (same paper, Alg. 3): x_i = x_0 + s_i z; curriculum
+  N(k) = ceil(sqrt(k/K ((s1 + 1)^2 - s0^2) + s0^2) - 1) + 1 and target EMA
+  mu(k) = exp(s0 log mu0 / N(k)) (paper CIFAR-10: s0 = 2, s1 = 150, mu0 = 0.9).
+* ``ict`` — improved CT (Song & Dhariwal 2023, "Improved Techniques for Training Consistency
+  Models"): no EMA target (theta^- = stopgrad theta), pseudo-Huber d with c = 0.00054 sqrt(d),
+  lambda(i) = 1 / (s_{i+1} - s_i), i drawn with p(i) ∝ erf((ln s_{i+1} - P_mean) / (sqrt 2 P_std))
+  - erf((ln s_i - P_mean) / (sqrt 2 P_std)) (P_mean = -1.1, P_std = 2.0), and the doubling
+  curriculum N(k) = min(s0 2^floor(k / K'), s1) + 1, K' = floor(K / (log2 floor(s1 / s0) + 1))
+  (s0 = 10, s1 = 1280).
+* ``ect`` — Easy Consistency Tuning (Geng, Pokle, Luo, Lin & Kolter 2024, "Consistency Models
+  Made Easy"): start from the teacher's weights; continuous t with ln t ~ N(-1.1, 2.0^2),
+  r = max(0, t (1 - q^-(a+1) (1 + k sigmoid(-b t)))) with stage a = floor(step / stage_steps),
+  q = 2, k = 8, b = 1 (the paper's sigmoid mapping; the gap t - r halves each stage, and early
+  stages with r = 0 are plain denoising), target f_{stopgrad theta}(x_r, r) (x_0 where r = 0),
+  loss (sqrt(||delta||^2 + c^2) - c) / (t - r).
+
+All curricula and EMA rates are functions of the traced step, so the step compiles once.
+Sampling is the multistep consistency sampler (Song et al. 2023, Alg. 1).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.scipy.special import erf
+
+from jaxdistill.config import ConfigError
+from jaxdistill.diffusion import samplers
+from jaxdistill.diffusion.denoiser import Denoiser
+from jaxdistill.diffusion.predict import PRECONDITIONED, edm_inputs
+from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
+from jaxdistill.diffusion.steps import karras_grid
+from jaxdistill.objectives.base import Metrics, Trainable
+from jaxdistill.objectives.common import lognormal_t, overlay_params, pseudo_huber, squared_l2
+from jaxdistill.objectives.denoising import batch_labels
+from jaxdistill.train.rng import derive
+from jaxdistill.train.state import NetState
+from jaxdistill.types import Array, Batch, PyTree
+
+SECTION = "consistency"
+MODES = ("cd", "ct", "ict", "ect")
+DISTANCES = ("l2", "pseudo_huber", "feature")
+SOLVERS = ("euler", "heun")
+
+
+def default_config(method: str) -> ml_collections.ConfigDict:
+    """Paper defaults for ``method`` in MODES (CIFAR-10 settings of each paper)."""
+    c = ml_collections.ConfigDict()
+    c.rho = 7.0  # Song et al. 2023, following Karras et al. 2022
+    # cd: N = 18, mu = 0.95, Heun teacher (Song et al. 2023, Table 3, CIFAR-10).
+    c.num_scales = 18
+    c.target_ema = 0.95
+    c.teacher_solver = "heun"
+    # ct: s0 = 2, s1 = 150, mu0 = 0.9 (Song et al. 2023, Table 3); ict: s0 = 10, s1 = 1280
+    # (Song & Dhariwal 2023, Sec. 3.4).
+    c.s0 = 10 if method == "ict" else 2
+    c.s1 = 1280 if method == "ict" else 150
+    c.mu0 = 0.9
+    # ict / ect lognormal noise levels: P_mean = -1.1, P_std = 2.0 (both papers).
+    c.p_mean = -1.1
+    c.p_std = 2.0
+    # Distance: Song et al. 2023 found LPIPS best; "feature" uses the teacher network's own
+    # features (our stand-in for LPIPS). iCT: pseudo-Huber with c = 0.00054 sqrt(d) (huber_c < 0).
+    # ECT: the same pseudo-Huber form with c = 0 by default (the ECT code's default).
+    c.distance = {"cd": "l2", "ct": "l2", "ict": "pseudo_huber", "ect": "pseudo_huber"}[method]
+    c.huber_c = 0.0 if method == "ect" else -1.0
+    c.feature_sigma = 0.5  # noise level at which teacher features are taken ("feature" distance)
+    # ect mapping r(t) (Geng et al. 2024): q = 2, k = 8, b = 1; stage_steps = 0 means
+    # num_steps / 8 (our budget choice: eight halvings of t - r over a run).
+    c.ect_q = 2.0
+    c.ect_k = 8.0
+    c.ect_b = 1.0
+    c.stage_steps = 0
+    # Start from the teacher's weights (needs a network teacher of the same architecture):
+    # ECT always does; Song et al. 2023 initialise CD students from the teacher too.
+    c.init_from_teacher = method in ("cd", "ect")
+    return c
+
+
+def karras_sigmas(i: Array, n: Array, s_min: float, s_max: float, rho: float) -> Array:
+    """s_i = (s_min^(1/rho) + i / (n - 1) (s_max^(1/rho) - s_min^(1/rho)))^rho (traced i and n)."""
+    lo, hi = s_min ** (1.0 / rho), s_max ** (1.0 / rho)
+    frac = jnp.asarray(i, jnp.float32) / (jnp.asarray(n, jnp.float32) - 1.0)
+    return (lo + frac * (hi - lo)) ** rho
+
+
+def ct_num_scales(step: Array, total: int, s0: int, s1: int) -> Array:
+    """Song et al. (2023) CT curriculum N(k) = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1."""
+    k = jnp.asarray(step, jnp.float32)
+    inner = jnp.sqrt(k / total * ((s1 + 1.0) ** 2 - s0**2) + s0**2)
+    return (jnp.ceil(inner - 1.0) + 1.0).astype(jnp.int32)
+
+
+def ict_num_scales(step: Array, total: int, s0: int, s1: int) -> Array:
+    """Song & Dhariwal (2023) doubling curriculum N(k) = min(s0 2^floor(k/K'), s1) + 1."""
+    k_prime = max(math.floor(total / (math.log2(math.floor(s1 / s0)) + 1.0)), 1)
+    doublings = jnp.asarray(step, jnp.int32) // k_prime
+    return jnp.minimum(s0 * 2 ** jnp.minimum(doublings, 30), s1) + 1
+
+
+def ct_target_ema(num_scales: Array, s0: int, mu0: float) -> Array:
+    """mu(k) = exp(s0 log mu0 / N(k)) (Song et al. 2023)."""
+    return jnp.exp(s0 * math.log(mu0) / jnp.asarray(num_scales, jnp.float32))
+
+
+def ect_r(t: Array, stage: Array, q: float, k: float, b: float) -> Array:
+    """ECT's mapping r = max(0, t (1 - q^-(stage+1) (1 + k sigmoid(-b t)))) (Geng et al. 2024)."""
+    decay = jnp.asarray(q, jnp.float32) ** (-(jnp.asarray(stage, jnp.float32) + 1.0))
+    return jnp.maximum(t * (1.0 - decay * (1.0 + k * jax.nn.sigmoid(-b * t))), 0.0)
+
+
+def ict_index_logits(n: Array, max_scales: int, s_min: float, s_max: float, rho: float, p_mean: float, p_std: float) -> Array:
+    """log p(i), i = 0..max_scales-2, of iCT's discretised lognormal over the pairs (s_i, s_{i+1}) of an
+    n-level grid; pairs with i >= n - 1 get -inf."""
+    i = jnp.arange(max_scales - 1)
+    lo = karras_sigmas(i, n, s_min, s_max, rho)
+    hi = karras_sigmas(i + 1, n, s_min, s_max, rho)
+    cdf = lambda s: erf((jnp.log(s) - p_mean) / (math.sqrt(2.0) * p_std))
+    mass = jnp.maximum(cdf(hi) - cdf(lo), 1e-30)
+    return jnp.where(i < n - 1, jnp.log(mass), -jnp.inf)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsistencyObjective:
+    """One objective for the four variants; ``mode`` picks targets, schedules and distance."""
+
+    mode: str
+    student: Denoiser
+    student_init_fn: object  # (rng, example_x) -> params
+    tx: optax.GradientTransformation
+    event_shape: tuple[int, ...]
+    total_steps: int
+    teacher: Optional[Denoiser] = None
+    num_classes: int = 0
+    guidance: Optional[float] = None
+    rho: float = 7.0
+    num_scales: int = 18
+    target_ema: float = 0.95
+    teacher_solver: str = "heun"
+    s0: int = 2
+    s1: int = 150
+    mu0: float = 0.9
+    p_mean: float = -1.1
+    p_std: float = 2.0
+    distance: str = "l2"
+    huber_c: float = -1.0
+    feature_sigma: float = 0.5
+    ect_q: float = 2.0
+    ect_k: float = 8.0
+    ect_b: float = 1.0
+    stage_steps: int = 0
+    init_from_teacher: bool = False
+    ema_decay: float = 0.999
+    eval_nfes: Sequence[int] = (1, 2, 4)
+    name: str = "consistency"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown consistency mode {self.mode!r}; choose one of {MODES}")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"unknown distance {self.distance!r}; choose one of {DISTANCES}")
+        if self.teacher_solver not in SOLVERS:
+            raise ValueError(f"unknown teacher_solver {self.teacher_solver!r}; choose one of {SOLVERS}")
+        if self.mode == "cd" and self.teacher is None:
+            raise ValueError("consistency distillation needs a teacher")
+        if self.distance == "feature" and self.teacher is None:
+            raise ValueError("distance='feature' uses the teacher network's features and needs a teacher")
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def process(self) -> NoiseProcess:
+        return self.student.process
+
+    @property
+    def sigma_range(self) -> tuple[float, float]:
+        """(s_min, s_max) of the process, with s_max = 80 if sigma/alpha is infinite at t_max."""
+        with jax.ensure_compile_time_eval():
+            s_min = float(self.process.sigma_ratio(self.process.t_min))
+            s_max = float(self.process.sigma_ratio(self.process.t_max))
+        return s_min, s_max if math.isfinite(s_max) else 80.0
+
+    @property
+    def uses_target_network(self) -> bool:
+        return self.mode in ("cd", "ct")
+
+    def prior(self, rng: Array, num: int) -> Array:
+        return self.process.prior_sample(rng, (num, *self.event_shape))
+
+    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
+        return frozen
+
+    def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
+        params = self.student_init_fn(rng, batch["x"])
+        if self.init_from_teacher:
+            params = overlay_params(params, frozen["teacher"])
+        trainable = {"student": NetState.create(params, self.tx)}
+        if self.uses_target_network:
+            trainable["target"] = jax.tree.map(jnp.copy, params)
+        return trainable
+
+    def noisy(self, x0: Array, z: Array, s: Array) -> tuple[Array, Array]:
+        """(x at noise level s, process time of s): x = alpha(t) (x0 + s z)."""
+        t = self.process.t_from_sigma_ratio(s)
+        return broadcast_to(self.process.alpha(t), x0) * (x0 + broadcast_to(s, x0) * z), t
+
+    def f(self, params: PyTree, x: Array, t: Array, cond: Optional[Array], rngs) -> Array:
+        return self.student.x0(params, x, t, cond, train=True, rngs=rngs)
+
+    # ---------------------------------------------------------------- schedules
+    def current_num_scales(self, step: Array) -> Array:
+        if self.mode == "ct":
+            return ct_num_scales(step, self.total_steps, self.s0, self.s1)
+        if self.mode == "ict":
+            return ict_num_scales(step, self.total_steps, self.s0, self.s1)
+        return jnp.asarray(self.num_scales, jnp.int32)
+
+    def current_target_ema(self, step: Array) -> Array:
+        if self.mode == "ct":
+            return ct_target_ema(self.current_num_scales(step), self.s0, self.mu0)
+        return jnp.asarray(self.target_ema, jnp.float32)
+
+    def ect_stage(self, step: Array) -> Array:
+        stage_steps = self.stage_steps or max(self.total_steps // 8, 1)
+        return jnp.asarray(step, jnp.int32) // stage_steps
+
+    # ------------------------------------------------------------------- pairs
+    def sample_pair(self, rng: Array, n: int, step: Array) -> tuple[Array, Array, Array]:
+        """(s_hi, s_lo, lambda): noise levels of the student and target points and the loss weight."""
+        s_min, s_max = self.sigma_range
+        if self.mode == "ect":
+            t = lognormal_t(rng, n, self.p_mean, self.p_std)
+            r = ect_r(t, self.ect_stage(step), self.ect_q, self.ect_k, self.ect_b)
+            return t, r, 1.0 / (t - r)
+        levels = self.current_num_scales(step)
+        if self.mode == "ict":
+            logits = ict_index_logits(levels, self.s1 + 1, s_min, s_max, self.rho, self.p_mean, self.p_std)
+            i = jax.random.categorical(rng, logits, shape=(n,))
+        else:
+            u = jax.random.uniform(rng, (n,))
+            i = jnp.minimum(jnp.floor(u * (levels - 1)).astype(jnp.int32), levels - 2)
+        s_lo = karras_sigmas(i, levels, s_min, s_max, self.rho)
+        s_hi = karras_sigmas(i + 1, levels, s_min, s_max, self.rho)
+        weight = 1.0 / (s_hi - s_lo) if self.mode == "ict" else jnp.ones_like(s_hi)
+        return s_hi, s_lo, weight
+
+    def teacher_step(self, teacher_params: PyTree, x: Array, t: Array, t_next: Array, cond: Optional[Array]) -> Array:
+        """One teacher PF-ODE step t -> t_next (per-sample times), Euler or Heun (Karras et al. 2022)."""
+        guidance = self.guidance if cond is not None else None
+        velocity = lambda y, tt: self.teacher.velocity(teacher_params, y, tt, cond, guidance=guidance)
+        h = broadcast_to(t_next - t, x)
+        d = velocity(x, t)
+        x_euler = x + h * d
+        if self.teacher_solver == "euler":
+            return x_euler
+        return x + 0.5 * h * (d + velocity(x_euler, t_next))
+
+    def distance_fn(self, frozen: PyTree, cond: Optional[Array]) -> Callable[[Array, Array], Array]:
+        """Per-sample distance d(a, b), shape [B]."""
+        if self.distance == "l2":
+            return squared_l2
+        if self.distance == "pseudo_huber":
+            dim = math.prod(self.event_shape)
+            c = 0.00054 * math.sqrt(dim) if self.huber_c < 0 else self.huber_c
+            return lambda a, b: pseudo_huber(a, b, c)
+        return lambda a, b: self.feature_distance(frozen["teacher"], a, b, cond)
+
+    def feature_distance(self, teacher_params: PyTree, a: Array, b: Array, cond: Optional[Array]) -> Array:
+        """Mean squared distance of the teacher network's intermediate features at noise level
+        ``feature_sigma`` (an LPIPS stand-in that needs no download), averaged over layers."""
+        t = self.process.t_from_sigma_ratio(jnp.full((a.shape[0],), self.feature_sigma, jnp.float32))
+
+        def feats(x):
+            net_x, net_t = broadcast_to(self.process.alpha(t), x) * x, t
+            if self.teacher.prediction in PRECONDITIONED:
+                net_x, net_t = edm_inputs(net_x, t, self.process, self.teacher.sigma_data)
+            _, layers = self.teacher.apply_fn(teacher_params, net_x, net_t, cond, return_features=True)
+            return layers
+
+        pairs = list(zip(feats(a), feats(b)))
+        return sum(squared_l2(fa, fb) for fa, fb in pairs) / len(pairs)
+
+    # -------------------------------------------------------------------- loss
+    def loss(
+        self, params: PyTree, target_params: PyTree, frozen: PyTree, batch: Batch, rng: Array, step: Array
+    ) -> tuple[Array, Metrics]:
+        x0 = batch["x"]
+        n = x0.shape[0]
+        cond = batch_labels(batch, self.num_classes)
+        s_hi, s_lo, weight = self.sample_pair(derive(rng, "levels"), n, step)
+        z = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
+        rngs = {"dropout": derive(rng, "dropout")}  # the same dropout mask for both evaluations
+        x_hi, t_hi = self.noisy(x0, z, s_hi)
+        if self.mode == "cd":
+            t_lo = self.process.t_from_sigma_ratio(s_lo)
+            x_lo = jax.lax.stop_gradient(self.teacher_step(frozen["teacher"], x_hi, t_hi, t_lo, cond))
+        else:
+            s_eval = jnp.maximum(s_lo, self.sigma_range[0]) if self.mode == "ect" else s_lo
+            x_lo, t_lo = self.noisy(x0, z, s_eval)
+        target = self.f(target_params, x_lo, t_lo, cond, rngs)
+        if self.mode == "ect":
+            target = jnp.where(broadcast_to(s_lo > 0, x0), target, x0)
+        target = jax.lax.stop_gradient(target)
+        prediction = self.f(params, x_hi, t_hi, cond, rngs)
+        per_sample = weight * self.distance_fn(frozen, cond)(prediction, target)
+        loss = jnp.mean(per_sample)
+        metrics = {"loss": loss}
+        if self.mode != "ect":
+            metrics["num_scales"] = self.current_num_scales(step).astype(jnp.float32)
+        return loss, metrics
+
+    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
+        state = trainable["student"]
+        target_params = trainable["target"] if self.uses_target_network else jax.lax.stop_gradient(state.params)
+        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, target_params, frozen, batch, rng, step)
+        state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
+        out = {"student": state}
+        if self.uses_target_network:
+            mu = self.current_target_ema(step)
+            out["target"] = jax.tree.map(lambda p_t, p: mu * p_t + (1.0 - mu) * p, trainable["target"], state.params)
+            metrics["target_ema"] = mu
+        if self.mode == "ect":
+            metrics["stage"] = self.ect_stage(step).astype(jnp.float32)
+        return out, {**metrics, **opt_metrics}
+
+    # ---------------------------------------------------------------- sampling
+    def sampling_times(self, nfe: int) -> Array:
+        """nfe + 1 times: nfe Karras points from t_max down (t_min excluded), then 0."""
+        ts = karras_grid(self.process, nfe, rho=self.rho, t_end=self.process.t_min)
+        return ts.at[-1].set(0.0)
+
+    def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
+        params = trainable["student"].eval_params
+        x0_fn = lambda x, t: self.student.x0(params, x, t, cond)
+        return samplers.sample(x0_fn, self.process, noise, self.sampling_times(nfe), "consistency", rng=rng)
+
+
+def from_config(ctx) -> tuple[ConsistencyObjective, PyTree]:
+    """The consistency objective of ``config.method`` in MODES."""
+    config, section, method = ctx.config, ctx.section, ctx.config.method
+    needs_teacher = method == "cd" or section.distance == "feature" or section.init_from_teacher
+    teacher, frozen = None, {}
+    if needs_teacher:
+        teacher, teacher_params = ctx.teacher()
+        frozen = {"teacher": teacher_params}
+        process = teacher.process
+    else:
+        process = ctx.process()
+    if section.init_from_teacher and config.teacher.kind != "checkpoint":
+        raise ConfigError(
+            f"{method}: consistency.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
+            "the exact mixture has no weights to copy — set consistency.init_from_teacher=False"
+        )
+    prediction = "edm" if method == "ect" else "cm"
+    student, init_fn = ctx.network(process, prediction)
+    try:
+        objective = ConsistencyObjective(
+            mode=method,
+            student=student,
+            student_init_fn=init_fn,
+            tx=ctx.optimizer(),
+            event_shape=ctx.event_shape,
+            total_steps=int(config.train.num_steps),
+            teacher=teacher,
+            num_classes=ctx.num_classes,
+            guidance=config.teacher.guidance,
+            rho=float(section.rho),
+            num_scales=int(section.num_scales),
+            target_ema=float(section.target_ema),
+            teacher_solver=section.teacher_solver,
+            s0=int(section.s0),
+            s1=int(section.s1),
+            mu0=float(section.mu0),
+            p_mean=float(section.p_mean),
+            p_std=float(section.p_std),
+            distance=section.distance,
+            huber_c=float(section.huber_c),
+            feature_sigma=float(section.feature_sigma),
+            ect_q=float(section.ect_q),
+            ect_k=float(section.ect_k),
+            ect_b=float(section.ect_b),
+            stage_steps=int(section.stage_steps),
+            init_from_teacher=bool(section.init_from_teacher),
+            ema_decay=float(config.ema_decay),
+            eval_nfes=tuple(int(n) for n in config.eval.nfes),
+            name=method,
+        )
+    except ValueError as err:
+        raise ConfigError(f"{method}: {err}") from err
+    if section.num_scales < 2 or section.s0 < 1 or section.s1 < section.s0:
+        raise ConfigError(f"{method}: need num_scales >= 2 and 1 <= s0 <= s1")
+    return objective, frozen
