@@ -140,3 +140,50 @@ def digits_kd(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/tea
     c.optim.decay_steps = c.train.num_steps
     c.eval.nfes = (1,)
     return c
+
+
+# ----------------------------------------------------------------- consistency
+CONSISTENCY_METHODS = ("cd", "ct", "ict", "ect")
+
+
+def _consistency(c: ml_collections.ConfigDict, method: str, network_teacher: bool) -> ml_collections.ConfigDict:
+    """Switch a KD benchmark preset to a consistency method (same data, network and budget)."""
+    if method not in CONSISTENCY_METHODS:
+        raise ConfigError(f"unknown consistency method {method!r}; choose one of {CONSISTENCY_METHODS}")
+    c = with_method(c, method)
+    c.eval.nfes = (1, 2, 4)
+    if not network_teacher:  # the exact mixture has no weights to start from
+        c.consistency.init_from_teacher = False
+    return c
+
+
+def grid25_consistency(method: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """CD / CT / iCT / ECT on grid25 (exact mixture teacher for CD), KD's budget: 4000 x 512."""
+    return _consistency(grid25_kd(arg), method, network_teacher=False)
+
+
+def digits_gmm_consistency(method: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """CD / CT / iCT / ECT on the 64-D digits mixture, KD's budget: 4000 x 256."""
+    return _consistency(digits_gmm_kd(arg), method, network_teacher=False)
+
+
+def digits_consistency(method: str, arg: Optional[str] = None, teacher_workdir: str = "runs/digits/teacher") -> ml_collections.ConfigDict:
+    """CD / CT / iCT / ECT on digits with the trained UNet teacher, KD's budget: 1500 x 128.
+    CD and ECT start from the teacher's weights (as in their papers); CT and iCT from scratch."""
+    return _consistency(digits_kd(arg, teacher_workdir), method, network_teacher=True)
+
+
+def grid25_cd(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    return grid25_consistency("cd", arg)
+
+
+def grid25_ct(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    return grid25_consistency("ct", arg)
+
+
+def grid25_ict(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    return grid25_consistency("ict", arg)
+
+
+def grid25_ect(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    return grid25_consistency("ect", arg)
