@@ -207,6 +207,18 @@ class ConsistencyObjective:
         return s_min, s_max if math.isfinite(s_max) else 80.0
 
     @property
+    def passes_per_sample(self) -> float:
+        """Network passes per training sample and update: student forward + backward, the target's
+        forward, CD's teacher step (Heun 2, Euler 1; doubled under guidance) and, for the feature
+        distance, two teacher feature passes and a backward through one."""
+        passes = 3.0
+        if self.mode == "cd":
+            passes += (2.0 if self.teacher_solver == "heun" else 1.0) * (2.0 if self.guidance is not None else 1.0)
+        if self.distance == "feature":
+            passes += 3.0
+        return passes
+
+    @property
     def uses_target_network(self) -> bool:
         return self.mode in ("cd", "ct")
 

@@ -54,6 +54,12 @@ class KnowledgeDistillation:
     def process(self):
         return self.teacher.process
 
+    @property
+    def passes_per_sample(self) -> float:
+        """Network passes per training sample and update: the student's forward and backward
+        (the pair set's teacher passes are a one-off cost; with num_pairs = 0 they recur)."""
+        return 2.0 + (0.0 if self.num_pairs else float(self.teacher_nfe))
+
     def prior(self, rng: Array, num: int) -> Array:
         return self.process.prior_sample(rng, (num, *self.event_shape))
 

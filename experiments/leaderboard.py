@@ -1,13 +1,17 @@
-"""Regenerate the baseline results tables (protocol: BENCHMARKS.md).
+"""Regenerate the results tables and figures (protocol: BENCHMARKS.md).
 
 For each benchmark: the teacher's quality-vs-NFE curve for every sampler (unguided,
-and guided at w = GUIDANCE on conditional benchmarks), the knowledge-distillation
-student at NFE 1, and the noise floor.
+and guided at w = GUIDANCE on conditional benchmarks), the noise floor, and one row per
+student method at each of its NFEs. Every student of a benchmark gets the same budget
+(the preset's number of updates at its batch size: grid25 4000 x 512, digits_gmm
+4000 x 256, digits 1500 x 128), so rows are comparable.
 
-    python experiments/baseline.py [--benchmarks grid25,digits_gmm,digits] [--quick] [--readme]
+    python experiments/leaderboard.py [--benchmarks grid25,digits_gmm,digits] [--methods kd,cd,...]
+                                      [--quick] [--readme]
 
-Writes ``results/<benchmark>.json``, ``.md`` and ``.png``; training runs are cached in
-``runs/<benchmark>/`` and reused when finished. ``--quick`` uses the smoke presets and
+Writes ``results/<benchmark>.json``, ``.md`` and ``.png``. Training runs, teacher curves
+and student scores are cached under ``runs/<benchmark>/`` and reused when they match the
+current budget; delete a run's folder to redo it. ``--quick`` uses the smoke presets and
 few samples, to check the script itself; the published tables use the defaults.
 """
 from __future__ import annotations
@@ -34,6 +38,8 @@ SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
 TEACHER_NFES = (1, 2, 4, 8, 16, 32, 64)
 GUIDANCE = 2.0  # guided teacher curve on conditional benchmarks (x_u + w (x_c - x_u))
 HEADLINE = {"grid25": "sw2", "digits_gmm": "sw2", "digits": "fd_digits"}
+METHODS = ("kd", "pd", "guided", "cd", "ct", "ict", "ect", "shortcut", "meanflow")
+CONDITIONAL_ONLY = ("guided",)  # methods that need class labels (not run on grid25)
 # The trained UNet teacher is ~100x costlier per evaluation than the exact mixtures on a
 # 2-core CPU, so its curve stops at NFE 32 and uses 5,000 samples per point.
 TEACHER_NFES_BY_BENCHMARK = {"digits": (1, 2, 4, 8, 16, 32)}
@@ -41,32 +47,47 @@ NUM_SAMPLES_BY_BENCHMARK = {"digits": 5000}
 CHUNK = 2048
 
 
-def configs(name: str, quick: bool, runs: str) -> tuple[Optional[ml_collections.ConfigDict], ml_collections.ConfigDict]:
-    """(teacher training config or None for an exact teacher, KD config)."""
+def teacher_config(name: str, quick: bool) -> Optional[ml_collections.ConfigDict]:
+    """The teacher training config, or None for an exact-mixture teacher."""
+    return presets.digits_teacher("smoke" if quick else None) if name == "digits" else None
+
+
+def student_config(name: str, method: str, quick: bool, runs: str) -> ml_collections.ConfigDict:
+    """``presets.<name>_<method>`` (or the consistency family preset) at the benchmark budget."""
+    if name not in HEADLINE:
+        raise SystemExit(f"unknown benchmark {name!r}; choose from {tuple(HEADLINE)}")
     preset = "smoke" if quick else None
-    if name == "grid25":
-        return None, presets.grid25_kd(preset)
-    if name == "digits_gmm":
-        return None, presets.digits_gmm_kd(preset)
-    if name == "digits":
-        return presets.digits_teacher(preset), presets.digits_kd(preset, teacher_workdir=os.path.join(runs, "digits", "teacher"))
-    raise ValueError(f"unknown benchmark {name!r}; choose from {tuple(HEADLINE)}")
+    kwargs = {"teacher_workdir": os.path.join(runs, "digits", "teacher")} if name == "digits" else {}
+    if method in presets.CONSISTENCY_METHODS:
+        return getattr(presets, f"{name}_consistency")(method, preset, **kwargs)
+    fn = getattr(presets, f"{name}_{method}", None)
+    if fn is None:
+        raise SystemExit(f"no preset {name}_{method} in jaxdistill/presets.py")
+    return fn(preset, **kwargs)
+
+
+def read_json(path: str) -> Optional[dict]:
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def write_json(path: str, obj: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def train_timed(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train (or reuse a finished run) and return its cost record (updates, wall time)."""
     record_path = os.path.join(workdir, "cost.json")
-    if os.path.exists(record_path):
-        record = json.load(open(record_path))
-        if record["updates"] == int(config.train.num_steps):
-            print(f"reusing {workdir}")
-            return record
+    record = read_json(record_path)
+    if record is not None and record["updates"] == int(config.train.num_steps):
+        print(f"reusing {workdir}")
+        return record
     built = build(config)
     start = time.perf_counter()
     result = Trainer(built.objective, built.frozen, config, workdir, built.data_factory).train()
     record = {"updates": result.step, "train_seconds": time.perf_counter() - start, "batch_size": int(config.batch_size)}
-    with open(record_path, "w") as f:
-        json.dump(record, f)
+    write_json(record_path, record)
     return record
 
 
@@ -103,46 +124,76 @@ def student_generator(run):
     return generate
 
 
-def kd_network_evaluations(config: ml_collections.ConfigDict, updates: int) -> int:
-    """Per-sample network passes: teacher forward passes for the pair set, plus the
-    student's forward and backward pass (counted as two) per sample per update."""
-    pairs = int(config.kd.num_pairs) * int(config.kd.teacher_nfe)
-    return pairs + 2 * updates * int(config.batch_size)
+def network_evaluations(config: ml_collections.ConfigDict, objective, updates: int) -> Optional[float]:
+    """Per-sample network passes of a run (forward and backward, every network; a backward
+    pass counts as one): the objective's ``passes_per_sample`` per update times the batch, plus
+    any one-off teacher cost (KD's pair set)."""
+    per_sample = getattr(objective, "passes_per_sample", None)
+    if per_sample is None:
+        return None
+    once = int(config.kd.num_pairs) * int(config.kd.teacher_nfe) if config.method == "kd" else 0
+    return float(once + per_sample * updates * int(config.batch_size))
 
 
-def run_benchmark(name: str, quick: bool, runs: str, out_dir: str) -> dict:
-    teacher_cfg, kd_cfg = configs(name, quick, runs)
-    num_samples = 1000 if quick else NUM_SAMPLES_BY_BENCHMARK.get(name, int(kd_cfg.eval.num_samples))
-    evaluator = Evaluator(kd_cfg.data, num_samples=num_samples)
-    report: dict = {"benchmark": name, "num_samples": num_samples, "noise_floor": evaluator.floor, "teacher": {}, "students": {}}
-
-    teacher_cost = None
-    if teacher_cfg is not None:
-        teacher_cost = train_timed(teacher_cfg, os.path.join(runs, name, "teacher"))
-        report["teacher_training"] = teacher_cost
-    built = build(kd_cfg)
-    denoiser, teacher_params = load_teacher(kd_cfg, built.event_shape)
-    num_classes = int(kd_cfg.network.num_classes)
-    guidances = [None] + ([GUIDANCE] if num_classes > 0 else [])
-    nfes = TEACHER_NFES[:3] if quick else TEACHER_NFES_BY_BENCHMARK.get(name, TEACHER_NFES)
+def teacher_curves(name: str, config: ml_collections.ConfigDict, evaluator: Evaluator, nfes, runs: str) -> dict:
+    """Quality vs NFE of every teacher sampler (cached in runs/<name>/teacher_curves.json)."""
+    cache = os.path.join(runs, name, "teacher_curves.json")
+    key = {"num_samples": evaluator.num_samples, "nfes": list(nfes)}
+    cached = read_json(cache)
+    if cached is not None and cached["key"] == key:
+        return cached["curves"]
+    built = build(config)
+    denoiser, teacher_params = load_teacher(config, built.event_shape)
+    num_classes = int(config.network.num_classes)
+    curves = {}
     for sampler in SAMPLERS:
-        for w in guidances:
+        for w in [None] + ([GUIDANCE] if num_classes > 0 else []):
             label = sampler if w is None else f"{sampler} w={w:g}"
             gen = teacher_generator(denoiser, teacher_params, built.event_shape, num_classes, sampler, w)
-            report["teacher"][label] = {str(k): v for k, v in evaluate_generator(evaluator, gen, nfes).items()}
-            print(f"{name} teacher {label}: " + ", ".join(f"{k}:{v[HEADLINE[name]]:.4g}" for k, v in report["teacher"][label].items()))
+            curves[label] = {str(k): v for k, v in evaluate_generator(evaluator, gen, nfes).items()}
+            print(f"{name} teacher {label}: " + ", ".join(f"{k}:{v[HEADLINE[name]]:.4g}" for k, v in curves[label].items()))
+    write_json(cache, {"key": key, "curves": curves})
+    return curves
 
-    kd_dir = os.path.join(runs, name, "kd")
-    cost = train_timed(kd_cfg, kd_dir)
-    run = load_run(kd_dir)
-    scores = evaluate_generator(evaluator, student_generator(run), (1,))
-    report["students"]["kd"] = {
+
+def student_row(name: str, method: str, config: ml_collections.ConfigDict, evaluator: Evaluator, runs: str) -> dict:
+    """Train (or reuse) one student and score it at its eval NFEs (cached in its workdir)."""
+    workdir = os.path.join(runs, name, method)
+    cost = train_timed(config, workdir)
+    cache = os.path.join(workdir, "scores.json")
+    key = {"num_samples": evaluator.num_samples, "updates": cost["updates"]}
+    cached = read_json(cache)
+    if cached is not None and cached["key"] == key:
+        return cached["row"]
+    run = load_run(workdir)
+    nfes = tuple(int(n) for n in run.config.eval.nfes)
+    scores = evaluate_generator(evaluator, student_generator(run), nfes)
+    row = {
         "by_nfe": {str(k): v for k, v in scores.items()},
         "updates": cost["updates"],
         "batch_size": cost["batch_size"],
         "train_seconds": cost["train_seconds"],
-        "network_evaluations": kd_network_evaluations(kd_cfg, cost["updates"]),
+        "network_evaluations": network_evaluations(run.config, run.built.objective, cost["updates"]),
     }
+    write_json(cache, {"key": key, "row": row})
+    return row
+
+
+def run_benchmark(name: str, methods: list[str], quick: bool, runs: str, out_dir: str) -> dict:
+    methods = [m for m in methods if not (name == "grid25" and m in CONDITIONAL_ONLY)]
+    configs = {m: student_config(name, m, quick, runs) for m in methods}
+    any_config = next(iter(configs.values()))
+    num_samples = 1000 if quick else NUM_SAMPLES_BY_BENCHMARK.get(name, int(any_config.eval.num_samples))
+    evaluator = Evaluator(any_config.data, num_samples=num_samples)
+    report: dict = {"benchmark": name, "num_samples": num_samples, "noise_floor": evaluator.floor, "teacher": {}, "students": {}}
+    t_config = teacher_config(name, quick)
+    if t_config is not None:
+        report["teacher_training"] = train_timed(t_config, os.path.join(runs, name, "teacher"))
+    nfes = TEACHER_NFES[:3] if quick else TEACHER_NFES_BY_BENCHMARK.get(name, TEACHER_NFES)
+    report["teacher"] = teacher_curves(name, configs.get("kd", any_config), evaluator, nfes, runs)
+    for method, config in configs.items():
+        report["students"][method] = student_row(name, method, config, evaluator, runs)
+        write_outputs(report, out_dir)
     write_outputs(report, out_dir)
     return report
 
@@ -170,10 +221,11 @@ def markdown(report: dict) -> str:
     lines.append("| method | NFE | " + " | ".join(keys) + f" | {metric} / teacher best | {metric} / floor | updates | network evals | wall time (s) |")
     lines.append("|---" * (len(keys) + 7) + "|")
     for method, s in report["students"].items():
+        evals = "n/a" if s["network_evaluations"] is None else f"{s['network_evaluations']:.3g}"
         for nfe, v in s["by_nfe"].items():
             lines.append(
-                f"| {method} | {nfe} | " + " | ".join(f"{v[k]:.4g}" for k in keys)
-                + f" | {v[metric] / best:.3g} | {v[metric] / floor:.3g} | {s['updates']} | {s['network_evaluations']:.3g} | {s['train_seconds']:.0f} |"
+                f"| {method} | {nfe} | " + " | ".join(f"{v.get(k, float('nan')):.4g}" for k in keys)
+                + f" | {v[metric] / best:.3g} | {v[metric] / floor:.3g} | {s['updates']} | {evals} | {s['train_seconds']:.0f} |"
             )
     lines += ["", f"**Teacher {metric} vs NFE**", ""]
     nfes = list(next(iter(report["teacher"].values())))
@@ -224,6 +276,7 @@ def update_readme(out_dir: str, names: list[str], readme: str = "README.md") -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmarks", default="grid25,digits_gmm,digits")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"student methods (default: all of {', '.join(METHODS)})")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--out", default="results")
@@ -231,7 +284,11 @@ def main() -> None:
     args = parser.parse_args()
     names = args.benchmarks.split(",")
     for name in names:
-        run_benchmark(name, args.quick, os.path.join(args.runs, "quick") if args.quick else args.runs, args.out)
+        methods = [m for m in args.methods.split(",") if m]
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
+        run_benchmark(name, methods, args.quick, os.path.join(args.runs, "quick") if args.quick else args.runs, args.out)
         print(open(os.path.join(args.out, f"{name}.md")).read())
     if args.readme:
         update_readme(args.out, names)
