@@ -190,3 +190,29 @@ def test_init_from_teacher_needs_a_network_teacher(tmp_path):
     config.consistency.init_from_teacher = True
     with pytest.raises(ConfigError, match="init_from_teacher"):
         build(config)
+
+
+def test_feature_distance_uses_teacher_features():
+    """d(a, b) = mean over the teacher's layers of ||phi(a) - phi(b)||^2 / dim: zero iff the
+    features agree, symmetric, and equal to a direct computation."""
+    process = get_process("edm")
+    net = small_mlp()
+    teacher_params = net.init(jax.random.key(0), jnp.zeros((4, 2)))
+    teacher = Denoiser(net.apply, process, "edm")
+    objective = ConsistencyObjective(
+        mode="ct", student=Denoiser(net.apply, process, "cm"), student_init_fn=net.init, tx=optax.sgd(0.0),
+        event_shape=(2,), total_steps=10, teacher=teacher, distance="feature", feature_sigma=0.5,
+    )
+    a = jax.random.normal(jax.random.key(1), (16, 2))
+    b = a + 0.1 * jax.random.normal(jax.random.key(2), (16, 2))
+    d = objective.feature_distance(teacher_params, a, b, None)
+    np.testing.assert_array_equal(objective.feature_distance(teacher_params, a, a, None), 0.0)
+    np.testing.assert_allclose(d, objective.feature_distance(teacher_params, b, a, None), rtol=1e-6)
+    assert d.shape == (16,) and np.all(np.asarray(d) > 0)
+    from jaxdistill.diffusion.predict import edm_inputs
+
+    t = jnp.full((16,), 0.5)
+    feats = lambda x: net.apply(teacher_params, *edm_inputs(x, t, process, 0.5), None, return_features=True)[1]
+    direct = sum(jnp.mean((fa - fb) ** 2, axis=1) for fa, fb in zip(feats(a), feats(b))) / len(feats(a))
+    np.testing.assert_allclose(d, direct, rtol=1e-5)
+    assert objective.passes_per_sample == 6.0
