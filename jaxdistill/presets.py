@@ -187,3 +187,122 @@ def grid25_ict(arg: Optional[str] = None) -> ml_collections.ConfigDict:
 
 def grid25_ect(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     return grid25_consistency("ect", arg)
+
+
+# ------------------------------------------------------- shortcut and MeanFlow
+FLOW_MAP_METHODS = ("shortcut", "meanflow")
+
+
+def _flow_map(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """Switch a KD benchmark preset to shortcut models or MeanFlow (same data, network and budget)
+    on the rectified flow, distilling the teacher's velocity (``target="teacher"``) from scratch."""
+    if method not in FLOW_MAP_METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {FLOW_MAP_METHODS}")
+    c = with_method(c, method)
+    c.process = ml_collections.ConfigDict({"name": "rectified_flow"})
+    c[method].target = "teacher"
+    if method == "shortcut":
+        # Self-consistency targets from the live weights, not the EMA (paper): each of the log2(128) = 7
+        # bootstrap levels lags the EMA's ~1/(1 - 0.999) = 1000 steps, too slow for a 4000-step budget
+        # (grid25: 1-NFE sw2 1.41 with EMA targets, 0.142 without).
+        c.shortcut.target_ema = False
+    c.eval.nfes = (1, 2, 4)
+    return c
+
+
+def grid25_shortcut(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """Shortcut model on grid25 distilling the exact mixture's velocity, KD's budget: 4000 x 512."""
+    return _flow_map(grid25_kd(arg), "shortcut")
+
+
+def digits_gmm_shortcut(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """Shortcut model on the 64-D digits mixture, KD's budget: 4000 x 256."""
+    return _flow_map(digits_gmm_kd(arg), "shortcut")
+
+
+def digits_shortcut(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/teacher") -> ml_collections.ConfigDict:
+    """Shortcut model on digits with the trained (EDM) UNet teacher re-parameterised onto the
+    rectified flow, KD's budget: 1500 x 128."""
+    return _flow_map(digits_kd(arg, teacher_workdir), "shortcut")
+
+
+def grid25_meanflow(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """MeanFlow on grid25 distilling the exact mixture's velocity, KD's budget: 4000 x 512."""
+    return _flow_map(grid25_kd(arg), "meanflow")
+
+
+def digits_gmm_meanflow(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """MeanFlow on the 64-D digits mixture, KD's budget: 4000 x 256."""
+    return _flow_map(digits_gmm_kd(arg), "meanflow")
+
+
+def digits_meanflow(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/teacher") -> ml_collections.ConfigDict:
+    """MeanFlow on digits with the trained (EDM) UNet teacher re-parameterised onto the
+    rectified flow, KD's budget: 1500 x 128."""
+    return _flow_map(digits_kd(arg, teacher_workdir), "meanflow")
+
+
+# ------------------------------------------------ progressive and guided distillation
+def _halving(c: ml_collections.ConfigDict, method: str, start_steps: int, network_teacher: bool, ema_decay: float, smoke: bool) -> ml_collections.ConfigDict:
+    """Switch a KD benchmark preset (same data, network, batch and updates) to ``pd`` / ``guided``.
+
+    ``start_steps`` (N_0) halves to one step over the run (smoke: 8 -> 1). A student of an exact
+    mixture starts from scratch, so its first phase (PD stage 0 / guided stage one) also learns
+    the denoiser: it gets a third of the updates, the later stages share the rest equally (with
+    a network teacher the student starts from its weights and all phases are equal). Each stage
+    restarts the optimiser (progressive.py), so warm-up and cosine decay (over the longest
+    phase) restart per stage; ``ema_decay`` lets the EMA forget a stage's start within a stage.
+    """
+    from jaxdistill.objectives import guided, progressive
+
+    c = with_method(c, method)
+    section = c[method]
+    section.start_steps = 8 if smoke else start_steps
+    section.init_from_teacher = network_teacher  # the exact mixture has no weights to start from
+    first_phase = 0 if network_teacher or smoke else int(c.train.num_steps) // 3
+    c.eval.nfes = (1, 2, 4)
+    if method == "guided":
+        c.eval.guidance = guided.DEFAULT_GUIDANCE
+        section.stage_one_steps = first_phase
+        first, per_stage = guided.schedule(section, int(c.train.num_steps))
+    else:
+        section.first_stage_steps = first_phase
+        first, per_stage = progressive.schedule(section, int(c.train.num_steps))
+    c.optim.decay_steps = max(first, per_stage)
+    c.optim.warmup_steps = min(int(c.optim.warmup_steps), max(per_stage // 10, 1))
+    c.ema_decay = ema_decay
+    if smoke and "size" in c.data:  # seconds, not minutes, for the protocol and CLI tests
+        c.data.size = 4096
+        c.network.width = min(int(c.network.width), 128)
+    return c
+
+
+def grid25_pd(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """Progressive distillation of the exact grid25 mixture, 64 -> 1 DDIM steps in 6 stages
+    (1333 + 5 x 533 updates; KD's budget: 4000 x 512)."""
+    return _halving(grid25_kd(arg), "pd", 64, False, 0.995, arg == "smoke")
+
+
+def digits_gmm_pd(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """Progressive distillation of the exact 64-D digits mixture (conditional, unguided),
+    64 -> 1 steps in 6 stages (1333 + 5 x 533 updates; KD's budget: 4000 x 256)."""
+    return _halving(digits_gmm_kd(arg), "pd", 64, False, 0.995, arg == "smoke")
+
+
+def digits_pd(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/teacher") -> ml_collections.ConfigDict:
+    """Progressive distillation of the trained digits UNet (student starts from its weights),
+    32 -> 1 steps in 5 stages of 300 updates (KD's budget: 1500 x 128)."""
+    return _halving(digits_kd(arg, teacher_workdir), "pd", 32, True, 0.99, arg == "smoke")
+
+
+def digits_gmm_guided(arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """Guided distillation of the exact class-conditional digits mixture: a w-conditioned
+    student (stage one, 1333 updates), then 32 -> 1 steps in 5 PD stages of 533 updates
+    (KD's budget: 4000 x 256); sampled at eval.guidance = 2 (our convention)."""
+    return _halving(digits_gmm_kd(arg), "guided", 32, False, 0.995, arg == "smoke")
+
+
+def digits_guided(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/teacher") -> ml_collections.ConfigDict:
+    """Guided distillation of the trained digits UNet (student starts from its weights):
+    stage one 300 updates, then 16 -> 1 steps in 4 PD stages of 300 (KD's budget: 1500 x 128)."""
+    return _halving(digits_kd(arg, teacher_workdir), "guided", 16, True, 0.99, arg == "smoke")

@@ -1,0 +1,11 @@
+"""Shortcut model (Frans et al. 2025) distilling the velocity of the trained digits teacher on the rectified flow
+(teacher.workdir, default runs/digits/teacher; its EDM denoiser is re-parameterised onto the flow).
+
+Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI).
+Usage: jaxdistill train --config configs/digits/shortcut.py[:smoke] --workdir runs/digits/shortcut
+"""
+from jaxdistill import presets
+
+
+def get_config(arg=None):
+    return presets.digits_shortcut(arg)

@@ -1,0 +1,257 @@
+"""Shortcut models (Frans, Hafner, Levine & Abbeel 2025, "One Step Diffusion via Shortcut
+Models", ICLR 2025).
+
+A velocity network s_theta(x_t, t, d) is conditioned on the step size d it will be used
+with; one Euler step of size d is x_{t-d} = x_t - d s(x_t, t, d). Time convention: we use the
+rectified flow of ``process.RectifiedFlow``, x_t = (1 - t) x0 + t eps with t = 1 noise and
+velocity dx/dt = eps - x0; the paper runs time the other way (t = 0 noise, t = 1 data), so its
+t is our 1 - t and its step t -> t + d is our t -> t - d. Each batch is split (paper Sec. 3,
+k = 1/4: a fraction ``self_consistency_fraction`` self-consistency, the rest flow matching):
+
+* flow matching (d = 0): s(x_t, t, 0) regresses v = eps - x0 (``target="data"``, the paper),
+  or the frozen teacher's velocity v_T(x_t, t) (``target="teacher"``, our distillation variant);
+  t on the grid {1/M, 2/M, ..., 1} (official code, ``t_sampling="discrete-dt"``);
+* self-consistency: the big step 2d is one of {2/M, 4/M, ..., 1} (uniform over the log2 M
+  levels), t one of its multiples {2d, 4d, ..., 1}, and
+
+      s(x_t, t, 2d)  <-  sg[ (s(x_t, t, d) + s(x'_{t-d}, t - d, d)) / 2 ],
+      x'_{t-d} = x_t - d s(x_t, t, d)
+
+  (paper eq. 5), with the target computed from the EMA parameters (official code
+  ``bootstrap_ema=1``). The smallest step d = 1/M is queried at d = 0, the flow-matching level
+  (official code: the base-case level log2 M is shared by flow matching and the last bootstrap).
+
+L = mean over the batch of ||s_theta - target||^2 (mean over dimensions). d enters the network
+as a float extra input (``num_times=2``); the paper's code embeds log2(1/d) instead, the same
+information for d a power of two. ``generate(nfe)`` takes nfe Euler steps of size d = 1/nfe.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxdistill.config import ConfigError
+from jaxdistill.diffusion.denoiser import Denoiser
+from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
+from jaxdistill.diffusion.reparam import reparameterize
+from jaxdistill.objectives.base import Metrics, Trainable
+from jaxdistill.objectives.common import overlay_params, squared_l2
+from jaxdistill.objectives.denoising import batch_labels
+from jaxdistill.train.rng import derive
+from jaxdistill.train.state import NetState
+from jaxdistill.types import Array, Batch, PyTree
+
+SECTION = "shortcut"
+TARGETS = ("data", "teacher")
+
+VelocityFn = Callable[[Array, Array, Array], Array]  # (x [B, ...], t [B], d [B]) -> s(x, t, d)
+
+
+def default_config(method: str) -> ml_collections.ConfigDict:
+    """Paper defaults (Frans et al. 2025, Sec. 3 and App. A; official code kvfrans/shortcut-models)."""
+    del method
+    c = ml_collections.ConfigDict()
+    c.target = "data"  # the paper trains from data; "teacher" regresses the teacher's velocity
+    c.num_steps_max = 128  # M: the finest step 1/M (paper: M = 128)
+    c.self_consistency_fraction = 0.25  # k = 1/4 of each batch (paper Sec. 3)
+    c.target_ema = True  # self-consistency targets from the EMA parameters (official bootstrap_ema=1)
+    c.init_from_teacher = False  # the paper trains from scratch
+    return c
+
+
+def self_consistency_target(velocity: VelocityFn, x: Array, t: Array, d: Array) -> Array:
+    """(s(x_t, t, d) + s(x_t - d s(x_t, t, d), t - d, d)) / 2: the velocity of two d-steps, one 2d-step."""
+    s1 = velocity(x, t, d)
+    x_next = x - broadcast_to(d, x) * s1
+    s2 = velocity(x_next, t - d, d)
+    return 0.5 * (s1 + s2)
+
+
+def euler_steps(velocity: VelocityFn, x: Array, nfe: int) -> Array:
+    """nfe uniform steps from t = 1: x_{t-d} = x_t - d s(x_t, t, d), d = 1 / nfe."""
+    d = jnp.full((x.shape[0],), 1.0 / nfe, jnp.float32)
+
+    def body(i, x):
+        t = jnp.full((x.shape[0],), 1.0, jnp.float32) - i * d
+        return x - broadcast_to(d, x) * velocity(x, t, d)
+
+    return jax.lax.fori_loop(0, nfe, body, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShortcutObjective:
+    """Trains one d-conditioned velocity network (``"student"``) on the rectified flow."""
+
+    student: Denoiser  # prediction "flow", num_times = 2 (t, d)
+    student_init_fn: object  # (rng, example_x) -> params
+    tx: optax.GradientTransformation
+    event_shape: tuple[int, ...]
+    teacher: Optional[Denoiser] = None  # needed for target="teacher" (a Denoiser of the same process)
+    num_classes: int = 0
+    guidance: Optional[float] = None
+    target: str = "data"
+    num_steps_max: int = 128
+    self_consistency_fraction: float = 0.25
+    target_ema: bool = True
+    init_from_teacher: bool = False
+    ema_decay: float = 0.999
+    eval_nfes: Sequence[int] = (1, 2, 4)
+    name: str = "shortcut"
+
+    def __post_init__(self):
+        if self.target not in TARGETS:
+            raise ValueError(f"unknown target {self.target!r}; choose one of {TARGETS}")
+        if self.target == "teacher" and self.teacher is None:
+            raise ValueError("target='teacher' needs a teacher")
+        if not isinstance(self.student.process, RectifiedFlow):
+            raise ValueError(f"shortcut models are defined on the rectified flow, got {type(self.student.process).__name__}")
+        m = self.num_steps_max
+        if m < 2 or m & (m - 1):
+            raise ValueError(f"num_steps_max must be a power of two >= 2, got {m}")
+        if not 0.0 <= self.self_consistency_fraction <= 1.0:
+            raise ValueError(f"self_consistency_fraction must be in [0, 1], got {self.self_consistency_fraction}")
+
+    @property
+    def process(self) -> NoiseProcess:
+        return self.student.process
+
+    def prior(self, rng: Array, num: int) -> Array:
+        return self.process.prior_sample(rng, (num, *self.event_shape))
+
+    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
+        return frozen
+
+    def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
+        params = self.student_init_fn(rng, batch["x"])
+        if self.init_from_teacher:
+            params = overlay_params(params, frozen["teacher"])
+        return {"student": NetState.create(params, self.tx)}
+
+    def step_input(self, d: Array) -> Array:
+        """The network's step-size input: d, or 0 (the flow-matching level) for d <= 1/M."""
+        return jnp.where(d <= 1.0 / self.num_steps_max, 0.0, d)
+
+    def velocity_fn(self, params: PyTree, cond: Optional[Array], train: bool = False, rngs=None) -> VelocityFn:
+        """s_theta(x, t, d) as a function of (x, t, d)."""
+        return lambda x, t, d: self.student.raw(params, x, t, cond, extra=self.step_input(d), train=train, rngs=rngs)
+
+    # ---------------------------------------------------------------- sampling
+    def sample_self_consistency(self, rng: Array, n: int) -> tuple[Array, Array]:
+        """(t, d): half step d = 2^-(level+1), level ~ U{0..log2 M - 1}; t = 2d k, k ~ U{1..1/(2d)}."""
+        levels = int(math.log2(self.num_steps_max))
+        level = jax.random.randint(derive(rng, "level"), (n,), 0, levels)
+        sections = jnp.left_shift(1, level)  # 1 / (2d)
+        k = jax.random.randint(derive(rng, "multiple"), (n,), 1, sections + 1)
+        big = 1.0 / sections.astype(jnp.float32)
+        return big * k.astype(jnp.float32), 0.5 * big
+
+    def sample_flow_t(self, rng: Array, n: int) -> Array:
+        """t ~ U{1/M, 2/M, ..., 1}."""
+        m = self.num_steps_max
+        return jax.random.randint(rng, (n,), 1, m + 1).astype(jnp.float32) / m
+
+    def flow_target(self, frozen: PyTree, x0: Array, eps: Array, x_t: Array, t: Array, cond: Optional[Array]) -> Array:
+        """eps - x0 (data) or the teacher's PF-ODE velocity at (x_t, t)."""
+        if self.target == "data":
+            return eps - x0
+        guidance = self.guidance if cond is not None else None
+        return self.teacher.velocity(frozen["teacher"], x_t, t, cond, guidance=guidance)
+
+    # -------------------------------------------------------------------- loss
+    def loss(self, params: PyTree, target_params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
+        x0 = batch["x"]
+        n = x0.shape[0]
+        n_sc = int(round(n * self.self_consistency_fraction))
+        cond = batch_labels(batch, self.num_classes)
+        eps = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
+        split = lambda a: (None, None) if a is None else (a[:n_sc], a[n_sc:])
+        (x0_sc, x0_fm), (eps_sc, eps_fm), (cond_sc, cond_fm) = split(x0), split(eps), split(cond)
+
+        t_sc, d_sc = self.sample_self_consistency(derive(rng, "self_consistency"), n_sc)
+        x_sc = self.process.add_noise(x0_sc, eps_sc, t_sc)
+        target_sc = self_consistency_target(self.velocity_fn(target_params, cond_sc), x_sc, t_sc, d_sc)
+
+        t_fm = self.sample_flow_t(derive(rng, "time"), n - n_sc)
+        x_fm = self.process.add_noise(x0_fm, eps_fm, t_fm)
+        target_fm = self.flow_target(frozen, x0_fm, eps_fm, x_fm, t_fm, cond_fm)
+
+        x = jnp.concatenate([x_sc, x_fm])
+        t = jnp.concatenate([t_sc, t_fm])
+        d = jnp.concatenate([2.0 * d_sc, jnp.zeros_like(t_fm)])
+        target = jax.lax.stop_gradient(jnp.concatenate([target_sc, target_fm]))
+        rngs = {"dropout": derive(rng, "dropout")}
+        prediction = self.velocity_fn(params, cond, train=True, rngs=rngs)(x, t, d)
+        per_sample = squared_l2(prediction, target)
+        loss = jnp.mean(per_sample)
+        metrics = {"loss": loss, "loss_flow": jnp.mean(per_sample[n_sc:]) if n_sc < n else jnp.zeros(())}
+        metrics["loss_self_consistency"] = jnp.mean(per_sample[:n_sc]) if n_sc > 0 else jnp.zeros(())
+        return loss, metrics
+
+    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
+        state = trainable["student"]
+        target_params = state.eval_params if self.target_ema else state.params
+        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, target_params, frozen, batch, rng)
+        state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
+        return {"student": state}, {**metrics, **opt_metrics}
+
+    def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
+        if nfe < 1:
+            raise ValueError(f"nfe must be >= 1, got {nfe}")
+        return euler_steps(self.velocity_fn(trainable["student"].eval_params, cond), noise, nfe)
+
+
+def rectified_flow_teacher(
+    ctx, section: ml_collections.ConfigDict, process: NoiseProcess, method: str
+) -> tuple[Optional[Denoiser], PyTree]:
+    """(teacher Denoiser on ``process`` or None, frozen) for the shortcut / MeanFlow configs.
+
+    The teacher is loaded when ``target="teacher"`` or ``init_from_teacher``; a teacher of another
+    process (the EDM digits teacher) is re-parameterised onto ``process`` (``diffusion.reparam``).
+    """
+    if section.target not in TARGETS:
+        raise ConfigError(f"{method}.target={section.target!r} is not one of {TARGETS}")
+    if section.init_from_teacher and ctx.config.teacher.kind != "checkpoint":
+        raise ConfigError(
+            f"{method}.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
+            f"the exact mixture has no weights to copy — set {method}.init_from_teacher=False"
+        )
+    if section.target != "teacher" and not section.init_from_teacher:
+        return None, {}
+    teacher, teacher_params = ctx.teacher()
+    return reparameterize(teacher, process), {"teacher": teacher_params}
+
+
+def from_config(ctx) -> tuple[ShortcutObjective, PyTree]:
+    """The shortcut-model objective of a run config (``method: shortcut``)."""
+    config, section = ctx.config, ctx.section
+    process = ctx.process()
+    if not isinstance(process, RectifiedFlow):
+        raise ConfigError(f"shortcut models need process.name='rectified_flow', got {config.process.name!r}")
+    teacher, frozen = rectified_flow_teacher(ctx, section, process, "shortcut")
+    student, init_fn = ctx.network(process, "flow", num_times=2)
+    try:
+        objective = ShortcutObjective(
+            student=student,
+            student_init_fn=init_fn,
+            tx=ctx.optimizer(),
+            event_shape=ctx.event_shape,
+            teacher=teacher,
+            num_classes=ctx.num_classes,
+            guidance=config.teacher.guidance,
+            target=section.target,
+            num_steps_max=int(section.num_steps_max),
+            self_consistency_fraction=float(section.self_consistency_fraction),
+            target_ema=bool(section.target_ema),
+            init_from_teacher=bool(section.init_from_teacher),
+            ema_decay=float(config.ema_decay),
+            eval_nfes=tuple(int(n) for n in config.eval.nfes),
+        )
+    except ValueError as err:
+        raise ConfigError(f"shortcut: {err}") from err
+    return objective, frozen
