@@ -121,6 +121,13 @@ class MeanFlowObjective:
     def process(self) -> NoiseProcess:
         return self.student.process
 
+    @property
+    def passes_per_sample(self) -> float:
+        """Network passes per training sample and update: the jvp (primal and tangent, two passes),
+        the backward pass, and the teacher's velocity (``target="teacher"``; two under guidance)."""
+        teacher = 0.0 if self.target == "data" else (2.0 if self.guidance is not None else 1.0)
+        return 3.0 + teacher
+
     def prior(self, rng: Array, num: int) -> Array:
         return self.process.prior_sample(rng, (num, *self.event_shape))
 

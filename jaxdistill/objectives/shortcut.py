@@ -121,6 +121,15 @@ class ShortcutObjective:
     def process(self) -> NoiseProcess:
         return self.student.process
 
+    @property
+    def passes_per_sample(self) -> float:
+        """Network passes per training sample and update: the student's forward and backward, two
+        target forwards on the self-consistency share, the teacher's velocity on the rest
+        (``target="teacher"``; two passes under guidance)."""
+        teacher = 0.0 if self.target == "data" else (2.0 if self.guidance is not None else 1.0)
+        f = self.self_consistency_fraction
+        return 2.0 + 2.0 * f + (1.0 - f) * teacher
+
     def prior(self, rng: Array, num: int) -> Array:
         return self.process.prior_sample(rng, (num, *self.event_shape))
 
