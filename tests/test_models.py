@@ -104,3 +104,37 @@ def test_unconditional_and_defaults():
     )
     with pytest.raises(ValueError):
         default_network_config("resnet")
+
+
+@pytest.mark.parametrize("name", ["mlp", "unet", "dit"])
+def test_extra_time_inputs_start_as_the_plain_network(name):
+    """A num_times=2 network initialised from a num_times=1 network's parameters (overlay) computes
+    the same function for any extra input, through the Denoiser and with guidance."""
+    from jaxdistill.diffusion.denoiser import Denoiser
+    from jaxdistill.diffusion.process import get_process
+    from jaxdistill.objectives.common import overlay_params
+
+    cfg = default_network_config(name)
+    cfg.num_classes = 3
+    if name == "unet":
+        cfg.base_channels, cfg.channel_mult, cfg.num_res_blocks, cfg.attn_resolutions, cfg.num_groups = 8, (1,), 1, (), 4
+    if name == "dit":
+        cfg.hidden_size, cfg.depth = 32, 1
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1) if name != "mlp" else (4, 5))
+    plain = make_network(cfg)
+    cfg2 = cfg.copy_and_resolve_references()
+    cfg2.num_times = 2
+    extra = make_network(cfg2)
+    params = plain.init(jax.random.key(1), x)
+    params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(2), p.shape), params)
+    merged = overlay_params(extra.init(jax.random.key(3), x), params)
+    process = get_process("edm")
+    d1, d2 = Denoiser(plain.apply, process, "edm"), Denoiser(extra.apply, process, "edm")
+    cond = jnp.array([0, 1, 2, -1])
+    np.testing.assert_allclose(d2.x0(merged, x, 1.3, cond, extra=jnp.full((4,), 0.7)), d1.x0(params, x, 1.3, cond), atol=1e-6)
+    np.testing.assert_allclose(
+        d2.x0(merged, x, 1.3, cond, guidance=2.0, extra=jnp.arange(4.0)), d1.x0(params, x, 1.3, cond, guidance=2.0), atol=1e-6
+    )
+    assert set(jax.tree.leaves(jax.tree.map(jnp.shape, params))) <= set(jax.tree.leaves(jax.tree.map(jnp.shape, merged)))
+    with pytest.raises(ValueError, match="share no parameter"):
+        overlay_params(merged, {"other": jnp.zeros(3)})
