@@ -128,7 +128,7 @@ def network_evaluations(config: ml_collections.ConfigDict, objective, updates: i
     """Per-sample network passes of a run (forward and backward, every network; a backward
     pass counts as one): the objective's ``passes_per_sample`` per update times the batch, plus
     any one-off teacher cost (KD's pair set)."""
-    per_sample = getattr(objective, "passes_per_sample", None)
+    per_sample = getattr(objective, "passes_per_sample", None)  # user objectives may omit it
     if per_sample is None:
         return None
     once = int(config.kd.num_pairs) * int(config.kd.teacher_nfe) if config.method == "kd" else 0

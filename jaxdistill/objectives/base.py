@@ -13,7 +13,8 @@ as an explicit argument of the jitted step with its own shardings, never as a
 constant closed over. Schedules (curricula, stage switches, update ratios) must be
 functions of the traced ``step`` so the step compiles once. ``prepare`` runs once
 before training and may add arrays to ``frozen`` (it must be deterministic in its rng
-so a resumed run rebuilds the same arrays).
+so a resumed run rebuilds the same arrays). ``passes_per_sample`` states the method's
+compute per training sample, so rows of the results table can be compared at equal cost.
 """
 from __future__ import annotations
 
@@ -43,3 +44,9 @@ class Objective(Protocol):
     ) -> Array: ...
 
     def prior(self, rng: Array, num: int) -> Array: ...
+
+    @property
+    def passes_per_sample(self) -> float:
+        """Network passes (forward and backward, every network; a backward counts as one) per
+        training sample and update: the cost column of the results table."""
+        ...

@@ -77,6 +77,11 @@ class DenoisingObjective:
     def process(self) -> NoiseProcess:
         return self.denoiser.process
 
+    @property
+    def passes_per_sample(self) -> float:
+        """One forward and one backward pass of the model per sample."""
+        return 2.0
+
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         return frozen
 
