@@ -76,13 +76,17 @@ def write_json(path: str, obj: dict) -> None:
         json.dump(obj, f, indent=2)
 
 
+def is_trained(config: ml_collections.ConfigDict, workdir: str) -> bool:
+    record = read_json(os.path.join(workdir, "cost.json"))
+    return record is not None and record["updates"] == int(config.train.num_steps)
+
+
 def train_timed(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train (or reuse a finished run) and return its cost record (updates, wall time)."""
     record_path = os.path.join(workdir, "cost.json")
-    record = read_json(record_path)
-    if record is not None and record["updates"] == int(config.train.num_steps):
+    if is_trained(config, workdir):
         print(f"reusing {workdir}")
-        return record
+        return read_json(record_path)
     built = build(config)
     start = time.perf_counter()
     result = Trainer(built.objective, built.frozen, config, workdir, built.data_factory).train()
@@ -179,9 +183,16 @@ def student_row(name: str, method: str, config: ml_collections.ConfigDict, evalu
     return row
 
 
-def run_benchmark(name: str, methods: list[str], quick: bool, runs: str, out_dir: str) -> dict:
+def run_benchmark(name: str, methods: list[str], quick: bool, runs: str, out_dir: str, trained_only: bool = False) -> dict:
     methods = [m for m in methods if not (name == "grid25" and m in CONDITIONAL_ONLY)]
     configs = {m: student_config(name, m, quick, runs) for m in methods}
+    if trained_only:
+        skipped = [m for m, c in configs.items() if not is_trained(c, os.path.join(runs, name, m))]
+        if skipped:
+            print(f"{name}: skipping untrained {', '.join(skipped)} (--trained-only)")
+        configs = {m: c for m, c in configs.items() if m not in skipped}
+        if not configs:
+            raise SystemExit(f"{name}: no trained student runs under {runs}/{name}")
     any_config = next(iter(configs.values()))
     num_samples = 1000 if quick else NUM_SAMPLES_BY_BENCHMARK.get(name, int(any_config.eval.num_samples))
     evaluator = Evaluator(any_config.data, num_samples=num_samples)
@@ -277,6 +288,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmarks", default="grid25,digits_gmm,digits")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"student methods (default: all of {', '.join(METHODS)})")
+    parser.add_argument("--trained-only", action="store_true", help="tabulate finished runs only; train nothing new")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--out", default="results")
@@ -288,7 +300,8 @@ def main() -> None:
         unknown = sorted(set(methods) - set(METHODS))
         if unknown:
             raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
-        run_benchmark(name, methods, args.quick, os.path.join(args.runs, "quick") if args.quick else args.runs, args.out)
+        runs = os.path.join(args.runs, "quick") if args.quick else args.runs
+        run_benchmark(name, methods, args.quick, runs, args.out, trained_only=args.trained_only)
         print(open(os.path.join(args.out, f"{name}.md")).read())
     if args.readme:
         update_readme(args.out, names)
