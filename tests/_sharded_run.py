@@ -1,10 +1,11 @@
-"""Run in a subprocess with 8 simulated CPU devices: trains a smoke preset on several
-meshes and prints the final loss and a parameter checksum per mesh as JSON.
+"""Run in a subprocess with 8 simulated CPU devices: trains smoke presets on several
+meshes and prints the final loss and a parameter checksum per preset and mesh as JSON.
 
-    python _sharded_run.py WORKDIR PRESET [MESHES]
+    python _sharded_run.py WORKDIR PRESETS [MESHES]
 
-PRESET names a function of ``jaxdistill.presets`` called with "smoke" (e.g. ``grid25_kd``);
-MESHES is a comma-separated subset of 1dev,data8,data2_fsdp4 (default: all three).
+PRESETS is a comma-separated list of ``jaxdistill.presets`` functions called with "smoke"
+(e.g. ``grid25_kd,grid25_cd``); MESHES a comma-separated subset of 1dev,data8,data2_fsdp4
+(default: all three). One process for all presets saves a JAX start-up per preset.
 """
 import os
 import sys
@@ -24,10 +25,11 @@ from jaxdistill.train.engine import Trainer  # noqa: E402
 
 MESHES = {"1dev": (1, 1, 1), "data8": (8, 1, 8), "data2_fsdp4": (2, 4, 8)}
 
-workdir, preset = sys.argv[1], sys.argv[2]
+workdir, preset_names = sys.argv[1], sys.argv[2].split(",")
 names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(MESHES)
-results = {}
-for name in names:
+all_results = {}
+for preset, name in [(p, n) for p in preset_names for n in names]:
+    results = all_results.setdefault(preset, {})
     data, fsdp, ndev = MESHES[name]
     config = getattr(presets, preset)("smoke")
     config.mesh.data, config.mesh.fsdp, config.mesh.min_fsdp_size = data, fsdp, 16
@@ -36,7 +38,7 @@ for name in names:
     config.train.checkpoint_every = 8
     mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:ndev])
     built = build(config)
-    trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, name), built.data_factory, mesh=mesh, show_progress=False)
+    trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, preset, name), built.data_factory, mesh=mesh, show_progress=False)
     result = trainer.train()
     # every trainable array: NetState params (opt_state and EMA follow them) and carried copies
     trees = [getattr(state, "params", state) for state in result.trainable.values()]
@@ -49,4 +51,4 @@ for name in names:
         "fsdp_sharded": int(sum(any(a == "fsdp" for a in spec) for spec in specs)),
         "compilations": trainer._compiled_step._cache_size(),
     }
-print("RESULTS " + json.dumps(results))
+print("RESULTS " + json.dumps(all_results))

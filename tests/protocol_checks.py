@@ -40,26 +40,29 @@ def check_compiles_once_and_resumes(config, workdir, *, split: int) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def check_sharded_matches_single_device(preset: str, workdir, meshes: str = "1dev,data2_fsdp4") -> dict:
-    """Run ``presets.<preset>("smoke")`` on 1 device and on 2x4 data x FSDP (8 simulated CPUs)."""
+def check_sharded_matches_single_device(presets: str, workdir, meshes: str = "1dev,data2_fsdp4") -> dict:
+    """Run each of ``presets`` (comma-separated names in ``jaxdistill.presets``, called with "smoke")
+    on 1 device and on the other ``meshes`` of 8 simulated CPUs, in one subprocess."""
     out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "_sharded_run.py"), str(workdir), preset, meshes],
+        [sys.executable, os.path.join(HERE, "_sharded_run.py"), str(workdir), presets, meshes],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     line = [l for l in out.stdout.splitlines() if l.startswith("RESULTS ")][-1]
-    results = json.loads(line[len("RESULTS ") :])
-    ref = results["1dev"]
-    assert ref["fsdp_sharded"] == 0
-    for name, res in results.items():
-        assert res["compilations"] == 1, f"{name}: step compiled {res['compilations']} times"
-        if name == "1dev":
-            continue
-        if "fsdp" in name:
-            assert res["fsdp_sharded"] > 0, "no parameter was sharded over fsdp"
-        np.testing.assert_allclose(res["loss"], ref["loss"], rtol=1e-4)
-        np.testing.assert_allclose(res["params"], ref["params"], rtol=1e-4)
-        np.testing.assert_allclose(res["first_leaf"], ref["first_leaf"], rtol=1e-3, atol=1e-5)
-    return results
+    all_results = json.loads(line[len("RESULTS ") :])
+    for preset, results in all_results.items():
+        ref = results["1dev"]
+        assert ref["fsdp_sharded"] == 0
+        for name, res in results.items():
+            assert res["compilations"] == 1, f"{preset} on {name}: step compiled {res['compilations']} times"
+            if name == "1dev":
+                continue
+            if "fsdp" in name:
+                assert res["fsdp_sharded"] > 0, f"{preset}: no parameter was sharded over fsdp"
+            msg = f"{preset} on {name} differs from 1 device"
+            np.testing.assert_allclose(res["loss"], ref["loss"], rtol=1e-4, err_msg=msg)
+            np.testing.assert_allclose(res["params"], ref["params"], rtol=1e-4, err_msg=msg)
+            np.testing.assert_allclose(res["first_leaf"], ref["first_leaf"], rtol=1e-3, atol=1e-5, err_msg=msg)
+    return all_results

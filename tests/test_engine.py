@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 
 from jaxdistill import presets
 from jaxdistill.build import build
@@ -90,6 +89,12 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("preset", ["grid25_teacher", "grid25_kd"])
-def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path, preset):
-    check_sharded_matches_single_device(preset, tmp_path, meshes="1dev,data8,data2_fsdp4")
+def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path):
+    check_sharded_matches_single_device("grid25_teacher,grid25_kd", tmp_path, meshes="1dev,data8,data2_fsdp4")
+
+
+def test_every_distillation_method_runs_unchanged_on_8_devices_with_fsdp(tmp_path):
+    """Each objective of issue 3 on a 2 x 4 data x FSDP mesh matches 1 device (one compilation each)."""
+    presets_ = "grid25_cd,grid25_pd,digits_gmm_guided,grid25_shortcut,grid25_meanflow"
+    results = check_sharded_matches_single_device(presets_, tmp_path)
+    assert set(results) == set(presets_.split(","))
