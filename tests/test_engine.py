@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxdistill import presets
 from jaxdistill.build import build
@@ -93,6 +94,7 @@ def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path):
     check_sharded_matches_single_device("grid25_teacher,grid25_kd", tmp_path, meshes="1dev,data8,data2_fsdp4")
 
 
+@pytest.mark.slow  # ~2.5 min on 2 cores; run with `pytest -m slow` (kept out of CI's 15-minute budget)
 def test_every_distillation_method_runs_unchanged_on_8_devices_with_fsdp(tmp_path):
     """Each objective of issue 3 on a 2 x 4 data x FSDP mesh matches 1 device (one compilation each)."""
     presets_ = "grid25_cd,grid25_pd,digits_gmm_guided,grid25_shortcut,grid25_meanflow"
