@@ -27,6 +27,19 @@ def overlay_params(init: PyTree, source: PyTree) -> PyTree:
     return traverse_util.unflatten_dict(flat_init)
 
 
+def initial_student_params(init_fn, rng: Array, example_x: Array, frozen: PyTree, from_teacher: bool) -> PyTree:
+    """The student's initial parameters: ``init_fn(rng, example_x)``, overlaid with the teacher's
+    (``frozen["teacher"]``) when ``from_teacher``."""
+    params = init_fn(rng, example_x)
+    return overlay_params(params, frozen["teacher"]) if from_teacher else params
+
+
+def teacher_passes(guidance) -> float:
+    """Network passes of one teacher evaluation: two under classifier-free guidance (a batched
+    conditional and unconditional pair), else one."""
+    return 2.0 if guidance is not None else 1.0
+
+
 def squared_l2(a: Array, b: Array) -> Array:
     """Per-sample ||a - b||^2 / d (mean over the event dimensions), shape [B]."""
     return mean_per_sample(jnp.square(a - b))

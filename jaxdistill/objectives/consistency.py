@@ -58,7 +58,7 @@ from jaxdistill.diffusion.predict import PRECONDITIONED, edm_inputs
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
 from jaxdistill.diffusion.steps import karras_grid
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import lognormal_t, overlay_params, pseudo_huber, squared_l2
+from jaxdistill.objectives.common import initial_student_params, lognormal_t, pseudo_huber, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
@@ -213,7 +213,7 @@ class ConsistencyObjective:
         distance, two teacher feature passes and a backward through one."""
         passes = 3.0
         if self.mode == "cd":
-            passes += (2.0 if self.teacher_solver == "heun" else 1.0) * (2.0 if self.guidance is not None else 1.0)
+            passes += (2.0 if self.teacher_solver == "heun" else 1.0) * teacher_passes(self.guidance)
         if self.distance == "feature":
             passes += 3.0
         return passes
@@ -229,9 +229,7 @@ class ConsistencyObjective:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.student_init_fn(rng, batch["x"])
-        if self.init_from_teacher:
-            params = overlay_params(params, frozen["teacher"])
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
         trainable = {"student": NetState.create(params, self.tx)}
         if self.uses_target_network:
             trainable["target"] = jax.tree.map(jnp.copy, params)

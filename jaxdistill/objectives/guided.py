@@ -46,7 +46,7 @@ from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import overlay_params, squared_l2
+from jaxdistill.objectives.common import initial_student_params, squared_l2
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.progressive import (
     GRIDS,
@@ -164,9 +164,7 @@ class GuidedDistillation:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.student_init_fn(rng, batch["x"])
-        if self.init_from_teacher:
-            params = overlay_params(params, frozen["teacher"])
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
         trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
         return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.start_steps, self.final_steps))
 

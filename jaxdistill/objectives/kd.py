@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import overlay_params
+from jaxdistill.objectives.common import initial_student_params
 from jaxdistill.objectives.denoising import batch_labels, mean_per_sample
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
@@ -92,9 +92,7 @@ class KnowledgeDistillation:
         return {**frozen, "pairs": pairs}
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.student_init_fn(rng, batch["x"])
-        if self.init_from_teacher:
-            params = overlay_params(params, frozen["teacher"])
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
         return {"student": NetState.create(params, self.tx)}
 
     def one_step(self, params: PyTree, z: Array, cond: Optional[Array]) -> Array:

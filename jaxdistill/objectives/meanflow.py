@@ -38,7 +38,7 @@ from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import overlay_params, squared_l2
+from jaxdistill.objectives.common import initial_student_params, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.shortcut import TARGETS, rectified_flow_teacher
 from jaxdistill.train.rng import derive
@@ -125,7 +125,7 @@ class MeanFlowObjective:
     def passes_per_sample(self) -> float:
         """Network passes per training sample and update: the jvp (primal and tangent, two passes),
         the backward pass, and the teacher's velocity (``target="teacher"``; two under guidance)."""
-        teacher = 0.0 if self.target == "data" else (2.0 if self.guidance is not None else 1.0)
+        teacher = 0.0 if self.target == "data" else teacher_passes(self.guidance)
         return 3.0 + teacher
 
     def prior(self, rng: Array, num: int) -> Array:
@@ -135,9 +135,7 @@ class MeanFlowObjective:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.student_init_fn(rng, batch["x"])
-        if self.init_from_teacher:
-            params = overlay_params(params, frozen["teacher"])
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
         return {"student": NetState.create(params, self.tx)}
 
     def u_fn(self, params: PyTree, cond: Optional[Array], train: bool = False, rngs=None) -> AverageVelocityFn:

@@ -68,7 +68,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, VPCosine, VPLinear, broadcast_to
 from jaxdistill.objectives import registry
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import overlay_params, squared_l2
+from jaxdistill.objectives.common import initial_student_params, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
@@ -293,7 +293,7 @@ class ProgressiveDistillation:
     def passes_per_sample(self) -> float:
         """Network passes per training sample and update: the student's forward and backward and
         the two teacher DDIM steps (each a batched CFG pair under guidance, counted as two)."""
-        return 2.0 + 2.0 * (2.0 if self.guidance is not None else 1.0)
+        return 2.0 + 2.0 * teacher_passes(self.guidance)
 
     def prior(self, rng: Array, num: int) -> Array:
         return self.process.prior_sample(rng, (num, *self.event_shape))
@@ -302,9 +302,7 @@ class ProgressiveDistillation:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.student_init_fn(rng, batch["x"])
-        if self.init_from_teacher:
-            params = overlay_params(params, frozen["teacher"])
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
         trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
         return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.start_steps, self.final_steps))
 

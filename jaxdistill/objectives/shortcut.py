@@ -41,7 +41,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
 from jaxdistill.diffusion.reparam import reparameterize
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import overlay_params, squared_l2
+from jaxdistill.objectives.common import initial_student_params, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
@@ -126,7 +126,7 @@ class ShortcutObjective:
         """Network passes per training sample and update: the student's forward and backward, two
         target forwards on the self-consistency share, the teacher's velocity on the rest
         (``target="teacher"``; two passes under guidance)."""
-        teacher = 0.0 if self.target == "data" else (2.0 if self.guidance is not None else 1.0)
+        teacher = 0.0 if self.target == "data" else teacher_passes(self.guidance)
         f = self.self_consistency_fraction
         return 2.0 + 2.0 * f + (1.0 - f) * teacher
 
@@ -137,9 +137,7 @@ class ShortcutObjective:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.student_init_fn(rng, batch["x"])
-        if self.init_from_teacher:
-            params = overlay_params(params, frozen["teacher"])
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
         return {"student": NetState.create(params, self.tx)}
 
     def step_input(self, d: Array) -> Array:
