@@ -21,8 +21,9 @@ from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.discriminator import DiscriminatorHead
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
 from jaxdistill.objectives.dmd import DistributionMatching, density_ratio_weight
-from jaxdistill.objectives.generator import critic_updates, mean_critic_updates
+from jaxdistill.objectives.generator import critic_updates, generator_step_of_critic_update, mean_critic_updates
 from jaxdistill.train.rng import derive
+from jaxdistill.train.state import default_optimizer_config, make_optimizer
 from protocol_checks import check_compiles_once_and_resumes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,3 +248,45 @@ def test_bad_configs_are_rejected(override, message):
         config.dmd[k] = v
     with pytest.raises(ConfigError, match=message):
         build(config)
+
+
+def test_each_network_has_its_own_learning_rate():
+    """Adam's first update moves every weight by ~lr * sign(g): the critic by critic_lr, the head by
+    head_lr and the generator by the run's optim.lr (per-network optimisers in one step)."""
+    config = presets.grid25_dmd2("smoke")
+    config.optim.warmup_steps = config.optim.decay_steps = 0
+    config.optim.grad_clip = 0.0
+    config.optim.lr, config.dmd.critic_lr, config.dmd.head_lr = 1e-3, 1e-2, 2e-3
+    config.dmd.critic_schedule = ((0, 1),)
+    built = build(config)
+    obj = built.objective
+    batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    before = obj.init(jax.random.key(0), batch, built.frozen)
+    after, _ = jax.jit(obj.step)(before, built.frozen, batch, jax.random.key(1), jnp.int32(0))
+    for name, lr in (("critic", 1e-2), ("head", 2e-3), ("generator", 1e-3)):
+        moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(after[name].params), jax.tree.leaves(before[name].params)))
+        assert lr * 0.9 < moved <= lr * 1.001, (name, moved)
+
+
+def test_critic_learning_rate_schedule_runs_on_generator_steps():
+    """With n critic updates per generator update, the critic's warm-up and cosine decay are
+    read at generator steps: the k-th critic update of ((0, 0), (10, 2), (20, 4)) falls at
+    generator step 10 + k/2 (then 20 + (k - 20)/4), and an optimiser on that clock equals one
+    whose warm-up and decay are n times longer."""
+    steps = generator_step_of_critic_update(((0, 0), (10, 2), (20, 4)), jnp.array([0, 1, 19, 20, 24]))
+    np.testing.assert_allclose(steps, [10.0, 10.5, 19.5, 20.0, 21.0])
+    cfg = default_optimizer_config(1e-2)
+    cfg.warmup_steps, cfg.decay_steps = 4, 10
+    clocked = make_optimizer(cfg, clock=lambda count: generator_step_of_critic_update(((0, 5),), count))
+    longer = cfg.copy_and_resolve_references()
+    longer.warmup_steps, longer.decay_steps = 20, 50
+    stretched = make_optimizer(longer)
+    def train(tx: optax.GradientTransformation) -> jax.Array:
+        params = {"w": jnp.ones(3)}
+        state = tx.init(params)
+        for i in range(60):
+            updates, state = tx.update({"w": jax.random.normal(jax.random.key(i), (3,))}, state, params)
+            params = optax.apply_updates(params, updates)
+        return params["w"]
+
+    np.testing.assert_allclose(train(clocked), train(stretched), rtol=1e-5)

@@ -33,6 +33,7 @@ Guidance (x_u + w (x_c - x_u)) applies to the teacher only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -79,6 +80,22 @@ def critic_updates(schedule: Sequence[Sequence[int]], step: Array) -> Array:
     for start, value in schedule[1:]:
         n = jnp.where(jnp.asarray(step) >= start, jnp.int32(value), n)
     return n
+
+
+def generator_step_of_critic_update(schedule: Sequence[Sequence[int]], count: Array) -> Array:
+    """The generator step (fractional) at which the critic makes its ``count``-th update:
+    the inverse of the cumulative count of ``schedule``. Critic and head optimisers read
+    their warm-up/decay schedules through it, so with n updates per generator update their
+    learning rate still decays over the run's generator steps rather than n times faster."""
+    count = jnp.asarray(count, jnp.float32)
+    step, done = jnp.zeros_like(count), 0.0
+    bounds = [int(s) for s, _ in schedule]
+    for i, (start, n) in enumerate(schedule):
+        if int(n) > 0:
+            step = jnp.where(count >= done, start + (count - done) / int(n), step)
+        if i + 1 < len(schedule):
+            done += int(n) * (bounds[i + 1] - int(start))
+    return step
 
 
 def mean_critic_updates(schedule: Sequence[Sequence[int]], total_steps: int) -> float:
@@ -350,19 +367,21 @@ def generator_kwargs(ctx, *, critic: bool, head: bool) -> tuple[dict, PyTree]:
     )
     if critic:
         kwargs["critic"], kwargs["critic_init_fn"] = ctx.network(process, config.prediction)
-        kwargs["tx_critic"] = _optimizer_with_lr(config.optim, float(section.critic_lr))
+        kwargs["tx_critic"] = _optimizer_with_lr(config.optim, float(section.critic_lr), kwargs["critic_schedule"])
     if head:
         kwargs["head"] = DiscriminatorHead(hidden=int(section.head_hidden), num_classes=ctx.num_classes)
-        kwargs["tx_head"] = _optimizer_with_lr(config.optim, float(section.head_lr))
+        kwargs["tx_head"] = _optimizer_with_lr(config.optim, float(section.head_lr), kwargs["critic_schedule"])
     return kwargs, frozen
 
 
-def _optimizer_with_lr(optim: ml_collections.ConfigDict, lr: float) -> optax.GradientTransformation:
-    """The run's optimiser with learning rate ``lr`` (0 keeps ``optim.lr``): per-network rates."""
+def _optimizer_with_lr(optim: ml_collections.ConfigDict, lr: float, critic_schedule: tuple) -> optax.GradientTransformation:
+    """The run's optimiser for a critic or head with learning rate ``lr`` (0 keeps ``optim.lr``):
+    per-network rates, on a warm-up/decay clock of generator steps (see
+    ``generator_step_of_critic_update``)."""
     cfg = optim.copy_and_resolve_references()
     if lr > 0:
         cfg.lr = lr
-    return make_optimizer(cfg)
+    return make_optimizer(cfg, clock=functools.partial(generator_step_of_critic_update, critic_schedule))
 
 
 def build_objective(cls, ctx, kwargs: dict, extra: dict):

@@ -6,7 +6,7 @@ can be sharded, donated and checkpointed as a whole.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -60,11 +60,12 @@ class NetState(struct.PyTreeNode):
         return self.params if self.ema is None else self.ema
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(cfg: ml_collections.ConfigDict, clock: Optional[Callable[[Array], Array]] = None) -> optax.GradientTransformation:
     """Adam(W) with linear warm-up, optional cosine decay and global-norm clipping.
 
     Fields: ``lr``, ``warmup_steps``, ``decay_steps`` (0 = constant after warm-up),
-    ``b1``, ``b2``, ``eps``, ``weight_decay``, ``grad_clip`` (0 = off).
+    ``b1``, ``b2``, ``eps``, ``weight_decay``, ``grad_clip`` (0 = off). ``clock`` maps the
+    optimiser's update count to the step the schedule reads (default: the count itself).
     """
     if cfg.decay_steps > 0:
         schedule = optax.warmup_cosine_decay_schedule(
@@ -74,11 +75,22 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
         schedule = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps)
     else:
         schedule = cfg.lr
+    if clock is not None and callable(schedule):
+        schedule = _on_clock(schedule, clock)
     chain = []
     if cfg.grad_clip > 0:
         chain.append(optax.clip_by_global_norm(cfg.grad_clip))
     chain.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
     return optax.chain(*chain)
+
+
+def _on_clock(schedule: optax.Schedule, clock: Callable[[Array], Array]) -> optax.Schedule:
+    """``schedule`` read at ``clock(count)`` instead of the update count."""
+
+    def clocked(count: Array) -> Array:
+        return schedule(clock(count))
+
+    return clocked
 
 
 def default_optimizer_config(lr: float = 1e-3) -> ml_collections.ConfigDict:
