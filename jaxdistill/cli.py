@@ -123,11 +123,11 @@ def cmd_data(args, overrides: list[str]) -> int:
 
 
 def cmd_quickstart(args, overrides: list[str]) -> int:
-    from jaxdistill.quickstart import run_quickstart
+    from jaxdistill.quickstart import DEFAULT_METHOD, run_quickstart
 
     if overrides:
         raise ConfigError("quickstart takes no --config.* overrides; use 'train' for custom runs")
-    run_quickstart(args.workdir, fast=args.fast)
+    run_quickstart(args.workdir, fast=args.fast, method=args.method or DEFAULT_METHOD)
     return 0
 
 
@@ -165,6 +165,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="train a teacher, distil a 1-step student, print quality vs NFE")
     p.add_argument("--workdir", default="runs/quickstart")
     p.add_argument("--fast", action="store_true", help="a much shorter run (seconds), for smoke tests")
+    p.add_argument("--method", default=None, help="the student's method (default: the best one-step method on digits)")
     p.set_defaults(func=cmd_quickstart)
     return parser
 

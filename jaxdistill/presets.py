@@ -481,3 +481,26 @@ def digits_sida(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/t
 def digits_sim(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/teacher") -> ml_collections.ConfigDict:
     """SIM of the trained digits UNet (generator and critic from its weights), KD's budget: 1500 x 128."""
     return _score_identity(digits_kd(arg, teacher_workdir), "sim", network_teacher=True, dim=64)
+
+
+# ------------------------------------------- any one-step method of a trained grid25 teacher
+def grid25_of_trained_teacher(method: str, teacher_workdir: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """``method``'s grid25 preset distilling a trained grid25 teacher checkpoint (``quickstart``):
+    the student (and critic) start from the teacher's weights, as on digits."""
+    c = grid25_kd(arg)
+    c.teacher.kind = "checkpoint"
+    c.teacher.workdir = teacher_workdir
+    if method == "kd":
+        return c
+    if method in CONSISTENCY_METHODS:
+        return _consistency(c, method, network_teacher=True)
+    if method in DISTRIBUTION_MATCHING_METHODS:
+        return _distribution_matching(c, method, network_teacher=True)
+    if method in SCORE_IDENTITY_METHODS:
+        return _score_identity(c, method, network_teacher=True, dim=2)
+    if method in ADVERSARIAL_METHODS:
+        return _adversarial(c, method, network_teacher=True)
+    raise ConfigError(
+        f"no trained-teacher grid25 preset for {method!r}; choose kd or one of "
+        f"{CONSISTENCY_METHODS + DISTRIBUTION_MATCHING_METHODS + SCORE_IDENTITY_METHODS + ADVERSARIAL_METHODS}"
+    )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from jaxdistill.cli import main
+from jaxdistill.quickstart import DEFAULT_METHOD
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,8 +100,19 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
 
 
 def test_quickstart_fast(tmp_path, capsys):
+    """The default method's student, then another method's on the same (reused) teacher."""
     assert main(["quickstart", "--fast", "--workdir", str(tmp_path)]) == 0
     report = json.load(open(tmp_path / "quickstart.json"))
-    assert set(report["student"]["kd student"]) == {"1"}
+    assert set(report["student"][f"{DEFAULT_METHOD} student"]) == {"1"}
     assert os.path.exists(tmp_path / "quality_vs_nfe.png")
     assert "noise floor" in capsys.readouterr().out
+    other = "kd" if DEFAULT_METHOD != "kd" else "sid"
+    assert main(["quickstart", "--fast", "--workdir", str(tmp_path), "--method", other]) == 0
+    assert "reusing the finished run" in capsys.readouterr().out
+    assert f"{other} student" in json.load(open(tmp_path / "quickstart.json"))["student"]
+
+
+def test_quickstart_rejects_an_unknown_method_before_training(tmp_path, capsys):
+    assert main(["quickstart", "--fast", "--workdir", str(tmp_path), "--method", "magic"]) == 2
+    assert "no trained-teacher grid25 preset for 'magic'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "teacher")
