@@ -7,8 +7,8 @@ discriminator **head** on some backbone's features. One jit-compiled step runs
 1. *critic phase*: ``n(step)`` updates of the critic and head (the two-time-scale update
    rule, TTUR), each on fresh stop-gradient generator samples; ``n`` comes from
    ``critic_schedule = ((from_step, n), ...)``, a traced function of the step, so changing
-   ratio mid-run never recompiles (a ``lax.scan`` over the largest ``n`` whose iterations
-   beyond ``n(step)`` are no-ops);
+   ratio mid-run never recompiles (the largest ``n`` updates, unrolled, those beyond
+   ``n(step)`` discarded);
 2. *generator phase*: one update of G on the method's ``generator_loss``, then G's EMA.
 
 Subclasses supply ``generator_loss`` (and optionally ``critic_loss``, which defaults to
@@ -293,18 +293,21 @@ class GeneratorDistillation:
         return out, metrics
 
     def critic_phase(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        """``critic_updates(step)`` critic updates, scanned over the schedule's maximum."""
+        """``critic_updates(step)`` critic updates out of the schedule's maximum, unrolled: update
+        i is computed and kept where i < n(step) (so a varying schedule computes its maximum every
+        step). Not a ``lax.scan``/``lax.cond``: on XLA:CPU, convolution gradients inside control
+        flow ran ~30x slower (digits UNet critic update: 0.16 s plain, 4.9 s inside ``lax.cond``)."""
         n = critic_updates(self.critic_schedule, step)
+        varying = len({int(k) for _, k in self.critic_schedule}) > 1
         _, metric_shapes = jax.eval_shape(self.critic_update, trainable, frozen, batch, rng)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
-
-        def body(state, i):
-            key = jax.random.fold_in(derive(rng, "critic_phase"), i)
-            return jax.lax.cond(i < n, lambda s: self.critic_update(s, frozen, batch, key), lambda s: (s, zeros), state)
-
-        trainable, metrics = jax.lax.scan(body, trainable, jnp.arange(self.max_critic_updates))
-        last = jnp.maximum(n - 1, 0)
-        metrics = jax.tree.map(lambda m: m[last], metrics)
+        metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+        for i in range(self.max_critic_updates):
+            updated, update_metrics = self.critic_update(trainable, frozen, batch, jax.random.fold_in(derive(rng, "critic_phase"), i))
+            if varying:
+                keep = i < n
+                updated = jax.tree.map(lambda new, old: jnp.where(keep, new, old), updated, trainable)
+                update_metrics = jax.tree.map(lambda new, old: jnp.where(keep, new, old), update_metrics, metrics)
+            trainable, metrics = updated, update_metrics
         return trainable, {**metrics, "critic_updates": n.astype(jnp.float32)}
 
     # ------------------------------------------------------------------- step
