@@ -67,3 +67,17 @@ def check_sharded_matches_single_device(presets: str, workdir, meshes: str = "1d
             np.testing.assert_allclose(res["params"], ref["params"], rtol=rtol, err_msg=msg)
             np.testing.assert_allclose(res["first_leaf"], ref["first_leaf"], rtol=1e-3, atol=1e-5, err_msg=msg)
     return all_results
+
+
+def check_cli_smoke(config: str, workdir, method: str, nfes: tuple[int, ...]) -> None:
+    """``jaxdistill train`` of ``config`` (a path under configs/, with its preset) then ``eval`` at
+    ``nfes``: the report names ``method`` and has a finite SW2 at every NFE."""
+    from jaxdistill.cli import main
+
+    run = str(workdir / method)
+    assert main(["train", "--config", os.path.join(os.path.dirname(HERE), "configs", config), "--workdir", run, "--quiet"]) == 0
+    assert main(["eval", "--workdir", run, "--nfes", ",".join(map(str, nfes)), "--num", "200"]) == 0
+    with open(os.path.join(run, "eval.json")) as f:
+        report = json.load(f)
+    assert report["method"] == method and set(report["by_nfe"]) == {str(n) for n in nfes}
+    assert all(np.isfinite(v["sw2"]) for v in report["by_nfe"].values())

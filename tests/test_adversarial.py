@@ -4,8 +4,6 @@ with the exact grid25 mixture's features (ADD's distillation target is the teach
 x0-prediction at the renoised sample), LADD's noise distribution and synthetic pool, the exact
 mixture's features (responsibilities = Bayes' rule), config errors, and the protocol checks."""
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +13,6 @@ from scipy.stats import multivariate_normal
 
 from jaxdistill import presets
 from jaxdistill.build import build
-from jaxdistill.cli import main
 from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
@@ -24,9 +21,8 @@ from jaxdistill.objectives.adversarial import discriminator_loss, generator_adve
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 from jaxdistill.train.rng import derive
 from jaxdistill.types import NULL_LABEL
-from protocol_checks import check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = gm.grid25()
 SIGMA_DATA = 2.8  # grid25 presets
 
@@ -202,10 +198,4 @@ def test_compiles_once_and_resumes(preset, tmp_path):
 
 
 def test_cli_smoke(tmp_path):
-    workdir = str(tmp_path / "add")
-    assert main(["train", "--config", os.path.join(ROOT, "configs/grid25/add.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
-    assert main(["eval", "--workdir", workdir, "--nfes", "1,4", "--num", "200"]) == 0
-    with open(os.path.join(workdir, "eval.json")) as f:
-        report = json.load(f)
-    assert report["method"] == "add" and set(report["by_nfe"]) == {"1", "4"}
-    assert all(np.isfinite(v["sw2"]) for v in report["by_nfe"].values())
+    check_cli_smoke("grid25/add.py:smoke", tmp_path, "add", (1, 4))

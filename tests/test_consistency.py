@@ -1,8 +1,6 @@
 """Consistency models (CD, CT, iCT, ECT): the boundary condition, CD's loss against the exact
 Gaussian flow map, the curricula and ECT's r(t) mapping, and the shared protocol checks."""
-import json
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +9,6 @@ import optax
 import pytest
 
 from jaxdistill import presets
-from jaxdistill.cli import main
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map
 from jaxdistill.diffusion.process import get_process
@@ -26,9 +23,8 @@ from jaxdistill.objectives.consistency import (
     ict_num_scales,
     karras_sigmas,
 )
-from protocol_checks import check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
 
@@ -169,14 +165,8 @@ def test_compiles_once_and_resumes_mid_curriculum(tmp_path, method):
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 
 
-
 def test_cli_smoke_ict(tmp_path):
-    workdir = str(tmp_path / "ict")
-    assert main(["train", "--config", os.path.join(ROOT, "configs/grid25/ict.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
-    assert main(["eval", "--workdir", workdir, "--nfes", "1,2", "--num", "200"]) == 0
-    report = json.load(open(os.path.join(workdir, "eval.json")))
-    assert report["method"] == "ict" and set(report["by_nfe"]) == {"1", "2"}
-    assert all(np.isfinite(v["sw2"]) for v in report["by_nfe"].values())
+    check_cli_smoke("grid25/ict.py:smoke", tmp_path, "ict", (1, 2))
 
 
 def test_init_from_teacher_needs_a_network_teacher(tmp_path):

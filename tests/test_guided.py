@@ -2,8 +2,6 @@
 the classifier-free-guided teacher itself, for every w; sampling uses the configured guidance;
 the stage schedule; and the protocol checks on a conditional preset."""
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +11,6 @@ import pytest
 
 from jaxdistill import presets
 from jaxdistill.build import build
-from jaxdistill.cli import main
 from jaxdistill.config import ConfigError
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -23,9 +20,7 @@ from jaxdistill.models.gaussian_mixture import mixture_apply_fn
 from jaxdistill.objectives.guided import GuidedDistillation
 from jaxdistill.objectives.progressive import grid_time
 from jaxdistill.train.state import NetState
-from protocol_checks import check_compiles_once_and_resumes
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 
 def cfg_student(teacher: Denoiser, shift: float = 0.0) -> Denoiser:
@@ -101,14 +96,8 @@ def test_compiles_once_and_resumes_mid_stage(tmp_path):
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 
 
-
 def test_cli_smoke_guided(tmp_path):
-    workdir = str(tmp_path / "guided")
-    assert main(["train", "--config", os.path.join(ROOT, "configs/digits_gmm/guided.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
-    assert main(["eval", "--workdir", workdir, "--nfes", "1,2", "--num", "200"]) == 0
-    report = json.load(open(os.path.join(workdir, "eval.json")))
-    assert report["method"] == "guided" and set(report["by_nfe"]) == {"1", "2"}
-    assert all(np.isfinite(v["sw2"]) for v in report["by_nfe"].values())
+    check_cli_smoke("digits_gmm/guided.py:smoke", tmp_path, "guided", (1, 2))
 
 
 def test_guided_needs_labels_and_an_in_range_guidance():

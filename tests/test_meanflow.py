@@ -1,8 +1,6 @@
 """MeanFlow: the exact average velocity of Gaussian data satisfies the MeanFlow identity through
 the objective's own jax.jvp path and has ~0 loss, the adaptive weighting and time sampler follow
 the paper, the exact u makes the sampler exact, and the shared protocol checks."""
-import json
-import os
 from types import SimpleNamespace
 
 import jax
@@ -12,15 +10,13 @@ import optax
 import pytest
 
 from jaxdistill import presets
-from jaxdistill.cli import main
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map, gaussian_posterior_mean
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
 from jaxdistill.objectives.meanflow import MeanFlowObjective, adaptive_weighted, meanflow_target, sample_times
-from protocol_checks import check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
 RF = get_process("rectified_flow")
@@ -108,12 +104,5 @@ def test_compiles_once_and_resumes(tmp_path):
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 
 
-
 def test_cli_smoke(tmp_path):
-    workdir = str(tmp_path / "meanflow")
-    assert main(["train", "--config", os.path.join(ROOT, "configs/grid25/meanflow.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
-    assert main(["eval", "--workdir", workdir, "--nfes", "1,2", "--num", "200"]) == 0
-    with open(os.path.join(workdir, "eval.json")) as f:
-        report = json.load(f)
-    assert report["method"] == "meanflow" and set(report["by_nfe"]) == {"1", "2"}
-    assert all(np.isfinite(v["sw2"]) for v in report["by_nfe"].values())
+    check_cli_smoke("grid25/meanflow.py:smoke", tmp_path, "meanflow", (1, 2))

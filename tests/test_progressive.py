@@ -1,8 +1,6 @@
 """Progressive distillation (Salimans & Ho 2022): the PD target makes one student DDIM step land
 exactly on two teacher DDIM steps, the grid is nested across stages, stages switch at the right
 steps inside one compiled step, a linear student learns the two-step map, and the protocol checks."""
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,6 @@ import pytest
 
 from jaxdistill import presets
 from jaxdistill.build import build
-from jaxdistill.cli import main
 from jaxdistill.config import ConfigError
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -22,9 +19,8 @@ from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
 from jaxdistill.models.registry import default_network_config, make_network
 from jaxdistill.objectives.progressive import ProgressiveDistillation, grid_time, pd_target, restart_at
 from jaxdistill.train.state import NetState
-from protocol_checks import check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
 
@@ -189,14 +185,8 @@ def test_compiles_once_and_resumes_mid_stage(tmp_path):
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 
 
-
 def test_cli_smoke_pd(tmp_path):
-    workdir = str(tmp_path / "pd")
-    assert main(["train", "--config", os.path.join(ROOT, "configs/grid25/pd.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
-    assert main(["eval", "--workdir", workdir, "--nfes", "1,2", "--num", "200"]) == 0
-    report = json.load(open(os.path.join(workdir, "eval.json")))
-    assert report["method"] == "pd" and set(report["by_nfe"]) == {"1", "2"}
-    assert all(np.isfinite(v["sw2"]) for v in report["by_nfe"].values())
+    check_cli_smoke("grid25/pd.py:smoke", tmp_path, "pd", (1, 2))
 
 
 @pytest.mark.parametrize(

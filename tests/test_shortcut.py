@@ -1,8 +1,6 @@
 """Shortcut models: the self-consistency target of the exact flow map is the exact 2d step,
 the objective's wiring against the exact Gaussian flow map, the re-parameterisation of a
 denoiser between noise processes, and the shared protocol checks."""
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,6 @@ import pytest
 
 from jaxdistill import presets
 from jaxdistill.build import build
-from jaxdistill.cli import main
 from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map, gaussian_posterior_mean
@@ -21,9 +18,8 @@ from jaxdistill.diffusion.reparam import match_noise_level, reparameterize
 from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
 from jaxdistill.objectives.shortcut import ShortcutObjective, euler_steps, self_consistency_target
-from protocol_checks import check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
 RF = get_process("rectified_flow")
@@ -153,15 +149,8 @@ def test_compiles_once_and_resumes(tmp_path):
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 
 
-
 def test_cli_smoke(tmp_path):
-    workdir = str(tmp_path / "shortcut")
-    assert main(["train", "--config", os.path.join(ROOT, "configs/grid25/shortcut.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
-    assert main(["eval", "--workdir", workdir, "--nfes", "1,2", "--num", "200"]) == 0
-    with open(os.path.join(workdir, "eval.json")) as f:
-        report = json.load(f)
-    assert report["method"] == "shortcut" and set(report["by_nfe"]) == {"1", "2"}
-    assert all(np.isfinite(v["sw2"]) for v in report["by_nfe"].values())
+    check_cli_smoke("grid25/shortcut.py:smoke", tmp_path, "shortcut", (1, 2))
 
 
 def test_config_errors():

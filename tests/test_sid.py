@@ -5,19 +5,16 @@ get none; SIM's loss is the gradient of the pseudo-Huber score divergence and Si
 alpha = 1/2 that of the Fisher divergence (the score-gradient theorem, checked by autodiff of
 the divergences of a Gaussian generator); SiDA's adversarial terms match a hand computation;
 and the shared protocol checks."""
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from protocol_checks import check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 from jaxdistill import presets
 from jaxdistill.build import build
-from jaxdistill.cli import main
 from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
@@ -25,7 +22,6 @@ from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
 from jaxdistill.objectives.sid import ScoreIdentityDistillation, sid_loss, sim_loss
 from jaxdistill.train.rng import derive
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EDM = get_process("edm")
 TEACHER = GaussianMixture(means=np.array([[-2.0, 0.0], [2.0, 1.0]]), covariances=np.array([[0.3, 0.2], [0.1, 0.4]]))
 CRITIC = GaussianMixture(means=np.array([[-1.0, 0.5], [1.5, -1.0], [0.0, 2.0]]), covariances=np.full((3, 2), 0.5))
@@ -271,12 +267,7 @@ def test_compiles_once_and_resumes(tmp_path):
 
 
 def test_cli_smoke(tmp_path):
-    workdir = str(tmp_path / "run")
-    assert main(["train", "--config", os.path.join(ROOT, "configs/grid25/sid.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
-    assert main(["eval", "--workdir", workdir, "--nfes", "1", "--num", "200"]) == 0
-    with open(os.path.join(workdir, "eval.json")) as f:
-        report = json.load(f)
-    assert report["method"] == "sid" and np.isfinite(report["by_nfe"]["1"]["sw2"])
+    check_cli_smoke("grid25/sid.py:smoke", tmp_path, "sid", (1,))
 
 
 @pytest.mark.parametrize(

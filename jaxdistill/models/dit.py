@@ -62,6 +62,7 @@ class DiT(nn.Module):
       dropout: attention-output and MLP dropout (active with ``train=True``).
       num_classes: 0 for unconditional, else labels plus a null class.
       time_embedding, time_scale: see :class:`~jaxdistill.models.embeddings.TimeEmbedding`.
+      label_init_std: initial scale of the label table (:class:`~jaxdistill.models.embeddings.LabelEmbedding`).
     """
 
     patch_size: int = 2
@@ -73,6 +74,7 @@ class DiT(nn.Module):
     num_classes: int = 0
     time_embedding: str = "sinusoidal"
     time_scale: float = 1000.0
+    label_init_std: float = 0.02
 
     @nn.compact
     def __call__(
@@ -95,7 +97,7 @@ class DiT(nn.Module):
         patches = x.reshape(b, gh, p, gw, p, ch).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * ch)
         tokens = dense(self.hidden_size, ("io", "embed"))(patches)
         tokens = tokens + jnp.asarray(sincos_2d(self.hidden_size, gh, gw))[None]
-        c = ConditionEmbedding(self.hidden_size, self.num_classes, self.time_embedding, self.time_scale)(
+        c = ConditionEmbedding(self.hidden_size, self.num_classes, self.time_embedding, self.time_scale, self.label_init_std)(
             t, cond, b
         )
 

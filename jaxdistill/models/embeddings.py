@@ -131,11 +131,15 @@ class LabelEmbedding(nn.Module):
     """Class-label table with an extra null row for classifier-free guidance.
 
     Labels ``< 0`` (``NULL_LABEL``) and ``cond=None`` map to row ``num_classes``
-    (Ho & Salimans 2022), so the table has ``num_classes + 1`` rows.
+    (Ho & Salimans 2022), so the table has ``num_classes + 1`` rows. Rows start as
+    ``N(0, init_std^2)``: 0.02 follows DiT (Peebles & Xie 2023); 1.0 is ADM's
+    ``nn.Embedding`` default (Dhariwal & Nichol 2021), which generators trained from scratch
+    by distribution matching need (see ``presets.FROM_SCRATCH_LABEL_INIT_STD``).
     """
 
     num_classes: int
     dim: int
+    init_std: float = 0.02
 
     @nn.compact
     def __call__(self, cond: Optional[Array], batch_size: int) -> Array:
@@ -148,7 +152,7 @@ class LabelEmbedding(nn.Module):
             self.num_classes + 1,
             self.dim,
             embedding_init=nn.with_logical_partitioning(
-                nn.initializers.normal(stddev=0.02), ("vocab", "embed")
+                nn.initializers.normal(stddev=self.init_std), ("vocab", "embed")
             ),
         )
         return table(idx)
@@ -162,13 +166,15 @@ class ConditionEmbedding(nn.Module):
     guidance weight for guided distillation). Column 0 uses the same embedding (and
     parameter name) as a plain ``[B]`` input; each extra column has its own embedding whose
     output layer starts at zero, so a network with extra inputs initialised from a
-    plain teacher's parameters computes exactly the teacher's function.
+    plain teacher's parameters computes exactly the teacher's function. ``label_init_std``
+    is the label table's initial scale (:class:`LabelEmbedding`).
     """
 
     dim: int
     num_classes: int = 0
     time_embedding: str = "sinusoidal"
     time_scale: float = 1000.0
+    label_init_std: float = 0.02
 
     @nn.compact
     def __call__(self, t: Array, cond: Optional[Array], batch_size: int) -> Array:
@@ -179,7 +185,7 @@ class ConditionEmbedding(nn.Module):
         for i, extra in enumerate(columns[1:]):
             emb = emb + TimeEmbedding(self.dim, self.time_embedding, self.time_scale, zero_out=True, name=f"ExtraEmbedding_{i}")(extra)
         if self.num_classes > 0:
-            emb = emb + LabelEmbedding(self.num_classes, self.dim)(cond, batch_size)
+            emb = emb + LabelEmbedding(self.num_classes, self.dim, self.label_init_std)(cond, batch_size)
         return emb
 
 

@@ -43,6 +43,7 @@ class ResidualMLP(nn.Module):
       dropout: dropout rate inside the blocks (active with ``train=True``).
       use_layer_norm: pre-normalise each block with LayerNorm.
       time_embedding, time_scale: see :class:`~jaxdistill.models.embeddings.TimeEmbedding`.
+      label_init_std: initial scale of the label table (:class:`~jaxdistill.models.embeddings.LabelEmbedding`).
     """
 
     width: int = 256
@@ -53,6 +54,7 @@ class ResidualMLP(nn.Module):
     use_layer_norm: bool = True
     time_embedding: str = "sinusoidal"
     time_scale: float = 1000.0
+    label_init_std: float = 0.02
 
     @nn.compact
     def __call__(
@@ -66,7 +68,7 @@ class ResidualMLP(nn.Module):
     ):
         batch, event = x.shape[0], x.shape[1:]
         flat = x.reshape(batch, -1)
-        emb = ConditionEmbedding(self.width, self.num_classes, self.time_embedding, self.time_scale)(
+        emb = ConditionEmbedding(self.width, self.num_classes, self.time_embedding, self.time_scale, self.label_init_std)(
             t, cond, batch
         )
         h = dense(self.width, ("io", "embed"))(flat)

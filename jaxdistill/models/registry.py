@@ -45,7 +45,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("conv_w", None),
 )
 
-_COMMON = dict(num_classes=0, num_times=1, dropout=0.0, time_embedding="sinusoidal", time_scale=1000.0)
+_COMMON = dict(num_classes=0, num_times=1, dropout=0.0, time_embedding="sinusoidal", time_scale=1000.0, label_init_std=0.02)
 _DEFAULTS: dict[str, dict] = {
     "mlp": dict(width=256, depth=3, mlp_ratio=2, use_layer_norm=True),
     "unet": dict(

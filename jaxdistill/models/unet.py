@@ -71,6 +71,7 @@ class UNet(nn.Module):
       num_groups: maximal GroupNorm group count.
       num_classes: 0 for unconditional, else labels plus a null class.
       time_embedding, time_scale: see :class:`~jaxdistill.models.embeddings.TimeEmbedding`.
+      label_init_std: initial scale of the label table (:class:`~jaxdistill.models.embeddings.LabelEmbedding`).
     """
 
     base_channels: int = 64
@@ -83,6 +84,7 @@ class UNet(nn.Module):
     num_classes: int = 0
     time_embedding: str = "sinusoidal"
     time_scale: float = 1000.0
+    label_init_std: float = 0.02
 
     @nn.compact
     def __call__(
@@ -100,7 +102,7 @@ class UNet(nn.Module):
         if x.shape[1] % factor or x.shape[2] % factor:
             raise ValueError(f"spatial size {x.shape[1:3]} not divisible by {factor}")
         emb = ConditionEmbedding(
-            4 * self.base_channels, self.num_classes, self.time_embedding, self.time_scale
+            4 * self.base_channels, self.num_classes, self.time_embedding, self.time_scale, self.label_init_std
         )(t, cond, x.shape[0])
 
         def res(h: Array, ch: int) -> Array:
