@@ -296,7 +296,8 @@ class GeneratorDistillation:
         """``critic_updates(step)`` critic updates out of the schedule's maximum, unrolled: update
         i is computed and kept where i < n(step) (so a varying schedule computes its maximum every
         step). Not a ``lax.scan``/``lax.cond``: on XLA:CPU, convolution gradients inside control
-        flow ran ~30x slower (digits UNet critic update: 0.16 s plain, 4.9 s inside ``lax.cond``)."""
+        flow ran ~30x slower (a digits UNet critic update: 0.44 s plain, 13 s inside either;
+        ``experiments/critic_phase_timing.py``)."""
         n = critic_updates(self.critic_schedule, step)
         varying = len({int(k) for _, k in self.critic_schedule}) > 1
         _, metric_shapes = jax.eval_shape(self.critic_update, trainable, frozen, batch, rng)
