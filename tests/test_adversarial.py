@@ -29,8 +29,11 @@ SIGMA_DATA = 2.8  # grid25 presets
 
 @pytest.fixture(scope="module")
 def add_setup():
-    """The grid25 ADD objective (exact teacher), its frozen tree and initial states."""
-    built = build(presets.grid25_add("smoke"))
+    """The grid25 ADD objective (exact teacher) at the paper's lambda = 2.5 (the from-scratch
+    preset turns the distillation term off), its frozen tree and initial states."""
+    config = presets.grid25_add("smoke")
+    config.adversarial.distill_weight = 2.5
+    built = build(config)
     objective, frozen = built.objective, built.frozen
     batch = {"x": jnp.asarray(GRID.sample(jax.random.key(0), 16)[0])}
     trainable = objective.init(jax.random.key(1), batch, frozen)
