@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import squared_l2, teacher_passes
+from jaxdistill.objectives.common import check_choice, squared_l2, teacher_passes
 from jaxdistill.objectives.generator import (
     GeneratorDistillation,
     build_objective,
@@ -161,12 +161,9 @@ class AdversarialDistillation(GeneratorDistillation):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
-        if self.gan_loss not in GAN_LOSSES:
-            raise ValueError(f"unknown gan_loss {self.gan_loss!r}; choose one of {GAN_LOSSES}")
-        if self.distill_weighting not in DISTILL_WEIGHTINGS:
-            raise ValueError(f"unknown distill_weighting {self.distill_weighting!r}; choose one of {DISTILL_WEIGHTINGS}")
+        check_choice("mode", self.mode, MODES)
+        check_choice("gan_loss", self.gan_loss, GAN_LOSSES)
+        check_choice("distill_weighting", self.distill_weighting, DISTILL_WEIGHTINGS)
         if self.teacher is None or self.head is None:
             raise ValueError(f"{self.mode} needs a teacher (its features are the discriminator's backbone) and a discriminator head")
         if self.critic is not None:

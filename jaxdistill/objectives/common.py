@@ -1,5 +1,5 @@
-"""Small pieces several objectives share: parameter overlay for teacher initialisation,
-distances, and step-indexed schedules written as traced functions."""
+"""Small pieces several objectives share: option checks, parameter overlay for teacher
+initialisation, distances, and step-indexed schedules written as traced functions."""
 from __future__ import annotations
 
 import jax
@@ -8,6 +8,12 @@ from flax import traverse_util
 
 from jaxdistill.objectives.denoising import mean_per_sample
 from jaxdistill.types import Array, PyTree
+
+
+def check_choice(label: str, value, choices) -> None:
+    """Raise ``ValueError("unknown <label> <value>; choose one of <choices>")`` unless ``value in choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {label} {value!r}; choose one of {tuple(choices)}")
 
 
 def overlay_params(init: PyTree, source: PyTree) -> PyTree:

@@ -57,7 +57,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
 from jaxdistill.diffusion.steps import karras_grid
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import initial_student_params, lognormal_t, pseudo_huber, squared_l2, teacher_passes
+from jaxdistill.objectives.common import check_choice, initial_student_params, lognormal_t, pseudo_huber, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
@@ -181,12 +181,9 @@ class ConsistencyObjective:
     name: str = "consistency"
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown consistency mode {self.mode!r}; choose one of {MODES}")
-        if self.distance not in DISTANCES:
-            raise ValueError(f"unknown distance {self.distance!r}; choose one of {DISTANCES}")
-        if self.teacher_solver not in SOLVERS:
-            raise ValueError(f"unknown teacher_solver {self.teacher_solver!r}; choose one of {SOLVERS}")
+        check_choice("consistency mode", self.mode, MODES)
+        check_choice("distance", self.distance, DISTANCES)
+        check_choice("teacher_solver", self.teacher_solver, SOLVERS)
         if self.mode == "cd" and self.teacher is None:
             raise ValueError("consistency distillation needs a teacher")
         if self.distance == "feature" and self.teacher is None:

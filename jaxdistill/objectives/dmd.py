@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdistill.objectives.base import Metrics
-from jaxdistill.objectives.common import squared_l2, teacher_passes
+from jaxdistill.objectives.common import check_choice, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import mean_per_sample
 from jaxdistill.objectives.generator import (
     GeneratorDistillation,
@@ -122,10 +122,8 @@ class DistributionMatching(GeneratorDistillation):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(f"unknown divergence {self.divergence!r}; choose one of {DIVERGENCES}")
+        check_choice("mode", self.mode, MODES)
+        check_choice("divergence", self.divergence, DIVERGENCES)
         if self.teacher is None or self.critic is None:
             raise ValueError(f"{self.mode} needs a teacher and a critic")
         if self.uses_head and self.head is None:

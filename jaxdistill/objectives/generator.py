@@ -300,8 +300,10 @@ class GeneratorDistillation:
         ``experiments/critic_phase_timing.py``)."""
         n = critic_updates(self.critic_schedule, step)
         varying = len({int(k) for _, k in self.critic_schedule}) > 1
-        _, metric_shapes = jax.eval_shape(self.critic_update, trainable, frozen, batch, rng)
-        metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+        metrics: Metrics = {}
+        if varying:  # metrics of the updates skipped at n(step) = 0
+            _, metric_shapes = jax.eval_shape(self.critic_update, trainable, frozen, batch, rng)
+            metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
         for i in range(self.max_critic_updates):
             updated, update_metrics = self.critic_update(trainable, frozen, batch, jax.random.fold_in(derive(rng, "critic_phase"), i))
             if varying:

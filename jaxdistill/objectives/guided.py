@@ -46,7 +46,7 @@ from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import initial_student_params, squared_l2
+from jaxdistill.objectives.common import check_choice, initial_student_params, squared_l2
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.progressive import (
     GRIDS,
@@ -118,8 +118,7 @@ class GuidedDistillation:
     def __post_init__(self):
         if self.num_classes < 1:
             raise ValueError("guided distillation needs a class-conditional teacher (network.num_classes > 0)")
-        if self.grid not in GRIDS:
-            raise ValueError(f"unknown grid {self.grid!r}; choose one of {GRIDS}")
+        check_choice("grid", self.grid, GRIDS)
         if not self.w_min <= self.w_max:
             raise ValueError(f"need w_min <= w_max, got [{self.w_min}, {self.w_max}]")
         if not self.w_min <= self.guidance <= self.w_max:

@@ -38,7 +38,7 @@ from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import initial_student_params, squared_l2, teacher_passes
+from jaxdistill.objectives.common import check_choice, initial_student_params, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.shortcut import TARGETS, rectified_flow_teacher
 from jaxdistill.train.rng import derive
@@ -106,8 +106,7 @@ class MeanFlowObjective:
     name: str = "meanflow"
 
     def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; choose one of {TARGETS}")
+        check_choice("target", self.target, TARGETS)
         if self.target == "teacher" and self.teacher is None:
             raise ValueError("target='teacher' needs a teacher")
         if not isinstance(self.student.process, RectifiedFlow):

@@ -68,7 +68,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, VPCosine, VPLinear, broadcast_to
 from jaxdistill.objectives import registry
 from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import initial_student_params, squared_l2, teacher_passes
+from jaxdistill.objectives.common import check_choice, initial_student_params, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import NetState
@@ -254,8 +254,7 @@ class ProgressiveDistillation:
     name: str = "pd"
 
     def __post_init__(self):
-        if self.grid not in GRIDS:
-            raise ValueError(f"unknown grid {self.grid!r}; choose one of {GRIDS}")
+        check_choice("grid", self.grid, GRIDS)
         count_stages(self.start_steps, self.final_steps)
         if self.steps_per_stage < 1 or self.first_stage_steps < 0:
             raise ValueError(f"need steps_per_stage >= 1 and first_stage_steps >= 0, got {self.steps_per_stage}, {self.first_stage_steps}")

@@ -68,7 +68,7 @@ import ml_collections
 
 from jaxdistill.diffusion.process import broadcast_to
 from jaxdistill.objectives.base import Metrics
-from jaxdistill.objectives.common import teacher_passes
+from jaxdistill.objectives.common import check_choice, teacher_passes
 from jaxdistill.objectives.denoising import mean_per_sample
 from jaxdistill.objectives.generator import (
     GeneratorDistillation,
@@ -144,8 +144,7 @@ class ScoreIdentityDistillation(GeneratorDistillation):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {MODES}")
+        check_choice("mode", self.mode, MODES)
         if self.teacher is None or self.critic is None:
             raise ValueError(f"{self.mode} needs a teacher and a critic")
         if self.huber_c <= 0:
