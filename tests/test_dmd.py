@@ -2,7 +2,8 @@
 difference contracted with dx_g/dtheta (checked against autodiff scores of exact mixtures),
 it vanishes when the critic equals the teacher, f-distill with reverse KL is DMD2, the
 critic phase follows its TTUR schedule inside one compiled step, the generator phase leaves
-critic and teacher untouched, and the shared protocol checks."""
+critic and teacher untouched, a conditional generator trained from scratch learns its labels,
+and the shared protocol checks."""
 
 import jax
 import jax.numpy as jnp
