@@ -92,6 +92,8 @@ def train_timed(config: ml_collections.ConfigDict, workdir: str) -> dict:
     built = build(config)
     start = time.perf_counter()
     result = Trainer(built.objective, built.frozen, config, workdir, built.data_factory).train()
+    if result.step != int(config.train.num_steps):  # interrupted: checkpointed, but not a row
+        raise SystemExit(f"{workdir}: training stopped at update {result.step} of {config.train.num_steps}; rerun to resume it")
     record = {"updates": result.step, "train_seconds": time.perf_counter() - start, "batch_size": int(config.batch_size)}
     write_json(record_path, record)
     return record
