@@ -255,11 +255,11 @@ def test_presets_keep_kd_budget():
             extra = {} if scratch else {"teacher_workdir": "somewhere"}
             c = getattr(presets, f"{bench}_{method}")(**extra)
             assert c.method == method and tuple(c.eval.nfes) == (1,)
-            # Same architecture; from scratch, ADM's label table and a tenth of KD's learning rate.
+            # Same architecture; from scratch, ADM's label table (and on digits_gmm a tenth of KD's lr).
             network = {**c.network.to_dict(), "label_init_std": base.network.label_init_std}
             assert (c.batch_size, c.train.num_steps, network) == (base.batch_size, base.train.num_steps, base.network.to_dict())
             assert c.network.label_init_std == (presets.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
-            assert c.optim.lr == (presets.FROM_SCRATCH_SCORE_IDENTITY_LR if scratch else base.optim.lr)
+            assert c.optim.lr == (presets.DIGITS_GMM_SCORE_IDENTITY_LR if bench == "digits_gmm" else base.optim.lr)
             assert bool(c.sid.init_from_teacher) is bool(c.sid.critic_from_teacher) is (not scratch)
             if not scratch:
                 assert c.teacher.workdir == "somewhere"
