@@ -446,7 +446,7 @@ SCORE_IDENTITY_METHODS = ("sid", "sida", "sim")
 # stream grew from ~8 to ~9000 between updates 50 and 150 (its final LayerNorm then left the body
 # ~1e-9 gradients), and its samples ignored their labels (class match 0.10, 5 of 10 modes); at 1e-4
 # the stream stays below ~40 and the label effect reaches 0.5 within 250 updates. grid25 keeps KD's
-# 2e-3: at 1e-4 SIM fell from SW2 0.44 / mode coverage 0.96 to 1.03 / 0.84 there.
+# 2e-3: at 1e-4 SIM's grid25 SW2 was 1.03, against 0.44 and 0.47 in two runs at 2e-3.
 DIGITS_GMM_SCORE_IDENTITY_LR = 1e-4
 
 
