@@ -320,7 +320,7 @@ FROM_SCRATCH_INIT_SIGMA = 2.5
 # A generator trained from scratch by distribution matching learns its labels only through its own
 # output's dependence on them. With DiT's 0.02 label table that dependence starts ~1e-6 (against a
 # time embedding of order 1); in the first ~100 VSD updates the MLP's residual stream grew ~1000x
-# while it stayed there, after which the final LayerNorm left the body ~1e-9 gradients. The
+# while it stayed there, and it never grew after (experiments/generator_trace.py). The
 # digits_gmm VSD/DMD samples ignored the label (class match 0.10, chance). ADM's N(0, 1) table gives
 # a label effect of 0.35-0.5 within 600 updates and class match 0.99 / 1.0 at the full budget.
 # Regression objectives (KD) read labels from their targets and keep DiT's default.
@@ -402,7 +402,7 @@ def _adversarial(c: ml_collections.ConfigDict, method: str, network_teacher: boo
         # critic's range; for a student that does not start at the teacher that target averages
         # over modes. grid25, 4000 x 512 (SW2 / mode coverage at NFE 1): the paper's lambda = 2.5
         # 2.80 / 0.04, its t capped at sigma <= 2.5 0.67 / 0.88, at sigma <= 0.32 0.80 / 0.76,
-        # lambda = 0 0.49 / 0.96 (1.0 at NFE 4). Students of network teachers keep lambda = 2.5.
+        # lambda = 0 0.48 / 0.96 (1.0 at NFE 4). Students of network teachers keep lambda = 2.5.
         section.distill_weight = 0.0
     section.num_synthetic, section.teacher_nfe = int(c.kd.num_pairs), int(c.kd.teacher_nfe)
     section.teacher_sampler = c.kd.teacher_sampler
@@ -443,8 +443,8 @@ def digits_ladd(arg: Optional[str] = None, teacher_workdir: str = "runs/digits/t
 # ---- SiD / SiDA / SIM (sid.py)
 SCORE_IDENTITY_METHODS = ("sid", "sida", "sim")
 # digits_gmm students train at lr 1e-4 instead of KD's 1e-3: at 1e-3 the SiD generator's residual
-# stream grew from ~8 to ~9000 between updates 50 and 150 (its final LayerNorm then left the body
-# ~1e-9 gradients), and its samples ignored their labels (class match 0.10, 5 of 10 modes); at 1e-4
+# stream grew from ~8 to ~7600 between updates 50 and 150 (experiments/generator_trace.py) and the
+# label effect fell back to ~3e-5: its samples ignored their labels (class match 0.10); at 1e-4
 # the stream stays below ~40 and the label effect reaches 0.5 within 250 updates. grid25 keeps KD's
 # 2e-3: at 1e-4 SIM's grid25 SW2 was 1.03, against 0.44 and 0.47 in two runs at 2e-3.
 DIGITS_GMM_SCORE_IDENTITY_LR = 1e-4

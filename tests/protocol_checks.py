@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from jaxdistill.build import build
+from jaxdistill.cli import main
 from jaxdistill.train.engine import Trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -72,8 +73,6 @@ def check_sharded_matches_single_device(presets: str, workdir, meshes: str = "1d
 def check_cli_smoke(config: str, workdir, method: str, nfes: tuple[int, ...]) -> None:
     """``jaxdistill train`` of ``config`` (a path under configs/, with its preset) then ``eval`` at
     ``nfes``: the report names ``method`` and has a finite SW2 at every NFE."""
-    from jaxdistill.cli import main
-
     run = str(workdir / method)
     assert main(["train", "--config", os.path.join(os.path.dirname(HERE), "configs", config), "--workdir", run, "--quiet"]) == 0
     assert main(["eval", "--workdir", run, "--nfes", ",".join(map(str, nfes)), "--num", "200"]) == 0
