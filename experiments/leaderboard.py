@@ -11,7 +11,8 @@ student method at each of its NFEs. Every student of a benchmark gets the same b
 
 Writes ``results/<benchmark>.json``, ``.md`` and ``.png``. Training runs, teacher curves
 and student scores are cached under ``runs/<benchmark>/`` and reused when they match the
-current budget; delete a run's folder to redo it. ``--quick`` uses the smoke presets and
+current budget; delete a run's folder to redo it. The tables list every finished and scored
+run of a benchmark, so ``--methods dmd2`` adds (or redoes) the DMD2 row and keeps the others. ``--quick`` uses the smoke presets and
 few samples, to check the script itself; the published tables use the defaults.
 """
 from __future__ import annotations
@@ -186,7 +187,19 @@ def student_row(name: str, method: str, config: ml_collections.ConfigDict, evalu
     return row
 
 
+def scored_row(name: str, method: str, config: ml_collections.ConfigDict, num_samples: int, runs: str) -> Optional[dict]:
+    """A finished run's cached row at the current budget and sample count, else None."""
+    workdir = os.path.join(runs, name, method)
+    if not is_trained(config, workdir):
+        return None
+    cached = read_json(os.path.join(workdir, "scores.json"))
+    key = {"num_samples": num_samples, "updates": int(config.train.num_steps)}
+    return cached["row"] if cached is not None and cached["key"] == key else None
+
+
 def run_benchmark(name: str, methods: list[str], quick: bool, runs: str, out_dir: str, trained_only: bool = False) -> dict:
+    """Train and score ``methods``; the table also keeps every other method's finished,
+    already-scored run, so per-method invocations add rows instead of replacing the table."""
     methods = [m for m in methods if not (name == "grid25" and m in CONDITIONAL_ONLY)]
     configs = {m: student_config(name, m, quick, runs) for m in methods}
     if trained_only:
@@ -205,9 +218,14 @@ def run_benchmark(name: str, methods: list[str], quick: bool, runs: str, out_dir
         report["teacher_training"] = train_timed(t_config, os.path.join(runs, name, "teacher"))
     nfes = TEACHER_NFES[:3] if quick else TEACHER_NFES_BY_BENCHMARK.get(name, TEACHER_NFES)
     report["teacher"] = teacher_curves(name, configs.get("kd", any_config), evaluator, nfes, runs)
-    for method, config in configs.items():
-        report["students"][method] = student_row(name, method, config, evaluator, runs)
-        write_outputs(report, out_dir)
+    others = [m for m in METHODS if m not in configs and not (name == "grid25" and m in CONDITIONAL_ONLY)]
+    kept = {m: scored_row(name, m, student_config(name, m, quick, runs), num_samples, runs) for m in others}
+    for method in METHODS:
+        if method in configs:
+            report["students"][method] = student_row(name, method, configs[method], evaluator, runs)
+            write_outputs(report, out_dir)
+        elif kept.get(method) is not None:
+            report["students"][method] = kept[method]
     write_outputs(report, out_dir)
     return report
 
