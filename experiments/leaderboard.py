@@ -7,12 +7,14 @@ student method at each of its NFEs. Every student of a benchmark gets the same b
 4000 x 256, digits 1500 x 128), so rows are comparable.
 
     python experiments/leaderboard.py [--benchmarks grid25,digits_gmm,digits] [--methods kd,cd,...]
-                                      [--quick] [--readme]
+                                      [--seeds N] [--trained-only] [--quick] [--readme]
 
 Writes ``results/<benchmark>.json``, ``.md`` and ``.png``. Training runs, teacher curves
 and student scores are cached under ``runs/<benchmark>/`` and reused when they match the
 current budget; delete a run's folder to redo it. The tables list every finished and scored
-run of a benchmark, so ``--methods dmd2`` adds (or redoes) the DMD2 row and keeps the others. ``--quick`` uses the smoke presets and
+run of a benchmark, so ``--methods dmd2`` adds (or redoes) the DMD2 row and keeps the others.
+``--seeds 3`` also trains seeds 1 and 2 (``runs/<benchmark>/<method>_seed<k>``); a row then shows
+the median and [min, max] over its method's scored seed runs (BENCHMARKS.md). ``--quick`` uses the smoke presets and
 few samples, to check the script itself; the published tables use the defaults.
 """
 from __future__ import annotations
@@ -164,9 +166,20 @@ def teacher_curves(name: str, config: ml_collections.ConfigDict, evaluator: Eval
     return curves
 
 
-def student_row(name: str, method: str, config: ml_collections.ConfigDict, evaluator: Evaluator, runs: str) -> dict:
-    """Train (or reuse) one student and score it at its eval NFEs (cached in its workdir)."""
-    workdir = os.path.join(runs, name, method)
+def seed_workdir(runs: str, name: str, method: str, seed: int) -> str:
+    """``runs/<name>/<method>`` for training seed 0, ``runs/<name>/<method>_seed<k>`` for seed k."""
+    return os.path.join(runs, name, method if seed == 0 else f"{method}_seed{seed}")
+
+
+def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+    """The run config with training seed ``seed`` (initialisation, noise draws; same data set)."""
+    config = config.copy_and_resolve_references()
+    config.seed = seed
+    return config
+
+
+def student_row(workdir: str, config: ml_collections.ConfigDict, evaluator: Evaluator) -> dict:
+    """Train (or reuse) one student run and score it at its eval NFEs (cached in its workdir)."""
     cost = train_timed(config, workdir)
     cache = os.path.join(workdir, "scores.json")
     key = {"num_samples": evaluator.num_samples, "updates": cost["updates"]}
@@ -187,9 +200,8 @@ def student_row(name: str, method: str, config: ml_collections.ConfigDict, evalu
     return row
 
 
-def scored_row(name: str, method: str, config: ml_collections.ConfigDict, num_samples: int, runs: str) -> Optional[dict]:
+def scored_row(workdir: str, config: ml_collections.ConfigDict, num_samples: int) -> Optional[dict]:
     """A finished run's cached row at the current budget and sample count, else None."""
-    workdir = os.path.join(runs, name, method)
     if not is_trained(config, workdir):
         return None
     cached = read_json(os.path.join(workdir, "scores.json"))
@@ -197,13 +209,43 @@ def scored_row(name: str, method: str, config: ml_collections.ConfigDict, num_sa
     return cached["row"] if cached is not None and cached["key"] == key else None
 
 
-def run_benchmark(name: str, methods: list[str], quick: bool, runs: str, out_dir: str, trained_only: bool = False) -> dict:
-    """Train and score ``methods``; the table also keeps every other method's finished,
-    already-scored run, so per-method invocations add rows instead of replacing the table."""
+def scored_seed_rows(name: str, method: str, config: ml_collections.ConfigDict, num_samples: int, runs: str) -> list[dict]:
+    """Cached rows of every finished, scored seed run of a method (seeds 0, 1, ... while their folders exist)."""
+    rows, seed = [], 0
+    while os.path.isdir(seed_workdir(runs, name, method, seed)):
+        row = scored_row(seed_workdir(runs, name, method, seed), config, num_samples)
+        if row is not None:
+            rows.append(row)
+        seed += 1
+    return rows
+
+
+def combine_seeds(rows: list[dict]) -> dict:
+    """One table row from per-seed rows: the median of every metric at every NFE, its
+    [min, max] under ``spread`` and the seed count (BENCHMARKS.md: "three seeds where time
+    allows: report median and min-max"); cost columns are the median run's. One seed: unchanged."""
+    if len(rows) == 1:
+        return rows[0]
+    by_nfe, spread = {}, {}
+    for nfe in rows[0]["by_nfe"]:
+        metrics = rows[0]["by_nfe"][nfe]
+        values = {k: np.array([r["by_nfe"][nfe][k] for r in rows], dtype=float) for k in metrics}
+        by_nfe[nfe] = {k: float(np.median(v)) for k, v in values.items()}
+        spread[nfe] = {k: [float(v.min()), float(v.max())] for k, v in values.items()}
+    costs = {k: float(np.median([r[k] for r in rows])) for k in ("train_seconds",)}
+    return {**rows[0], **costs, "by_nfe": by_nfe, "spread": spread, "seeds": len(rows)}
+
+
+def run_benchmark(
+    name: str, methods: list[str], quick: bool, runs: str, out_dir: str, trained_only: bool = False, seeds: int = 1
+) -> dict:
+    """Train and score ``methods`` at training seeds 0..seeds-1; a row combines every scored seed
+    run of its method on disk. The table also keeps every other method's finished, scored runs,
+    so per-method invocations add rows instead of replacing the table."""
     methods = [m for m in methods if not (name == "grid25" and m in CONDITIONAL_ONLY)]
     configs = {m: student_config(name, m, quick, runs) for m in methods}
     if trained_only:
-        skipped = [m for m, c in configs.items() if not is_trained(c, os.path.join(runs, name, m))]
+        skipped = [m for m, c in configs.items() if not is_trained(c, seed_workdir(runs, name, m, 0))]
         if skipped:
             print(f"{name}: skipping untrained {', '.join(skipped)} (--trained-only)")
         configs = {m: c for m, c in configs.items() if m not in skipped}
@@ -218,14 +260,21 @@ def run_benchmark(name: str, methods: list[str], quick: bool, runs: str, out_dir
         report["teacher_training"] = train_timed(t_config, os.path.join(runs, name, "teacher"))
     nfes = TEACHER_NFES[:3] if quick else TEACHER_NFES_BY_BENCHMARK.get(name, TEACHER_NFES)
     report["teacher"] = teacher_curves(name, configs.get("kd", any_config), evaluator, nfes, runs)
-    others = [m for m in METHODS if m not in configs and not (name == "grid25" and m in CONDITIONAL_ONLY)]
-    kept = {m: scored_row(name, m, student_config(name, m, quick, runs), num_samples, runs) for m in others}
     for method in METHODS:
-        if method in configs:
-            report["students"][method] = student_row(name, method, configs[method], evaluator, runs)
+        if name == "grid25" and method in CONDITIONAL_ONLY:
+            continue
+        config = configs[method] if method in configs else student_config(name, method, quick, runs)
+        if method in configs and not trained_only:
+            for seed in range(seeds):
+                student_row(seed_workdir(runs, name, method, seed), with_seed(config, seed), evaluator)
+        elif method in configs:  # --trained-only: score finished runs, train nothing
+            for seed in range(seeds):
+                if is_trained(config, seed_workdir(runs, name, method, seed)):
+                    student_row(seed_workdir(runs, name, method, seed), with_seed(config, seed), evaluator)
+        rows = scored_seed_rows(name, method, config, num_samples, runs)
+        if rows:
+            report["students"][method] = combine_seeds(rows)
             write_outputs(report, out_dir)
-        elif kept.get(method) is not None:
-            report["students"][method] = kept[method]
     write_outputs(report, out_dir)
     return report
 
@@ -246,6 +295,8 @@ def markdown(report: dict) -> str:
     keys = [k for k in next(iter(next(iter(report["teacher"].values())).values())) if k not in ("sample_seconds", "nonfinite_frac")]
     lines = [f"### {name} ({report['num_samples']} samples per row; headline metric {metric}, lower is better)", ""]
     lines.append(f"Teacher best {metric}: **{best:.4g}** ({where}); noise floor {floor:.4g}.")
+    if any("seeds" in s for s in report["students"].values()):
+        lines.append("Rows with several training seeds show the median and [min, max] over seeds.")
     if "teacher_training" in report:
         t = report["teacher_training"]
         lines.append(f"Teacher: trained for {t['updates']} updates at batch {t['batch_size']} ({t['train_seconds']:.0f} s).")
@@ -254,9 +305,14 @@ def markdown(report: dict) -> str:
     lines.append("|---" * (len(keys) + 7) + "|")
     for method, s in report["students"].items():
         evals = "n/a" if s["network_evaluations"] is None else f"{s['network_evaluations']:.3g}"
+        label = f"{method} ({s['seeds']} seeds)" if "seeds" in s else method
         for nfe, v in s["by_nfe"].items():
+            spread = s.get("spread", {}).get(nfe, {})
+            cells = [
+                f"{v.get(k, float('nan')):.4g}" + (f" [{spread[k][0]:.3g}, {spread[k][1]:.3g}]" if k in spread else "") for k in keys
+            ]
             lines.append(
-                f"| {method} | {nfe} | " + " | ".join(f"{v.get(k, float('nan')):.4g}" for k in keys)
+                f"| {label} | {nfe} | " + " | ".join(cells)
                 + f" | {v[metric] / best:.3g} | {v[metric] / floor:.3g} | {s['updates']} | {evals} | {s['train_seconds']:.0f} |"
             )
     lines += ["", f"**Teacher {metric} vs NFE**", ""]
@@ -310,6 +366,7 @@ def main() -> None:
     parser.add_argument("--benchmarks", default="grid25,digits_gmm,digits")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"student methods (default: all of {', '.join(METHODS)})")
     parser.add_argument("--trained-only", action="store_true", help="tabulate finished runs only; train nothing new")
+    parser.add_argument("--seeds", type=int, default=1, help="train seeds 0..N-1 of each selected method (rows: median [min, max])")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--out", default="results")
@@ -322,7 +379,7 @@ def main() -> None:
         if unknown:
             raise SystemExit(f"unknown methods {unknown}; choose from {METHODS}")
         runs = os.path.join(args.runs, "quick") if args.quick else args.runs
-        run_benchmark(name, methods, args.quick, runs, args.out, trained_only=args.trained_only)
+        run_benchmark(name, methods, args.quick, runs, args.out, trained_only=args.trained_only, seeds=args.seeds)
         print(open(os.path.join(args.out, f"{name}.md")).read())
     if args.readme:
         update_readme(args.out, names)

@@ -1,0 +1,74 @@
+"""experiments/leaderboard.py: combining seed runs into one row, and finding scored runs on disk."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import ml_collections
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "leaderboard", os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "leaderboard.py")
+)
+leaderboard = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(leaderboard)
+
+
+def _row(sw2: float, coverage: float, seconds: float) -> dict:
+    return {
+        "by_nfe": {"1": {"sw2": sw2, "mode_coverage": coverage}},
+        "updates": 10,
+        "batch_size": 4,
+        "train_seconds": seconds,
+        "network_evaluations": 80.0,
+    }
+
+
+def test_combine_seeds_reports_median_and_range():
+    row = leaderboard.combine_seeds([_row(0.3, 0.88, 5.0), _row(0.1, 1.0, 7.0), _row(0.2, 0.96, 6.0)])
+    assert row["seeds"] == 3
+    assert row["by_nfe"]["1"] == {"sw2": pytest.approx(0.2), "mode_coverage": pytest.approx(0.96)}
+    assert row["spread"]["1"]["sw2"] == pytest.approx([0.1, 0.3])
+    assert row["spread"]["1"]["mode_coverage"] == pytest.approx([0.88, 1.0])
+    assert row["train_seconds"] == 6.0 and row["updates"] == 10
+    single = _row(0.3, 0.88, 5.0)
+    assert leaderboard.combine_seeds([single]) is single
+
+
+def test_markdown_shows_seed_ranges():
+    report = {
+        "benchmark": "grid25",
+        "num_samples": 100,
+        "noise_floor": {"sw2": 0.1, "mode_coverage": 1.0},
+        "teacher": {"euler": {"1": {"sw2": 0.2, "mode_coverage": 1.0}}},
+        "students": {
+            "sid": leaderboard.combine_seeds([_row(0.3, 0.88, 5.0), _row(0.1, 1.0, 7.0), _row(0.2, 0.96, 6.0)]),
+            "kd": _row(0.15, 1.0, 3.0),
+        },
+    }
+    text = leaderboard.markdown(report)
+    assert "| sid (3 seeds) | 1 | 0.2 [0.1, 0.3] | 0.96 [0.88, 1] |" in text
+    assert "| kd | 1 | 0.15 | 1 |" in text
+    assert "median and [min, max]" in text
+
+
+def test_scored_seed_rows_keep_finished_runs_at_the_current_budget(tmp_path):
+    config = ml_collections.ConfigDict({"train": {"num_steps": 10}})
+    runs = str(tmp_path)
+
+    def make_run(seed: int, updates: int, num_samples: int, sw2: float) -> None:
+        workdir = leaderboard.seed_workdir(runs, "grid25", "sid", seed)
+        os.makedirs(workdir)
+        json.dump({"updates": updates, "train_seconds": 1.0, "batch_size": 4}, open(os.path.join(workdir, "cost.json"), "w"))
+        key = {"num_samples": num_samples, "updates": updates}
+        json.dump({"key": key, "row": _row(sw2, 1.0, 1.0)}, open(os.path.join(workdir, "scores.json"), "w"))
+
+    make_run(0, 10, 100, 0.1)
+    make_run(1, 10, 50, 0.2)  # scored with another sample count: not this table's
+    make_run(2, 7, 100, 0.3)  # interrupted run
+    make_run(3, 10, 100, 0.4)
+    assert leaderboard.seed_workdir(runs, "grid25", "sid", 3).endswith(os.path.join("grid25", "sid_seed3"))
+    rows = leaderboard.scored_seed_rows("grid25", "sid", config, 100, runs)
+    assert [r["by_nfe"]["1"]["sw2"] for r in rows] == [0.1, 0.4]
+    assert leaderboard.scored_seed_rows("grid25", "dmd", config, 100, runs) == []
