@@ -223,7 +223,7 @@ def scored_seed_rows(name: str, method: str, config: ml_collections.ConfigDict, 
 def combine_seeds(rows: list[dict]) -> dict:
     """One table row from per-seed rows: the median of every metric at every NFE, its
     [min, max] under ``spread`` and the seed count (BENCHMARKS.md: "three seeds where time
-    allows: report median and min-max"); cost columns are the median run's. One seed: unchanged."""
+    allows: report median and min-max"); the wall time is the median over seeds. One seed: unchanged."""
     if len(rows) == 1:
         return rows[0]
     by_nfe, spread = {}, {}
@@ -232,8 +232,8 @@ def combine_seeds(rows: list[dict]) -> dict:
         values = {k: np.array([r["by_nfe"][nfe][k] for r in rows], dtype=float) for k in metrics}
         by_nfe[nfe] = {k: float(np.median(v)) for k, v in values.items()}
         spread[nfe] = {k: [float(v.min()), float(v.max())] for k, v in values.items()}
-    costs = {k: float(np.median([r[k] for r in rows])) for k in ("train_seconds",)}
-    return {**rows[0], **costs, "by_nfe": by_nfe, "spread": spread, "seeds": len(rows)}
+    seconds = float(np.median([r["train_seconds"] for r in rows]))
+    return {**rows[0], "train_seconds": seconds, "by_nfe": by_nfe, "spread": spread, "seeds": len(rows)}
 
 
 def run_benchmark(
@@ -264,13 +264,10 @@ def run_benchmark(
         if name == "grid25" and method in CONDITIONAL_ONLY:
             continue
         config = configs[method] if method in configs else student_config(name, method, quick, runs)
-        if method in configs and not trained_only:
-            for seed in range(seeds):
-                student_row(seed_workdir(runs, name, method, seed), with_seed(config, seed), evaluator)
-        elif method in configs:  # --trained-only: score finished runs, train nothing
-            for seed in range(seeds):
-                if is_trained(config, seed_workdir(runs, name, method, seed)):
-                    student_row(seed_workdir(runs, name, method, seed), with_seed(config, seed), evaluator)
+        for seed in range(seeds if method in configs else 0):
+            workdir = seed_workdir(runs, name, method, seed)
+            if not (trained_only and not is_trained(config, workdir)):  # --trained-only trains nothing
+                student_row(workdir, with_seed(config, seed), evaluator)
         rows = scored_seed_rows(name, method, config, num_samples, runs)
         if rows:
             report["students"][method] = combine_seeds(rows)

@@ -194,6 +194,24 @@ def test_config_errors():
         build(c)
 
 
+def test_presets_keep_kd_budget():
+    """Same data, network, batch and updates as KD; from scratch: no distillation term and ADM's
+    label table; digits_gmm's ADD at a tenth of KD's lr; students of the UNet keep lambda = 2.5."""
+    for bench, kd, scratch in (("grid25", presets.grid25_kd, True), ("digits_gmm", presets.digits_gmm_kd, True), ("digits", presets.digits_kd, False)):
+        base = kd()
+        for method in ("add", "ladd"):
+            c = getattr(presets, f"{bench}_{method}")(**({} if scratch else {"teacher_workdir": "somewhere"}))
+            assert c.method == method and tuple(c.eval.nfes) == (1, 4)
+            network = {**c.network.to_dict(), "label_init_std": base.network.label_init_std}
+            assert (c.batch_size, c.train.num_steps, network) == (base.batch_size, base.train.num_steps, base.network.to_dict())
+            assert c.network.label_init_std == (presets.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
+            slow = bench == "digits_gmm" and method == "add"
+            assert c.optim.lr == (presets.DIGITS_GMM_ADVERSARIAL_LR if slow else base.optim.lr)
+            assert bool(c.adversarial.init_from_teacher) is (not scratch)
+            if method == "add":
+                assert float(c.adversarial.distill_weight) == (0.0 if scratch else 2.5)
+
+
 # --------------------------------------------------------------- protocol checks
 @pytest.mark.parametrize("preset", ["grid25_add", "grid25_ladd"])
 def test_compiles_once_and_resumes(preset, tmp_path):
