@@ -260,6 +260,8 @@ def test_presets_keep_kd_budget():
             assert (c.batch_size, c.train.num_steps, network) == (base.batch_size, base.train.num_steps, base.network.to_dict())
             assert c.network.label_init_std == (presets.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
             assert c.optim.lr == (presets.DIGITS_GMM_SCORE_IDENTITY_LR if bench == "digits_gmm" else base.optim.lr)
+            paper_alpha = 1.0 if method == "sida" else 1.2
+            assert float(c.sid.alpha) == (presets.GRID25_SID_ALPHA if (bench, method) == ("grid25", "sid") else paper_alpha)
             assert bool(c.sid.init_from_teacher) is bool(c.sid.critic_from_teacher) is (not scratch)
             if not scratch:
                 assert c.teacher.workdir == "somewhere"
