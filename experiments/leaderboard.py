@@ -260,18 +260,22 @@ def run_benchmark(
         report["teacher_training"] = train_timed(t_config, os.path.join(runs, name, "teacher"))
     nfes = TEACHER_NFES[:3] if quick else TEACHER_NFES_BY_BENCHMARK.get(name, TEACHER_NFES)
     report["teacher"] = teacher_curves(name, configs.get("kd", any_config), evaluator, nfes, runs)
-    for method in METHODS:
-        if name == "grid25" and method in CONDITIONAL_ONLY:
-            continue
-        config = configs[method] if method in configs else student_config(name, method, quick, runs)
-        for seed in range(seeds if method in configs else 0):
+    tabled = [m for m in METHODS if not (name == "grid25" and m in CONDITIONAL_ONLY)]
+    all_configs = {m: configs[m] if m in configs else student_config(name, m, quick, runs) for m in tabled}
+
+    def scored_rows() -> dict:  # every method's scored seed runs on disk, in METHODS order
+        rows = {m: scored_seed_rows(name, m, c, num_samples, runs) for m, c in all_configs.items()}
+        return {m: combine_seeds(r) for m, r in rows.items() if r}
+
+    for method in configs:
+        for seed in range(seeds):
             workdir = seed_workdir(runs, name, method, seed)
-            if not (trained_only and not is_trained(config, workdir)):  # --trained-only trains nothing
-                student_row(workdir, with_seed(config, seed), evaluator)
-        rows = scored_seed_rows(name, method, config, num_samples, runs)
-        if rows:
-            report["students"][method] = combine_seeds(rows)
-            write_outputs(report, out_dir)
+            if not (trained_only and not is_trained(configs[method], workdir)):  # --trained-only trains nothing
+                student_row(workdir, with_seed(configs[method], seed), evaluator)
+        # The table is rewritten only with every scored row, so an interrupted run never truncates it.
+        report["students"] = scored_rows()
+        write_outputs(report, out_dir)
+    report["students"] = scored_rows()
     write_outputs(report, out_dir)
     return report
 
