@@ -1,4 +1,21 @@
 import os
+import shutil
+import tempfile
 
 # Keep the tests on the CPU and off any accelerator a developer machine may have.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Many tests compile the same train step more than once (a straight run and a resumed one, a CLI
+# train then eval, subprocesses on simulated meshes). A persistent compilation cache shared by this
+# session and its subprocesses turns the repeats into cache hits (test_dmd's TTUR compile-once
+# test: 78 s -> 50 s CPU time). It lives in a fresh folder that is removed when the session ends.
+_CACHE_DIR = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix="jaxdistill-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+
+
+def pytest_unconfigure(config):
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
