@@ -72,3 +72,55 @@ def test_scored_seed_rows_keep_finished_runs_at_the_current_budget(tmp_path):
     rows = leaderboard.scored_seed_rows("grid25", "sid", config, 100, runs)
     assert [r["by_nfe"]["1"]["sw2"] for r in rows] == [0.1, 0.4]
     assert leaderboard.scored_seed_rows("grid25", "dmd", config, 100, runs) == []
+
+
+def _report(num_samples: int, students: dict) -> dict:
+    return {
+        "benchmark": "grid25",
+        "num_samples": num_samples,
+        "noise_floor": {"sw2": 0.1},
+        "teacher": {"euler": {"1": {"sw2": 0.5}, "2": {"sw2": 0.25}}, "heun": {"1": {"sw2": 0.5}, "2": {"sw2": 0.2}}},
+        "students": students,
+    }
+
+
+def test_committed_rows_survive_a_fresh_checkout_only_while_they_still_hold(tmp_path):
+    out = str(tmp_path)
+    students = {"kd": _row(0.15, 1.0, 3.0), "sid": leaderboard.combine_seeds([_row(0.3, 0.9, 5.0), _row(0.1, 1.0, 7.0)])}
+    json.dump(_report(100, students), open(os.path.join(out, "grid25.json"), "w"))
+    committed = leaderboard.committed_report(out, "grid25", 100, (1, 2))
+    assert committed is not None
+    assert leaderboard.committed_report(out, "grid25", 50, (1, 2)) is None  # another sample count
+    assert leaderboard.committed_report(out, "grid25", 100, (1, 2, 4)) is None  # another teacher curve
+    assert leaderboard.committed_report(out, "digits", 100, (1, 2)) is None  # nothing committed
+
+    budget = ml_collections.ConfigDict({"train": {"num_steps": 10}, "batch_size": 4})
+    longer = ml_collections.ConfigDict({"train": {"num_steps": 20}, "batch_size": 4})
+    rows = leaderboard.committed_rows(committed, {"kd": budget, "sid": budget, "dmd": budget})
+    assert rows == {"kd": students["kd"], "sid": students["sid"]}  # seed ranges kept as committed
+    assert leaderboard.committed_rows(committed, {"kd": longer, "sid": budget}) == {"sid": students["sid"]}
+    assert leaderboard.committed_rows(None, {"kd": budget}) == {}
+
+
+def test_same_curves_tells_a_retrained_teacher_from_the_committed_one():
+    committed = _report(100, {})["teacher"]
+    nudged = json.loads(json.dumps(committed))
+    nudged["heun"]["2"]["sw2"] *= 1 + 1e-5  # bit-level noise: the same teacher
+    assert leaderboard.same_curves(nudged, committed, "grid25")
+    nudged["heun"]["2"]["sw2"] *= 1.01  # a different teacher
+    assert not leaderboard.same_curves(nudged, committed, "grid25")
+    assert not leaderboard.same_curves({"euler": committed["euler"]}, committed, "grid25")
+
+
+def test_update_readme_keeps_every_benchmark_table(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "digits.md").write_text("digits table\n")
+    (out / "grid25.md").write_text("grid25 table\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{leaderboard.README_START}\nstale\n{leaderboard.README_END}\nafter\n")
+    leaderboard.update_readme(str(out), readme=str(readme))
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("after\n")
+    assert text.index("grid25 table") < text.index("digits table")  # benchmark order, whatever was run last
+    assert f"![digits]({out}/digits.png)" in text
