@@ -17,6 +17,7 @@ from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models import gaussian_mixture as gm
+from jaxdistill.models.discriminator import DiscriminatorHead
 from jaxdistill.objectives.adversarial import discriminator_loss, generator_adversarial_loss, r1_penalty
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 from jaxdistill.train.rng import derive
@@ -71,6 +72,54 @@ def test_r1_penalty_matches_hand_values():
     # Quadratic head D(f) = 1/2 ||f0||^2: grad = f0, so R1 = gamma / 2 E||f0||^2.
     quadratic = lambda f: 0.5 * jnp.sum(f[0] ** 2, axis=1)
     np.testing.assert_allclose(r1_penalty(quadratic, [f0], gamma), 0.5 * gamma * np.mean(np.sum(f0**2, axis=1)), rtol=1e-5)
+
+
+def test_per_position_head_scores_every_position_with_its_maps_own_mlp():
+    """ADD's heads read every token: logit[b, p] = w3 silu(W2 silu(W1 f_p + b1) + b2) + b3 +
+    <embed(c_b), h_p> per feature map (its own weights), positions concatenated map by map."""
+    rng = np.random.default_rng(0)
+    f0 = rng.normal(size=(3, 2, 2, 4)).astype(np.float32)  # 4 positions
+    f1 = rng.normal(size=(3, 5)).astype(np.float32)  # a vector: one position
+    cond = jnp.array([0, 1, NULL_LABEL])
+    head = DiscriminatorHead(hidden=8, num_classes=2, per_position=True)
+    params = head.init(jax.random.key(0), [f0, f1], cond)
+    logits = head.apply(params, [f0, f1], cond)
+    assert logits.shape == (3, 5)
+    p = jax.tree.map(np.asarray, params["params"])
+    silu = lambda x: x / (1 + np.exp(-x))
+    embed = p["Embed_0"]["embedding"][[0, 1, 2]]  # NULL_LABEL takes the extra row
+    for b in range(3):
+        for i, (f, k) in enumerate([(f0[b].reshape(4, 4), 0), (f1[b][None], 3)]):
+            dense = lambda j, x: x @ p[f"Dense_{k + j}"]["kernel"] + p[f"Dense_{k + j}"]["bias"]
+            h = silu(dense(1, silu(dense(0, f))))
+            want = dense(2, h)[:, 0] + h @ embed[b]
+            got = np.asarray(logits[b, :4] if i == 0 else logits[b, 4:])
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_add_with_per_position_heads_averages_the_hinge_over_positions():
+    config = presets.grid25_add("smoke")
+    config.adversarial.head_per_position = True
+    built = build(config)
+    objective, frozen = built.objective, built.frozen
+    batch = {"x": jnp.asarray(GRID.sample(jax.random.key(0), 8)[0])}
+    params = objective.init(jax.random.key(1), batch, frozen)["head"].params
+    x_g = batch["x"][::-1] * 0.5
+    s_f = 0.1 * SIGMA_DATA
+    real = objective.head.apply(params, mixture_features(batch["x"], s_f), None)
+    fake = objective.head.apply(params, mixture_features(x_g, s_f), None)
+    assert real.shape == (8, len(mixture_features(x_g, s_f)))  # the mixture's features are vectors
+    hinge = np.mean(np.maximum(0, 1 - np.asarray(real))) + np.mean(np.maximum(0, 1 + np.asarray(fake)))
+    objective = dataclasses.replace(objective, r1_weight=0.0)
+    loss, _ = objective.critic_loss({"head": params}, frozen, batch, x_g, None, jax.random.key(3))
+    np.testing.assert_allclose(loss, hinge, rtol=1e-5)
+
+
+def test_methods_that_need_a_logit_per_sample_reject_per_position_heads():
+    for config in (presets.grid25_fdistill("smoke"), presets.grid25_dmd2("smoke")):
+        config.dmd.head_per_position = True
+        with pytest.raises(ConfigError, match="one discriminator logit per sample"):
+            build(config)
 
 
 # ------------------------------------------------------- the objective's losses

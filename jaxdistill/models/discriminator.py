@@ -3,8 +3,12 @@
 DMD2 (Yin et al. 2024) puts a classification head on the fake-score critic's features,
 LADD (Sauer et al. 2024) on the frozen teacher's features at noised inputs, and ADD
 (Sauer et al. 2023) on a frozen feature network. The head is the only part the methods
-share, so it is one small module: every feature map is average-pooled over its spatial
-positions, the pooled vectors are concatenated and an MLP returns one logit per sample.
+share, so it is one small module. By default every feature map is average-pooled over its
+spatial positions, the pooled vectors are concatenated and an MLP returns one logit per sample.
+With ``per_position`` each feature map gets its own MLP applied at every spatial position (a
+1x1 convolution), as the heads of ADD and StyleGAN-T (Sauer et al. 2023) read every token of a
+ViT layer: the logits [B, P_1 + ... + P_m] keep where in the image real and fake differ, which
+a pooled head averages away, and the GAN losses average their per-position terms.
 With ``num_classes > 0`` a projection term <embed(c), h> makes it class-conditional
 (Miyato & Koyama 2018).
 """
@@ -24,18 +28,32 @@ def pool_features(features: Sequence[Array]) -> Array:
     return jnp.concatenate([p.astype(jnp.float32) for p in pooled], axis=-1)
 
 
+def positions(features: Sequence[Array]) -> list[Array]:
+    """Each feature map as [B, P, C] (P spatial positions; a [B, C] vector is one position)."""
+    return [f.reshape(f.shape[0], -1, f.shape[-1]).astype(jnp.float32) for f in features]
+
+
 class DiscriminatorHead(nn.Module):
-    """features -> logit [B]; ``cond`` (labels, NULL_LABEL = unconditional) adds a projection term."""
+    """features -> logits, [B] pooled or [B, P_1 + ... + P_m] ``per_position``; ``cond`` (labels,
+    NULL_LABEL = unconditional) adds a projection term."""
 
     hidden: int = 256
     num_classes: int = 0
+    per_position: bool = False
 
     @nn.compact
     def __call__(self, features: Sequence[Array], cond: Optional[Array] = None) -> Array:
-        h = nn.silu(nn.Dense(self.hidden)(pool_features(features)))
-        h = nn.silu(nn.Dense(self.hidden)(h))
-        logit = nn.Dense(1)(h)[:, 0]
+        embed = None
         if self.num_classes > 0 and cond is not None:
             embed = nn.Embed(self.num_classes + 1, self.hidden)(jnp.where(cond == NULL_LABEL, self.num_classes, cond))
-            logit = logit + jnp.sum(embed * h, axis=-1)
-        return logit
+        if not self.per_position:
+            return self._logit(pool_features(features), embed)
+        # One head per feature map, applied at every position (Dense acts on the last axis).
+        embed = None if embed is None else embed[:, None, :]
+        return jnp.concatenate([self._logit(f, embed) for f in positions(features)], axis=1)
+
+    def _logit(self, x: Array, embed: Optional[Array]) -> Array:
+        h = nn.silu(nn.Dense(self.hidden)(x))
+        h = nn.silu(nn.Dense(self.hidden)(h))
+        logit = nn.Dense(1)(h)[..., 0]
+        return logit if embed is None else logit + jnp.sum(embed * h, axis=-1)

@@ -50,13 +50,17 @@ The two methods differ in F and in the data:
   the student's inputs are noised pool samples. No distillation loss and no R1 term (with
   synthetic data the adversarial loss alone suffices in the paper).
 
+The heads read pooled features by default; ``head_per_position = True`` gives every feature map
+its own head applied at each spatial position, as ADD's heads score every DINOv2 token
+(``DiscriminatorHead``); the hinge losses then average over positions as well as samples.
+
 Guidance (x_u + w (x_c - x_u)) applies to the teacher's denoiser only (ADD's distillation
 target, LADD's synthetic data), never to features.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -158,6 +162,7 @@ class AdversarialDistillation(GeneratorDistillation):
     teacher_sampler: str = "heun"
     teacher_nfe: int = 31
     name: str = "add"
+    per_position_logits: ClassVar[bool] = True  # hinge losses and R1 average / sum every logit
 
     def __post_init__(self):
         super().__post_init__()

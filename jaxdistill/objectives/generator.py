@@ -35,7 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +71,7 @@ def common_config(critic: bool = True) -> ml_collections.ConfigDict:
     c.critic_lr = 0.0  # 0: the generator's optim.lr
     c.head_lr = 0.0
     c.head_hidden = 256
+    c.head_per_position = False  # a head at every feature position instead of on pooled features
     return c
 
 
@@ -133,8 +134,13 @@ class GeneratorDistillation:
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1,)
     name: str = "generator"
+    # Whether the method's losses take a head's per-position logits [B, P] (GAN losses that
+    # average every logit) or need one logit per sample (a density ratio, a per-sample weight).
+    per_position_logits: ClassVar[bool] = False
 
     def __post_init__(self):
+        if self.head is not None and self.head.per_position and not self.per_position_logits:
+            raise ValueError(f"{self.name} needs one discriminator logit per sample: set head_per_position = False")
         if self.generator_steps < 1:
             raise ValueError(f"generator_steps must be >= 1, got {self.generator_steps}")
         starts = [int(s) for s, _ in self.critic_schedule]
@@ -375,7 +381,9 @@ def generator_kwargs(ctx, *, critic: bool, head: bool) -> tuple[dict, PyTree]:
         kwargs["critic"], kwargs["critic_init_fn"] = ctx.network(process, config.prediction)
         kwargs["tx_critic"] = _optimizer_with_lr(config.optim, float(section.critic_lr), kwargs["critic_schedule"])
     if head:
-        kwargs["head"] = DiscriminatorHead(hidden=int(section.head_hidden), num_classes=ctx.num_classes)
+        kwargs["head"] = DiscriminatorHead(
+            hidden=int(section.head_hidden), num_classes=ctx.num_classes, per_position=bool(section.get("head_per_position", False))
+        )  # .get: configs saved before the field existed load as pooled heads
         kwargs["tx_head"] = _optimizer_with_lr(config.optim, float(section.head_lr), kwargs["critic_schedule"])
     return kwargs, frozen
 
