@@ -106,7 +106,8 @@ def test_unconditional_and_defaults():
         default_network_config("resnet")
 
 
-@pytest.mark.parametrize("name", ["mlp", "unet", "dit"])
+# The UNet case costs ~25 s of compilation on 2 cores; mlp and dit cover the overlay in the fast run.
+@pytest.mark.parametrize("name", ["mlp", pytest.param("unet", marks=pytest.mark.slow), "dit"])
 def test_extra_time_inputs_start_as_the_plain_network(name):
     """A num_times=2 network initialised from a num_times=1 network's parameters (overlay) computes
     the same function for any extra input, through the Denoiser and with guidance."""
