@@ -191,7 +191,7 @@ def teacher_curves(
         sampler, nfe = where.split(" @ ")
         probe = curve(sampler, None, (int(nfe),))[nfe][HEADLINE[name]]
         expected = committed["teacher"][sampler][nfe][HEADLINE[name]]
-        if np.isclose(probe, expected, rtol=SAME_TEACHER_RTOL, atol=0.0):
+        if same_value(probe, expected):
             print(f"{name} teacher {where}: {probe:.6g}, committed {expected:.6g}: same teacher, reusing the committed curves")
             write_json(cache, {"key": key, "curves": committed["teacher"]})
             return committed["teacher"], True
@@ -206,6 +206,11 @@ def teacher_curves(
     return curves, committed is not None and same_curves(curves, committed["teacher"], name)
 
 
+def same_value(value: float, committed: float) -> bool:
+    """A teacher metric agrees with its committed value to ``SAME_TEACHER_RTOL``."""
+    return bool(np.isclose(value, committed, rtol=SAME_TEACHER_RTOL, atol=0.0))
+
+
 def same_curves(curves: dict, committed: dict, name: str) -> bool:
     """Every teacher point's headline metric agrees with the committed one (``SAME_TEACHER_RTOL``)."""
     metric = HEADLINE[name]
@@ -213,7 +218,7 @@ def same_curves(curves: dict, committed: dict, name: str) -> bool:
         return False
     return all(
         set(curves[s]) == set(committed[s])
-        and all(np.isclose(curves[s][n][metric], committed[s][n][metric], rtol=SAME_TEACHER_RTOL, atol=0.0) for n in curves[s])
+        and all(same_value(curves[s][n][metric], committed[s][n][metric]) for n in curves[s])
         for s in curves
     )
 

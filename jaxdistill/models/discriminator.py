@@ -22,15 +22,14 @@ import jax.numpy as jnp
 from jaxdistill.types import NULL_LABEL, Array
 
 
-def pool_features(features: Sequence[Array]) -> Array:
-    """[B, C_1 + ... + C_m]: each feature map averaged over all axes but the first and last."""
-    pooled = [f.reshape(f.shape[0], -1, f.shape[-1]).mean(axis=1) if f.ndim > 2 else f for f in features]
-    return jnp.concatenate([p.astype(jnp.float32) for p in pooled], axis=-1)
-
-
 def positions(features: Sequence[Array]) -> list[Array]:
     """Each feature map as [B, P, C] (P spatial positions; a [B, C] vector is one position)."""
     return [f.reshape(f.shape[0], -1, f.shape[-1]).astype(jnp.float32) for f in features]
+
+
+def pool_features(features: Sequence[Array]) -> Array:
+    """[B, C_1 + ... + C_m]: each feature map averaged over all axes but the first and last."""
+    return jnp.concatenate([p.mean(axis=1) for p in positions(features)], axis=-1)
 
 
 class DiscriminatorHead(nn.Module):
