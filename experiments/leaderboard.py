@@ -44,7 +44,16 @@ SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
 TEACHER_NFES = (1, 2, 4, 8, 16, 32, 64)
 GUIDANCE = 2.0  # guided teacher curve on conditional benchmarks (x_u + w (x_c - x_u))
 HEADLINE = {"grid25": "sw2", "digits_gmm": "sw2", "digits": "fd_digits"}
-METHODS = ("kd", "pd", "guided", "cd", "ct", "ict", "ect", "shortcut", "meanflow", "vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim", "add", "ladd")
+# One-step generator methods also get a row with a FEW_STEPS-step generator (``<method>_4step``,
+# presets.few_step), as the papers report both; ADD/LADD students have 4 steps already.
+FEW_STEPS = 4
+FEW_STEP_SUFFIX = f"_{FEW_STEPS}step"
+ONE_STEP_GENERATORS = ("vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim")
+METHODS = (
+    ("kd", "pd", "guided", "cd", "ct", "ict", "ect", "shortcut", "meanflow")
+    + tuple(v for m in ONE_STEP_GENERATORS for v in (m, m + FEW_STEP_SUFFIX))
+    + ("add", "ladd")
+)
 CONDITIONAL_ONLY = ("guided",)  # methods that need class labels (not run on grid25)
 # The trained UNet teacher is ~100x costlier per evaluation than the exact mixtures on a
 # 2-core CPU, so its curve stops at NFE 32 and uses 5,000 samples per point.
@@ -62,6 +71,8 @@ def student_config(name: str, method: str, quick: bool, runs: str) -> ml_collect
     """``presets.<name>_<method>`` (or the consistency family preset) at the benchmark budget."""
     if name not in HEADLINE:
         raise SystemExit(f"unknown benchmark {name!r}; choose from {tuple(HEADLINE)}")
+    if method.endswith(FEW_STEP_SUFFIX) and method.removesuffix(FEW_STEP_SUFFIX) in ONE_STEP_GENERATORS:
+        return presets.few_step(student_config(name, method.removesuffix(FEW_STEP_SUFFIX), quick, runs), FEW_STEPS)
     preset = "smoke" if quick else None
     kwargs = {"teacher_workdir": os.path.join(runs, "digits", "teacher")} if name == "digits" else {}
     if method in presets.CONSISTENCY_METHODS:
@@ -149,8 +160,10 @@ def network_evaluations(config: ml_collections.ConfigDict, objective, updates: i
 
 
 # A teacher point recomputed now agrees with the committed table's to this relative tolerance
-# when the teacher is the same one (bit-level differences between machines move it far less).
-SAME_TEACHER_RTOL = 1e-3
+# when the teacher is the same one. Floating-point differences between machines move it: the
+# exact digits_gmm teacher's dpmpp_2m @ 64 SW2 was 0.0147289 on one 2-core machine and 0.0147502
+# (+0.14%) on another (AMD EPYC), so the tolerance is 1%; a changed teacher moves it by more.
+SAME_TEACHER_RTOL = 1e-2
 
 
 def committed_report(out_dir: str, name: str, num_samples: int, nfes) -> Optional[dict]:

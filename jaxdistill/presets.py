@@ -2,10 +2,13 @@
 ``jaxdistill quickstart``, kept in the package so an installed library has them too.
 
 Every preset accepts ``arg``: ``None`` for the benchmark budget (BENCHMARKS.md) or
-``"smoke"`` for a run of a few seconds used by tests and CI.
+``"smoke"`` for a run of a few seconds used by tests and CI. The config files of the one-step
+generator methods also take ``Kstep`` (``4step``, ``smoke,4step``): the same preset with a K-step
+generator (``few_step``).
 """
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import ml_collections
@@ -380,6 +383,38 @@ def grid25_dmd2(arg: Optional[str] = None) -> ml_collections.ConfigDict:
 
 def grid25_fdistill(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     return grid25_distribution_matching("fdistill", arg)
+
+
+# ---- few-step generators (distribution matching and score identity)
+GENERATOR_SECTIONS = ("dmd", "sid", "adversarial")
+
+
+def few_step(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+    """A generator preset with a ``steps``-step generator, evaluated at 1 and ``steps`` NFE; same
+    budget and settings otherwise. Steps after the first take G's own earlier outputs, re-noised
+    (the backward simulation of DMD2's multi-step generator, Yin et al. 2024)."""
+    from jaxdistill.objectives import registry
+
+    section = registry.section(c.method)
+    if section not in GENERATOR_SECTIONS:
+        raise ConfigError(f"{c.method!r} does not train a few-step generator; K-step presets apply to {GENERATOR_SECTIONS} methods")
+    if steps < 1:
+        raise ConfigError(f"a generator needs at least 1 step, got {steps}")
+    c[section].generator_steps = steps
+    c.eval.nfes = (1, steps) if steps > 1 else (1,)
+    return c
+
+
+def split_steps(arg: Optional[str]) -> tuple[Optional[str], int]:
+    """A generator config file's argument ``[smoke][,<K>step]`` as (preset, K); K is 1 unless given."""
+    parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
+    steps = [int(m.group(1)) for m in (re.fullmatch(r"(\d+)step", p) for p in parts) if m]
+    rest = [p for p in parts if not re.fullmatch(r"\d+step", p)]
+    if len(steps) > 1 or len(rest) > 1:
+        raise ConfigError(f"bad preset {arg!r}: expected at most one of {PRESETS[1:]} and one '<K>step', e.g. 'smoke,4step'")
+    preset = rest[0] if rest else None
+    _check_arg(preset)
+    return preset, (steps[0] if steps else 1)
 
 
 # ---- ADD / LADD (adversarial.py)

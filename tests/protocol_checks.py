@@ -3,6 +3,7 @@ curriculum and stage changes), a run resumed mid-curriculum reaches the same par
 as an uninterrupted one, and training on 8 simulated devices with FSDP matches 1 device."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -68,6 +69,15 @@ def check_sharded_matches_single_device(presets: str, workdir, meshes: str = "1d
             np.testing.assert_allclose(res["params"], ref["params"], rtol=rtol, err_msg=msg)
             np.testing.assert_allclose(res["first_leaf"], ref["first_leaf"], rtol=1e-3, atol=1e-5, err_msg=msg)
     return all_results
+
+
+def load_config_file(config: str):
+    """``get_config`` of ``configs/<config>`` (a path under configs/, e.g. ``grid25/vsd.py``)."""
+    path = os.path.join(os.path.dirname(HERE), "configs", config)
+    spec = importlib.util.spec_from_file_location(f"config_{config.replace('/', '_')[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config
 
 
 def check_cli_smoke(config: str, workdir, method: str, nfes: tuple[int, ...]) -> None:

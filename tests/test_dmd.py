@@ -23,7 +23,7 @@ from jaxdistill.objectives.generator import critic_updates, generator_step_of_cr
 from jaxdistill.train.engine import generate_samples
 from jaxdistill.train.rng import derive
 from jaxdistill.train.state import default_optimizer_config, make_optimizer
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, load_config_file
 
 EDM = get_process("edm")
 TEACHER = GaussianMixture(means=np.array([[-2.0, 0.0], [2.0, 1.0]]), covariances=np.array([[0.3, 0.2], [0.1, 0.4]]))
@@ -222,8 +222,9 @@ def test_compiles_once_and_resumes_dmd_with_pairs(tmp_path):
     check_compiles_once_and_resumes(presets.grid25_dmd("smoke"), tmp_path, split=10)
 
 
-def test_cli_smoke(tmp_path):
-    check_cli_smoke("grid25/fdistill.py:smoke", tmp_path, "fdistill", (1,))
+def test_cli_smoke_four_step_generator(tmp_path):
+    """f-distill through the CLI, with a 4-step generator scored at 1 and 4 NFE."""
+    check_cli_smoke("grid25/fdistill.py:smoke,4step", tmp_path, "fdistill", (1, 4))
 
 
 @pytest.mark.parametrize(
@@ -321,3 +322,28 @@ def test_from_scratch_generator_presets_learn_their_labels():
 @pytest.mark.slow
 def test_dit_label_table_leaves_a_from_scratch_vsd_generator_at_chance():
     assert _class_match_after_vsd(0.02) < 0.15
+
+
+@pytest.mark.parametrize("benchmark", ["grid25", "digits_gmm", "digits"])
+@pytest.mark.parametrize("method", ["vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim"])
+def test_config_files_take_a_k_step_preset(benchmark, method):
+    """``configs/<b>/<m>.py:smoke,4step`` is the smoke preset with a 4-step generator scored at 1 and 4 NFE."""
+    get_config = load_config_file(f"{benchmark}/{method}.py")
+    one, four = get_config("smoke"), get_config("smoke,4step")
+    section = "sid" if method in presets.SCORE_IDENTITY_METHODS else "dmd"
+    assert (one[section].generator_steps, tuple(one.eval.nfes)) == (1, (1,))
+    assert (four[section].generator_steps, tuple(four.eval.nfes)) == (4, (1, 4))
+    assert get_config("2step")[section].generator_steps == 2 and get_config(None).train.num_steps > one.train.num_steps
+    four[section].generator_steps, four.eval.nfes = 1, (1,)
+    assert four.to_dict() == one.to_dict()
+
+
+@pytest.mark.parametrize(
+    "arg, message", [("smoke,4step,2step", "at most one"), ("fast", "unknown preset 'fast'"), ("smoke,0step", "at least 1 step")]
+)
+def test_bad_k_step_presets_are_clear_errors(arg, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config_file("grid25/vsd.py")(arg)
+    with pytest.raises(ConfigError, match="does not train a few-step generator"):
+        presets.few_step(presets.grid25_kd("smoke"), 4)
+

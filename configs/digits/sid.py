@@ -1,7 +1,8 @@
 """Score identity Distillation (Zhou et al. 2024, ICML): a one-step generator distilled from the trained digits UNet teacher (runs/digits/teacher)
 (see jaxdistill/objectives/sid.py for the method and its constants).
 
-Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI).
+Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI); add
+`4step` (`:4step`, `:smoke,4step`) for a 4-step generator evaluated at 1 and 4 NFE.
 Usage: jaxdistill train --config configs/digits/sid.py[:smoke] --workdir runs/digits/sid
 Teacher: the run in runs/digits/teacher (override with --config.teacher.workdir=...).
 """
@@ -9,4 +10,5 @@ from jaxdistill import presets
 
 
 def get_config(arg=None):
-    return presets.digits_sid(arg)
+    preset, steps = presets.split_steps(arg)
+    return presets.few_step(presets.digits_sid(preset), steps)

@@ -1,10 +1,12 @@
 """DMD2 (Yin et al. 2024, NeurIPS): a one-step generator distilled from the exact 64-D digits mixture.
 
-Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI).
+Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI); add
+`4step` (`:4step`, `:smoke,4step`) for a 4-step generator evaluated at 1 and 4 NFE.
 Usage: jaxdistill train --config configs/digits_gmm/dmd2.py[:smoke] --workdir runs/digits_gmm/dmd2
 """
 from jaxdistill import presets
 
 
 def get_config(arg=None):
-    return presets.digits_gmm_distribution_matching("dmd2", arg)
+    preset, steps = presets.split_steps(arg)
+    return presets.few_step(presets.digits_gmm_distribution_matching("dmd2", preset), steps)

@@ -1,11 +1,13 @@
 """Score identity Distillation (Zhou et al. 2024, ICML): a one-step generator distilled from the exact grid25 mixture
 (see jaxdistill/objectives/sid.py for the method and its constants).
 
-Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI).
+Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI); add
+`4step` (`:4step`, `:smoke,4step`) for a 4-step generator evaluated at 1 and 4 NFE.
 Usage: jaxdistill train --config configs/grid25/sid.py[:smoke] --workdir runs/grid25/sid
 """
 from jaxdistill import presets
 
 
 def get_config(arg=None):
-    return presets.grid25_sid(arg)
+    preset, steps = presets.split_steps(arg)
+    return presets.few_step(presets.grid25_sid(preset), steps)
