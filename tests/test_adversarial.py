@@ -115,6 +115,14 @@ def test_add_with_per_position_heads_averages_the_hinge_over_positions():
     np.testing.assert_allclose(loss, hinge, rtol=1e-5)
 
 
+def test_only_the_digits_add_preset_scores_every_position():
+    """Digits ADD collapsed with heads on pooled UNet features (FD-digits 924) and not with a
+    head per position (92.9): its preset takes them; the mixture presets keep their pooled heads."""
+    assert presets.digits_add("smoke").adversarial.head_per_position
+    for config in (presets.grid25_add(), presets.digits_gmm_add(), presets.digits_ladd(), presets.grid25_ladd()):
+        assert not config.adversarial.head_per_position
+
+
 def test_methods_that_need_a_logit_per_sample_reject_per_position_heads():
     for config in (presets.grid25_fdistill("smoke"), presets.grid25_dmd2("smoke")):
         config.dmd.head_per_position = True
