@@ -48,7 +48,7 @@ HEADLINE = {"grid25": "sw2", "digits_gmm": "sw2", "digits": "fd_digits"}
 # presets.few_step), as the papers report both; ADD/LADD students have 4 steps already.
 FEW_STEPS = 4
 FEW_STEP_SUFFIX = f"_{FEW_STEPS}step"
-ONE_STEP_GENERATORS = ("vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim")
+ONE_STEP_GENERATORS = presets.DISTRIBUTION_MATCHING_METHODS + presets.SCORE_IDENTITY_METHODS
 METHODS = (
     ("kd", "pd", "guided", "cd", "ct", "ict", "ect", "shortcut", "meanflow")
     + tuple(v for m in ONE_STEP_GENERATORS for v in (m, m + FEW_STEP_SUFFIX))
@@ -71,8 +71,9 @@ def student_config(name: str, method: str, quick: bool, runs: str) -> ml_collect
     """``presets.<name>_<method>`` (or the consistency family preset) at the benchmark budget."""
     if name not in HEADLINE:
         raise SystemExit(f"unknown benchmark {name!r}; choose from {tuple(HEADLINE)}")
-    if method.endswith(FEW_STEP_SUFFIX) and method.removesuffix(FEW_STEP_SUFFIX) in ONE_STEP_GENERATORS:
-        return presets.few_step(student_config(name, method.removesuffix(FEW_STEP_SUFFIX), quick, runs), FEW_STEPS)
+    base = method.removesuffix(FEW_STEP_SUFFIX)
+    if base != method and base in ONE_STEP_GENERATORS:
+        return presets.few_step(student_config(name, base, quick, runs), FEW_STEPS)
     preset = "smoke" if quick else None
     kwargs = {"teacher_workdir": os.path.join(runs, "digits", "teacher")} if name == "digits" else {}
     if method in presets.CONSISTENCY_METHODS:

@@ -408,8 +408,9 @@ def few_step(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigD
 def split_steps(arg: Optional[str]) -> tuple[Optional[str], int]:
     """A generator config file's argument ``[smoke][,<K>step]`` as (preset, K); K is 1 unless given."""
     parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
-    steps = [int(m.group(1)) for m in (re.fullmatch(r"(\d+)step", p) for p in parts) if m]
-    rest = [p for p in parts if not re.fullmatch(r"\d+step", p)]
+    matches = [(p, re.fullmatch(r"(\d+)step", p)) for p in parts]
+    steps = [int(m.group(1)) for _, m in matches if m]
+    rest = [p for p, m in matches if not m]
     if len(steps) > 1 or len(rest) > 1:
         raise ConfigError(f"bad preset {arg!r}: expected at most one of {PRESETS[1:]} and one '<K>step', e.g. 'smoke,4step'")
     preset = rest[0] if rest else None
@@ -452,8 +453,7 @@ def _adversarial(c: ml_collections.ConfigDict, method: str, network_teacher: boo
         section.distill_weight = 0.0
     section.num_synthetic, section.teacher_nfe = int(c.kd.num_pairs), int(c.kd.teacher_nfe)
     section.teacher_sampler = c.kd.teacher_sampler
-    c.eval.nfes = (1, int(section.generator_steps)) if int(section.generator_steps) > 1 else (1,)
-    return c
+    return few_step(c, int(section.generator_steps))
 
 
 def grid25_add(arg: Optional[str] = None) -> ml_collections.ConfigDict:

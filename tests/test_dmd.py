@@ -325,7 +325,7 @@ def test_dit_label_table_leaves_a_from_scratch_vsd_generator_at_chance():
 
 
 @pytest.mark.parametrize("benchmark", ["grid25", "digits_gmm", "digits"])
-@pytest.mark.parametrize("method", ["vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim"])
+@pytest.mark.parametrize("method", presets.DISTRIBUTION_MATCHING_METHODS + presets.SCORE_IDENTITY_METHODS)
 def test_config_files_take_a_k_step_preset(benchmark, method):
     """``configs/<b>/<m>.py:smoke,4step`` is the smoke preset with a 4-step generator scored at 1 and 4 NFE."""
     get_config = load_config_file(f"{benchmark}/{method}.py")
