@@ -11,7 +11,9 @@ student method at each of its NFEs. Every student of a benchmark gets the same b
 
 Writes ``results/<benchmark>.json``, ``.md`` and ``.png``. Training runs, teacher curves
 and student scores are cached under ``runs/<benchmark>/`` and reused when they match the
-current budget; delete a run's folder to redo it. The tables list every finished and scored
+current budget; delete a run's folder to redo it. A trained teacher (digits) is also kept as
+``results/<benchmark>_teacher.npz`` (``jaxdistill.snapshot``, committed): a fresh checkout restores
+it, bit for bit, instead of retraining while the teacher config is unchanged. The tables list every finished and scored
 run of a benchmark, so ``--methods dmd2`` adds (or redoes) the DMD2 row and keeps the others.
 A method with no scored run on disk keeps its row from the committed ``results/<benchmark>.json``
 (a fresh checkout has no runs/) while the teacher, sample count and budget are unchanged; the
@@ -38,6 +40,7 @@ from jaxdistill.build import build, load_run, load_teacher
 from jaxdistill.diffusion import samplers
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
 from jaxdistill.eval.plots import save_quality_vs_nfe
+from jaxdistill.snapshot import restore_snapshot, save_snapshot, snapshot_config
 from jaxdistill.train.engine import Trainer, class_labels, generate_samples
 
 SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
@@ -114,6 +117,26 @@ def train_timed(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise SystemExit(f"{workdir}: training stopped at update {result.step} of {config.train.num_steps}; rerun to resume it")
     record = {"updates": result.step, "train_seconds": time.perf_counter() - start, "batch_size": int(config.batch_size)}
     write_json(record_path, record)
+    return record
+
+
+def trained_teacher(config: ml_collections.ConfigDict, workdir: str, snapshot: Optional[str]) -> dict:
+    """The teacher's cost record. A finished run in ``workdir`` is reused; else the committed
+    ``snapshot`` is restored when it was trained from this same config (it holds the trained
+    networks bit for bit, so a fresh checkout skips the training); else the teacher is trained
+    and the snapshot rewritten. Delete the snapshot to retrain."""
+    has_checkpoints = os.path.isdir(os.path.join(workdir, "checkpoints"))
+    if snapshot is not None and os.path.exists(snapshot) and not has_checkpoints:
+        if snapshot_config(snapshot) == json.loads(config.to_json_best_effort()):
+            record = restore_snapshot(snapshot, workdir)
+            write_json(os.path.join(workdir, "cost.json"), record)
+            print(f"restored the teacher from {snapshot} (trained in {record['train_seconds']:.0f} s); delete it to retrain")
+            return record
+        print(f"{snapshot} holds a teacher trained from another config: training this one")
+    fresh = not is_trained(config, workdir)
+    record = train_timed(config, workdir)
+    if fresh and snapshot is not None:
+        save_snapshot(workdir, snapshot, info=record)
     return record
 
 
@@ -341,7 +364,8 @@ def run_benchmark(
     report: dict = {"benchmark": name, "num_samples": num_samples, "noise_floor": evaluator.floor, "teacher": {}, "students": {}}
     t_config = teacher_config(name, quick)
     if t_config is not None:
-        report["teacher_training"] = train_timed(t_config, os.path.join(runs, name, "teacher"))
+        snapshot = None if quick else os.path.join(out_dir, f"{name}_teacher.npz")
+        report["teacher_training"] = trained_teacher(t_config, os.path.join(runs, name, "teacher"), snapshot)
     nfes = TEACHER_NFES[:3] if quick else TEACHER_NFES_BY_BENCHMARK.get(name, TEACHER_NFES)
     committed = committed_report(out_dir, name, num_samples, nfes)
     report["teacher"], same_teacher = teacher_curves(name, configs.get("kd", any_config), evaluator, nfes, runs, committed)

@@ -158,21 +158,25 @@ def load_run(workdir: str, step: Optional[int] = None) -> Run:
     step = checkpointer.latest_step() if step is None else step
     if step is None:
         raise CheckpointError(f"no finished checkpoint in {ckpt_dir}")
-    config = ml_collections.ConfigDict(checkpointer.restore_config(step))
-    _restore_tuples(config)
+    config = config_from_json(checkpointer.restore_config(step))
     built = build(config)
-    example = next(built.data_factory(0))
-    example = jax.tree.map(jnp.asarray, example)
-    rng = jax.random.key(0)
-    frozen = built.frozen
-    abstract = jax.eval_shape(built.objective.init, rng, example, frozen)
+    abstract = abstract_trainable(built)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: device, abstract)
     trainable = checkpointer.restore(step, abstract_like(abstract, shardings))
     checkpointer.close()
-    return Run(config, built, trainable, frozen, int(step))
+    return Run(config, built, trainable, built.frozen, int(step))
 
 
-def _restore_tuples(config: ml_collections.ConfigDict) -> None:
-    """JSON turns tuples into lists; give the known tuple fields their type back."""
+def abstract_trainable(built: Built) -> dict:
+    """Shapes and dtypes of every trainable network state of ``built`` (nothing is computed)."""
+    example = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    return jax.eval_shape(built.objective.init, jax.random.key(0), example, built.frozen)
+
+
+def config_from_json(saved: dict) -> ml_collections.ConfigDict:
+    """A run config from its saved JSON; JSON turns tuples into lists, so the known tuple
+    fields get their type back."""
+    config = ml_collections.ConfigDict(saved)
     config.eval.nfes = tuple(config.eval.nfes)
+    return config

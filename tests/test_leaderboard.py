@@ -8,6 +8,8 @@ import os
 import ml_collections
 import pytest
 
+from jaxdistill import presets
+
 _SPEC = importlib.util.spec_from_file_location(
     "leaderboard", os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "leaderboard.py")
 )
@@ -139,3 +141,23 @@ def test_few_step_rows_train_the_one_step_preset_with_a_four_step_generator(tmp_
             four[section].generator_steps, four.eval.nfes = 1, (1,)
             assert four.to_dict() == one.to_dict()
     assert "dmd2_4step" in leaderboard.METHODS and "add_4step" not in leaderboard.METHODS
+
+
+def test_a_committed_teacher_snapshot_replaces_training_only_for_its_own_config(tmp_path, capsys):
+    config = presets.grid25_teacher("smoke")
+    config.train.num_steps = config.train.checkpoint_every = config.train.log_every = 3
+    snapshot = str(tmp_path / "results" / "teacher.npz")
+    trained = leaderboard.trained_teacher(config, str(tmp_path / "a"), snapshot)  # trains, writes the snapshot
+    assert trained["updates"] == 3 and os.path.exists(snapshot)
+
+    restored = leaderboard.trained_teacher(config, str(tmp_path / "fresh_checkout"), snapshot)
+    assert restored == trained  # the original training's cost record, not a new one
+    assert "restored the teacher" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "fresh_checkout" / "metrics.jsonl")  # nothing was trained there
+
+    other = config.copy_and_resolve_references()
+    other.seed = 1
+    leaderboard.trained_teacher(other, str(tmp_path / "b"), snapshot)
+    assert "trained from another config" in capsys.readouterr().out
+    assert os.path.exists(tmp_path / "b" / "metrics.jsonl")
+    assert leaderboard.snapshot_config(snapshot)["seed"] == 1  # the snapshot follows the retrained teacher

@@ -1,0 +1,69 @@
+"""One-file snapshots of a finished run, to share or commit a trained teacher.
+
+A snapshot is an ``.npz`` holding the run's config (JSON), its step, a free-form ``info``
+dict (JSON) and every leaf of every trainable network state (params, optimiser state,
+EMA) in tree order. ``restore_snapshot`` writes it back as an ordinary run folder (an
+Orbax checkpoint at the same step), which ``load_run`` and ``teacher.kind='checkpoint'``
+read exactly like the original: the arrays are stored bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import jax
+import numpy as np
+
+from jaxdistill.build import abstract_trainable, build, config_from_json, load_run
+from jaxdistill.train.checkpoint import Checkpointer, CheckpointError
+
+_META = ("config", "step", "info", "num_leaves")
+
+
+def save_snapshot(workdir: str, path: str, info: Optional[dict] = None) -> None:
+    """Write the latest checkpoint of ``workdir`` (and ``info``) to ``path`` (.npz)."""
+    run = load_run(workdir)
+    leaves = jax.tree.leaves(jax.device_get(run.trainable))
+    arrays = {f"leaf{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+    meta = {
+        "config": np.array(run.config.to_json_best_effort()),
+        "step": np.array(run.step),
+        "info": np.array(json.dumps(info or {})),
+        "num_leaves": np.array(len(leaves)),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **meta, **arrays)
+    os.replace(tmp, path)  # a failed write never leaves a half snapshot under the real name
+
+
+def snapshot_config(path: str) -> dict:
+    """The saved run config of a snapshot, as a JSON dict."""
+    with np.load(path) as data:
+        return json.loads(str(data["config"]))
+
+
+def restore_snapshot(path: str, workdir: str) -> dict:
+    """Write the snapshot at ``path`` into ``workdir`` as a run checkpoint; returns its ``info``.
+
+    Refuses a ``workdir`` that already holds checkpoints, so no saved work is overwritten.
+    """
+    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+    if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+        raise CheckpointError(f"{workdir!r} already holds checkpoints; restore the snapshot into an empty folder")
+    with np.load(path) as data:
+        missing = [k for k in _META if k not in data]
+        if missing:
+            raise CheckpointError(f"{path!r} is not a jaxdistill snapshot (missing {missing})")
+        config = config_from_json(json.loads(str(data["config"])))
+        step, info = int(data["step"]), json.loads(str(data["info"]))
+        leaves = [data[f"leaf{i:05d}"] for i in range(int(data["num_leaves"]))]
+    abstract = abstract_trainable(build(config))
+    expected, treedef = jax.tree.flatten(abstract)
+    if [(a.shape, a.dtype) for a in expected] != [(b.shape, b.dtype) for b in leaves]:
+        raise CheckpointError(f"snapshot {path!r} does not match the networks its config builds (changed code?)")
+    checkpointer = Checkpointer(ckpt_dir, async_save=False)
+    checkpointer.save(step, jax.tree.unflatten(treedef, leaves), config, force=True)
+    checkpointer.close()
+    return info
