@@ -1,9 +1,11 @@
-"""Command line: ``jaxdistill train | sample | eval | data | quickstart``.
+"""Command line: ``jaxdistill train | sample | eval | data | snapshot | restore | quickstart``.
 
     jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
     jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
     jaxdistill eval --workdir runs/t [--nfes 1,2,4]
     jaxdistill data --config configs/digits/teacher.py --num 1000 --out digits.npz
+    jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
+    jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
     jaxdistill quickstart
 """
 from __future__ import annotations
@@ -122,6 +124,22 @@ def cmd_data(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_snapshot(args, overrides: list[str]) -> int:
+    from jaxdistill.snapshot import save_snapshot
+
+    save_snapshot(args.workdir, args.out)
+    print(f"wrote the latest checkpoint of {args.workdir} to {args.out}")
+    return 0
+
+
+def cmd_restore(args, overrides: list[str]) -> int:
+    from jaxdistill.snapshot import restore_snapshot
+
+    restore_snapshot(args.snapshot, args.workdir)
+    print(f"restored {args.snapshot} into {args.workdir}")
+    return 0
+
+
 def cmd_quickstart(args, overrides: list[str]) -> int:
     from jaxdistill.quickstart import DEFAULT_METHOD, run_quickstart
 
@@ -161,6 +179,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("snapshot", help="write a run's latest checkpoint (every network state) to one .npz")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True, help="output .npz")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("restore", help="write a snapshot back as a run folder (an empty --workdir)")
+    p.add_argument("--snapshot", required=True, help="a .npz written by 'jaxdistill snapshot'")
+    p.add_argument("--workdir", required=True)
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("quickstart", help="train a teacher, distil a 1-step student, print quality vs NFE")
     p.add_argument("--workdir", default="runs/quickstart")

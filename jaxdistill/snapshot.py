@@ -38,8 +38,14 @@ def save_snapshot(workdir: str, path: str, info: Optional[dict] = None) -> None:
     os.replace(tmp, path)  # a failed write never leaves a half snapshot under the real name
 
 
+def _require_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no snapshot file {path!r}")
+
+
 def snapshot_config(path: str) -> dict:
     """The saved run config of a snapshot, as a JSON dict."""
+    _require_file(path)
     with np.load(path) as data:
         return json.loads(str(data["config"]))
 
@@ -49,6 +55,7 @@ def restore_snapshot(path: str, workdir: str) -> dict:
 
     Refuses a ``workdir`` that already holds checkpoints, so no saved work is overwritten.
     """
+    _require_file(path)
     ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
     if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
         raise CheckpointError(f"{workdir!r} already holds checkpoints; restore the snapshot into an empty folder")

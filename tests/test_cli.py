@@ -55,9 +55,13 @@ def test_kd_with_exact_conditional_mixture_teacher(tmp_path):
 def test_digits_teacher_and_kd_smoke(tmp_path):
     teacher = str(tmp_path / "teacher")
     assert main(["train", "--config", cfg("digits/teacher.py:smoke"), "--workdir", teacher, "--quiet"]) == 0
+    # The student distils a teacher restored from a snapshot: the restored folder is a teacher run.
+    snapshot, restored = str(tmp_path / "teacher.npz"), str(tmp_path / "restored")
+    assert main(["snapshot", "--workdir", teacher, "--out", snapshot]) == 0
+    assert main(["restore", "--snapshot", snapshot, "--workdir", restored]) == 0
     student = str(tmp_path / "kd")
     assert main(["train", "--config", cfg("digits/kd.py:smoke"), "--workdir", student, "--quiet",
-                 f"--config.teacher.workdir={teacher}"]) == 0
+                 f"--config.teacher.workdir={restored}"]) == 0
     out = str(tmp_path / "d.npz")
     assert main(["sample", "--workdir", student, "--num", "16", "--out", out]) == 0
     assert np.load(out)["x"].shape == (16, 8, 8, 1)
@@ -95,6 +99,10 @@ def test_bad_config_file_and_preset(tmp_path, capsys):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert main(["restore", "--snapshot", str(tmp_path / "none.npz"), "--workdir", str(tmp_path / "w")]) == 2
+    assert "no snapshot file" in capsys.readouterr().err
+    assert main(["snapshot", "--workdir", str(tmp_path / "nothing"), "--out", str(tmp_path / "s.npz")]) == 2
+    assert "no checkpoints" in capsys.readouterr().err
     assert main(["sample", "--workdir", str(tmp_path / "nothing")]) == 2
     assert "no checkpoints" in capsys.readouterr().err
 
