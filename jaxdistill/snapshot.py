@@ -47,6 +47,8 @@ def snapshot_config(path: str) -> dict:
     """The saved run config of a snapshot, as a JSON dict."""
     _require_file(path)
     with np.load(path) as data:
+        if "config" not in data:
+            raise CheckpointError(f"{path!r} is not a jaxdistill snapshot (no saved config)")
         return json.loads(str(data["config"]))
 
 

@@ -6,6 +6,7 @@ import json
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 
 from jaxdistill import presets
@@ -161,3 +162,13 @@ def test_a_committed_teacher_snapshot_replaces_training_only_for_its_own_config(
     assert "trained from another config" in capsys.readouterr().out
     assert os.path.exists(tmp_path / "b" / "metrics.jsonl")
     assert leaderboard.snapshot_config(snapshot)["seed"] == 1  # the snapshot follows the retrained teacher
+
+    with np.load(snapshot) as data:  # same config, networks of another shape (changed code)
+        edited = dict(data)
+    edited["leaf00000"] = np.zeros((1, 1), np.float32)
+    np.savez(snapshot, **edited)
+    leaderboard.trained_teacher(other, str(tmp_path / "c"), snapshot)
+    assert "could not be restored" in capsys.readouterr().out
+    assert os.path.exists(tmp_path / "c" / "metrics.jsonl")  # trained instead
+    leaderboard.trained_teacher(other, str(tmp_path / "d"), snapshot)
+    assert "restored the teacher" in capsys.readouterr().out  # the rewritten snapshot is whole again
