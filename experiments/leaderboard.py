@@ -14,7 +14,8 @@ and student scores are cached under ``runs/<benchmark>/`` and reused when they m
 current budget; delete a run's folder to redo it. A trained teacher (digits) is also kept as
 ``results/<benchmark>_teacher.npz`` (``jaxdistill.snapshot``, committed): a fresh checkout
 restores it, bit for bit, instead of retraining while the teacher config is unchanged. The
-tables list every finished and scored run of a benchmark, so ``--methods dmd2`` adds (or redoes) the DMD2 row and keeps the others.
+tables list every finished and scored run of a benchmark, so ``--methods dmd2`` adds (or
+redoes) the DMD2 row and keeps the others.
 A method with no scored run on disk keeps its row from the committed ``results/<benchmark>.json``
 (a fresh checkout has no runs/) while the teacher, sample count and budget are unchanged; the
 teacher counts as unchanged when a recomputed point of its curve matches the committed one.
@@ -128,22 +129,29 @@ def trained_teacher(config: ml_collections.ConfigDict, workdir: str, snapshot: O
     and the snapshot rewritten. Delete the snapshot to retrain."""
     has_checkpoints = os.path.isdir(os.path.join(workdir, "checkpoints"))
     if snapshot is not None and os.path.exists(snapshot) and not has_checkpoints:
-        try:
-            same_config = snapshot_config(snapshot) == json.loads(config.to_json_best_effort())
-            record = restore_snapshot(snapshot, workdir) if same_config else None
-        except CheckpointError as err:  # e.g. the networks' code changed under the same config
-            print(f"{snapshot} could not be restored ({err}): training the teacher")
-            same_config, record = False, None
+        record = restored_teacher(config, workdir, snapshot)
         if record is not None:
-            write_json(os.path.join(workdir, "cost.json"), record)
-            print(f"restored the teacher from {snapshot} (trained in {record['train_seconds']:.0f} s); delete it to retrain")
             return record
-        if not same_config:
-            print(f"{snapshot} holds a teacher trained from another config or code: training this one")
     fresh = not is_trained(config, workdir)
     record = train_timed(config, workdir)
     if fresh and snapshot is not None:
         save_snapshot(workdir, snapshot, info=record)
+    return record
+
+
+def restored_teacher(config: ml_collections.ConfigDict, workdir: str, snapshot: str) -> Optional[dict]:
+    """Restore ``snapshot`` into ``workdir`` and return its cost record, or None (saying why) when
+    it was trained from another config or no longer matches the networks (changed code)."""
+    try:
+        if snapshot_config(snapshot) != json.loads(config.to_json_best_effort()):
+            print(f"{snapshot} holds a teacher trained from another config: training this one")
+            return None
+        record = restore_snapshot(snapshot, workdir)
+    except CheckpointError as err:
+        print(f"{snapshot} could not be restored ({err}): training the teacher")
+        return None
+    write_json(os.path.join(workdir, "cost.json"), record)
+    print(f"restored the teacher from {snapshot} (trained in {record['train_seconds']:.0f} s); delete it to retrain")
     return record
 
 
