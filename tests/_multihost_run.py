@@ -15,7 +15,8 @@ import sys
 
 mode = sys.argv[1]
 os.environ["JAX_PLATFORMS"] = "cpu"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2" if mode == "worker" else ""
+# Appended to the inherited flags (conftest.py's stay in force; the last device count wins).
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={2 if mode == 'worker' else 1}"
 
 import json  # noqa: E402
 import signal  # noqa: E402

@@ -10,7 +10,7 @@ PRESETS is a comma-separated list of ``jaxdistill.presets`` functions called wit
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8"  # after conftest.py's
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import json  # noqa: E402

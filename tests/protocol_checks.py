@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -24,20 +25,24 @@ def _leaves(trainable) -> list[np.ndarray]:
 
 
 def check_compiles_once_and_resumes(config, workdir, *, split: int) -> None:
-    """Train ``config`` straight and with a stop at ``split``; same parameters, one compilation."""
+    """Train ``config`` straight, checkpointing at ``split``; a run resumed from that checkpoint
+    (copied to a fresh workdir) reaches the same parameters; each run compiles its step once.
+    (Stopping a run at a step is the engine's, tested in test_engine.py.)"""
     total = int(config.train.num_steps)
     config = config.copy_and_resolve_references()
     config.train.checkpoint_every = split
+    config.train.max_to_keep = total // split + 1  # keep the checkpoint at ``split``
     built = build(config)
-    trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, "straight"), built.data_factory, show_progress=False)
+    runs = {name: os.path.join(workdir, name) for name in ("straight", "resumed")}
+    trainer = Trainer(built.objective, built.frozen, config, runs["straight"], built.data_factory, show_progress=False)
     straight = trainer.train()
     assert straight.step == total
     assert trainer._compiled_step._cache_size() == 1, "the train step was compiled more than once"
-    part = os.path.join(workdir, "resumed")
-    first = Trainer(built.objective, built.frozen, config, part, built.data_factory, show_progress=False).train(num_steps=split)
-    assert first.step == split
-    resumed = Trainer(built.objective, built.frozen, config, part, built.data_factory, show_progress=False).train()
-    assert resumed.step == total
+    shutil.copytree(os.path.join(runs["straight"], "checkpoints", str(split)), os.path.join(runs["resumed"], "checkpoints", str(split)))
+    trainer = Trainer(built.objective, built.frozen, config, runs["resumed"], built.data_factory, show_progress=False)
+    assert trainer.checkpointer.latest_step() == split  # it resumes, not restarts
+    resumed = trainer.train()
+    assert resumed.step == total and trainer._compiled_step._cache_size() == 1
     for a, b in zip(_leaves(straight.trainable), _leaves(resumed.trainable), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -80,11 +85,13 @@ def load_config_file(config: str):
     return module.get_config
 
 
-def check_cli_smoke(config: str, workdir, method: str, nfes: tuple[int, ...]) -> None:
-    """``jaxdistill train`` of ``config`` (a path under configs/, with its preset) then ``eval`` at
-    ``nfes``: the report names ``method`` and has a finite SW2 at every NFE."""
+def check_cli_smoke(config: str, workdir, method: str, nfes: tuple[int, ...], *overrides: str) -> None:
+    """``jaxdistill train`` of ``config`` (a path under configs/, with its preset; ``overrides``
+    such as ``--config.x.y=v`` after it) then ``eval`` at ``nfes``: the report names ``method``
+    and has a finite SW2 at every NFE."""
     run = str(workdir / method)
-    assert main(["train", "--config", os.path.join(os.path.dirname(HERE), "configs", config), "--workdir", run, "--quiet"]) == 0
+    config_path = os.path.join(os.path.dirname(HERE), "configs", config)
+    assert main(["train", "--config", config_path, "--workdir", run, "--quiet", *overrides]) == 0
     assert main(["eval", "--workdir", run, "--nfes", ",".join(map(str, nfes)), "--num", "200"]) == 0
     with open(os.path.join(run, "eval.json")) as f:
         report = json.load(f)

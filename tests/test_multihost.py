@@ -28,14 +28,12 @@ def _tagged(stdout: str, tag: str) -> dict:
 
 def _run_two_processes(workdir, sigterm_at: int = -1, timeout: int = 120) -> list[tuple[dict, str]]:
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
     procs = [
         subprocess.Popen(
             [sys.executable, HELPER, "worker", str(i), str(port), str(workdir), str(sigterm_at)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=env,
         )
         for i in range(2)
     ]
@@ -57,7 +55,7 @@ def _cli_line(out: str, prefix: str) -> str:
     return [l for l in out.splitlines() if l.startswith(prefix)][-1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def runs(tmp_path_factory):
     """Two processes preempted (SIGTERM to process 1 only) then resumed to the end in the
     same workdir, and the one-process reference fed the same global batches."""
@@ -77,7 +75,7 @@ def runs(tmp_path_factory):
     return workdir, preempted, after_preemption, resumed, reference
 
 
-def test_two_processes_train_like_one_process_on_the_same_global_batches(runs):
+def _check_two_processes_train_like_one_process_on_the_same_global_batches(runs) -> None:
     workdir, _, _, resumed, ref = runs
     for i, (info, out) in enumerate(resumed):
         assert info == {"rc": 0, "process_index": i, "process_count": 2, "local_devices": 2, "devices": 4}
@@ -101,7 +99,7 @@ def test_two_processes_train_like_one_process_on_the_same_global_batches(runs):
     assert run["max_abs_diff"] <= 1e-4 * max(run["max_abs"], 1.0), run
 
 
-def test_preempting_one_process_stops_both_at_the_same_step(runs):
+def _check_preempting_one_process_stops_both_at_the_same_step(runs) -> None:
     _, preempted, after_preemption, _, _ = runs
     stops = []
     for info, out in preempted:
@@ -109,3 +107,10 @@ def test_preempting_one_process_stops_both_at_the_same_step(runs):
         stops.append(int(_cli_line(out, "interrupted at step").split()[3].rstrip(";")))
     assert stops[0] == stops[1] and 3 < stops[0] < NUM_STEPS, stops
     assert str(stops[0]) in after_preemption
+
+
+def test_preempted_two_process_run_stops_together_and_resumes_like_one_process(runs):
+    """One test for both checks: under pytest-xdist two tests could land on two workers and
+    run the ~70 s fixture twice."""
+    _check_preempting_one_process_stops_both_at_the_same_step(runs)
+    _check_two_processes_train_like_one_process_on_the_same_global_batches(runs)

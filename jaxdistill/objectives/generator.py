@@ -7,8 +7,11 @@ discriminator **head** on some backbone's features. One jit-compiled step runs
 1. *critic phase*: ``n(step)`` updates of the critic and head (the two-time-scale update
    rule, TTUR), each on fresh stop-gradient generator samples; ``n`` comes from
    ``critic_schedule = ((from_step, n), ...)``, a traced function of the step, so changing
-   ratio mid-run never recompiles (the largest ``n`` updates, unrolled, those beyond
-   ``n(step)`` discarded);
+   ratio mid-run never recompiles. ``critic_loop`` says how the updates are compiled:
+   ``"unrolled"`` (the largest ``n`` updates, those beyond ``n(step)`` discarded) or ``"loop"``
+   (a ``lax.fori_loop`` to ``n(step)``: one compiled update whatever ``n``, and no work beyond
+   ``n(step)``); ``"auto"`` unrolls on CPU, where convolution gradients inside control flow run
+   ~30x slower (``experiments/critic_phase_timing.py``), and loops on accelerators;
 2. *generator phase*: one update of G on the method's ``generator_loss``, then G's EMA.
 
 Subclasses supply ``generator_loss`` (and optionally ``critic_loss``, which defaults to
@@ -55,6 +58,7 @@ from jaxdistill.train.state import NetState, make_optimizer
 from jaxdistill.types import Array, Batch, PyTree
 
 CRITIC_NETS = ("critic", "head")
+CRITIC_LOOPS = ("auto", "unrolled", "loop")
 
 
 def common_config(critic: bool = True) -> ml_collections.ConfigDict:
@@ -64,6 +68,7 @@ def common_config(critic: bool = True) -> ml_collections.ConfigDict:
     c.init_sigma = 0.0  # generator input noise level; 0: the process's t_max (pure noise)
     c.backward_simulation = True
     c.critic_schedule = ((0, 1),)  # ((from_step, critic updates per generator update), ...)
+    c.critic_loop = "auto"  # "unrolled" | "loop" | "auto" (unrolled on CPU); see the module docstring
     c.u_range = (0.02, 0.98)
     c.rho = 7.0
     c.init_from_teacher = True  # generator from the teacher's weights (network teachers only)
@@ -127,6 +132,7 @@ class GeneratorDistillation:
     init_sigma: float = 0.0
     backward_simulation: bool = True
     critic_schedule: tuple = ((0, 1),)
+    critic_loop: str = "auto"
     u_range: tuple[float, float] = (0.02, 0.98)
     rho: float = 7.0
     init_from_teacher: bool = False
@@ -146,6 +152,8 @@ class GeneratorDistillation:
         starts = [int(s) for s, _ in self.critic_schedule]
         if not starts or starts[0] != 0 or starts != sorted(starts) or any(int(n) < 0 for _, n in self.critic_schedule):
             raise ValueError(f"critic_schedule must be ((0, n0), (step1, n1), ...) with increasing steps, n >= 0; got {self.critic_schedule}")
+        if self.critic_loop not in CRITIC_LOOPS:
+            raise ValueError(f"critic_loop must be one of {CRITIC_LOOPS}, got {self.critic_loop!r}")
         if not 0.0 <= self.u_range[0] < self.u_range[1] <= 1.0:
             raise ValueError(f"u_range must satisfy 0 <= u_min < u_max <= 1, got {self.u_range}")
         s_max = self.sigma_range()[1]
@@ -163,6 +171,14 @@ class GeneratorDistillation:
     @property
     def max_critic_updates(self) -> int:
         return max(int(n) for _, n in self.critic_schedule)
+
+    @property
+    def loops_critic_updates(self) -> bool:
+        """Whether the critic phase is a ``lax.fori_loop`` (see ``critic_loop``); one update is
+        never looped."""
+        if self.max_critic_updates < 2:
+            return False
+        return self.critic_loop == "loop" or (self.critic_loop == "auto" and jax.default_backend() != "cpu")
 
     @property
     def trains_critic_phase(self) -> bool:
@@ -299,19 +315,25 @@ class GeneratorDistillation:
         return out, metrics
 
     def critic_phase(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        """``critic_updates(step)`` critic updates out of the schedule's maximum, unrolled: update
-        i is computed and kept where i < n(step) (so a varying schedule computes its maximum every
-        step). Not a ``lax.scan``/``lax.cond``: on XLA:CPU, convolution gradients inside control
-        flow ran ~30x slower (a digits UNet critic update: 0.44 s plain, 13 s inside either;
-        ``experiments/critic_phase_timing.py``)."""
+        """``critic_updates(step)`` critic updates, update i on key fold_in(rng, i). Looped
+        (``loops_critic_updates``): a ``lax.fori_loop`` to n(step). Unrolled: the schedule's
+        maximum, update i kept where i < n(step) (so a varying schedule computes its maximum every
+        step); on XLA:CPU this is the fast form, as convolution gradients inside control flow ran
+        ~30x slower (a digits UNet critic update: 0.44 s plain, 13 s inside ``lax.scan`` or
+        ``lax.cond``; ``experiments/critic_phase_timing.py``)."""
         n = critic_updates(self.critic_schedule, step)
         varying = len({int(k) for _, k in self.critic_schedule}) > 1
+        update_rng = lambda i: jax.random.fold_in(derive(rng, "critic_phase"), i)
         metrics: Metrics = {}
-        if varying:  # metrics of the updates skipped at n(step) = 0
+        if varying or self.loops_critic_updates:  # metrics of the updates skipped at n(step) = 0
             _, metric_shapes = jax.eval_shape(self.critic_update, trainable, frozen, batch, rng)
             metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+        if self.loops_critic_updates:
+            body = lambda i, carry: self.critic_update(carry[0], frozen, batch, update_rng(i))
+            trainable, metrics = jax.lax.fori_loop(0, n, body, (trainable, metrics))
+            return trainable, {**metrics, "critic_updates": n.astype(jnp.float32)}
         for i in range(self.max_critic_updates):
-            updated, update_metrics = self.critic_update(trainable, frozen, batch, jax.random.fold_in(derive(rng, "critic_phase"), i))
+            updated, update_metrics = self.critic_update(trainable, frozen, batch, update_rng(i))
             if varying:
                 keep = i < n
                 updated = jax.tree.map(lambda new, old: jnp.where(keep, new, old), updated, trainable)
@@ -370,6 +392,7 @@ def generator_kwargs(ctx, *, critic: bool, head: bool) -> tuple[dict, PyTree]:
         init_sigma=float(section.init_sigma),
         backward_simulation=bool(section.backward_simulation),
         critic_schedule=tuple((int(s), int(n)) for s, n in section.critic_schedule),
+        critic_loop=str(section.get("critic_loop", "auto")),  # .get: configs saved before the field
         u_range=tuple(float(u) for u in section.u_range),
         rho=float(section.rho),
         init_from_teacher=bool(section.init_from_teacher),

@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxdistill.compilation import jit_once
 from jaxdistill.objectives.base import Objective, Trainable
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, abstract_like
@@ -157,7 +158,7 @@ class Trainer:
             restored = self.checkpointer.restore(latest, abstract_like(abstract, shardings))
             return restored, shardings, int(latest)
         batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(self.mesh), example_batch)
-        init = jax.jit(
+        init = jit_once(
             self.objective.init,
             in_shardings=(mesh_lib.replicated(self.mesh), batch_sh, frozen_sh),
             out_shardings=shardings,
