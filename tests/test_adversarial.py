@@ -18,6 +18,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models import gaussian_mixture as gm
 from jaxdistill.models.discriminator import DiscriminatorHead
+from jaxdistill.objectives import registry
 from jaxdistill.objectives.adversarial import discriminator_loss, generator_adversarial_loss, r1_penalty
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 from jaxdistill.train.rng import derive
@@ -180,10 +181,12 @@ def test_ladd_noise_levels_features_and_synthetic_pool():
     built = build(presets.grid25_ladd("smoke"))
     objective = dataclasses.replace(built.objective, num_synthetic=64)
     assert objective.distill_weight == 0 and objective.r1_weight == 0 and objective.gan_loss == "hinge"
-    # t̂: ln(s / sigma_data) ~ N(1, 1) (the logit-normal pi(t; 1, 1) of rectified-flow time).
+    # t̂: ln(s / sigma_data) ~ N(m, 1): the paper's logit-normal pi(t; 1, 1) of rectified-flow time
+    # by default; grid25's preset shifts it to m = -1 (a discriminator that can tell its modes apart).
+    assert registry.default_config("ladd").noise_mean == 1.0 and objective.noise_mean == presets.GRID25_LADD_NOISE_MEAN
     t = objective.discriminator_time(jax.random.key(0), 20000)
     log_s = np.log(np.asarray(t) / SIGMA_DATA)  # EDM: s = t
-    assert abs(log_s.mean() - 1.0) < 0.05 and abs(log_s.std() - 1.0) < 0.05
+    assert abs(log_s.mean() - presets.GRID25_LADD_NOISE_MEAN) < 0.05 and abs(log_s.std() - 1.0) < 0.05
     # Features: the teacher's at (x_t, t) plus the noise-level column ln(s) / 4.
     x = jnp.asarray(GRID.sample(jax.random.key(1), 8)[0])
     features = objective.head_features({}, built.frozen, x, t[:8], None)
@@ -200,7 +203,8 @@ def test_ladd_noise_levels_features_and_synthetic_pool():
     pool = np.asarray(frozen["synthetic"]["x"])
     assert drawn.shape == x.shape and all(np.any(np.all(pool == row, axis=1)) for row in drawn)
     assert objective.setup_passes == 64 * objective.teacher_nfe
-    assert objective.passes_per_sample == 7.0  # student 2 + features of x̂ 2, discriminator 1 + 2
+    # student 2 + features of x̂ 2; per discriminator update (5 in grid25's preset) student 1 + features 2
+    assert objective.passes_per_sample == 4.0 + 3.0 * presets.GRID25_LADD_DISCRIMINATOR_UPDATES
 
 
 def test_add_passes_per_sample(add_setup):
