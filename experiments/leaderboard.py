@@ -19,6 +19,9 @@ redoes) the DMD2 row and keeps the others.
 A method with no scored run on disk keeps its row from the committed ``results/<benchmark>.json``
 (a fresh checkout has no runs/) while the teacher, sample count and budget are unchanged; the
 teacher counts as unchanged when a recomputed point of its curve matches the committed one.
+Rows record a fingerprint of the config they were trained from (``config_fingerprint``): a
+committed row whose preset has changed since is dropped (rows from before fingerprints are kept),
+and a run folder trained from another config is never reused or overwritten: move it away first.
 ``--seeds 3`` also trains seeds 1 and 2 (``runs/<benchmark>/<method>_seed<k>``); a row then shows
 the median and [min, max] over its method's scored seed runs (BENCHMARKS.md). ``--quick`` uses the smoke presets and
 few samples, to check the script itself; the published tables use the defaults.
@@ -26,10 +29,11 @@ few samples, to check the script itself; the published tables use the defaults.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +46,7 @@ from jaxdistill.diffusion import samplers
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
 from jaxdistill.eval.plots import save_quality_vs_nfe
 from jaxdistill.snapshot import restore_snapshot, save_snapshot, snapshot_config
-from jaxdistill.train.checkpoint import CheckpointError
+from jaxdistill.train.checkpoint import CheckpointError, read_config_json
 from jaxdistill.train.engine import Trainer, class_labels, generate_samples
 
 SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
@@ -99,6 +103,58 @@ def write_json(path: str, obj: dict) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
+
+
+# Config fields that do not change what a run learns: bookkeeping, file locations, device layout,
+# and the seed (a row combines its method's seeds).
+BOOKKEEPING_FIELDS = (
+    "seed", "teacher.workdir", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.max_to_keep",
+    "train.async_checkpoint", "train.num_plot_samples", "mesh", "distributed", "eval.num_samples",
+)
+
+
+def trained_fields(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+    """``config`` flattened to {"section.field": value} without BOOKKEEPING_FIELDS, with JSON's
+    types (tuples as lists) and numbers as floats, so a run's saved config compares equal to the
+    preset it was trained from."""
+    tree = json.loads(config.to_json_best_effort()) if isinstance(config, ml_collections.ConfigDict) else config
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if any(prefix == f or prefix.startswith(f + ".") for f in BOOKKEEPING_FIELDS):
+            return
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else key)
+        else:
+            flat[prefix] = json.loads(json.dumps(node), parse_int=float)
+
+    walk(tree, "")
+    return flat
+
+
+def config_fingerprint(config: ml_collections.ConfigDict | dict) -> str:
+    """A short hash of ``trained_fields(config)``: equal for two configs that train the same thing."""
+    return hashlib.sha256(json.dumps(trained_fields(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
+    """The trained fields in which ``workdir``'s latest checkpoint differs from ``config`` (empty
+    when the run was trained from it, or has no checkpoint yet)."""
+    directory = os.path.join(workdir, "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
+    if not steps:
+        return []
+    saved, wanted = trained_fields(read_config_json(directory, steps[-1])), trained_fields(config)
+    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+
+
+def check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Stop, saying what differs, when ``workdir`` holds a run trained from another config."""
+    changes = run_config_changes(workdir, config)
+    if changes:
+        shown = ", ".join(changes[:6]) + (", ..." if len(changes) > 6 else "")
+        raise SystemExit(f"{workdir} holds a run trained from another config (differs in {shown}); move it away to retrain")
 
 
 def is_trained(config: ml_collections.ConfigDict, workdir: str) -> bool:
@@ -277,15 +333,20 @@ def same_curves(curves: dict, committed: dict, name: str) -> bool:
 
 def committed_rows(committed: Optional[dict], configs: dict[str, ml_collections.ConfigDict]) -> dict[str, dict]:
     """The committed table's student rows that still hold: same teacher (the caller checks),
-    same sample count (``committed_report``) and each method's current budget."""
+    same sample count (``committed_report``), each method's current budget and, for rows that
+    record one, the fingerprint of its current config (a changed preset drops its row, said)."""
     if committed is None:
         return {}
     rows = committed["students"]
-    return {
-        m: rows[m]
-        for m, c in configs.items()
-        if m in rows and rows[m]["updates"] == int(c.train.num_steps) and rows[m]["batch_size"] == int(c.batch_size)
-    }
+    kept = {}
+    for m, c in configs.items():
+        if m not in rows or rows[m]["updates"] != int(c.train.num_steps) or rows[m]["batch_size"] != int(c.batch_size):
+            continue
+        if rows[m].get("config", config_fingerprint(c)) != config_fingerprint(c):
+            print(f"{m}: the committed row was trained from an earlier version of its preset; rerun it for a row")
+            continue
+        kept[m] = rows[m]
+    return kept
 
 
 def seed_workdir(runs: str, name: str, method: str, seed: int) -> str:
@@ -302,12 +363,13 @@ def with_seed(config: ml_collections.ConfigDict, seed: int) -> ml_collections.Co
 
 def student_row(workdir: str, config: ml_collections.ConfigDict, evaluator: Evaluator) -> dict:
     """Train (or reuse) one student run and score it at its eval NFEs (cached in its workdir)."""
+    check_same_config(workdir, config)
     cost = train_timed(config, workdir)
     cache = os.path.join(workdir, "scores.json")
     key = {"num_samples": evaluator.num_samples, "updates": cost["updates"]}
     cached = read_json(cache)
     if cached is not None and cached["key"] == key:
-        return cached["row"]
+        return {**cached["row"], "config": config_fingerprint(config)}
     run = load_run(workdir)
     nfes = tuple(int(n) for n in run.config.eval.nfes)
     scores = evaluate_generator(evaluator, student_generator(run), nfes)
@@ -317,18 +379,24 @@ def student_row(workdir: str, config: ml_collections.ConfigDict, evaluator: Eval
         "batch_size": cost["batch_size"],
         "train_seconds": cost["train_seconds"],
         "network_evaluations": network_evaluations(run.config, run.built.objective, cost["updates"]),
+        "config": config_fingerprint(config),
     }
     write_json(cache, {"key": key, "row": row})
     return row
 
 
 def scored_row(workdir: str, config: ml_collections.ConfigDict, num_samples: int) -> Optional[dict]:
-    """A finished run's cached row at the current budget and sample count, else None."""
+    """A finished run's cached row at the current budget and sample count, else None; None (said)
+    for a run trained from another config than ``config``."""
     if not is_trained(config, workdir):
+        return None
+    changes = run_config_changes(workdir, config)
+    if changes:
+        print(f"{workdir}: trained from another config (differs in {', '.join(changes[:6])}); not in the table")
         return None
     cached = read_json(os.path.join(workdir, "scores.json"))
     key = {"num_samples": num_samples, "updates": int(config.train.num_steps)}
-    return cached["row"] if cached is not None and cached["key"] == key else None
+    return {**cached["row"], "config": config_fingerprint(config)} if cached is not None and cached["key"] == key else None
 
 
 def scored_seed_rows(name: str, method: str, config: ml_collections.ConfigDict, num_samples: int, runs: str) -> list[dict]:
