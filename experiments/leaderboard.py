@@ -19,9 +19,9 @@ redoes) the DMD2 row and keeps the others.
 A method with no scored run on disk keeps its row from the committed ``results/<benchmark>.json``
 (a fresh checkout has no runs/) while the teacher, sample count and budget are unchanged; the
 teacher counts as unchanged when a recomputed point of its curve matches the committed one.
-Rows record a fingerprint of the config they were trained from (``config_fingerprint``): a
-committed row whose preset has changed since is dropped (rows from before fingerprints are kept),
-and a run folder trained from another config is never reused or overwritten: move it away first.
+Rows record the config they were trained from (``trained_fields``): a committed row whose preset
+has changed since is dropped (rows committed before rows recorded it are kept), and a run folder
+trained from another config is neither tabled nor reused: move it away first.
 ``--seeds 3`` also trains seeds 1 and 2 (``runs/<benchmark>/<method>_seed<k>``); a row then shows
 the median and [min, max] over its method's scored seed runs (BENCHMARKS.md). ``--quick`` uses the smoke presets and
 few samples, to check the script itself; the published tables use the defaults.
@@ -29,7 +29,6 @@ few samples, to check the script itself; the published tables use the defaults.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -133,20 +132,21 @@ def trained_fields(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
     return flat
 
 
-def config_fingerprint(config: ml_collections.ConfigDict | dict) -> str:
-    """A short hash of ``trained_fields(config)``: equal for two configs that train the same thing."""
-    return hashlib.sha256(json.dumps(trained_fields(config), sort_keys=True).encode()).hexdigest()[:16]
+def config_changes(saved: dict[str, Any], config: ml_collections.ConfigDict) -> list[str]:
+    """The fields of ``saved`` (``trained_fields`` of the config a run or row was trained from)
+    whose value in ``config`` differs. Fields only one side has are not compared: a field added
+    to the code later must default to the old behaviour."""
+    wanted = trained_fields(config)
+    return sorted(k for k in saved.keys() & wanted.keys() if saved[k] != wanted[k])
 
 
 def run_config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[str]:
-    """The trained fields in which ``workdir``'s latest checkpoint differs from ``config`` (empty
-    when the run was trained from it, or has no checkpoint yet)."""
+    """``config_changes`` of ``workdir``'s latest checkpoint (empty when it has none yet)."""
     directory = os.path.join(workdir, "checkpoints")
     steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
     if not steps:
         return []
-    saved, wanted = trained_fields(read_config_json(directory, steps[-1])), trained_fields(config)
-    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    return config_changes(trained_fields(read_config_json(directory, steps[-1])), config)
 
 
 def check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -334,7 +334,7 @@ def same_curves(curves: dict, committed: dict, name: str) -> bool:
 def committed_rows(committed: Optional[dict], configs: dict[str, ml_collections.ConfigDict]) -> dict[str, dict]:
     """The committed table's student rows that still hold: same teacher (the caller checks),
     same sample count (``committed_report``), each method's current budget and, for rows that
-    record one, the fingerprint of its current config (a changed preset drops its row, said)."""
+    record their config, the current preset (a changed preset drops its row, said)."""
     if committed is None:
         return {}
     rows = committed["students"]
@@ -342,8 +342,9 @@ def committed_rows(committed: Optional[dict], configs: dict[str, ml_collections.
     for m, c in configs.items():
         if m not in rows or rows[m]["updates"] != int(c.train.num_steps) or rows[m]["batch_size"] != int(c.batch_size):
             continue
-        if rows[m].get("config", config_fingerprint(c)) != config_fingerprint(c):
-            print(f"{m}: the committed row was trained from an earlier version of its preset; rerun it for a row")
+        changes = config_changes(rows[m].get("config", {}), c)
+        if changes:
+            print(f"{m}: the committed row was trained from another version of its preset (differs in {', '.join(changes[:6])}); rerun it for a row")
             continue
         kept[m] = rows[m]
     return kept
@@ -369,7 +370,7 @@ def student_row(workdir: str, config: ml_collections.ConfigDict, evaluator: Eval
     key = {"num_samples": evaluator.num_samples, "updates": cost["updates"]}
     cached = read_json(cache)
     if cached is not None and cached["key"] == key:
-        return {**cached["row"], "config": config_fingerprint(config)}
+        return {**cached["row"], "config": trained_fields(config)}
     run = load_run(workdir)
     nfes = tuple(int(n) for n in run.config.eval.nfes)
     scores = evaluate_generator(evaluator, student_generator(run), nfes)
@@ -379,7 +380,7 @@ def student_row(workdir: str, config: ml_collections.ConfigDict, evaluator: Eval
         "batch_size": cost["batch_size"],
         "train_seconds": cost["train_seconds"],
         "network_evaluations": network_evaluations(run.config, run.built.objective, cost["updates"]),
-        "config": config_fingerprint(config),
+        "config": trained_fields(config),
     }
     write_json(cache, {"key": key, "row": row})
     return row
@@ -396,7 +397,7 @@ def scored_row(workdir: str, config: ml_collections.ConfigDict, num_samples: int
         return None
     cached = read_json(os.path.join(workdir, "scores.json"))
     key = {"num_samples": num_samples, "updates": int(config.train.num_steps)}
-    return {**cached["row"], "config": config_fingerprint(config)} if cached is not None and cached["key"] == key else None
+    return {**cached["row"], "config": trained_fields(config)} if cached is not None and cached["key"] == key else None
 
 
 def scored_seed_rows(name: str, method: str, config: ml_collections.ConfigDict, num_samples: int, runs: str) -> list[dict]:

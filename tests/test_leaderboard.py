@@ -105,30 +105,34 @@ def test_committed_rows_survive_a_fresh_checkout_only_while_they_still_hold(tmp_
     assert leaderboard.committed_rows(None, {"kd": budget}) == {}
 
 
-def test_config_fingerprint_ignores_bookkeeping_and_sees_what_a_run_learns():
+def test_trained_fields_ignore_bookkeeping_and_see_what_a_run_learns():
     config = presets.digits_distribution_matching("vsd", teacher_workdir="runs/digits/teacher")
-    fingerprint = leaderboard.config_fingerprint(config)
+    fields = leaderboard.trained_fields(config)
+    assert "seed" not in fields and "teacher.workdir" not in fields and fields["optim.lr"] == 1e-3
     moved = config.copy_and_resolve_references()
     moved.seed, moved.teacher.workdir, moved.train.checkpoint_every = 3, "/elsewhere/teacher", 7
-    assert leaderboard.config_fingerprint(moved) == fingerprint
+    assert leaderboard.config_changes(fields, moved) == []
     as_json = json.loads(config.to_json_best_effort())  # a run's saved config: tuples are lists
     as_json["optim"]["warmup_steps"] = float(as_json["optim"]["warmup_steps"])  # 100 == 100.0
-    assert leaderboard.config_fingerprint(as_json) == fingerprint
+    assert leaderboard.config_changes(leaderboard.trained_fields(as_json), config) == []
     for section, field, value in (("optim", "lr", 2e-3), ("dmd", "critic_schedule", ((0, 2),)), ("eval", "nfes", (1, 4))):
         changed = config.copy_and_resolve_references()
         changed[section][field] = value
-        assert leaderboard.config_fingerprint(changed) != fingerprint, field
+        assert leaderboard.config_changes(fields, changed) == [f"{section}.{field}"]
+    newer = config.copy_and_resolve_references()
+    newer.dmd.a_field_added_later = 1.0  # not in the saved config: not compared
+    assert leaderboard.config_changes(fields, newer) == []
 
 
 def test_committed_rows_of_a_changed_preset_are_dropped(capsys):
     budget = ml_collections.ConfigDict({"train": {"num_steps": 10}, "batch_size": 4, "optim": {"lr": 1e-3}})
     changed = ml_collections.ConfigDict({"train": {"num_steps": 10}, "batch_size": 4, "optim": {"lr": 1e-4}})
-    stamped = {**_row(0.2, 1.0, 3.0), "config": leaderboard.config_fingerprint(budget)}
+    stamped = {**_row(0.2, 1.0, 3.0), "config": leaderboard.trained_fields(budget)}
     legacy = _row(0.3, 1.0, 3.0)  # committed before rows recorded their config: kept
     committed = _report(100, {"kd": stamped, "sid": stamped, "dmd": legacy})
     rows = leaderboard.committed_rows(committed, {"kd": budget, "sid": changed, "dmd": changed})
     assert rows == {"kd": stamped, "dmd": legacy}
-    assert "sid: the committed row was trained from an earlier version of its preset" in capsys.readouterr().out
+    assert "sid: the committed row was trained from another version of its preset (differs in optim.lr)" in capsys.readouterr().out
 
 
 def test_a_run_trained_from_another_config_is_neither_tabled_nor_reused(tmp_path, capsys):
@@ -150,7 +154,7 @@ def test_a_run_trained_from_another_config_is_neither_tabled_nor_reused(tmp_path
     saved["optim"]["lr"] = 1e-3
     json.dump(saved, open(os.path.join(workdir, "checkpoints", "10", "config", "metadata"), "w"))
     row = leaderboard.scored_row(workdir, config, 100)
-    assert row["config"] == leaderboard.config_fingerprint(config) and row["by_nfe"] == _row(0.1, 1.0, 1.0)["by_nfe"]
+    assert row["config"] == leaderboard.trained_fields(config) and row["by_nfe"] == _row(0.1, 1.0, 1.0)["by_nfe"]
 
 
 def test_same_curves_tells_a_retrained_teacher_from_the_committed_one():
