@@ -182,11 +182,11 @@ def test_ladd_noise_levels_features_and_synthetic_pool():
     objective = dataclasses.replace(built.objective, num_synthetic=64)
     assert objective.distill_weight == 0 and objective.r1_weight == 0 and objective.gan_loss == "hinge"
     # t̂: ln(s / sigma_data) ~ N(m, 1): the paper's logit-normal pi(t; 1, 1) of rectified-flow time
-    # by default; grid25's preset shifts it to m = -1 (a discriminator that can tell its modes apart).
-    assert registry.default_config("ladd").noise_mean == 1.0 and objective.noise_mean == presets.GRID25_LADD_NOISE_MEAN
+    # by default; the mixtures' presets shift it to m = -1 (a discriminator that can tell modes apart).
+    assert registry.default_config("ladd").noise_mean == 1.0 and objective.noise_mean == presets.FROM_SCRATCH_LADD_NOISE_MEAN
     t = objective.discriminator_time(jax.random.key(0), 20000)
     log_s = np.log(np.asarray(t) / SIGMA_DATA)  # EDM: s = t
-    assert abs(log_s.mean() - presets.GRID25_LADD_NOISE_MEAN) < 0.05 and abs(log_s.std() - 1.0) < 0.05
+    assert abs(log_s.mean() - presets.FROM_SCRATCH_LADD_NOISE_MEAN) < 0.05 and abs(log_s.std() - 1.0) < 0.05
     # Features: the teacher's at (x_t, t) plus the noise-level column ln(s) / 4.
     x = jnp.asarray(GRID.sample(jax.random.key(1), 8)[0])
     features = objective.head_features({}, built.frozen, x, t[:8], None)
@@ -203,8 +203,8 @@ def test_ladd_noise_levels_features_and_synthetic_pool():
     pool = np.asarray(frozen["synthetic"]["x"])
     assert drawn.shape == x.shape and all(np.any(np.all(pool == row, axis=1)) for row in drawn)
     assert objective.setup_passes == 64 * objective.teacher_nfe
-    # student 2 + features of x̂ 2; per discriminator update (5 in grid25's preset) student 1 + features 2
-    assert objective.passes_per_sample == 4.0 + 3.0 * presets.GRID25_LADD_DISCRIMINATOR_UPDATES
+    # student 2 + features of x̂ 2; per discriminator update (5 in the mixtures' presets) student 1 + features 2
+    assert objective.passes_per_sample == 4.0 + 3.0 * presets.FROM_SCRATCH_LADD_DISCRIMINATOR_UPDATES
 
 
 def test_add_passes_per_sample(add_setup):
@@ -257,7 +257,7 @@ def test_config_errors():
 
 def test_presets_keep_kd_budget():
     """Same data, network, batch and updates as KD; from scratch: no distillation term and ADM's
-    label table; digits_gmm's ADD at a tenth of KD's lr; students of the UNet keep lambda = 2.5."""
+    label table; digits_gmm's ADD and LADD at a tenth of KD's lr; students of the UNet keep lambda = 2.5."""
     for bench, kd, scratch in (("grid25", presets.grid25_kd, True), ("digits_gmm", presets.digits_gmm_kd, True), ("digits", presets.digits_kd, False)):
         base = kd()
         for method in ("add", "ladd"):
@@ -266,9 +266,11 @@ def test_presets_keep_kd_budget():
             network = {**c.network.to_dict(), "label_init_std": base.network.label_init_std}
             assert (c.batch_size, c.train.num_steps, network) == (base.batch_size, base.train.num_steps, base.network.to_dict())
             assert c.network.label_init_std == (presets.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
-            slow = bench == "digits_gmm" and method == "add"
-            assert c.optim.lr == (presets.DIGITS_GMM_ADVERSARIAL_LR if slow else base.optim.lr)
+            assert c.optim.lr == (presets.DIGITS_GMM_ADVERSARIAL_LR if bench == "digits_gmm" else base.optim.lr)
             assert bool(c.adversarial.init_from_teacher) is (not scratch)
+            if method == "ladd":  # from scratch: lower discriminator noise, 5 discriminator updates
+                noise, updates = (presets.FROM_SCRATCH_LADD_NOISE_MEAN, presets.FROM_SCRATCH_LADD_DISCRIMINATOR_UPDATES) if scratch else (1.0, 1)
+                assert c.adversarial.noise_mean == noise and tuple(map(tuple, c.adversarial.critic_schedule)) == ((0, updates),)
             if method == "add":
                 assert float(c.adversarial.distill_weight) == (0.0 if scratch else 2.5)
 
