@@ -115,7 +115,10 @@ def assignment_counts(assignments, num_components: int) -> np.ndarray:
     return np.bincount(np.asarray(assignments, np.int64).reshape(-1), minlength=num_components)[:num_components]
 
 
-def mode_coverage(assignments, weights, threshold: float = 0.2) -> float:
+MODE_COVERAGE_THRESHOLD = 0.2  # a component counts as covered with at least this share of its expected count
+
+
+def mode_coverage(assignments, weights, threshold: float = MODE_COVERAGE_THRESHOLD) -> float:
     """Share of components ``k`` whose count is ``>= threshold * N * w_k`` (weights renormalised)."""
     w = np.asarray(weights, np.float64)
     w = w / w.sum()
