@@ -149,12 +149,16 @@ def run_config_changes(workdir: str, config: ml_collections.ConfigDict) -> list[
     return config_changes(trained_fields(read_config_json(directory, steps[-1])), config)
 
 
+def differing(changes: list[str], shown: int = 6) -> str:
+    """``changes`` (field names) for a message: the first ``shown``, then "..."."""
+    return ", ".join(changes[:shown]) + (", ..." if len(changes) > shown else "")
+
+
 def check_same_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Stop, saying what differs, when ``workdir`` holds a run trained from another config."""
     changes = run_config_changes(workdir, config)
     if changes:
-        shown = ", ".join(changes[:6]) + (", ..." if len(changes) > 6 else "")
-        raise SystemExit(f"{workdir} holds a run trained from another config (differs in {shown}); move it away to retrain")
+        raise SystemExit(f"{workdir} holds a run trained from another config (differs in {differing(changes)}); move it away to retrain")
 
 
 def is_trained(config: ml_collections.ConfigDict, workdir: str) -> bool:
@@ -344,7 +348,7 @@ def committed_rows(committed: Optional[dict], configs: dict[str, ml_collections.
             continue
         changes = config_changes(rows[m].get("config", {}), c)
         if changes:
-            print(f"{m}: the committed row was trained from another version of its preset (differs in {', '.join(changes[:6])}); rerun it for a row")
+            print(f"{m}: the committed row was trained from another version of its preset (differs in {differing(changes)}); rerun it for a row")
             continue
         kept[m] = rows[m]
     return kept
@@ -393,7 +397,7 @@ def scored_row(workdir: str, config: ml_collections.ConfigDict, num_samples: int
         return None
     changes = run_config_changes(workdir, config)
     if changes:
-        print(f"{workdir}: trained from another config (differs in {', '.join(changes[:6])}); not in the table")
+        print(f"{workdir}: trained from another config (differs in {differing(changes)}); not in the table")
         return None
     cached = read_json(os.path.join(workdir, "scores.json"))
     key = {"num_samples": num_samples, "updates": int(config.train.num_steps)}

@@ -24,9 +24,7 @@ from jaxdistill.train.engine import class_labels, generate_samples
 
 def mode_counts(samples, mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(count, expected count, under the coverage threshold) per component of ``mixture``."""
-    counts = metrics.assignment_counts(np.asarray(mixture.assign(samples)), mixture.means.shape[0])
-    weights = np.asarray(mixture.weights, np.float64)
-    expected = len(samples) * weights / weights.sum()
+    counts, expected = metrics.component_counts(np.asarray(mixture.assign(samples)), mixture.weights)
     return counts, expected, counts < metrics.MODE_COVERAGE_THRESHOLD * expected
 
 

@@ -118,12 +118,16 @@ def assignment_counts(assignments, num_components: int) -> np.ndarray:
 MODE_COVERAGE_THRESHOLD = 0.2  # a component counts as covered with at least this share of its expected count
 
 
-def mode_coverage(assignments, weights, threshold: float = MODE_COVERAGE_THRESHOLD) -> float:
-    """Share of components ``k`` whose count is ``>= threshold * N * w_k`` (weights renormalised)."""
+def component_counts(assignments, weights) -> tuple[np.ndarray, np.ndarray]:
+    """(count, expected count N * w_k) per component, weights renormalised."""
     w = np.asarray(weights, np.float64)
     w = w / w.sum()
-    counts = assignment_counts(assignments, w.shape[0])
-    expected = np.asarray(assignments).size * w
+    return assignment_counts(assignments, w.shape[0]), np.asarray(assignments).size * w
+
+
+def mode_coverage(assignments, weights, threshold: float = MODE_COVERAGE_THRESHOLD) -> float:
+    """Share of components ``k`` whose count is ``>= threshold * N * w_k`` (weights renormalised)."""
+    counts, expected = component_counts(assignments, weights)
     return float(np.mean(counts >= threshold * expected))
 
 
