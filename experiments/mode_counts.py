@@ -8,7 +8,15 @@ its 5 x 5 grid (top row: largest y). This is how the grid25 students were read: 
 with discriminator noise N(0, 1) left three corners with 16 samples of 400 expected
 (``presets.FROM_SCRATCH_LADD_NOISE_MEAN``), and a SIM student emptied the centre mode (0 of 400).
 
+On a labelled mixture (digits_gmm) it also prints ``label_checks``: the class match behind the
+``class_match`` metric (the likelihood-assigned component's label) beside the nearest component
+mean's label, and the mean squared Mahalanobis distance to the label's component per dimension
+(1 for exact samples). A likelihood match far below the nearest-mean match, with a distance
+above 1, says the samples keep their labels but leave their component's thin directions: a
+narrow component then loses its samples to the broadest ones (digits_gmm's 1 and 5).
+
 Usage: python experiments/mode_counts.py --workdir runs/grid25/ladd [--nfe 1] [--num 10000]
+       python experiments/mode_counts.py --exact digits_gmm --noise 0.2   # exact samples + noise
 """
 from __future__ import annotations
 
@@ -28,38 +36,90 @@ def mode_counts(samples, mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return counts, expected, counts < metrics.MODE_COVERAGE_THRESHOLD * expected
 
 
+def label_checks(samples, labels, mixture) -> dict[str, float]:
+    """For samples drawn at ``labels`` from a labelled mixture: ``likelihood_match`` (the label of
+    the component with the largest responsibility is theirs: the ``class_match`` metric),
+    ``nearest_mean_match`` (the nearest component mean's label is theirs) and ``mahalanobis``,
+    the mean over samples of min_k (x - mu_k)^T Sigma_k^-1 (x - mu_k) / d over their label's
+    components k (a chi-square mean: 1 for exact samples, 0 at the means)."""
+    x = np.asarray(samples, np.float64).reshape(len(labels), -1)
+    labels, component_labels = np.asarray(labels), np.asarray(mixture.labels)
+    means, eigvecs, eigvals = (np.asarray(a, np.float64) for a in (mixture.means, mixture.eigvecs, mixture.eigvals))
+    nearest = np.argmin(((x[:, None] - means.reshape(len(means), -1)[None]) ** 2).sum(-1), axis=1)
+    whitened = np.einsum("kji,bkj->bki", eigvecs, x[:, None] - means.reshape(len(means), -1)[None])
+    distance = (whitened**2 / eigvals[None]).sum(-1) / x.shape[1]  # [B, K]
+    own = np.where(component_labels[None] == labels[:, None], distance, np.inf)
+    return {
+        "likelihood_match": float(np.mean(np.asarray(mixture.class_of(x)) == labels)),
+        "nearest_mean_match": float(np.mean(component_labels[nearest] == labels)),
+        "mahalanobis": float(np.mean(own.min(axis=1))),
+    }
+
+
 def grid_rows(means: np.ndarray, side: int = 5) -> np.ndarray:
     """Component indices of a side x side grid mixture as rows, top row (largest y) first, each left to right."""
     means = np.asarray(means)
     return np.lexsort((means[:, 0], -means[:, 1])).reshape(side, side)
 
 
+def run_samples(workdir: str, nfe: int, num: int):
+    """(mixture name, mixture, samples, labels or None, title) of a trained run at ``nfe``."""
+    run = load_run(workdir)
+    name = run.config.data.name
+    if name not in MIXTURES:
+        raise SystemExit(f"{workdir} trains on {name!r}; per-mode counts need a mixture benchmark {tuple(MIXTURES)}")
+    mixture, objective = MIXTURES[name](), run.built.objective
+    labels = class_labels(objective.num_classes, num)
+    x = generate_samples(objective, run.trainable, run.frozen, num, nfe=nfe, rng=jax.random.key(100), labels=labels)
+    return name, mixture, x, labels, f"{workdir} (step {run.step}), NFE {nfe}"
+
+
+def exact_samples(name: str, noise: float, num: int):
+    """(mixture name, mixture, samples, labels or None, title): exact samples of mixture ``name``
+    (balanced labels when it has them) plus isotropic Gaussian noise of std ``noise``."""
+    if name not in MIXTURES:
+        raise SystemExit(f"unknown mixture {name!r}; choose from {tuple(MIXTURES)}")
+    mixture = MIXTURES[name]()
+    labels = None if mixture.labels is None else np.arange(num) % len(np.unique(mixture.labels))
+    x, _ = mixture.sample(jax.random.key(100), num, labels)
+    x = np.asarray(x) + noise * np.random.default_rng(0).normal(size=np.shape(x))
+    return name, mixture, x, labels, f"exact {name} samples + noise std {noise:g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workdir", help="a trained run on a mixture benchmark")
+    source.add_argument("--exact", help="instead of a run: exact samples of this mixture (plus --noise)")
+    parser.add_argument("--noise", type=float, default=0.0, help="with --exact: std of isotropic noise added to the samples")
     parser.add_argument("--nfe", type=int, default=1)
     parser.add_argument("--num", type=int, default=10_000)
     args = parser.parse_args()
 
-    run = load_run(args.workdir)
-    name = run.config.data.name
-    if name not in MIXTURES:
-        raise SystemExit(f"{args.workdir} trains on {name!r}; per-mode counts need a mixture benchmark {tuple(MIXTURES)}")
-    mixture, objective = MIXTURES[name](), run.built.objective
-    labels = class_labels(objective.num_classes, args.num)
-    x = generate_samples(objective, run.trainable, run.frozen, args.num, nfe=args.nfe, rng=jax.random.key(100), labels=labels)
+    if args.workdir:
+        name, mixture, x, labels, title = run_samples(args.workdir, args.nfe, args.num)
+    else:
+        name, mixture, x, labels, title = exact_samples(args.exact, args.noise, args.num)
     counts, expected, under = mode_counts(x, mixture)
     cells = [f"{c}{'*' if u else ''}" for c, u in zip(counts, under)]
-    print(f"{args.workdir} (step {run.step}), NFE {args.nfe}: mode coverage {1 - under.mean():.3g}; "
-          f"* = under {metrics.MODE_COVERAGE_THRESHOLD:g} x the expected count")
+    print(f"{title}: mode coverage {1 - under.mean():.3g}; * = under {metrics.MODE_COVERAGE_THRESHOLD:g} x the expected count")
     if name == "grid25":
         print(f"expected {expected[0]:.0f} per mode")
         for row in grid_rows(mixture.means):
             print(" ".join(f"{cells[k]:>6}" for k in row))
         return
+    if mixture.labels is not None and labels is not None:
+        checks = label_checks(x, labels, mixture)
+        exact, _ = mixture.sample(jax.random.key(101), args.num, labels)
+        reference = label_checks(exact, labels, mixture)
+        print("class match by likelihood {likelihood_match:.3f}, by nearest mean {nearest_mean_match:.3f}; "
+              "Mahalanobis distance^2 / d {mahalanobis:.3g}".format(**checks)
+              + " (exact samples: {likelihood_match:.3f}, {nearest_mean_match:.3f}, {mahalanobis:.3g})".format(**reference))
     component_labels = mixture.labels if mixture.labels is not None else [None] * len(counts)
+    log_dets = np.log(np.asarray(mixture.eigvals, np.float64)).sum(axis=1)
     for k, (cell, want, label) in enumerate(zip(cells, expected, component_labels)):
-        print(f"component {k:3d}" + ("" if label is None else f" (class {int(label)})") + f": {cell:>7} of {want:.0f} expected")
+        print(f"component {k:3d}" + ("" if label is None else f" (class {int(label)})")
+              + f": {cell:>7} of {want:.0f} expected; log det covariance {log_dets[k]:.0f}")
 
 
 if __name__ == "__main__":
