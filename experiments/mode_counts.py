@@ -45,8 +45,9 @@ def label_checks(samples, labels, mixture) -> dict[str, float]:
     x = np.asarray(samples, np.float64).reshape(len(labels), -1)
     labels, component_labels = np.asarray(labels), np.asarray(mixture.labels)
     means, eigvecs, eigvals = (np.asarray(a, np.float64) for a in (mixture.means, mixture.eigvecs, mixture.eigvals))
-    nearest = np.argmin(((x[:, None] - means.reshape(len(means), -1)[None]) ** 2).sum(-1), axis=1)
-    whitened = np.einsum("kji,bkj->bki", eigvecs, x[:, None] - means.reshape(len(means), -1)[None])
+    offsets = x[:, None] - means.reshape(len(means), -1)[None]  # [B, K, D]
+    nearest = np.argmin((offsets**2).sum(-1), axis=1)
+    whitened = np.einsum("kji,bkj->bki", eigvecs, offsets)  # offsets in each component's eigenbasis
     distance = (whitened**2 / eigvals[None]).sum(-1) / x.shape[1]  # [B, K]
     own = np.where(component_labels[None] == labels[:, None], distance, np.inf)
     return {
