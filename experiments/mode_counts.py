@@ -81,7 +81,7 @@ def exact_samples(name: str, noise: float, num: int):
     if name not in MIXTURES:
         raise SystemExit(f"unknown mixture {name!r}; choose from {tuple(MIXTURES)}")
     mixture = MIXTURES[name]()
-    labels = None if mixture.labels is None else np.arange(num) % len(np.unique(mixture.labels))
+    labels = class_labels(0 if mixture.labels is None else len(np.unique(mixture.labels)), num)
     x, _ = mixture.sample(jax.random.key(100), num, labels)
     x = np.asarray(x) + noise * np.random.default_rng(0).normal(size=np.shape(x))
     return name, mixture, x, labels, f"exact {name} samples + noise std {noise:g}"
@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--nfe", type=int, default=1)
     parser.add_argument("--num", type=int, default=10_000)
     args = parser.parse_args()
+    if args.workdir and args.noise:
+        parser.error("--noise adds noise to --exact samples; a run's samples are read as they are")
 
     if args.workdir:
         name, mixture, x, labels, title = run_samples(args.workdir, args.nfe, args.num)
