@@ -486,12 +486,21 @@ def teacher_best(report: dict, metric: str) -> tuple[float, str]:
     return best
 
 
+def table_metrics(report: dict) -> list[str]:
+    """The students table's metric columns: every metric of a teacher point or a student row, in
+    first-seen order (rows scored before a metric existed show "–" in its column)."""
+    points = [v for curve in report["teacher"].values() for v in curve.values()]
+    points += [v for s in report["students"].values() for v in s["by_nfe"].values()]
+    keys = dict.fromkeys(k for v in points for k in v)
+    return [k for k in keys if k not in ("sample_seconds", "nonfinite_frac")]
+
+
 def markdown(report: dict) -> str:
     name = report["benchmark"]
     metric = HEADLINE[name]
     best, where = teacher_best(report, metric)
     floor = report["noise_floor"][metric]
-    keys = [k for k in next(iter(next(iter(report["teacher"].values())).values())) if k not in ("sample_seconds", "nonfinite_frac")]
+    keys = table_metrics(report)
     lines = [f"### {name} ({report['num_samples']} samples per row; headline metric {metric}, lower is better)", ""]
     lines.append(f"Teacher best {metric}: **{best:.4g}** ({where}); noise floor {floor:.4g}.")
     if any("seeds" in s for s in report["students"].values()):
@@ -508,7 +517,8 @@ def markdown(report: dict) -> str:
         for nfe, v in s["by_nfe"].items():
             spread = s.get("spread", {}).get(nfe, {})
             cells = [
-                f"{v.get(k, float('nan')):.4g}" + (f" [{spread[k][0]:.3g}, {spread[k][1]:.3g}]" if k in spread else "") for k in keys
+                (f"{v[k]:.4g}" if k in v else "–") + (f" [{spread[k][0]:.3g}, {spread[k][1]:.3g}]" if k in spread else "")
+                for k in keys
             ]
             lines.append(
                 f"| {label} | {nfe} | " + " | ".join(cells)

@@ -8,12 +8,13 @@ its 5 x 5 grid (top row: largest y). This is how the grid25 students were read: 
 with discriminator noise N(0, 1) left three corners with 16 samples of 400 expected
 (``presets.FROM_SCRATCH_LADD_NOISE_MEAN``), and a SIM student emptied the centre mode (0 of 400).
 
-On a labelled mixture (digits_gmm) it also prints ``label_checks``: the class match behind the
-``class_match`` metric (the likelihood-assigned component's label) beside the nearest component
-mean's label, and the mean squared Mahalanobis distance to the label's component per dimension
-(1 for exact samples). A likelihood match far below the nearest-mean match, with a distance
-above 1, says the samples keep their labels but leave their component's thin directions: a
-narrow component then loses its samples to the broadest ones (digits_gmm's 1 and 5).
+On a labelled mixture (digits_gmm) it also prints the label metrics
+(``metrics.mixture_label_metrics``) beside those of exact samples: ``class_match`` (the
+likelihood-assigned component's label), the nearest component mean's label, and the mean squared
+Mahalanobis distance to the label's component per dimension (1 for exact samples). A class match
+far below the nearest-mean match, with a distance above 1, says the samples keep their labels but
+leave their component's thin directions: a narrow component then loses its samples to the
+broadest ones (digits_gmm's 1 and 5).
 
 Usage: python experiments/mode_counts.py --workdir runs/grid25/ladd [--nfe 1] [--num 10000]
        python experiments/mode_counts.py --exact digits_gmm --noise 0.2   # exact samples + noise
@@ -34,27 +35,6 @@ def mode_counts(samples, mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(count, expected count, under the coverage threshold) per component of ``mixture``."""
     counts, expected = metrics.component_counts(np.asarray(mixture.assign(samples)), mixture.weights)
     return counts, expected, counts < metrics.MODE_COVERAGE_THRESHOLD * expected
-
-
-def label_checks(samples, labels, mixture) -> dict[str, float]:
-    """For samples drawn at ``labels`` from a labelled mixture: ``likelihood_match`` (the label of
-    the component with the largest responsibility is theirs: the ``class_match`` metric),
-    ``nearest_mean_match`` (the nearest component mean's label is theirs) and ``mahalanobis``,
-    the mean over samples of min_k (x - mu_k)^T Sigma_k^-1 (x - mu_k) / d over their label's
-    components k (a chi-square mean: 1 for exact samples, 0 at the means)."""
-    x = np.asarray(samples, np.float64).reshape(len(labels), -1)
-    labels, component_labels = np.asarray(labels), np.asarray(mixture.labels)
-    means, eigvecs, eigvals = (np.asarray(a, np.float64) for a in (mixture.means, mixture.eigvecs, mixture.eigvals))
-    offsets = x[:, None] - means.reshape(len(means), -1)[None]  # [B, K, D]
-    nearest = np.argmin((offsets**2).sum(-1), axis=1)
-    whitened = np.einsum("kji,bkj->bki", eigvecs, offsets)  # offsets in each component's eigenbasis
-    distance = (whitened**2 / eigvals[None]).sum(-1) / x.shape[1]  # [B, K]
-    own = np.where(component_labels[None] == labels[:, None], distance, np.inf)
-    return {
-        "likelihood_match": float(np.mean(np.asarray(mixture.class_of(x)) == labels)),
-        "nearest_mean_match": float(np.mean(component_labels[nearest] == labels)),
-        "mahalanobis": float(np.mean(own.min(axis=1))),
-    }
 
 
 def grid_rows(means: np.ndarray, side: int = 5) -> np.ndarray:
@@ -112,12 +92,12 @@ def main() -> None:
             print(" ".join(f"{cells[k]:>6}" for k in row))
         return
     if mixture.labels is not None and labels is not None:
-        checks = label_checks(x, labels, mixture)
+        checks = metrics.mixture_label_metrics(mixture, x, labels)
         exact, _ = mixture.sample(jax.random.key(101), args.num, labels)
-        reference = label_checks(exact, labels, mixture)
-        print("class match by likelihood {likelihood_match:.3f}, by nearest mean {nearest_mean_match:.3f}; "
+        reference = metrics.mixture_label_metrics(mixture, exact, labels)
+        print("class match by likelihood {class_match:.3f}, by nearest mean {nearest_mean_match:.3f}; "
               "Mahalanobis distance^2 / d {mahalanobis:.3g}".format(**checks)
-              + " (exact samples: {likelihood_match:.3f}, {nearest_mean_match:.3f}, {mahalanobis:.3g})".format(**reference))
+              + " (exact samples: {class_match:.3f}, {nearest_mean_match:.3f}, {mahalanobis:.3g})".format(**reference))
     component_labels = mixture.labels if mixture.labels is not None else [None] * len(counts)
     log_dets = np.log(np.asarray(mixture.eigvals, np.float64)).sum(axis=1)
     for k, (cell, want, label) in enumerate(zip(cells, expected, component_labels)):

@@ -49,7 +49,9 @@ def test_kd_with_exact_conditional_mixture_teacher(tmp_path):
     assert main(["train", "--config", cfg("digits_gmm/kd.py:smoke"), "--workdir", workdir, "--quiet"]) == 0
     assert main(["eval", "--workdir", workdir, "--num", "200"]) == 0
     report = json.load(open(os.path.join(workdir, "eval.json")))
-    assert "class_match" in report["by_nfe"]["1"]
+    scores = report["by_nfe"]["1"]
+    assert {"class_match", "nearest_mean_match", "mahalanobis"} <= set(scores)
+    assert 0.0 <= scores["class_match"] <= 1.0 and 0.0 <= scores["nearest_mean_match"] <= 1.0 and scores["mahalanobis"] >= 0.0
 
 
 def test_digits_teacher_and_kd_smoke(tmp_path):

@@ -1,6 +1,7 @@
 """Tests for jaxdistill.eval: metrics against direct numpy/scipy references, digits classifier."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import scipy.spatial.distance
@@ -11,12 +12,14 @@ from jaxdistill.eval.metrics import (
     class_accuracy,
     frechet_distance,
     frechet_from_features,
+    mixture_label_metrics,
     mmd_rbf,
     mode_coverage,
     precision_recall,
     random_directions,
     sliced_wasserstein2,
 )
+from jaxdistill.models import gaussian_mixture as gm
 
 RNG = np.random.default_rng(0)
 
@@ -115,6 +118,34 @@ def test_mode_coverage_and_counts():
 
 def test_class_accuracy():
     assert class_accuracy(np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4])) == 0.75
+
+
+def test_mixture_label_metrics_match_closed_forms_on_exact_mean_and_noised_digits_samples():
+    mixture = gm.digits_gmm()
+    labels = np.repeat(np.arange(10), 500)
+    x, _ = mixture.sample(jax.random.key(0), len(labels), labels)
+    x = np.asarray(x).reshape(len(labels), -1)
+    exact = mixture_label_metrics(mixture, x, labels)
+    assert exact["class_match"] == 1.0
+    assert abs(exact["mahalanobis"] - 1.0) < 0.02  # chi-square with d degrees of freedom, over d
+    at_means = mixture_label_metrics(mixture, np.asarray(mixture.means)[labels], labels)
+    assert at_means == {"class_match": 1.0, "nearest_mean_match": 1.0, "mahalanobis": 0.0}
+    # isotropic noise of std s adds s^2 tr(Sigma_k^-1) / d to the expected distance
+    s = 0.2
+    noised = mixture_label_metrics(mixture, x + s * np.random.default_rng(1).normal(size=x.shape), labels)
+    expected = 1.0 + s**2 * np.mean(1.0 / np.asarray(mixture.eigvals, np.float64))
+    assert abs(noised["mahalanobis"] / expected - 1.0) < 0.02
+    assert noised["class_match"] < 0.8 < 0.9 < noised["nearest_mean_match"]  # labels kept, thin directions left
+
+
+def test_mixture_mahalanobis_and_nearest_mean_match_direct_computation():
+    mixture = gm.random(3, num_components=4, dim=5, num_classes=2)
+    x = np.random.default_rng(2).normal(size=(7, 5)) * 3
+    covs = np.asarray(mixture.covariances, np.float64)
+    direct = np.array([[d @ np.linalg.solve(c, d) for d, c in zip(xi - np.asarray(mixture.means), covs)] for xi in x])
+    np.testing.assert_allclose(np.asarray(mixture.mahalanobis_sq(x)), direct, rtol=1e-4)
+    nearest = np.argmin(((x[:, None] - np.asarray(mixture.means)[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_array_equal(np.asarray(mixture.nearest_mean(x)), nearest)
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,22 @@ def test_markdown_shows_seed_ranges():
     assert "median and [min, max]" in text
 
 
+def test_markdown_adds_a_column_for_a_metric_only_newer_rows_have():
+    newer = _row(0.1, 1.0, 2.0)
+    newer["by_nfe"]["1"]["mahalanobis"] = 1.5
+    report = {
+        "benchmark": "grid25",
+        "num_samples": 100,
+        "noise_floor": {"sw2": 0.1, "mode_coverage": 1.0},
+        "teacher": {"euler": {"1": {"sw2": 0.2, "mode_coverage": 1.0, "sample_seconds": 0.5}}},
+        "students": {"kd": _row(0.15, 1.0, 3.0), "sid": newer},
+    }
+    text = leaderboard.markdown(report)
+    assert "| method | NFE | sw2 | mode_coverage | mahalanobis |" in text
+    assert "| kd | 1 | 0.15 | 1 | – |" in text
+    assert "| sid | 1 | 0.1 | 1 | 1.5 |" in text
+
+
 def test_scored_seed_rows_keep_finished_runs_at_the_current_budget(tmp_path):
     config = ml_collections.ConfigDict({"train": {"num_steps": 10}})
     runs = str(tmp_path)
@@ -224,3 +240,12 @@ def test_a_committed_teacher_snapshot_replaces_training_only_for_its_own_config(
     assert os.path.exists(tmp_path / "c" / "metrics.jsonl")  # trained instead
     leaderboard.trained_teacher(other, str(tmp_path / "d"), snapshot)
     assert "restored the teacher" in capsys.readouterr().out  # the rewritten snapshot is whole again
+
+
+def test_quickstart_default_is_the_best_committed_one_step_student_on_digits():
+    """Issue 4: the best one-step method on digits (lowest FD-digits at NFE 1) is quickstart's default."""
+    from jaxdistill.quickstart import DEFAULT_METHOD
+
+    results = json.load(open(os.path.join(os.path.dirname(__file__), os.pardir, "results", "digits.json")))
+    at_one = {m: s["by_nfe"]["1"]["fd_digits"] for m, s in results["students"].items() if "1" in s["by_nfe"]}
+    assert min(at_one, key=at_one.get) == DEFAULT_METHOD

@@ -2,7 +2,7 @@
 
 * exact mixtures (``grid25``, ``digits_gmm``): 10,000 exact samples as reference;
   sliced W2, MMD, mode coverage, mean exact NLL of generated samples, and for
-  conditional runs the share of samples whose nearest component has their label.
+  conditional runs how well samples keep their label (``metrics.mixture_label_metrics``).
 * ``digits``: FD-digits and class accuracy under the project's cached classifier,
   plus sliced W2 / MMD against the real images.
 * any other source: sliced W2 and MMD against real samples.
@@ -80,7 +80,7 @@ class Evaluator:
             out["mode_coverage"] = float(metrics.mode_coverage(assign, np.asarray(self.mixture.weights)))
             out["nll"] = float(-np.mean(np.asarray(self.mixture.log_prob(samples))))
             if labels is not None and self.mixture.labels is not None:
-                out["class_match"] = float(np.mean(np.asarray(self.mixture.labels)[assign] == labels))
+                out.update(metrics.mixture_label_metrics(self.mixture, samples, labels))
         if self.digits is not None:
             if fd_reference is None:
                 out["fd_digits"] = float(self.digits.fd_digits(samples))

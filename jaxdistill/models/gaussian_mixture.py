@@ -227,6 +227,18 @@ class GaussianMixture:
             raise ValueError("this mixture has no component labels")
         return jnp.asarray(self.labels)[self.assign(x)]
 
+    def nearest_mean(self, x: Array) -> Array:
+        """Index of the component whose mean is nearest to clean ``x`` (Euclidean); int32 ``[B]``."""
+        offsets = jnp.reshape(x, (-1, 1, self.dim)) - jnp.asarray(self.means)[None]
+        return jnp.argmin(jnp.sum(offsets**2, axis=-1), axis=-1).astype(jnp.int32)
+
+    def mahalanobis_sq(self, x: Array) -> Array:
+        """``(x - mu_k)^T Sigma_k^-1 (x - mu_k)`` of clean ``x`` to every component ``k``; ``[B, K]``.
+        For exact samples of component k it is chi-square with D degrees of freedom (mean D)."""
+        offsets = jnp.reshape(x, (-1, 1, self.dim)) - jnp.asarray(self.means)[None]
+        whitened = jnp.einsum("kji,bkj->bki", jnp.asarray(self.eigvecs), offsets)  # offsets in each eigenbasis
+        return jnp.sum(whitened**2 / jnp.asarray(self.eigvals)[None], axis=-1)
+
     def sample(self, rng: Array, n: int, labels: Optional[Array] = None) -> tuple[Array, Array]:
         """Exact samples ``x = mu_k + V_k (sqrt(lambda_k) * z)``, ``k ~ w`` (restricted to
         ``labels[i]`` per sample unless NULL_LABEL); returns ``(x [n, *event_shape], k [n])``."""
