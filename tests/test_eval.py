@@ -138,7 +138,7 @@ def test_mixture_label_metrics_match_closed_forms_on_exact_mean_and_noised_digit
     assert noised["class_match"] < 0.8 < 0.9 < noised["nearest_mean_match"]  # labels kept, thin directions left
 
 
-def test_mixture_mahalanobis_and_nearest_mean_match_direct_computation():
+def test_mixture_mahalanobis_sq_and_nearest_mean_against_a_direct_computation():
     mixture = gm.random(3, num_components=4, dim=5, num_classes=2)
     x = np.random.default_rng(2).normal(size=(7, 5)) * 3
     covs = np.asarray(mixture.covariances, np.float64)
