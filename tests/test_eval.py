@@ -128,8 +128,9 @@ def test_mixture_label_metrics_match_closed_forms_on_exact_mean_and_noised_digit
     exact = mixture_label_metrics(mixture, x, labels)
     assert exact["class_match"] == 1.0
     assert abs(exact["mahalanobis"] - 1.0) < 0.02  # chi-square with d degrees of freedom, over d
+    assert mixture_label_metrics(mixture, x, labels, mixture.assign(x)) == exact  # given assignments
     at_means = mixture_label_metrics(mixture, np.asarray(mixture.means)[labels], labels)
-    assert at_means == {"class_match": 1.0, "nearest_mean_match": 1.0, "mahalanobis": 0.0}
+    assert at_means == {"class_match": 1.0, "nearest_mean_match": 1.0, "mahalanobis": pytest.approx(0.0, abs=1e-9)}
     # isotropic noise of std s adds s^2 tr(Sigma_k^-1) / d to the expected distance
     s = 0.2
     noised = mixture_label_metrics(mixture, x + s * np.random.default_rng(1).normal(size=x.shape), labels)

@@ -80,7 +80,7 @@ class Evaluator:
             out["mode_coverage"] = float(metrics.mode_coverage(assign, np.asarray(self.mixture.weights)))
             out["nll"] = float(-np.mean(np.asarray(self.mixture.log_prob(samples))))
             if labels is not None and self.mixture.labels is not None:
-                out.update(metrics.mixture_label_metrics(self.mixture, samples, labels))
+                out.update(metrics.mixture_label_metrics(self.mixture, samples, labels, assign))
         if self.digits is not None:
             if fd_reference is None:
                 out["fd_digits"] = float(self.digits.fd_digits(samples))

@@ -193,7 +193,7 @@ def class_accuracy(pred_labels, labels) -> float:
     return float(np.mean(np.asarray(pred_labels).reshape(-1) == np.asarray(labels).reshape(-1)))
 
 
-def mixture_label_metrics(mixture, samples, labels) -> dict[str, float]:
+def mixture_label_metrics(mixture, samples, labels, assignments=None) -> dict[str, float]:
     """How well samples drawn at ``labels`` keep their class under a labelled Gaussian mixture:
 
     * ``class_match``: the most likely component's label is theirs;
@@ -204,13 +204,15 @@ def mixture_label_metrics(mixture, samples, labels) -> dict[str, float]:
     ``class_match`` alone misreads blurred samples: one that misses its component's thin
     directions is most likely under the broadest component, whatever its class. The nearest-mean
     match reads the label regardless; the Mahalanobis ratio measures how far off the component
-    the samples lie."""
+    the samples lie. ``assignments`` (``mixture.assign(samples)``) is computed unless given."""
     labels = np.asarray(labels).reshape(-1)
     component_labels = np.asarray(mixture.labels)
+    if assignments is None:
+        assignments = mixture.assign(samples)
     distance = np.asarray(mixture.mahalanobis_sq(samples), np.float64) / mixture.dim  # [B, K]
     own = np.where(component_labels[None] == labels[:, None], distance, np.inf)
     return {
-        "class_match": class_accuracy(np.asarray(mixture.class_of(samples)), labels),
+        "class_match": class_accuracy(component_labels[np.asarray(assignments)], labels),
         "nearest_mean_match": class_accuracy(component_labels[np.asarray(mixture.nearest_mean(samples))], labels),
         "mahalanobis": float(np.mean(own.min(axis=1))),
     }

@@ -114,6 +114,16 @@ def marginal_log_prob(
 
 
 @jax.jit
+def mahalanobis_sq(params: PyTree, x: Array) -> Array:
+    """``(x - mu_k)^T Sigma_k^-1 (x - mu_k) = sum_i y_ki^2 / lambda_ki`` of clean ``x`` to every
+    component (the quadratic form of ``log N`` at ``alpha = 1, sigma = 0``); ``[B, K]``."""
+    x, _ = _flatten(params, x)
+    ones = jnp.ones(x.shape[0], jnp.float32)
+    y, d, _ = _component_terms(params, x, ones, jnp.zeros_like(ones))
+    return jnp.sum(y * y / d, axis=-1)
+
+
+@jax.jit
 def log_responsibilities(
     params: PyTree, x_t: Array, alpha: Array, sigma: Array, cond: Optional[Array] = None
 ) -> Array:
@@ -235,9 +245,7 @@ class GaussianMixture:
     def mahalanobis_sq(self, x: Array) -> Array:
         """``(x - mu_k)^T Sigma_k^-1 (x - mu_k)`` of clean ``x`` to every component ``k``; ``[B, K]``.
         For exact samples of component k it is chi-square with D degrees of freedom (mean D)."""
-        offsets = jnp.reshape(x, (-1, 1, self.dim)) - jnp.asarray(self.means)[None]
-        whitened = jnp.einsum("kji,bkj->bki", jnp.asarray(self.eigvecs), offsets)  # offsets in each eigenbasis
-        return jnp.sum(whitened**2 / jnp.asarray(self.eigvals)[None], axis=-1)
+        return mahalanobis_sq(self.params, x)
 
     def sample(self, rng: Array, n: int, labels: Optional[Array] = None) -> tuple[Array, Array]:
         """Exact samples ``x = mu_k + V_k (sqrt(lambda_k) * z)``, ``k ~ w`` (restricted to
