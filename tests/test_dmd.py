@@ -14,6 +14,7 @@ import pytest
 from jaxdistill import presets
 from jaxdistill.build import build, make_mixture
 from jaxdistill.config import ConfigError
+from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.discriminator import DiscriminatorHead
@@ -205,6 +206,36 @@ def test_multistep_generator_backward_simulation_inputs():
     assert 0 < int(index.sum()) < n
     with pytest.raises(ValueError, match="nfe must be in 1..2"):
         obj.generate({"generator": None}, frozen, z, None, nfe=3, rng=rng)
+
+
+def test_regression_pairs_for_every_step_are_teacher_ode_states_at_the_generator_times():
+    """regression_steps="all": one Heun ODE from z through every generator time; step i regresses
+    (its ODE state at t_i, the ODE output), and the segmented solve equals the unsegmented one."""
+    obj, frozen = objective("dmd", generator_steps=3, eval_nfes=(1, 3), regression_weight=0.25, regression_steps="all", num_pairs=48, teacher_nfe=13)
+    grid, times = obj.ode_grid(), obj.generator_times()
+    per = (len(grid) - 2) // 3
+    assert per == 2 and float(grid[-1]) == 0.0 and np.all(np.diff(np.asarray(grid)) < 0)
+    np.testing.assert_array_equal(grid[per * jnp.arange(3)], times)  # the generator times exactly
+    pairs = obj.prepare(frozen, jax.random.key(0))["pairs"]
+    assert pairs["states"].shape == (48, 2, 2) and pairs["target"].shape == (48, 2)
+    x0_fn = lambda x, t: TEACHER.posterior_mean(x, EDM.alpha(t), EDM.sigma(t))
+    solve = lambda ts: samplers.sample(x0_fn, EDM, pairs["noise"], ts, "heun")
+    np.testing.assert_allclose(pairs["target"], solve(grid), rtol=1e-5, atol=1e-5)
+    for i in (1, 2):
+        np.testing.assert_allclose(pairs["states"][:, i - 1], solve(grid[: per * i + 1]), rtol=1e-5, atol=1e-5)
+    assert obj.setup_passes == 48 * (2 * len(grid) - 3)
+    x, t, cond, target = obj.regression_inputs(frozen | {"pairs": pairs}, jax.random.key(1), 200)
+    inputs = np.concatenate([np.asarray(pairs["noise"])[:, None], np.asarray(pairs["states"])], axis=1)  # [P, K, 2]
+    hits = np.all(np.isclose(inputs[None], np.asarray(x)[:, None, None]), axis=-1)  # [n, P, K]
+    pair, step = np.nonzero(hits)[1].reshape(200, -1)[:, 0], np.nonzero(hits)[2].reshape(200, -1)[:, 0]
+    np.testing.assert_allclose(t, times[step])
+    np.testing.assert_allclose(target, np.asarray(pairs["target"])[pair])
+    assert cond is None and set(step) == {0, 1, 2}
+    first, _ = objective("dmd", generator_steps=3, eval_nfes=(1, 3), regression_weight=0.25, num_pairs=48)
+    x, t, _, _ = first.regression_inputs(frozen | {"pairs": pairs}, jax.random.key(1), 200)
+    assert np.all(np.asarray(t) == EDM.t_max) and np.all(np.isin(np.asarray(x), np.asarray(pairs["noise"])))
+    with pytest.raises(ValueError, match="regression_steps"):
+        objective("dmd", regression_steps="last")
 
 
 def test_discriminator_head_is_class_conditional_by_projection():

@@ -24,7 +24,11 @@ exactly the score-difference direction. Modes:
 * ``dmd`` — Distribution Matching Distillation (Yin et al. 2024, CVPR): g normalised per sample
   by n = mean_d |x_g - D_T(x_t)| (their w_t), plus a regression loss
   lambda_reg || G(z_ref) - ODE_T(z_ref) ||^2 on a fixed set of (noise, teacher ODE output) pairs
-  built once (paper: LPIPS with lambda_reg = 0.25; we use L2).
+  built once (paper: LPIPS with lambda_reg = 0.25; we use L2). The paper's generator has one
+  step. For a K-step generator the pairs train its first step (``regression_steps="first"``), or,
+  with ``regression_steps="all"`` (ours), every step i on (ODE_T state at t_i, ODE_T output):
+  the teacher ODE is integrated once from z through every generator time t_1..t_{K-1}, so step i
+  learns the teacher's flow map from t_i to 0 on inputs with the marginal of p_{t_i}.
 * ``dmd2`` — DMD2 (Yin et al. 2024, NeurIPS, "Improved Distribution Matching Distillation"):
   no regression loss; several critic updates per generator update (TTUR, paper: 5); a GAN
   head on the critic's features trained with real data (non-saturating logistic loss:
@@ -58,6 +62,8 @@ from jaxdistill.objectives.generator import (
     generator_kwargs,
     mean_critic_updates,
 )
+from jaxdistill.diffusion import samplers
+from jaxdistill.diffusion.steps import karras_grid
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 from jaxdistill.train.rng import derive
 from jaxdistill.types import Array, Batch, PyTree
@@ -65,6 +71,7 @@ from jaxdistill.types import Array, Batch, PyTree
 SECTION = "dmd"
 MODES = ("vsd", "dmd", "dmd2", "fdistill")
 DIVERGENCES = ("reverse_kl", "forward_kl", "js")
+REGRESSION_STEPS = ("first", "all")
 
 
 def default_config(method: str) -> ml_collections.ConfigDict:
@@ -74,6 +81,9 @@ def default_config(method: str) -> ml_collections.ConfigDict:
     c.u_range = (0.02, 0.98)
     # DMD: lambda_reg = 0.25 on (noise, teacher ODE) pairs (Yin et al. 2024, CVPR; LPIPS there, L2 here).
     c.regression_weight = 0.25 if method == "dmd" else 0.0
+    # Which generator steps the pairs train: "first" (the paper's one-step setting) or "all" (ours;
+    # pairs of teacher ODE states at every generator time, see the module docstring).
+    c.regression_steps = "first"
     c.num_pairs = 8192
     c.teacher_sampler = "heun"
     c.teacher_nfe = 31
@@ -112,6 +122,7 @@ class DistributionMatching(GeneratorDistillation):
 
     mode: str = "dmd2"
     regression_weight: float = 0.0
+    regression_steps: str = "first"
     num_pairs: int = 0
     teacher_sampler: str = "heun"
     teacher_nfe: int = 31
@@ -124,6 +135,7 @@ class DistributionMatching(GeneratorDistillation):
         super().__post_init__()
         check_choice("mode", self.mode, MODES)
         check_choice("divergence", self.divergence, DIVERGENCES)
+        check_choice("regression_steps", self.regression_steps, REGRESSION_STEPS)
         if self.teacher is None or self.critic is None:
             raise ValueError(f"{self.mode} needs a teacher and a critic")
         if self.uses_head and self.head is None:
@@ -136,6 +148,10 @@ class DistributionMatching(GeneratorDistillation):
     @property
     def uses_head(self) -> bool:
         return self.mode == "fdistill" or self.gan_critic_weight > 0 or self.gan_generator_weight > 0
+
+    @property
+    def regresses_every_step(self) -> bool:
+        return self.regression_weight > 0 and self.regression_steps == "all" and self.generator_steps > 1
 
     @property
     def normalised(self) -> bool:
@@ -163,17 +179,58 @@ class DistributionMatching(GeneratorDistillation):
         """One-off teacher passes: DMD's (noise, ODE output) pair set."""
         if self.regression_weight <= 0:
             return 0.0
-        return float(self.num_pairs * self.teacher_nfe * teacher_passes(self.guidance))
+        nfe = len(self.ode_grid()) * 2 - 3 if self.regresses_every_step else self.teacher_nfe  # Heun; Euler onto 0
+        return float(self.num_pairs * nfe * teacher_passes(self.guidance))
 
     # ------------------------------------------------------------------ setup
+    def ode_grid(self) -> Array:
+        """With ``regression_steps="all"``: the teacher's ODE grid, a Karras grid to t_min with
+        ``m`` steps per generator interval (m K ≈ the Heun steps of ``teacher_nfe``), the generator
+        times at indices m i exactly, then 0."""
+        per = max(1, round(samplers.steps_for_nfe("heun", self.teacher_nfe)[0] / self.generator_steps))
+        fine = karras_grid(self.process, per * self.generator_steps, rho=self.rho, t_end=self.process.t_min)
+        fine = fine.at[per * jnp.arange(self.generator_steps)].set(self.generator_times())
+        return jnp.concatenate([fine, jnp.zeros((1,), jnp.float32)])
+
+    def teacher_ode_states(self, params: PyTree, z: Array, cond: Optional[Array], rng: Array) -> dict:
+        """``{"target": ODE_T(z), "states": [n, K - 1, ...]}``: the teacher's Heun ODE from z on
+        ``ode_grid``, with its states at t_1..t_{K-1} (the inputs of the generator's later steps)."""
+        del rng  # deterministic
+        guidance = self.guidance if cond is not None else None
+        x0_fn = lambda x, t: self.teacher.x0(params, x, t, cond, guidance=guidance)  # noqa: E731
+        ts, per = self.ode_grid(), (len(self.ode_grid()) - 2) // self.generator_steps
+        x, states = z, []
+        for i in range(self.generator_steps):
+            end = per * (i + 1) + 1 if i + 1 < self.generator_steps else len(ts)
+            x = samplers.sample(x0_fn, self.process, x, ts[per * i : end], "heun")
+            if i + 1 < self.generator_steps:
+                states.append(x)
+        return {"target": x, "states": jnp.stack(states, axis=1)}
+
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
-        """DMD's fixed (noise, teacher ODE output) pairs, built once."""
+        """DMD's fixed (noise, teacher ODE output[, ODE states at the generator times]) pairs, built once."""
         if self.regression_weight <= 0:
             return frozen
-        sample = lambda params, z, cond, key: teacher_ode(
-            self.teacher, params, z, cond, self.guidance, self.teacher_sampler, self.teacher_nfe, key
-        )
+        if self.regresses_every_step:
+            sample = self.teacher_ode_states
+        else:
+            sample = lambda params, z, cond, key: teacher_ode(
+                self.teacher, params, z, cond, self.guidance, self.teacher_sampler, self.teacher_nfe, key
+            )
         return {**frozen, "pairs": teacher_pair_set(sample, self.teacher_prior, frozen["teacher"], self.num_pairs, self.num_classes, rng)}
+
+    def regression_inputs(self, frozen: PyTree, rng: Array, n: int) -> tuple[Array, Array, Optional[Array], Array]:
+        """(x, t, cond, target) of ``n`` drawn pairs: the pair's noise at t_max, or with
+        ``regression_steps="all"`` its ODE state at a uniformly drawn generator time."""
+        pairs = frozen["pairs"]
+        idx = jax.random.randint(derive(rng, "pairs"), (n,), 0, self.num_pairs)
+        cond = pairs["label"][idx] if self.num_classes > 0 else None
+        if not self.regresses_every_step:
+            return pairs["noise"][idx], jnp.full((n,), self.process.t_max, jnp.float32), cond, pairs["target"][idx]
+        step = jax.random.randint(derive(rng, "pair_step"), (n,), 0, self.generator_steps)
+        inputs = jnp.concatenate([pairs["noise"][idx][:, None], pairs["states"][idx]], axis=1)  # [n, K, ...]
+        x = jnp.take_along_axis(inputs, step.reshape((n, 1) + (1,) * (inputs.ndim - 2)), axis=1)[:, 0]
+        return x, self.generator_times()[step], cond, pairs["target"][idx]
 
     # ------------------------------------------------------------------ losses
     def gan_logits(self, critic_params: PyTree, head_params: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> Array:
@@ -218,11 +275,8 @@ class DistributionMatching(GeneratorDistillation):
         dm = pseudo_target_loss(x_g, g)
         loss, metrics = dm, {"dm_loss": dm, "score_gap": jnp.mean(mean_per_sample(jnp.abs(g)))}
         if self.regression_weight > 0:
-            pairs = frozen["pairs"]
-            idx = jax.random.randint(derive(rng, "pairs"), (x_g.shape[0],), 0, self.num_pairs)
-            pair_cond = pairs["label"][idx] if self.num_classes > 0 else None
-            t0 = jnp.full((x_g.shape[0],), self.process.t_max, jnp.float32)
-            reg = jnp.mean(squared_l2(self.generator_x0(params, pairs["noise"][idx], t0, pair_cond), pairs["target"][idx]))
+            x, t, pair_cond, target = self.regression_inputs(frozen, rng, x_g.shape[0])
+            reg = jnp.mean(squared_l2(self.generator_x0(params, x, t, pair_cond), target))
             loss, metrics = loss + self.regression_weight * reg, {**metrics, "regression_loss": reg}
         if self.gan_generator_weight > 0:
             t = self.sample_t(derive(rng, "gan_time"), x_g.shape[0])
@@ -240,6 +294,7 @@ def from_config(ctx) -> tuple[DistributionMatching, PyTree]:
     extra = dict(
         mode=method,
         regression_weight=float(section.regression_weight),
+        regression_steps=section.regression_steps,
         num_pairs=int(section.num_pairs),
         teacher_sampler=section.teacher_sampler,
         teacher_nfe=int(section.teacher_nfe),

@@ -44,7 +44,8 @@ def teacher_ode(
 
 def teacher_pair_set(sample_fn, prior_fn, teacher_params: PyTree, num_pairs: int, num_classes: int, rng: Array) -> dict:
     """``{"noise", "target"[, "label"]}``: ``num_pairs`` draws of (z, sample_fn(teacher_params, z, c, rng))
-    with z = prior_fn(rng, n) and uniform labels c, built once in jitted chunks with a progress bar."""
+    with z = prior_fn(rng, n) and uniform labels c, built once in jitted chunks with a progress bar.
+    A ``sample_fn`` returning a dict (with a ``"target"``) adds its other entries as pair fields."""
     sample = jax.jit(sample_fn)
     noise, targets, labels = [], [], []
     starts = range(0, num_pairs, PAIR_CHUNK)
@@ -57,8 +58,9 @@ def teacher_pair_set(sample_fn, prior_fn, teacher_params: PyTree, num_pairs: int
             cond = jax.random.randint(derive(key, "label"), (n,), 0, num_classes)
             labels.append(np.asarray(cond))
         noise.append(np.asarray(z))
-        targets.append(np.asarray(sample(teacher_params, z, cond, derive(key, "sampler"))))
-    pairs = {"noise": np.concatenate(noise), "target": np.concatenate(targets)}
+        out = sample(teacher_params, z, cond, derive(key, "sampler"))
+        targets.append(jax.tree.map(np.asarray, out if isinstance(out, dict) else {"target": out}))
+    pairs = {"noise": np.concatenate(noise), **jax.tree.map(lambda *parts: np.concatenate(parts), *targets)}
     if labels:
         pairs["label"] = np.concatenate(labels).astype(np.int32)
     return pairs
