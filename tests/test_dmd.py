@@ -236,6 +236,8 @@ def test_regression_pairs_for_every_step_are_teacher_ode_states_at_the_generator
     assert np.all(np.asarray(t) == EDM.t_max) and np.all(np.isin(np.asarray(x), np.asarray(pairs["noise"])))
     with pytest.raises(ValueError, match="regression_steps"):
         objective("dmd", regression_steps="last")
+    with pytest.raises(ValueError, match="teacher_sampler='heun'"):
+        objective("dmd", generator_steps=3, eval_nfes=(1,), regression_weight=0.25, regression_steps="all", num_pairs=8, teacher_sampler="euler")
 
 
 def test_discriminator_head_is_class_conditional_by_projection():

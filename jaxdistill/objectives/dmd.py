@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxdistill.diffusion import samplers
+from jaxdistill.diffusion.steps import karras_grid
 from jaxdistill.objectives.base import Metrics
 from jaxdistill.objectives.common import check_choice, squared_l2, teacher_passes
 from jaxdistill.objectives.denoising import mean_per_sample
@@ -62,8 +64,6 @@ from jaxdistill.objectives.generator import (
     generator_kwargs,
     mean_critic_updates,
 )
-from jaxdistill.diffusion import samplers
-from jaxdistill.diffusion.steps import karras_grid
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 from jaxdistill.train.rng import derive
 from jaxdistill.types import Array, Batch, PyTree
@@ -142,6 +142,8 @@ class DistributionMatching(GeneratorDistillation):
             raise ValueError(f"{self.mode} with GAN weights > 0 needs a discriminator head")
         if self.regression_weight > 0 and self.num_pairs <= 0:
             raise ValueError("regression_weight > 0 needs num_pairs > 0 (noise, teacher ODE) pairs")
+        if self.regresses_every_step and self.teacher_sampler != "heun":
+            raise ValueError(f"regression_steps='all' integrates the teacher ODE with Heun through the generator times; set teacher_sampler='heun' (got {self.teacher_sampler!r})")
         if self.regression_weight > 0 and self.init_sigma > 0:
             raise ValueError("the regression pairs start from the teacher's prior at t_max: set init_sigma = 0 with regression_weight > 0")
 
