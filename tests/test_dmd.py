@@ -236,6 +236,9 @@ def test_regression_pairs_for_every_step_are_teacher_ode_states_at_the_generator
     assert np.all(np.asarray(t) == EDM.t_max) and np.all(np.isin(np.asarray(x), np.asarray(pairs["noise"])))
     with pytest.raises(ValueError, match="regression_steps"):
         objective("dmd", regression_steps="last")
+    saved = presets.grid25_dmd("smoke")  # a config saved before the field existed builds as "first"
+    del saved.dmd["regression_steps"]
+    assert build(saved).objective.regression_steps == "first"
     with pytest.raises(ValueError, match="teacher_sampler='heun'"):
         objective("dmd", generator_steps=3, eval_nfes=(1,), regression_weight=0.25, regression_steps="all", num_pairs=8, teacher_sampler="euler")
 

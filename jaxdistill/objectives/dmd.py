@@ -296,7 +296,7 @@ def from_config(ctx) -> tuple[DistributionMatching, PyTree]:
     extra = dict(
         mode=method,
         regression_weight=float(section.regression_weight),
-        regression_steps=section.regression_steps,
+        regression_steps=str(section.get("regression_steps", "first")),  # .get: configs saved before the field
         num_pairs=int(section.num_pairs),
         teacher_sampler=section.teacher_sampler,
         teacher_nfe=int(section.teacher_nfe),
