@@ -12,9 +12,10 @@ t_{i+1} (``GeneratorDistillation.chain``). For every step i this prints the benc
 
 A step whose ``G(data@t_i)`` scores no better than its input passes the noise through instead of
 removing it. The data sets are the training data (on digits all 1797 real digits, which are also
-the FD reference, so ``data@t_i``'s FD-digits at small noise is near 0 by construction). Read this way, digits_gmm's DMD 4-step run (README, results) ends with such a step:
-at sigma 0.17 its output's Mahalanobis ratio is 3.8 against the input's 4.7 and the exact
-posterior mean's 0.53, which is where its NFE-4 class match (0.70, against 1.00 at NFE 1) is lost.
+the FD reference, so ``data@t_i``'s FD-digits at small noise is near 0 by construction). Read
+this way, digits_gmm's DMD 4-step run (README, results) ends with such a step: at sigma 0.17 its
+output's Mahalanobis ratio is 3.8 against the input's 4.7 and the exact posterior mean's 0.53,
+which is where its NFE-4 class match (0.70, against 1.00 at NFE 1) is lost.
 
 Usage: python experiments/generator_steps.py --workdir runs/digits_gmm/dmd_4step [--num 4000]
 """
@@ -49,12 +50,12 @@ def step_report(objective: GeneratorDistillation, trainable, frozen, evaluator: 
     params = trainable["generator"].eval_params
     times = objective.generator_times()
     chain_labels = class_labels(objective.num_classes, num)
+    score = lambda x, y: evaluator.score(np.asarray(x), y)  # noqa: E731
     rows = []
     for i in range(objective.generator_steps):
         t = jnp.broadcast_to(times[i], (len(data),))
         x_t, _ = objective.noised(jnp.asarray(data), jax.random.key(10 + i), t)
         chain = generate_samples(objective, trainable, frozen, num, nfe=i + 1, rng=jax.random.key(100), labels=chain_labels)
-        score = lambda x, y: evaluator.score(np.asarray(x), y)  # noqa: E731
         rows.append({
             "step": i,
             "sigma": float(objective.process.sigma_ratio(times[i])),

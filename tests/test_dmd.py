@@ -213,8 +213,8 @@ def test_regression_pairs_for_every_step_are_teacher_ode_states_at_the_generator
     (its ODE state at t_i, the ODE output), and the segmented solve equals the unsegmented one."""
     obj, frozen = objective("dmd", generator_steps=3, eval_nfes=(1, 3), regression_weight=0.25, regression_steps="all", num_pairs=48, teacher_nfe=13)
     grid, times = obj.ode_grid(), obj.generator_times()
-    per = (len(grid) - 2) // 3
-    assert per == 2 and float(grid[-1]) == 0.0 and np.all(np.diff(np.asarray(grid)) < 0)
+    per = obj.ode_steps_per_interval
+    assert per == 2 and len(grid) == 3 * per + 2 and float(grid[-1]) == 0.0 and np.all(np.diff(np.asarray(grid)) < 0)
     np.testing.assert_array_equal(grid[per * jnp.arange(3)], times)  # the generator times exactly
     pairs = obj.prepare(frozen, jax.random.key(0))["pairs"]
     assert pairs["states"].shape == (48, 2, 2) and pairs["target"].shape == (48, 2)

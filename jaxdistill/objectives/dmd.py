@@ -185,11 +185,16 @@ class DistributionMatching(GeneratorDistillation):
         return float(self.num_pairs * nfe * teacher_passes(self.guidance))
 
     # ------------------------------------------------------------------ setup
+    @property
+    def ode_steps_per_interval(self) -> int:
+        """m: teacher ODE steps per generator interval, m K ≈ the Heun steps of ``teacher_nfe``."""
+        return max(1, round(samplers.steps_for_nfe("heun", self.teacher_nfe)[0] / self.generator_steps))
+
     def ode_grid(self) -> Array:
         """With ``regression_steps="all"``: the teacher's ODE grid, a Karras grid to t_min with
-        ``m`` steps per generator interval (m K ≈ the Heun steps of ``teacher_nfe``), the generator
-        times at indices m i exactly, then 0."""
-        per = max(1, round(samplers.steps_for_nfe("heun", self.teacher_nfe)[0] / self.generator_steps))
+        m = ``ode_steps_per_interval`` steps per generator interval, the generator times at
+        indices m i exactly, then 0."""
+        per = self.ode_steps_per_interval
         fine = karras_grid(self.process, per * self.generator_steps, rho=self.rho, t_end=self.process.t_min)
         fine = fine.at[per * jnp.arange(self.generator_steps)].set(self.generator_times())
         return jnp.concatenate([fine, jnp.zeros((1,), jnp.float32)])
@@ -200,14 +205,13 @@ class DistributionMatching(GeneratorDistillation):
         del rng  # deterministic
         guidance = self.guidance if cond is not None else None
         x0_fn = lambda x, t: self.teacher.x0(params, x, t, cond, guidance=guidance)  # noqa: E731
-        ts, per = self.ode_grid(), (len(self.ode_grid()) - 2) // self.generator_steps
+        ts = self.ode_grid()
+        starts = [self.ode_steps_per_interval * i for i in range(self.generator_steps)] + [len(ts) - 1]
         x, states = z, []
-        for i in range(self.generator_steps):
-            end = per * (i + 1) + 1 if i + 1 < self.generator_steps else len(ts)
-            x = samplers.sample(x0_fn, self.process, x, ts[per * i : end], "heun")
-            if i + 1 < self.generator_steps:
-                states.append(x)
-        return {"target": x, "states": jnp.stack(states, axis=1)}
+        for start, end in zip(starts[:-1], starts[1:]):  # generator time t_i to t_{i+1} (the last: to 0)
+            x = samplers.sample(x0_fn, self.process, x, ts[start : end + 1], "heun")
+            states.append(x)
+        return {"target": states.pop(), "states": jnp.stack(states, axis=1)}
 
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         """DMD's fixed (noise, teacher ODE output[, ODE states at the generator times]) pairs, built once."""
