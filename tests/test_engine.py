@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +12,7 @@ import pytest
 
 from jaxdistill import presets
 from jaxdistill.build import build
-from jaxdistill.train.engine import Trainer
+from jaxdistill.train.engine import TrainClock, Trainer
 from jaxdistill.train.state import NetState
 from protocol_checks import check_sharded_matches_single_device
 
@@ -66,6 +67,22 @@ def test_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_array_equal(a, b)
     lines = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
     assert [l["step"] for l in lines] == [6, 12]
+    # the run's clock spans the resume: the second call starts from the seconds recorded at step 6
+    recorded = json.load(open(tmp_path / "b" / "train_seconds.json"))
+    assert set(recorded) == {"6", "12"} and 0 < recorded["6"] <= half.seconds
+    assert recorded["6"] < recorded["12"] <= resumed.seconds
+
+
+def test_train_clock_starts_a_resumed_run_at_its_checkpoints_recorded_seconds(tmp_path):
+    fresh = TrainClock(str(tmp_path), 0, started=time.perf_counter() - 5.0)
+    assert fresh.offset == 0.0 and not fresh.missing and fresh.seconds() >= 5.0
+    fresh.record = {"10": 42.0}
+    fresh.mark(20)
+    assert json.load(open(tmp_path / "train_seconds.json")) == {"10": 42.0, "20": fresh.record["20"]}
+    resumed = TrainClock(str(tmp_path), 10, started=time.perf_counter())
+    assert resumed.offset == 42.0 and not resumed.missing and 42.0 <= resumed.seconds() < 43.0
+    unrecorded = TrainClock(str(tmp_path), 15, started=time.perf_counter())  # a checkpoint older than the record
+    assert unrecorded.missing and unrecorded.offset == 0.0
 
 
 def test_sigterm_saves_and_resume_matches(tmp_path):

@@ -256,3 +256,21 @@ def test_quickstart_default_is_the_best_committed_one_step_student_on_digits():
     at_one = {m: s["by_nfe"]["1"]["fd_digits"] for m, s in one_step_rows.items() if "1" in s["by_nfe"]}
     assert {"dmd2", "fdistill", "sid"} <= set(at_one)  # the filter keeps the one-step rows
     assert min(at_one, key=at_one.get) == DEFAULT_METHOD
+
+
+def test_a_row_resumed_from_a_checkpoint_counts_the_train_time_before_it(tmp_path):
+    """A row's run stopped part-way (a session's end) is finished by ``train_timed``, and its
+    cost record counts the seconds spent before the checkpoint as well as after it."""
+    from jaxdistill.build import build
+    from jaxdistill.train.engine import Trainer
+
+    config = presets.grid25_teacher("smoke")
+    config.train.num_steps, config.train.checkpoint_every = 12, 6
+    workdir = str(tmp_path / "run")
+    built = build(config)
+    half = Trainer(built.objective, built.frozen, config, workdir, built.data_factory, show_progress=False).train(num_steps=6)
+    record = leaderboard.train_timed(config, workdir)
+    clock = json.load(open(os.path.join(workdir, "train_seconds.json")))
+    assert record["updates"] == 12 and clock["6"] <= half.seconds
+    assert clock["6"] < clock["12"] <= record["train_seconds"]
+    assert leaderboard.train_timed(config, workdir) == record  # finished: reused, not retrained

@@ -36,6 +36,9 @@ class TrainResult:
     step: int
     interrupted: bool
     last_metrics: dict[str, float]
+    # Wall seconds of the training that produced ``step``: this call's, plus, after a resume,
+    # those recorded with the checkpoint it resumed from (``TrainClock``).
+    seconds: float = 0.0
 
 
 class _StopFlag:
@@ -103,6 +106,41 @@ class MetricsWriter:
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, v, step)
+
+
+class TrainClock:
+    """Wall seconds of a run across resumes, in ``workdir/train_seconds.json`` ({step: seconds}).
+
+    Each checkpoint records the seconds spent up to its step; a run resumed from step s starts
+    its clock at the seconds recorded for s, so work lost after the last checkpoint is counted
+    once, when it is redone. A checkpoint written before this record existed starts at 0."""
+
+    def __init__(self, workdir: str, start_step: int, started: float, enabled: bool = True):
+        """``started``: ``time.perf_counter()`` when this call of the training began."""
+        self.path = os.path.join(workdir, "train_seconds.json")
+        self.enabled = enabled
+        self.record = self._read()
+        self.missing = start_step > 0 and str(start_step) not in self.record
+        self.offset = float(self.record.get(str(start_step), 0.0)) if start_step > 0 else 0.0
+        self._t0 = started
+
+    def _read(self) -> dict[str, float]:
+        if not os.path.exists(self.path):
+            return {}
+        with open(self.path) as f:
+            return json.load(f)
+
+    def seconds(self) -> float:
+        return self.offset + time.perf_counter() - self._t0
+
+    def mark(self, step: int) -> None:
+        """Record the seconds up to ``step`` (called when ``step`` is checkpointed)."""
+        self.record[str(step)] = self.seconds()
+        if self.enabled:
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.record, f)
+            os.replace(tmp, self.path)
 
 
 def to_host_metrics(metrics: dict) -> dict[str, float]:
@@ -183,9 +221,11 @@ class Trainer:
     def train(self, num_steps: Optional[int] = None) -> TrainResult:
         cfg = self.config.train
         total = int(cfg.num_steps if num_steps is None else num_steps)
+        started = time.perf_counter()
         frozen, frozen_sh = self._place_frozen()
         example = mesh_lib.global_batch(next(iter(self.data_factory(0))), self.mesh)
         trainable, state_sh, start = self._init_trainable(example, frozen, frozen_sh)
+        clock = TrainClock(self.workdir, start, started, enabled=jax.process_index() == 0)
         data: Iterator[dict] = self.data_factory(start)
         batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(self.mesh), example)
         step_fn = self.compile_step(state_sh, frozen_sh, batch_sh)
@@ -195,6 +235,8 @@ class Trainer:
         interrupted = False
         step = start
         bar = tqdm(total=total, initial=start, disable=not self.show_progress, desc=self.objective.name, dynamic_ncols=True)
+        if clock.missing:
+            bar.write(f"checkpoint {start} has no recorded train time: the run's train time counts from this resume")
         t_last, step_last = time.perf_counter(), start
         with _StopFlag(multiprocess=jax.process_count() > 1) as stop:
             while step < total:
@@ -214,15 +256,17 @@ class Trainer:
                 saved = False
                 if step % int(cfg.checkpoint_every) == 0 or step == total:
                     saved = self.checkpointer.save(step, trainable, self.config)
+                    clock.mark(step)
                 if stop.should_stop(step) and step < total:
                     if not saved:  # orbax refuses to save a step twice
                         self.checkpointer.save(step, trainable, self.config, force=True)
+                        clock.mark(step)
                     interrupted = True
                     bar.write(f"received signal {stop.signum}: saved checkpoint at step {step}; rerun to resume")
                     break
         bar.close()
         self.checkpointer.wait()
-        return TrainResult(trainable, frozen, step, interrupted, last)
+        return TrainResult(trainable, frozen, step, interrupted, last, seconds=clock.seconds())
 
     def save_samples(self, trainable: Trainable, frozen: PyTree, step: int) -> str:
         """Write a scatter plot (2-D data) or an image grid of student samples to ``workdir/samples``."""
