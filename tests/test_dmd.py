@@ -208,6 +208,29 @@ def test_multistep_generator_backward_simulation_inputs():
         obj.generate({"generator": None}, frozen, z, None, nfe=3, rng=rng)
 
 
+def test_later_step_sigmas_place_the_later_generator_steps_and_bad_levels_are_rejected():
+    """``later_step_sigmas`` sets t_1..t_{K-1} (the chain re-noises to them); t_0 stays the prior's."""
+    obj, frozen = objective("vsd", generator_steps=3, eval_nfes=(1, 3), later_step_sigmas=(2.0, 0.5))
+    karras, _ = objective("vsd", generator_steps=3, eval_nfes=(1, 3))
+    np.testing.assert_allclose(EDM.sigma_ratio(obj.generator_times()), [EDM.sigma_ratio(karras.generator_times()[0]), 2.0, 0.5], rtol=1e-6)
+    assert float(karras.generator_times()[1]) > 5.0  # the 3-step Karras grid's second level (9.7) is far above 2
+    params, z, rng = obj.generator_init_fn(None, None), jax.random.normal(jax.random.key(0), (16, 2)), jax.random.key(5)
+    _, inputs = obj.chain(params, z, None, rng, 2)
+    expected = (z @ params["A"] + params["b"]) + 2.0 * jax.random.normal(jax.random.fold_in(rng, 0), (16, 2))
+    np.testing.assert_allclose(inputs[1], expected, rtol=1e-6, atol=1e-6)
+    for bad in ((2.0,), (0.5, 2.0), (100.0, 1.0), (2.0, 1e-5)):  # count, order, above the first, below the smallest
+        with pytest.raises(ValueError, match="later_step_sigmas"):
+            objective("vsd", generator_steps=3, eval_nfes=(1,), later_step_sigmas=bad)
+    with pytest.raises(ValueError, match="later_step_sigmas"):
+        objective("dmd", generator_steps=3, eval_nfes=(1,), regression_weight=0.25, regression_steps="all", num_pairs=8, later_step_sigmas=(2.0, 0.5))
+    config = presets.few_step(presets.grid25_dmd2("smoke"), 3)  # the config field reaches the objective
+    config.dmd.later_step_sigmas = (2.0, 0.5)
+    np.testing.assert_allclose(EDM.sigma_ratio(build(config).objective.generator_times())[1:], [2.0, 0.5], rtol=1e-6)
+    config.dmd.later_step_sigmas = (0.5, 2.0)
+    with pytest.raises(ConfigError, match="later_step_sigmas"):
+        build(config)
+
+
 def test_regression_pairs_for_every_step_are_teacher_ode_states_at_the_generator_times():
     """regression_steps="all": one Heun ODE from z through every generator time; step i regresses
     (its ODE state at t_i, the ODE output), and the segmented solve equals the unsegmented one."""

@@ -144,6 +144,8 @@ class DistributionMatching(GeneratorDistillation):
             raise ValueError("regression_weight > 0 needs num_pairs > 0 (noise, teacher ODE) pairs")
         if self.regresses_every_step and self.teacher_sampler != "heun":
             raise ValueError(f"regression_steps='all' integrates the teacher ODE with Heun through the generator times; set teacher_sampler='heun' (got {self.teacher_sampler!r})")
+        if self.regresses_every_step and self.later_step_sigmas:
+            raise ValueError("regression_steps='all' places the generator times on the teacher's Karras ODE grid; it does not take later_step_sigmas")
         if self.regression_weight > 0 and self.init_sigma > 0:
             raise ValueError("the regression pairs start from the teacher's prior at t_max: set init_sigma = 0 with regression_weight > 0")
 

@@ -20,7 +20,9 @@ denoising score matching of F on the generator's samples) and ``passes_per_sampl
 **Generator.** G is a denoiser of the teacher's process used as a K-step sampler
 (K = ``generator_steps``) on a Karras grid t_0 > t_1 > ... > t_{K-1} from t_0 = t_max, or from
 the noise level ``init_sigma`` when it is > 0 (SiD's generator input, sigma = 2.5, Zhou et al.
-2024; the input is then sigma(t_0) z):
+2024; the input is then sigma(t_0) z). ``later_step_sigmas`` replaces t_1..t_{K-1} by given
+noise levels, e.g. DMD2's SDXL grid (DDPM steps 999, 749, 499, 249: sigma 14.6, 4.08, 1.61,
+0.69 for unit-variance data under SD's schedule) scaled to another benchmark's sigma_data:
 x0 = G(x_{t_i}, t_i), then x_{t_{i+1}} = alpha x0 + sigma eps (the multistep consistency
 sampler); stopping after ``nfe <= K`` steps returns that step's x0. Training draws the step
 index i per sample; for i > 0 the input x_{t_i} comes from running G's own chain from noise
@@ -66,6 +68,7 @@ def common_config(critic: bool = True) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.generator_steps = 1
     c.init_sigma = 0.0  # generator input noise level; 0: the process's t_max (pure noise)
+    c.later_step_sigmas = ()  # noise levels (sigma ratios) of steps 2..K, decreasing; (): the Karras grid
     c.backward_simulation = True
     c.critic_schedule = ((0, 1),)  # ((from_step, critic updates per generator update), ...)
     c.critic_loop = "auto"  # "unrolled" | "loop" | "auto" (unrolled on CPU); see the module docstring
@@ -130,6 +133,7 @@ class GeneratorDistillation:
     guidance: Optional[float] = None
     generator_steps: int = 1
     init_sigma: float = 0.0
+    later_step_sigmas: tuple[float, ...] = ()
     backward_simulation: bool = True
     critic_schedule: tuple = ((0, 1),)
     critic_loop: str = "auto"
@@ -159,6 +163,14 @@ class GeneratorDistillation:
         s_max = self.sigma_range()[1]
         if not 0.0 <= self.init_sigma <= s_max:
             raise ValueError(f"init_sigma must be in [0, {s_max:g}] (0: the process's largest noise level), got {self.init_sigma}")
+        if self.later_step_sigmas:
+            first = self.init_sigma if self.init_sigma > 0 else s_max
+            levels = [first, *self.later_step_sigmas, self.sigma_range()[0]]
+            if len(self.later_step_sigmas) != self.generator_steps - 1 or any(a <= b for a, b in zip(levels[:-1], levels[1:])):
+                raise ValueError(
+                    f"later_step_sigmas must hold generator_steps - 1 = {self.generator_steps - 1} decreasing noise levels "
+                    f"between the first step's {first:g} and the smallest {levels[-1]:g}, got {self.later_step_sigmas}"
+                )
         bad = [n for n in self.eval_nfes if not 1 <= n <= self.generator_steps]
         if bad:
             raise ValueError(f"eval NFEs {bad} outside 1..generator_steps={self.generator_steps}")
@@ -200,12 +212,17 @@ class GeneratorDistillation:
 
     def generator_times(self) -> Array:
         """t_0 > ... > t_{K-1}: the first K points of a K-step Karras grid from t_max (or from
-        ``init_sigma``) down to the smallest noise level."""
+        ``init_sigma``) down to the smallest noise level; t_1.. at ``later_step_sigmas`` when given."""
         if self.init_sigma <= 0:
-            return karras_grid(self.process, self.generator_steps, rho=self.rho, t_end=self.process.t_min)[: self.generator_steps]
-        hi, lo = self.init_sigma ** (1.0 / self.rho), self.sigma_range()[0] ** (1.0 / self.rho)
-        ratios = [(hi + i / self.generator_steps * (lo - hi)) ** self.rho for i in range(self.generator_steps)]
-        return self.process.t_from_sigma_ratio(jnp.asarray(ratios, jnp.float32))
+            times = karras_grid(self.process, self.generator_steps, rho=self.rho, t_end=self.process.t_min)[: self.generator_steps]
+        else:
+            hi, lo = self.init_sigma ** (1.0 / self.rho), self.sigma_range()[0] ** (1.0 / self.rho)
+            ratios = [(hi + i / self.generator_steps * (lo - hi)) ** self.rho for i in range(self.generator_steps)]
+            times = self.process.t_from_sigma_ratio(jnp.asarray(ratios, jnp.float32))
+        if not self.later_step_sigmas:
+            return times
+        later = self.process.t_from_sigma_ratio(jnp.asarray(self.later_step_sigmas, jnp.float32))
+        return jnp.concatenate([times[:1], later])
 
     def sigma_range(self) -> tuple[float, float]:
         with jax.ensure_compile_time_eval():
@@ -390,6 +407,7 @@ def generator_kwargs(ctx, *, critic: bool, head: bool) -> tuple[dict, PyTree]:
         guidance=config.teacher.guidance,
         generator_steps=int(section.generator_steps),
         init_sigma=float(section.init_sigma),
+        later_step_sigmas=tuple(float(s) for s in section.get("later_step_sigmas", ())),  # .get: configs saved before the field
         backward_simulation=bool(section.backward_simulation),
         critic_schedule=tuple((int(s), int(n)) for s, n in section.critic_schedule),
         critic_loop=str(section.get("critic_loop", "auto")),  # .get: configs saved before the field
