@@ -73,14 +73,15 @@ def floor_and_signal(run, data: np.ndarray, labels: np.ndarray, num: int) -> lis
     fresh = fit_critic_to_data(objective, frozen, data, labels, int(run.config.batch_size), updates)
     cond = None if objective.num_classes == 0 else jnp.asarray(labels[:num])
     samples = generate_samples(objective, run.trainable, frozen, num, nfe=objective.generator_steps, rng=jax.random.key(100), labels=labels[:num])
+    x_data, x_samples = jnp.asarray(data[:num]), jnp.asarray(samples)
     trained = run.trainable["critic"].params
     rows = []
     for i, t in enumerate(np.asarray(objective.generator_times())):
         key = jax.random.key(200 + i)
         rows.append({
             "sigma": float(objective.process.sigma_ratio(t)),
-            "floor": rms_difference(objective, fresh, frozen, jnp.asarray(data[:num]), cond, float(t), key),
-            "signal": rms_difference(objective, trained, frozen, jnp.asarray(samples), cond, float(t), key),
+            "floor": rms_difference(objective, fresh, frozen, x_data, cond, float(t), key),
+            "signal": rms_difference(objective, trained, frozen, x_samples, cond, float(t), key),
         })
     return rows
 

@@ -162,12 +162,12 @@ class GeneratorDistillation:
             raise ValueError(f"critic_loop must be one of {CRITIC_LOOPS}, got {self.critic_loop!r}")
         if not 0.0 <= self.u_range[0] < self.u_range[1] <= 1.0:
             raise ValueError(f"u_range must satisfy 0 <= u_min < u_max <= 1, got {self.u_range}")
-        s_max = self.sigma_range()[1]
+        s_min, s_max = self.sigma_range()
         if not 0.0 <= self.init_sigma <= s_max:
             raise ValueError(f"init_sigma must be in [0, {s_max:g}] (0: the process's largest noise level), got {self.init_sigma}")
         if self.later_step_sigmas:
             first = self.init_sigma if self.init_sigma > 0 else s_max
-            levels = [first, *self.later_step_sigmas, self.sigma_range()[0]]
+            levels = [first, *self.later_step_sigmas, s_min]
             if len(self.later_step_sigmas) != self.generator_steps - 1 or any(a <= b for a, b in zip(levels[:-1], levels[1:])):
                 raise ValueError(
                     f"later_step_sigmas must hold generator_steps - 1 = {self.generator_steps - 1} decreasing noise levels "
