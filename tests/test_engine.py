@@ -85,6 +85,15 @@ def test_train_clock_starts_a_resumed_run_at_its_checkpoints_recorded_seconds(tm
     assert unrecorded.missing and unrecorded.offset == 0.0
 
 
+@pytest.mark.parametrize("content", ["{\"10\": 4", "[1, 2]", "{\"10\": \"soon\"}"])
+def test_a_broken_train_time_record_stops_with_the_file_named_and_is_left_alone(tmp_path, content):
+    path = tmp_path / "train_seconds.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="train_seconds.json is not a readable train-time record"):
+        TrainClock(str(tmp_path), 10, started=time.perf_counter())
+    assert path.read_text() == content
+
+
 def test_sigterm_saves_and_resume_matches(tmp_path):
     config = _smoke_teacher()
     config.train.checkpoint_every = 100  # only the signal and the final step save

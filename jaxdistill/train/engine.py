@@ -127,8 +127,18 @@ class TrainClock:
     def _read(self) -> dict[str, float]:
         if not os.path.exists(self.path):
             return {}
-        with open(self.path) as f:
-            return json.load(f)
+        try:
+            with open(self.path) as f:
+                record = json.load(f)
+            if not isinstance(record, dict):
+                raise ValueError(f"expected a JSON object, found {type(record).__name__}")
+            return {str(k): float(v) for k, v in record.items()}
+        except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
+            raise ValueError(
+                f"{self.path} is not a readable train-time record ({err}); the checkpoints are "
+                "untouched: repair the file (a JSON object {step: seconds}) or delete it, which "
+                "restarts the clock at 0 for this run"
+            ) from err
 
     def seconds(self) -> float:
         return self.offset + time.perf_counter() - self._t0
