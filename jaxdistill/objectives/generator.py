@@ -22,9 +22,8 @@ denoising score matching of F on the generator's samples) and ``passes_per_sampl
 the noise level ``init_sigma`` when it is > 0 (SiD's generator input, sigma = 2.5, Zhou et al.
 2024; the input is then sigma(t_0) z). ``later_step_sigmas`` replaces t_1..t_{K-1} by given
 noise levels, e.g. DMD2's SDXL grid (DDPM steps 999, 749, 499, 249: sigma 14.6, 4.08, 1.61,
-0.69 for unit-variance data under SD's schedule, sigma_t = sqrt((1 - abar_t) / abar_t) with
-abar_t = prod_{s<=t} (1 - beta_s) and sqrt(beta) linear from sqrt(0.00085) to sqrt(0.012) over
-1000 steps) scaled to another benchmark's sigma_data:
+0.69 for unit-variance data under SD's schedule; ``jaxdistill.diffusion.ddpm_grid``) scaled to
+another benchmark's sigma_data:
 x0 = G(x_{t_i}, t_i), then x_{t_{i+1}} = alpha x0 + sigma eps (the multistep consistency
 sampler); stopping after ``nfe <= K`` steps returns that step's x0. Training draws the step
 index i per sample; for i > 0 the input x_{t_i} comes from running G's own chain from noise
