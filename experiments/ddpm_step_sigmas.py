@@ -2,8 +2,8 @@
 
     python experiments/ddpm_step_sigmas.py --steps 749,499,249 --sigma-data 0.5
 
-prints DMD2's 4-step SDXL grid (steps 999, 749, 499, 249; the first is the generator's input)
-after the first step, at digits' sigma_data (see ``jaxdistill.diffusion.ddpm_grid``).
+prints the noise levels of steps 2-4 of DMD2's 4-step SDXL grid (DDPM steps 999, 749, 499, 249;
+the first is the generator's input) at digits' sigma_data (see ``jaxdistill.diffusion.ddpm_grid``).
 """
 from __future__ import annotations
 
