@@ -41,5 +41,5 @@ def ddpm_sigma_ratios(
         betas = np.linspace(beta_start, beta_end, num_train_timesteps)
     else:
         betas = np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps) ** 2
-    abar = np.cumprod(1.0 - betas)
-    return tuple(float(sigma_data * np.sqrt((1.0 - abar[int(t)]) / abar[int(t)])) for t in steps)
+    abar = np.cumprod(1.0 - betas)[np.asarray(steps, dtype=int)]
+    return tuple(float(s) for s in sigma_data * np.sqrt((1.0 - abar) / abar))
