@@ -127,7 +127,9 @@ def digits_teacher(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     c.train.num_steps = 2500
     c.train.checkpoint_every = 500
     c.eval.nfes = (1, 2, 4, 8, 16, 32)
-    c.eval.num_samples = 10_000
+    # 5,000 rather than BENCHMARKS.md's 10,000: the UNet costs ~100x an exact mixture per sample
+    # on a 2-core CPU. The leaderboard scores digits at this count, so `jaxdistill eval` agrees.
+    c.eval.num_samples = 5000
     return _smoke(c) if arg == "smoke" else c
 
 

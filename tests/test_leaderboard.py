@@ -274,3 +274,17 @@ def test_a_row_resumed_from_a_checkpoint_counts_the_train_time_before_it(tmp_pat
     assert record["updates"] == 12 and clock["6"] <= half.seconds
     assert clock["6"] < clock["12"] <= record["train_seconds"]
     assert leaderboard.train_timed(config, workdir) == record  # finished: reused, not retrained
+
+
+def test_jaxdistill_eval_defaults_to_each_committed_tables_sample_count():
+    """`jaxdistill eval` uses the run's eval.num_samples; every preset of a benchmark must give
+    the count its committed table was scored at, or a default eval reads on another scale."""
+    out = os.path.join(os.path.dirname(__file__), os.pardir, "results")
+    for name in ("grid25", "digits_gmm", "digits"):
+        table = json.load(open(os.path.join(out, f"{name}.json")))["num_samples"]
+        configs = {m: leaderboard.student_config(name, m, False, "runs") for m in ("kd", "dmd2_4step", "ect", "ladd")}
+        teacher = leaderboard.teacher_config(name, quick=False)  # None for an exact-mixture teacher
+        if teacher is not None:
+            configs["teacher"] = teacher
+        counts = {m: int(c.eval.num_samples) for m, c in configs.items()}
+        assert set(counts.values()) == {table}, (name, counts)
