@@ -180,10 +180,17 @@ def train_timed(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return record
 
 
+def learns_the_same_teacher(saved: dict, config: ml_collections.ConfigDict) -> bool:
+    """Whether a saved teacher config trains the same networks as ``config``: equal
+    ``trained_fields`` and equal seed (a teacher is one network, not a row over seeds)."""
+    return trained_fields(saved) == trained_fields(config) and saved.get("seed") == config.seed
+
+
 def trained_teacher(config: ml_collections.ConfigDict, workdir: str, snapshot: Optional[str]) -> dict:
     """The teacher's cost record. A finished run in ``workdir`` is reused; else the committed
-    ``snapshot`` is restored when it was trained from this same config (it holds the trained
-    networks bit for bit, so a fresh checkout skips the training); else the teacher is trained
+    ``snapshot`` is restored when it was trained from this same config (``learns_the_same_teacher``:
+    bookkeeping fields such as ``eval.num_samples`` may differ; it holds the trained networks bit
+    for bit, so a fresh checkout skips the training); else the teacher is trained
     and the snapshot rewritten. Delete the snapshot to retrain."""
     has_checkpoints = os.path.isdir(os.path.join(workdir, "checkpoints"))
     if snapshot is not None and os.path.exists(snapshot) and not has_checkpoints:
@@ -201,7 +208,7 @@ def restored_teacher(config: ml_collections.ConfigDict, workdir: str, snapshot: 
     """Restore ``snapshot`` into ``workdir`` and return its cost record, or None (saying why) when
     it was trained from another config or no longer matches the networks (changed code)."""
     try:
-        if snapshot_config(snapshot) != json.loads(config.to_json_best_effort()):
+        if not learns_the_same_teacher(snapshot_config(snapshot), config):
             print(f"{snapshot} holds a teacher trained from another config: training this one")
             return None
         record = restore_snapshot(snapshot, workdir)

@@ -225,6 +225,12 @@ def test_a_committed_teacher_snapshot_replaces_training_only_for_its_own_config(
     assert "restored the teacher" in capsys.readouterr().out
     assert not os.path.exists(tmp_path / "fresh_checkout" / "metrics.jsonl")  # nothing was trained there
 
+    bookkeeping = config.copy_and_resolve_references()  # a config that learns the same teacher
+    bookkeeping.eval.num_samples = 123
+    bookkeeping.train.log_every = 1
+    leaderboard.trained_teacher(bookkeeping, str(tmp_path / "fresh_checkout_2"), snapshot)
+    assert "restored the teacher" in capsys.readouterr().out
+
     other = config.copy_and_resolve_references()
     other.seed = 1
     leaderboard.trained_teacher(other, str(tmp_path / "b"), snapshot)
@@ -241,6 +247,13 @@ def test_a_committed_teacher_snapshot_replaces_training_only_for_its_own_config(
     assert os.path.exists(tmp_path / "c" / "metrics.jsonl")  # trained instead
     leaderboard.trained_teacher(other, str(tmp_path / "d"), snapshot)
     assert "restored the teacher" in capsys.readouterr().out  # the rewritten snapshot is whole again
+
+
+def test_the_committed_digits_teacher_snapshot_is_the_presets_teacher():
+    """A fresh checkout restores the digits teacher instead of retraining it (and rewriting the
+    committed snapshot), as long as the preset changes only bookkeeping fields."""
+    snapshot = os.path.join(os.path.dirname(__file__), os.pardir, "results", "digits_teacher.npz")
+    assert leaderboard.learns_the_same_teacher(leaderboard.snapshot_config(snapshot), leaderboard.teacher_config("digits", False))
 
 
 def test_quickstart_default_is_the_best_committed_one_step_student_on_digits():
