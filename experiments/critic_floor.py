@@ -25,14 +25,13 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+from generator_steps import data_with_labels
 from tqdm import tqdm
 
 from jaxdistill.build import load_run
+from jaxdistill.core.state import NetState
 from jaxdistill.objectives.generator import GeneratorDistillation, mean_critic_updates
-from jaxdistill.train.engine import generate_samples
-from jaxdistill.train.state import NetState
-
-from generator_steps import data_with_labels
+from jaxdistill.train.sampling import generate_samples
 
 
 def rms_difference(objective: GeneratorDistillation, critic_params, frozen, x0: jax.Array, cond, t: float, rng: jax.Array) -> float:
@@ -69,10 +68,10 @@ def fit_critic_to_data(objective: GeneratorDistillation, frozen, data: np.ndarra
 def floor_and_signal(run, data: np.ndarray, labels: np.ndarray, num: int) -> list[dict]:
     """Per generator time: sigma, floor (fresh critic on data), signal (run's critic on its samples)."""
     objective, frozen = run.built.objective, run.frozen
-    updates = round(mean_critic_updates(objective.critic_schedule, objective.total_steps) * objective.total_steps)
+    updates = round(mean_critic_updates(objective.settings.critic_schedule, objective.total_steps) * objective.total_steps)
     fresh = fit_critic_to_data(objective, frozen, data, labels, int(run.config.batch_size), updates)
     cond = None if objective.num_classes == 0 else jnp.asarray(labels[:num])
-    samples = generate_samples(objective, run.trainable, frozen, num, nfe=objective.generator_steps, rng=jax.random.key(100), labels=labels[:num])
+    samples = generate_samples(objective, run.trainable, frozen, num, nfe=objective.settings.generator_steps, rng=jax.random.key(100), labels=labels[:num])
     x_data, x_samples = jnp.asarray(data[:num]), jnp.asarray(samples)
     trained = run.trainable["critic"].params
     rows = []

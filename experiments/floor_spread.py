@@ -13,8 +13,8 @@ import argparse
 import ml_collections
 import numpy as np
 
-from jaxdistill.build import MIXTURES
 from jaxdistill.eval.benchmark import Evaluator
+from jaxdistill.models.gaussian_mixture import MIXTURES
 
 
 def floor_pairs(name: str, pairs: int, num: int) -> list[dict[str, float]]:

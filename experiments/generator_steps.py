@@ -31,7 +31,7 @@ from jaxdistill.build import load_run
 from jaxdistill.data.sources import make_source
 from jaxdistill.eval.benchmark import Evaluator
 from jaxdistill.objectives.generator import GeneratorDistillation
-from jaxdistill.train.engine import class_labels, generate_samples
+from jaxdistill.train.sampling import class_labels, generate_samples
 
 SHOWN = ("sw2", "mode_coverage", "class_match", "nearest_mean_match", "mahalanobis", "fd_digits", "class_acc")
 
@@ -52,7 +52,7 @@ def step_report(objective: GeneratorDistillation, trainable, frozen, evaluator: 
     chain_labels = class_labels(objective.num_classes, num)
     score = lambda x, y: evaluator.score(np.asarray(x), y)  # noqa: E731
     rows = []
-    for i in range(objective.generator_steps):
+    for i in range(objective.settings.generator_steps):
         t = jnp.broadcast_to(times[i], (len(data),))
         x_t, _ = objective.noised(jnp.asarray(data), jax.random.key(10 + i), t)
         chain = generate_samples(objective, trainable, frozen, num, nfe=i + 1, rng=jax.random.key(100), labels=chain_labels)
@@ -87,7 +87,7 @@ def main() -> None:
     objective = run.built.objective
     if not isinstance(objective, GeneratorDistillation) or objective.teacher is None:
         raise SystemExit(f"{args.workdir} trains {run.config.method!r}; this reads generator methods with a teacher")
-    if objective.generator_steps < 2:
+    if objective.settings.generator_steps < 2:
         raise SystemExit(f"{args.workdir} has a 1-step generator; train one with the ':4step' preset")
     data, labels = data_with_labels(run.config.data, args.num)
     evaluator = Evaluator(run.config.data, num_samples=len(data))

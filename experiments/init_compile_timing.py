@@ -1,5 +1,5 @@
 """Compile time of a run's initialisation (``objective.init``, what the Trainer compiles once
-per run) with jax's default options and with ``jaxdistill.compilation.once_compiler_options``
+per run) with jax's default options and with ``jaxdistill.core.compilation.once_compiler_options``
 (no LLVM optimisation on CPU), and the largest difference between the initial values.
 
 Usage: python experiments/init_compile_timing.py [--preset digits_teacher] [--smoke]
@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxdistill import presets
 from jaxdistill.build import build
-from jaxdistill.compilation import once_compiler_options
+from jaxdistill.core.compilation import once_compiler_options
 
 
 def main() -> None:

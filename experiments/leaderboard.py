@@ -42,10 +42,11 @@ from jaxdistill import presets
 from jaxdistill.build import build, load_run, load_teacher
 from jaxdistill.diffusion import samplers
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
-from jaxdistill.eval.plots import save_quality_vs_nfe
+from jaxdistill.plots import save_quality_vs_nfe
 from jaxdistill.snapshot import restore_snapshot, save_snapshot, snapshot_config
 from jaxdistill.train.checkpoint import CheckpointError, read_config_json
-from jaxdistill.train.engine import Trainer, class_labels, generate_samples
+from jaxdistill.train.engine import Trainer
+from jaxdistill.train.sampling import class_labels, generate_samples
 
 SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
 TEACHER_NFES = (1, 2, 4, 8, 16, 32, 64)

@@ -26,9 +26,10 @@ import argparse
 import jax
 import numpy as np
 
-from jaxdistill.build import MIXTURES, load_run
+from jaxdistill.build import load_run
 from jaxdistill.eval import metrics
-from jaxdistill.train.engine import class_labels, generate_samples
+from jaxdistill.models.gaussian_mixture import MIXTURES
+from jaxdistill.train.sampling import class_labels, generate_samples
 
 
 def mode_counts(samples, mixture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,7 +10,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdistill.config import ConfigError, validate
+from jaxdistill.config import validate
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.state import make_optimizer
+from jaxdistill.core.types import PyTree
 from jaxdistill.data.pipeline import batch_iterator
 from jaxdistill.data.sources import make_source
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -19,10 +22,6 @@ from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.registry import make_network
 from jaxdistill.objectives import registry
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
-from jaxdistill.train.state import make_optimizer
-from jaxdistill.types import PyTree
-
-MIXTURES = {"grid25": gaussian_mixture.grid25, "digits_gmm": gaussian_mixture.digits_gmm}
 
 
 @dataclasses.dataclass
@@ -55,9 +54,9 @@ def make_process(config: ml_collections.ConfigDict) -> NoiseProcess:
 
 
 def make_mixture(name: str):
-    if name not in MIXTURES:
-        raise ConfigError(f"teacher.mixture={name!r} is not one of {tuple(MIXTURES)}")
-    return MIXTURES[name]()
+    if name not in gaussian_mixture.MIXTURES:
+        raise ConfigError(f"teacher.mixture={name!r} is not one of {tuple(gaussian_mixture.MIXTURES)}")
+    return gaussian_mixture.MIXTURES[name]()
 
 
 def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, prediction: str, num_times: int = 1):
@@ -98,7 +97,7 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
 
 @dataclasses.dataclass
 class BuildContext:
-    """What an objective module's ``from_config`` gets: the config and shared factories."""
+    """What an objective module's ``build`` gets: the config and shared factories."""
 
     config: ml_collections.ConfigDict
     event_shape: tuple[int, ...]
@@ -134,7 +133,7 @@ def build(config: ml_collections.ConfigDict) -> Built:
     except (ValueError, KeyError, FileNotFoundError) as err:
         raise ConfigError(f"data: {err}") from err
     event_shape = tuple(source[0]["x"].shape)
-    objective, frozen = registry.module(config.method).from_config(BuildContext(config, event_shape))
+    objective, frozen = registry.build(BuildContext(config, event_shape))
     return Built(config, objective, frozen, event_shape, source)
 
 

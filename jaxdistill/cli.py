@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.errors import ConfigError
 
 
 def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -68,12 +68,12 @@ def cmd_train(args, overrides: list[str]) -> int:
 
 
 def cmd_sample(args, overrides: list[str]) -> int:
-    import numpy as np
     import jax
+    import numpy as np
 
     from jaxdistill.build import load_run
-    from jaxdistill.eval.plots import save_sample_figure
-    from jaxdistill.train.engine import generate_samples
+    from jaxdistill.plots import save_sample_figure
+    from jaxdistill.train.sampling import generate_samples
 
     if args.num < 1 or args.nfe < 1:
         raise ConfigError("--num and --nfe must be positive")

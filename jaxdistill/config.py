@@ -17,13 +17,13 @@ from typing import Any, Optional, Sequence
 import ml_collections
 from ml_collections import config_dict
 
-from jaxdistill.train.state import default_optimizer_config
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.state import default_optimizer_config
+from jaxdistill.objectives import registry
+
+__all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config_file", "validate"]
 
 TEACHER_KINDS = ("none", "mixture", "checkpoint")
-
-
-class ConfigError(ValueError):
-    """A config file, preset or override is invalid; the message names the problem."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -61,10 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(
         {"sampler": "heun", "nfes": (1, 2, 4, 8, 16, 32, 64), "num_samples": 10_000, "guidance": config_dict.placeholder(float)}
     )
-    c.denoising = ml_collections.ConfigDict({"weighting": "none", "min_snr_gamma": 5.0, "label_dropout": 0.1})
-    c.kd = ml_collections.ConfigDict(
-        {"teacher_sampler": "heun", "teacher_nfe": 31, "num_pairs": 16384, "init_from_teacher": False, "student_prediction": "edm"}
-    )
+    c.denoising = registry.default_config("teacher")
+    c.kd = registry.default_config("kd")
     return c
 
 
@@ -134,16 +132,9 @@ def _suggest(name: str, node: ml_collections.ConfigDict) -> str:
 
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None) -> ml_collections.ConfigDict:
     """Sanity checks with messages that name the field."""
-    from jaxdistill.objectives import registry
-
     if config.method not in registry.METHODS:
         raise ConfigError(f"method={config.method!r} is not one of {tuple(registry.METHODS)}")
-    section = registry.section(config.method)
-    if section is not None and section not in config:
-        raise ConfigError(
-            f"method {config.method!r} needs the config section {section!r}; start from a config file "
-            f"for this method (configs/<dataset>/{config.method}.py)"
-        )
+    registry.settings(config)  # unknown keys and bad types in the method's section name the field
     if config.teacher.kind not in TEACHER_KINDS:
         raise ConfigError(f"teacher.kind={config.teacher.kind!r} is not one of {TEACHER_KINDS}")
     if config.teacher.kind == "checkpoint" and not config.teacher.workdir:

@@ -13,8 +13,10 @@ from typing import Optional
 
 import ml_collections
 
-from jaxdistill.config import ConfigError, base_config
+from jaxdistill.config import base_config
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.models.registry import default_network_config
+from jaxdistill.objectives import guided, registry
 
 PRESETS = (None, "smoke")
 
@@ -39,8 +41,6 @@ def _smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def with_method(c: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
     """Switch ``c`` to ``method`` and add that method's config section with its defaults."""
-    from jaxdistill.objectives import registry
-
     c.method = method
     section = registry.section(method)
     if section is not None and section not in c:
@@ -258,8 +258,6 @@ def _halving(c: ml_collections.ConfigDict, method: str, start_steps: int, networ
     restarts the optimiser (progressive.py), so warm-up and cosine decay (over the longest
     phase) restart per stage; ``ema_decay`` lets the EMA forget a stage's start within a stage.
     """
-    from jaxdistill.objectives import guided, progressive
-
     c = with_method(c, method)
     section = c[method]
     section.start_steps = 8 if smoke else start_steps
@@ -269,10 +267,9 @@ def _halving(c: ml_collections.ConfigDict, method: str, start_steps: int, networ
     if method == "guided":
         c.eval.guidance = guided.DEFAULT_GUIDANCE
         section.stage_one_steps = first_phase
-        first, per_stage = guided.schedule(section, int(c.train.num_steps))
     else:
         section.first_stage_steps = first_phase
-        first, per_stage = progressive.schedule(section, int(c.train.num_steps))
+    first, per_stage = registry.settings(c).stage_lengths(int(c.train.num_steps))
     c.optim.decay_steps = max(first, per_stage)
     c.optim.warmup_steps = min(int(c.optim.warmup_steps), max(per_stage // 10, 1))
     c.ema_decay = ema_decay
@@ -395,8 +392,6 @@ def few_step(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigD
     """A generator preset with a ``steps``-step generator, evaluated at 1 and ``steps`` NFE; same
     budget and settings otherwise. Steps after the first take G's own earlier outputs, re-noised
     (the backward simulation of DMD2's multi-step generator, Yin et al. 2024)."""
-    from jaxdistill.objectives import registry
-
     section = registry.section(c.method)
     if section not in GENERATOR_SECTIONS:
         raise ConfigError(f"{c.method!r} does not train a few-step generator; K-step presets apply to {GENERATOR_SECTIONS} methods")

@@ -19,9 +19,10 @@ import ml_collections
 from jaxdistill import presets
 from jaxdistill.build import build, load_run
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
-from jaxdistill.eval.plots import save_quality_vs_nfe, save_sample_figure
+from jaxdistill.plots import save_quality_vs_nfe, save_sample_figure
 from jaxdistill.train.checkpoint import Checkpointer
-from jaxdistill.train.engine import Trainer, generate_samples
+from jaxdistill.train.engine import Trainer
+from jaxdistill.train.sampling import generate_samples
 
 TEACHER_SAMPLERS = ("euler", "heun", "dpmpp_2m")
 QUICK_TEACHER_STEPS, QUICK_STUDENT_STEPS, QUICK_PAIRS = 3000, 2000, 8192

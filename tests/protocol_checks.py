@@ -15,9 +15,18 @@ import numpy as np
 
 from jaxdistill.build import build
 from jaxdistill.cli import main
+from jaxdistill.core import hparams
 from jaxdistill.train.engine import Trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def split_settings(cls, kwargs: dict, base: dict | None = None):
+    """(``cls`` built from ``base`` and the keys of ``kwargs`` that are its fields, the other keys):
+    an objective's settings and its remaining constructor arguments."""
+    names = hparams.fields(cls)
+    settings = cls(**{**(base or {}), **{k: v for k, v in kwargs.items() if k in names}})
+    return settings, {k: v for k, v in kwargs.items() if k not in names}
 
 
 def _leaves(trainable) -> list[np.ndarray]:

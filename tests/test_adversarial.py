@@ -9,21 +9,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 from scipy.stats import multivariate_normal
 
 from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
+from jaxdistill.core.rng import derive
+from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
+from jaxdistill.losses import discriminator_loss, generator_gan_loss, r1_penalty
 from jaxdistill.models import gaussian_mixture as gm
 from jaxdistill.models.discriminator import DiscriminatorHead
 from jaxdistill.objectives import registry
-from jaxdistill.objectives.adversarial import discriminator_loss, generator_adversarial_loss, r1_penalty
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
-from jaxdistill.train.rng import derive
-from jaxdistill.types import NULL_LABEL
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 GRID = gm.grid25()
 SIGMA_DATA = 2.8  # grid25 presets
@@ -57,8 +57,8 @@ def test_gan_losses_match_hand_values():
     np.testing.assert_allclose(
         discriminator_loss(real, fake, "nonsaturating"), softplus(-np.asarray(real)).mean() + softplus(np.asarray(fake)).mean(), rtol=1e-6
     )
-    np.testing.assert_allclose(generator_adversarial_loss(fake, "hinge"), 1.5 / 3, rtol=1e-6)
-    np.testing.assert_allclose(generator_adversarial_loss(fake, "nonsaturating"), softplus(-np.asarray(fake)).mean(), rtol=1e-6)
+    np.testing.assert_allclose(generator_gan_loss(fake, "hinge"), 1.5 / 3, rtol=1e-6)
+    np.testing.assert_allclose(generator_gan_loss(fake, "nonsaturating"), softplus(-np.asarray(fake)).mean(), rtol=1e-6)
 
 
 def test_r1_penalty_matches_hand_values():
@@ -111,7 +111,7 @@ def test_add_with_per_position_heads_averages_the_hinge_over_positions():
     fake = objective.head.apply(params, mixture_features(x_g, s_f), None)
     assert real.shape == (8, len(mixture_features(x_g, s_f)))  # the mixture's features are vectors
     hinge = np.mean(np.maximum(0, 1 - np.asarray(real))) + np.mean(np.maximum(0, 1 + np.asarray(fake)))
-    objective = dataclasses.replace(objective, r1_weight=0.0)
+    objective = dataclasses.replace(objective, settings=dataclasses.replace(objective.settings, r1_weight=0.0))
     loss, _ = objective.critic_loss({"head": params}, frozen, batch, x_g, None, jax.random.key(3))
     np.testing.assert_allclose(loss, hinge, rtol=1e-5)
 
@@ -134,7 +134,7 @@ def test_methods_that_need_a_logit_per_sample_reject_per_position_heads():
 # ------------------------------------------------------- the objective's losses
 def test_add_discriminator_loss_matches_independent_evaluation(add_setup):
     objective, frozen, batch, trainable = add_setup
-    objective = dataclasses.replace(objective, r1_weight=0.5)  # make R1 visible
+    objective = dataclasses.replace(objective, settings=dataclasses.replace(objective.settings, r1_weight=0.5))  # make R1 visible
     head_params = trainable["head"].params
     x_g = batch["x"][::-1] + 0.3  # any stop-gradient fake batch
     s_f = 0.1 * SIGMA_DATA  # feature_sigma x sigma_data, no noise added (ADD's fixed feature network)
@@ -179,11 +179,11 @@ def test_add_student_loss_matches_hand_computation(add_setup):
 
 def test_ladd_noise_levels_features_and_synthetic_pool():
     built = build(presets.grid25_ladd("smoke"))
-    objective = dataclasses.replace(built.objective, num_synthetic=64)
-    assert objective.distill_weight == 0 and objective.r1_weight == 0 and objective.gan_loss == "hinge"
+    objective = dataclasses.replace(built.objective, settings=dataclasses.replace(built.objective.settings, num_synthetic=64))
+    assert objective.settings.distill_weight == 0 and objective.settings.r1_weight == 0 and objective.settings.gan_loss == "hinge"
     # t̂: ln(s / sigma_data) ~ N(m, 1): the paper's logit-normal pi(t; 1, 1) of rectified-flow time
     # by default; the mixtures' presets shift it to m = -1 (a discriminator that can tell modes apart).
-    assert registry.default_config("ladd").noise_mean == 1.0 and objective.noise_mean == presets.FROM_SCRATCH_LADD_NOISE_MEAN
+    assert registry.default_config("ladd").noise_mean == 1.0 and objective.settings.noise_mean == presets.FROM_SCRATCH_LADD_NOISE_MEAN
     t = objective.discriminator_time(jax.random.key(0), 20000)
     log_s = np.log(np.asarray(t) / SIGMA_DATA)  # EDM: s = t
     assert abs(log_s.mean() - presets.FROM_SCRATCH_LADD_NOISE_MEAN) < 0.05 and abs(log_s.std() - 1.0) < 0.05
@@ -196,13 +196,13 @@ def test_ladd_noise_levels_features_and_synthetic_pool():
     # The synthetic pool is the teacher's ODE samples (KD's pair set), and batches are drawn from it.
     rng = jax.random.key(2)
     frozen = objective.prepare(built.frozen, rng)
-    sample = lambda p, z, c, k: teacher_ode(objective.teacher, p, z, c, None, "heun", objective.teacher_nfe, k)
+    sample = lambda p, z, c, k: teacher_ode(objective.teacher, p, z, c, None, "heun", objective.settings.teacher_nfe, k)
     pairs = teacher_pair_set(sample, objective.teacher_prior, built.frozen["teacher"], 64, 0, rng)
     np.testing.assert_allclose(frozen["synthetic"]["x"], pairs["target"], rtol=1e-6)
     drawn = np.asarray(objective.synthetic_batch(frozen, {"x": x}, jax.random.key(3))["x"])
     pool = np.asarray(frozen["synthetic"]["x"])
     assert drawn.shape == x.shape and all(np.any(np.all(pool == row, axis=1)) for row in drawn)
-    assert objective.setup_passes == 64 * objective.teacher_nfe
+    assert objective.setup_passes == 64 * objective.settings.teacher_nfe
     # student 2 + features of x̂ 2; per discriminator update (5 in the mixtures' presets) student 1 + features 2
     assert objective.passes_per_sample == 4.0 + 3.0 * presets.FROM_SCRATCH_LADD_DISCRIMINATOR_UPDATES
 

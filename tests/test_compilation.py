@@ -1,10 +1,10 @@
-"""jaxdistill.compilation: run-once functions compile without LLVM optimisation on CPU."""
+"""jaxdistill.core.compilation: run-once functions compile without LLVM optimisation on CPU."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdistill.compilation import jit_once, once_compiler_options
+from jaxdistill.core.compilation import jit_once, once_compiler_options
 from jaxdistill.models.registry import default_network_config, make_network
 
 

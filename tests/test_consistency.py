@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 from jaxdistill import presets
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -15,6 +16,9 @@ from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
 from jaxdistill.models.registry import default_network_config, make_network
 from jaxdistill.objectives.consistency import (
+    CD,
+    CT,
+    ECT,
     ConsistencyObjective,
     ct_num_scales,
     ct_target_ema,
@@ -23,7 +27,6 @@ from jaxdistill.objectives.consistency import (
     ict_num_scales,
     karras_sigmas,
 )
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
@@ -60,8 +63,9 @@ def exact_consistency_student(process):
 
 def cd_objective(process, teacher, solver, num_scales):
     return ConsistencyObjective(
-        mode="cd", student=exact_consistency_student(process), student_init_fn=None, tx=optax.sgd(0.0),
-        event_shape=(2,), total_steps=100, teacher=teacher, num_scales=num_scales, teacher_solver=solver,
+        settings=CD(num_scales=num_scales, teacher_solver=solver, init_from_teacher=False),
+        student=exact_consistency_student(process), student_init_fn=None, tx=optax.sgd(0.0),
+        event_shape=(2,), total_steps=100, teacher=teacher,
     )
 
 
@@ -138,14 +142,15 @@ def test_ect_at_r_zero_is_the_denoising_loss():
     process = get_process("edm")
     net = small_mlp()
     objective = ConsistencyObjective(
-        mode="ect", student=Denoiser(net.apply, process, "edm"), student_init_fn=net.init, tx=optax.sgd(0.0),
-        event_shape=(2,), total_steps=800, distance="pseudo_huber", huber_c=0.0, p_mean=-3.0, p_std=0.1,
+        settings=ECT(huber_c=0.0, p_mean=-3.0, p_std=0.1, init_from_teacher=False),
+        student=Denoiser(net.apply, process, "edm"), student_init_fn=net.init, tx=optax.sgd(0.0),
+        event_shape=(2,), total_steps=800,
     )
     params = net.init(jax.random.key(0), jnp.zeros((8, 2)))
     x0 = jax.random.normal(jax.random.key(1), (256, 2))
     rng = jax.random.key(2)
     loss, _ = objective.loss(params, params, {}, {"x": x0}, rng, jnp.int32(0))
-    from jaxdistill.train.rng import derive
+    from jaxdistill.core.rng import derive
     from jaxdistill.objectives.common import lognormal_t
 
     t = lognormal_t(derive(rng, "levels"), 256, -3.0, 0.1)
@@ -187,8 +192,9 @@ def test_feature_distance_uses_teacher_features():
     teacher_params = net.init(jax.random.key(0), jnp.zeros((4, 2)))
     teacher = Denoiser(net.apply, process, "edm")
     objective = ConsistencyObjective(
-        mode="ct", student=Denoiser(net.apply, process, "cm"), student_init_fn=net.init, tx=optax.sgd(0.0),
-        event_shape=(2,), total_steps=10, teacher=teacher, distance="feature", feature_sigma=0.5,
+        settings=CT(distance="feature", feature_sigma=0.5),
+        student=Denoiser(net.apply, process, "cm"), student_init_fn=net.init, tx=optax.sgd(0.0),
+        event_shape=(2,), total_steps=10, teacher=teacher,
     )
     a = jax.random.normal(jax.random.key(1), (16, 2))
     b = a + 0.1 * jax.random.normal(jax.random.key(2), (16, 2))

@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.diffusion import predict
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
-from jaxdistill.types import NULL_LABEL
 
 CALLS = []
 

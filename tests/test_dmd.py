@@ -10,21 +10,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, load_config_file, split_settings
 
 from jaxdistill import presets
 from jaxdistill.build import build, make_mixture
 from jaxdistill.config import ConfigError
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import default_optimizer_config, make_optimizer
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.discriminator import DiscriminatorHead
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
+from jaxdistill.objectives import registry
 from jaxdistill.objectives.dmd import DistributionMatching, density_ratio_weight
 from jaxdistill.objectives.generator import critic_updates, generator_step_of_critic_update, mean_critic_updates
-from jaxdistill.train.engine import generate_samples
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import default_optimizer_config, make_optimizer
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, load_config_file
+from jaxdistill.train.sampling import generate_samples
 
 EDM = get_process("edm")
 TEACHER = GaussianMixture(means=np.array([[-2.0, 0.0], [2.0, 1.0]]), covariances=np.array([[0.3, 0.2], [0.1, 0.4]]))
@@ -38,11 +39,20 @@ def linear_generator():
     return Denoiser(apply, EDM, "x0"), init
 
 
+# The settings of the objectives below start from the family's base (one critic update, no
+# regression, no GAN term, nothing copied from the teacher); each test sets what it exercises.
+BASE_SETTINGS = dict(
+    init_from_teacher=False, critic_from_teacher=False, critic_schedule=((0, 1),), regression_weight=0.0, gan_critic_weight=0.0, gan_generator_weight=0.0
+)
+
+
 def objective(mode="vsd", critic_mixture=CRITIC, **kwargs):
     generator, init = linear_generator()
     mixture = Denoiser(mixture_apply_fn(EDM), EDM, "x0")
+    settings, rest = split_settings(registry.settings_class(mode), kwargs, BASE_SETTINGS)
     return (
         DistributionMatching(
+            settings=settings,
             generator=generator,
             generator_init_fn=init,
             tx=optax.sgd(0.1),
@@ -52,8 +62,7 @@ def objective(mode="vsd", critic_mixture=CRITIC, **kwargs):
             critic=mixture,
             critic_init_fn=lambda rng, x: critic_mixture.params,
             tx_critic=optax.sgd(0.1),
-            mode=mode,
-            **kwargs,
+            **rest,
         ),
         {"teacher": TEACHER.params},
     )
@@ -109,7 +118,8 @@ def test_generator_gradient_vanishes_when_the_critic_is_the_teacher(mode):
 def head_objective(mode, divergence="reverse_kl"):
     """A DMD2 / f-distill objective with a 2-D MLP critic and a GAN head (for the weighting tests)."""
     config = presets.grid25_distribution_matching(mode, "smoke")
-    config.dmd.divergence = divergence
+    if mode == "fdistill":
+        config.dmd.divergence = divergence
     built = build(config)
     return built
 
@@ -259,9 +269,9 @@ def test_regression_pairs_for_every_step_are_teacher_ode_states_at_the_generator
     assert np.all(np.asarray(t) == EDM.t_max) and np.all(np.isin(np.asarray(x), np.asarray(pairs["noise"])))
     with pytest.raises(ValueError, match="regression_steps"):
         objective("dmd", regression_steps="last")
-    saved = presets.grid25_dmd("smoke")  # a config saved before the field existed builds as "first"
+    saved = presets.grid25_dmd("smoke")  # a section without the field takes the paper's "first"
     del saved.dmd["regression_steps"]
-    assert build(saved).objective.regression_steps == "first"
+    assert build(saved).objective.settings.regression_steps == "first"
     with pytest.raises(ValueError, match="teacher_sampler='heun'"):
         objective("dmd", generator_steps=3, eval_nfes=(1,), regression_weight=0.25, regression_steps="all", num_pairs=8, teacher_sampler="euler")
 

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from protocol_checks import check_sharded_matches_single_device
 
 from jaxdistill import presets
 from jaxdistill.build import build
+from jaxdistill.core.state import NetState
 from jaxdistill.train.engine import TrainClock, Trainer
-from jaxdistill.train.state import NetState
-from protocol_checks import check_sharded_matches_single_device
 
 
 def test_apply_gradients_skips_nonfinite_updates():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.models import gaussian_mixture as gm
-from jaxdistill.types import NULL_LABEL
 
 
 class CosineProcess:

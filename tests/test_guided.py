@@ -8,19 +8,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
+from jaxdistill.core.state import NetState
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.gaussian_mixture import mixture_apply_fn
-from jaxdistill.objectives.guided import GuidedDistillation
+from jaxdistill.objectives.guided import Guided, GuidedDistillation
 from jaxdistill.objectives.progressive import grid_time
-from jaxdistill.train.state import NetState
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 
 def cfg_student(teacher: Denoiser, shift: float = 0.0) -> Denoiser:
@@ -36,10 +36,10 @@ def objective_for(process_name, w_min, w_max, shift=0.0, **kwargs):
     process = get_process(process_name)
     mixture = gaussian_mixture.random(0, 4, 2, num_classes=2)
     teacher = Denoiser(mixture_apply_fn(process), process, "x0")
+    settings = Guided(w_min=w_min, w_max=w_max, stage_one_steps=4, start_steps=4, steps_per_stage=3, init_from_teacher=False)
     objective = GuidedDistillation(
-        teacher=teacher, student=cfg_student(teacher, shift), student_init_fn=None, tx=optax.sgd(0.0),
-        event_shape=(2,), num_classes=2, w_min=w_min, w_max=w_max, guidance=w_min, stage_one_steps=4,
-        start_steps=4, steps_per_stage=3, **kwargs,
+        settings=settings, teacher=teacher, student=cfg_student(teacher, shift), student_init_fn=None, tx=optax.sgd(0.0),
+        event_shape=(2,), num_classes=2, guidance=w_min, **kwargs,
     )
     return objective, mixture
 

@@ -8,14 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, split_settings
 
 from jaxdistill import presets
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map, gaussian_posterior_mean
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
-from jaxdistill.objectives.meanflow import MeanFlowObjective, adaptive_weighted, meanflow_target, sample_times
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from jaxdistill.objectives.meanflow import MeanFlow, MeanFlowObjective, adaptive_weighted, meanflow_target, sample_times
 
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
@@ -54,7 +54,8 @@ def meanflow_objective(**kwargs):
     mixture = GaussianMixture(MEAN[None], COV[None])
     student = Denoiser(lambda p, z, t, cond, *, train=False, rngs=None: exact_average_velocity(z, t[:, 0] - t[:, 1], t[:, 0]), RF, "flow")
     teacher = Denoiser(mixture_apply_fn(RF), RF, "x0")
-    return MeanFlowObjective(student=student, student_init_fn=None, tx=optax.sgd(0.0), event_shape=(2,), teacher=teacher, **kwargs), mixture
+    settings, rest = split_settings(MeanFlow, kwargs)
+    return MeanFlowObjective(settings=settings, student=student, student_init_fn=None, tx=optax.sgd(0.0), event_shape=(2,), teacher=teacher, **rest), mixture
 
 
 def test_meanflow_loss_at_the_exact_average_velocity_is_zero():

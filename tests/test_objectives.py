@@ -7,14 +7,14 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map, gaussian_posterior_mean
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
-from jaxdistill.models.registry import make_network, default_network_config
-from jaxdistill.objectives.denoising import DenoisingObjective, drop_labels
-from jaxdistill.objectives.kd import KnowledgeDistillation
-from jaxdistill.types import NULL_LABEL
+from jaxdistill.models.registry import default_network_config, make_network
+from jaxdistill.objectives.denoising import Denoising, DenoisingObjective, drop_labels
+from jaxdistill.objectives.kd import KD, KnowledgeDistillation
 
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
@@ -55,7 +55,7 @@ def test_exact_posterior_mean_minimises_the_denoising_loss(weighting):
     """E||D(x_t) - x0||^2 is minimised by D = E[x0 | x_t]; any perturbation raises it."""
     process = get_process("edm")
     exact, mixture = gaussian_teacher(process)
-    objective = DenoisingObjective(exact, None, optax.sgd(0.0), (2,), weighting=weighting)
+    objective = DenoisingObjective(Denoising(weighting=weighting), exact, None, optax.sgd(0.0), (2,))
     x0, _ = mixture.sample(jax.random.key(0), 50000)
     batch = {"x": x0, "label": jnp.full((50000,), -1, jnp.int32)}
     loss = lambda p: float(objective.loss(p, batch, jax.random.key(3))[0])
@@ -72,7 +72,7 @@ def test_teacher_training_learns_the_gaussian_posterior_mean():
     net_cfg.width, net_cfg.depth = 64, 2
     network = make_network(net_cfg)
     denoiser = Denoiser(network.apply, process, "edm", sigma_data=0.8)
-    objective = DenoisingObjective(denoiser, network.init, optax.adam(3e-3), (2,), ema_decay=0.0)
+    objective = DenoisingObjective(Denoising(), denoiser, network.init, optax.adam(3e-3), (2,), ema_decay=0.0)
     mixture = GaussianMixture(MEAN[None], COV[None])
     x0, _ = mixture.sample(jax.random.key(0), 1024)
     batch = {"x": x0, "label": jnp.full((1024,), -1, jnp.int32)}
@@ -100,8 +100,8 @@ def test_kd_pairs_are_teacher_ode_samples_and_student_learns_the_flow_map():
     teacher, mixture = gaussian_teacher(process)
     student = Denoiser(linear_apply, process, "x0")
     objective = KnowledgeDistillation(
-        teacher=teacher, student=student, student_init_fn=linear_init, tx=optax.adam(1e-2), event_shape=(2,),
-        teacher_sampler="heun", teacher_nfe=127, num_pairs=4096, ema_decay=0.0,
+        settings=KD(teacher_sampler="heun", teacher_nfe=127, num_pairs=4096),
+        teacher=teacher, student=student, student_init_fn=linear_init, tx=optax.adam(1e-2), event_shape=(2,), ema_decay=0.0,
     )
     batch = {"x": jnp.zeros((512, 2)), "label": jnp.full((512,), -1, jnp.int32)}
     frozen = objective.prepare({"teacher": mixture.params}, jax.random.key(1))
@@ -122,8 +122,9 @@ def test_kd_without_a_pair_set_draws_fresh_teacher_samples():
     process = get_process("edm", t_max=10.0)
     teacher, mixture = gaussian_teacher(process)
     objective = KnowledgeDistillation(
+        settings=KD(teacher_nfe=127, num_pairs=0),
         teacher=teacher, student=Denoiser(linear_apply, process, "x0"), student_init_fn=linear_init,
-        tx=optax.sgd(0.0), event_shape=(2,), teacher_nfe=127, num_pairs=0,
+        tx=optax.sgd(0.0), event_shape=(2,),
     )
     frozen = objective.prepare({"teacher": mixture.params}, jax.random.key(1))
     assert "pairs" not in frozen
@@ -149,7 +150,7 @@ def test_each_prediction_kind_is_minimised_by_the_exact_model(process_name, kind
         x0 = exact_x0(params, x, t, cond)
         return target_for(kind, x0, eps_from_x0(x0, x, t, process), t, process)
 
-    objective = DenoisingObjective(Denoiser(apply, process, kind), None, optax.sgd(0.0), (2,))
+    objective = DenoisingObjective(Denoising(), Denoiser(apply, process, kind), None, optax.sgd(0.0), (2,))
     x0, _ = mixture.sample(jax.random.key(0), 50000)
     batch = {"x": x0, "label": jnp.full((50000,), -1, jnp.int32)}
     loss = lambda p: float(objective.loss(p, batch, jax.random.key(3))[0])

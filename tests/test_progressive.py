@@ -7,19 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 
 from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
+from jaxdistill.core.state import NetState
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
 from jaxdistill.models.registry import default_network_config, make_network
-from jaxdistill.objectives.progressive import ProgressiveDistillation, grid_time, pd_target, restart_at
-from jaxdistill.train.state import NetState
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from jaxdistill.objectives.progressive import PD, ProgressiveDistillation, grid_time, pd_target, restart_at
 
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
@@ -90,8 +90,9 @@ def test_stages_switch_at_the_right_steps_inside_one_compiled_step():
     teacher, mixture = mixture_teacher(process)
     net = small_mlp()
     objective = ProgressiveDistillation(
+        settings=PD(start_steps=8, final_steps=1, steps_per_stage=3, init_from_teacher=False),
         teacher=teacher, student=Denoiser(net.apply, process, "edm"), student_init_fn=net.init, tx=optax.adam(1e-2),
-        event_shape=(2,), start_steps=8, final_steps=1, steps_per_stage=3, ema_decay=0.5,
+        event_shape=(2,), ema_decay=0.5,
     )
     frozen = {"teacher": mixture.params}
     x, _ = mixture.sample(jax.random.key(0), 64)
@@ -135,8 +136,8 @@ def test_a_longer_first_stage_shifts_the_later_switches():
     process = get_process("edm")
     teacher, _ = mixture_teacher(process)
     objective = ProgressiveDistillation(
+        settings=PD(start_steps=8, final_steps=1, steps_per_stage=3, first_stage_steps=5),
         teacher=teacher, student=teacher, student_init_fn=None, tx=optax.sgd(0.0), event_shape=(2,),
-        start_steps=8, final_steps=1, steps_per_stage=3, first_stage_steps=5,
     )
     steps = jnp.arange(14)
     assert np.asarray(jax.vmap(objective.stage)(steps)).tolist() == [0] * 5 + [1] * 3 + [2] * 6
@@ -158,8 +159,9 @@ def test_a_linear_student_learns_the_two_step_teacher_map():
     mixture = GaussianMixture(MEAN[None], COV[None])
     teacher = Denoiser(mixture_apply_fn(process), process, "x0")
     objective = ProgressiveDistillation(
+        settings=PD(start_steps=2, final_steps=1, steps_per_stage=400, init_from_teacher=False),
         teacher=teacher, student=Denoiser(linear_apply, process, "x0"), student_init_fn=linear_init, tx=optax.adam(2e-2),
-        event_shape=(2,), start_steps=2, final_steps=1, steps_per_stage=400, ema_decay=0.0,
+        event_shape=(2,), ema_decay=0.0,
     )
     frozen = {"teacher": mixture.params}
     z = objective.prior(jax.random.key(5), 2048)

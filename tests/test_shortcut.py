@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, split_settings
 
 from jaxdistill import presets
 from jaxdistill.build import build
@@ -17,8 +18,7 @@ from jaxdistill.diffusion.process import get_process
 from jaxdistill.diffusion.reparam import match_noise_level, reparameterize
 from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
-from jaxdistill.objectives.shortcut import ShortcutObjective, euler_steps, self_consistency_target
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from jaxdistill.objectives.shortcut import Shortcut, ShortcutObjective, euler_steps, self_consistency_target
 
 MEAN = np.array([1.0, -0.5], np.float32)
 COV = np.array([[0.6, 0.2], [0.2, 0.3]], np.float32)
@@ -56,7 +56,8 @@ def test_self_consistency_target_of_the_exact_flow_map_is_the_exact_2d_step():
 def shortcut_objective(**kwargs):
     mixture = GaussianMixture(MEAN[None], COV[None])
     teacher = Denoiser(mixture_apply_fn(RF), RF, "x0")
-    objective = ShortcutObjective(student=exact_student(), student_init_fn=None, tx=optax.sgd(0.0), event_shape=(2,), teacher=teacher, **kwargs)
+    settings, rest = split_settings(Shortcut, kwargs)
+    objective = ShortcutObjective(settings=settings, student=exact_student(), student_init_fn=None, tx=optax.sgd(0.0), event_shape=(2,), teacher=teacher, **rest)
     return objective, mixture
 
 

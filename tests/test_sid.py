@@ -11,16 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, split_settings
 
 from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
+from jaxdistill.core.rng import derive
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
+from jaxdistill.objectives import registry
 from jaxdistill.objectives.sid import ScoreIdentityDistillation, sid_loss, sim_loss
-from jaxdistill.train.rng import derive
 
 EDM = get_process("edm")
 TEACHER = GaussianMixture(means=np.array([[-2.0, 0.0], [2.0, 1.0]]), covariances=np.array([[0.3, 0.2], [0.1, 0.4]]))
@@ -37,7 +38,10 @@ def linear_generator():
 def objective(mode="sid", critic_mixture=CRITIC, **kwargs):
     generator, init = linear_generator()
     mixture = Denoiser(mixture_apply_fn(EDM), EDM, "x0")
+    base = dict(init_from_teacher=False, critic_from_teacher=False, alpha=1.2, adv_critic_weight=0.0, adv_generator_weight=0.0)
+    settings, rest = split_settings(registry.settings_class(mode), kwargs, base)
     obj = ScoreIdentityDistillation(
+        settings=settings,
         generator=generator,
         generator_init_fn=init,
         tx=optax.sgd(0.1),
@@ -47,9 +51,7 @@ def objective(mode="sid", critic_mixture=CRITIC, **kwargs):
         critic=mixture,
         critic_init_fn=lambda rng, x: critic_mixture.params,
         tx_critic=optax.sgd(0.1),
-        u_range=(0.0, 0.8),
-        mode=mode,
-        **{"init_sigma": 2.5, **kwargs},
+        **rest,
     )
     return obj, {"teacher": TEACHER.params}
 

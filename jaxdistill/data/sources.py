@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import jax
 import numpy as np
 
+from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.models import gaussian_mixture
-from jaxdistill.types import NULL_LABEL
 
 Record = dict[str, np.ndarray]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")

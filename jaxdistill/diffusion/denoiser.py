@@ -18,9 +18,9 @@ from typing import Mapping, Optional
 
 import jax.numpy as jnp
 
+from jaxdistill.core.types import NULL_LABEL, ApplyFn, Array, PyTree
 from jaxdistill.diffusion.predict import PRECONDITIONED, PREDICTIONS, edm_inputs, eps_from_x0, to_x0
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
-from jaxdistill.types import NULL_LABEL, ApplyFn, Array, PyTree
 
 Guidance = Optional[float | Array]
 

@@ -15,8 +15,8 @@ from typing import Callable
 
 import jax.numpy as jnp
 
+from jaxdistill.core.types import Array
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
-from jaxdistill.types import Array
 
 
 def _eigh(cov: Array) -> tuple[Array, Array]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdistill.core.types import Array
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
-from jaxdistill.types import Array
 
 PREDICTIONS = ("eps", "x0", "v", "flow", "edm", "cm")
 PRECONDITIONED = ("edm", "cm")  # kinds whose network sees (c_in x / alpha, c_noise)

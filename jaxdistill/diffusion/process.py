@@ -16,7 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxdistill.types import Array
+from jaxdistill.core.types import Array
 
 ArrayLike = Array | float
 

@@ -26,9 +26,9 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from jaxdistill.core.types import ApplyFn, Array, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
-from jaxdistill.types import ApplyFn, Array, PyTree
 
 
 def sigma_ratio_range(process: NoiseProcess) -> tuple[float, float]:

@@ -24,11 +24,12 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxdistill.diffusion.process import NoiseProcess
+from jaxdistill.core.types import Array
+from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
 from jaxdistill.diffusion.steps import get_grid
-from jaxdistill.types import Array
 
 X0Fn = Callable[[Array, Array], Array]
+VelocityFn = Callable[[Array, Array], Array]
 
 METHODS = ("euler", "heun", "ddim", "ancestral", "dpmpp_2m", "edm_stochastic", "consistency")
 STOCHASTIC = ("ancestral", "edm_stochastic", "consistency")
@@ -48,16 +49,30 @@ def _velocity(process: NoiseProcess, x: Array, t: Array, x0: Array) -> Array:
     return process.dalpha(t) * x0 + process.dsigma(t) * eps
 
 
-def _heun_step(x0_fn: X0Fn, process: NoiseProcess, x: Array, t: Array, t_next: Array) -> Array:
-    """Heun from t to t_next; plain Euler when sigma(t_next) = 0 (one evaluation fewer)."""
-    h = t_next - t
-    d = _velocity(process, x, t, x0_fn(x, t))
+def euler_step(velocity: VelocityFn, x: Array, t: Array, t_next: Array) -> Array:
+    """x + (t_next - t) v(x, t): one Euler step of dx/dt = v; t scalar or per sample [B]."""
+    return x + broadcast_to(t_next - t, x) * velocity(x, t)
+
+
+def heun_step(velocity: VelocityFn, x: Array, t: Array, t_next: Array) -> Array:
+    """One Heun step of dx/dt = v (Karras et al. 2022, Alg. 1 without churn): the Euler point
+    x_E = x + h v(x, t), then x + h/2 (v(x, t) + v(x_E, t_next)), h = t_next - t; t scalar or
+    per sample [B]."""
+    h = broadcast_to(t_next - t, x)
+    d = velocity(x, t)
     x_euler = x + h * d
+    return x + 0.5 * h * (d + velocity(x_euler, t_next))
 
-    def correct(_):
-        return x + 0.5 * h * (d + _velocity(process, x_euler, t_next, x0_fn(x_euler, t_next)))
 
-    return jax.lax.cond(process.sigma(t_next) > 0, correct, lambda _: x_euler, None)
+def _heun_step(x0_fn: X0Fn, process: NoiseProcess, x: Array, t: Array, t_next: Array) -> Array:
+    """Heun from t to t_next (scalar times); plain Euler when sigma(t_next) = 0 (one evaluation fewer)."""
+    velocity = lambda y, s: _velocity(process, y, s, x0_fn(y, s))  # noqa: E731
+    return jax.lax.cond(
+        process.sigma(t_next) > 0,
+        lambda _: heun_step(velocity, x, t, t_next),
+        lambda _: euler_step(velocity, x, t, t_next),
+        None,
+    )
 
 
 def _ddim_step(process: NoiseProcess, x: Array, x0: Array, t: Array, t_next: Array, eta: float, key: Optional[Array]) -> Array:
@@ -79,11 +94,8 @@ def _ddim_step(process: NoiseProcess, x: Array, x0: Array, t: Array, t_next: Arr
 
 
 def _euler(x0_fn, process, x, ts, rng, opts):
-    def step(x, a):
-        t, t_next, _ = a
-        return x + (t_next - t) * _velocity(process, x, t, x0_fn(x, t))
-
-    return _scan(step, x, ts)
+    velocity = lambda y, s: _velocity(process, y, s, x0_fn(y, s))  # noqa: E731
+    return _scan(lambda x, a: euler_step(velocity, x, a[0], a[1]), x, ts)
 
 
 def _heun(x0_fn, process, x, ts, rng, opts):

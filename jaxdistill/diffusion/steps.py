@@ -15,13 +15,30 @@ with all arguments static (processes are hashable frozen dataclasses).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from jaxdistill.core.types import Array
 from jaxdistill.diffusion.process import NoiseProcess
-from jaxdistill.types import Array
+
+
+def karras_sigma(u, s_start, s_end, rho: float):
+    """Karras et al. (2022) eq. 5 at the fraction u in [0, 1] of the way from s_start to s_end:
+    (s_start^(1/rho) + u (s_end^(1/rho) - s_start^(1/rho)))^rho. Works on Python floats and arrays."""
+    a, b = s_start ** (1.0 / rho), s_end ** (1.0 / rho)
+    return (a + u * (b - a)) ** rho
+
+
+def sigma_ratio_range(process: NoiseProcess, sigma_ratio_max: float = 80.0) -> tuple[float, float]:
+    """(s(t_min), s(t_max)) of ``process`` as Python floats, with s(t_max) = ``sigma_ratio_max``
+    (EDM's 80) where it is infinite (alpha(t_max) = 0)."""
+    with jax.ensure_compile_time_eval():
+        s_min = float(process.sigma_ratio(process.t_min))
+        s_max = float(process.sigma_ratio(process.t_max))
+    return s_min, s_max if math.isfinite(s_max) else sigma_ratio_max
 
 
 def _ratio_grid(

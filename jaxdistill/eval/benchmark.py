@@ -17,7 +17,11 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
+from jaxdistill.data.sources import make_source
 from jaxdistill.eval import metrics
+from jaxdistill.eval.digits_classifier import DigitsEvaluator
+from jaxdistill.models.gaussian_mixture import MIXTURES
+from jaxdistill.train.sampling import class_labels, generate_samples
 
 NUM_REFERENCE = 10_000
 
@@ -26,8 +30,6 @@ class Evaluator:
     """Scores sample sets for one benchmark; ``reference`` and ``floor`` are fixed per seed."""
 
     def __init__(self, data_config, num_samples: int = NUM_REFERENCE, seed: int = 0):
-        from jaxdistill.build import MIXTURES
-
         self.name = data_config.name
         self.num_samples = num_samples
         self.mixture = MIXTURES[self.name]() if self.name in MIXTURES else None
@@ -36,13 +38,9 @@ class Evaluator:
             self.reference = self._mixture_samples(seed + 1)
             self.floor = self.score(self._mixture_samples(seed + 2))
             return
-        from jaxdistill.data.sources import make_source
-
         source = make_source(data_config)
         real = np.stack([source[i]["x"] for i in range(len(source))])
         if self.name == "digits":
-            from jaxdistill.eval.digits_classifier import DigitsEvaluator
-
             self.digits = DigitsEvaluator()
         perm = np.random.default_rng(seed).permutation(len(real))
         if len(real) >= 2 * num_samples:
@@ -109,8 +107,6 @@ def evaluate_generator(
 
 def evaluate_run(run, nfes: Optional[Sequence[int]] = None, num_samples: Optional[int] = None, seed: int = 0) -> dict:
     """The ``jaxdistill eval`` report of a restored run."""
-    from jaxdistill.train.engine import class_labels, generate_samples
-
     objective = run.built.objective
     num = int(num_samples or run.config.eval.num_samples)
     evaluator = Evaluator(run.config.data, num_samples=num, seed=seed)

@@ -20,8 +20,8 @@ import numpy as np
 import optax
 from sklearn.datasets import load_digits
 
+from jaxdistill.core.types import Array, PyTree
 from jaxdistill.eval.metrics import class_accuracy, frechet_from_features
-from jaxdistill.types import Array, PyTree
 
 CACHE_NAME = "digits_classifier_v1.msgpack"
 NUM_TRAIN = 1347

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdistill.types import NULL_LABEL, Array
+from jaxdistill.core.types import NULL_LABEL, Array
 
 
 def positions(features: Sequence[Array]) -> list[Array]:

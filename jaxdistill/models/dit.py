@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdistill.core.types import Array
 from jaxdistill.models.embeddings import ConditionEmbedding, dense, sincos_2d
-from jaxdistill.types import Array
 
 
 def _modulate(x: Array, shift: Array, scale: Array) -> Array:

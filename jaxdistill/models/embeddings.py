@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdistill.types import Array
+from jaxdistill.core.types import Array
 
 _DEFAULT_KERNEL_INIT = nn.initializers.lecun_normal()
 

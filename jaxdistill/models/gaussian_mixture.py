@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdistill.types import NULL_LABEL, ApplyFn, Array, PyTree
+from jaxdistill.core.types import NULL_LABEL, ApplyFn, Array, PyTree
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -330,3 +330,7 @@ def digits_gmm(shrinkage: float = 0.1, max_condition: float = 1e3) -> GaussianMi
         covs.append(shrunk + 1.001 * eps * np.eye(x.shape[1]))
         means.append(xc.mean(axis=0))
     return GaussianMixture(np.stack(means), np.stack(covs), None, np.arange(10), (8, 8, 1))
+
+
+# The benchmark mixtures by name (BENCHMARKS.md); a teacher or evaluator looks a mixture up here.
+MIXTURES = {"grid25": grid25, "digits_gmm": digits_gmm}

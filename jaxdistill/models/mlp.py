@@ -6,8 +6,8 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdistill.core.types import Array
 from jaxdistill.models.embeddings import ConditionEmbedding, dense
-from jaxdistill.types import Array
 
 
 class MLPBlock(nn.Module):

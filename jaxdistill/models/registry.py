@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdistill.core.types import Array, PyTree
 from jaxdistill.models.dit import DiT
 from jaxdistill.models.mlp import ResidualMLP
 from jaxdistill.models.unet import UNet
-from jaxdistill.types import Array, PyTree
 
 # Logical axis -> mesh axis. Flax assigns rules in order and never reuses a mesh
 # axis within one array, so for a kernel annotated ("embed", "mlp") only "embed"

@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdistill.core.types import Array
 from jaxdistill.models.embeddings import ConditionEmbedding, conv, dense, group_count
-from jaxdistill.types import Array
 
 
 class ResBlock(nn.Module):

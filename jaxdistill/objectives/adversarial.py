@@ -60,119 +60,55 @@ target, LADD's synthetic data), never to features.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ClassVar, Optional, Sequence
+from typing import ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import check_choice, squared_l2, teacher_passes
-from jaxdistill.objectives.generator import (
-    GeneratorDistillation,
-    build_objective,
-    common_config,
-    generator_kwargs,
-    mean_critic_updates,
-)
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.types import NULL_LABEL, Array, Batch, PyTree
+from jaxdistill.losses import GAN_LOSSES, discriminator_loss, generator_gan_loss, r1_penalty, squared_l2
+from jaxdistill.objectives.common import check_choice, teacher_passes
+from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
-from jaxdistill.train.rng import derive
-from jaxdistill.types import NULL_LABEL, Array, Batch, PyTree
 
-SECTION = "adversarial"
-MODES = ("add", "ladd")
-GAN_LOSSES = ("hinge", "nonsaturating")
 DISTILL_WEIGHTINGS = ("alpha", "none")
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Paper defaults for ``method`` in MODES."""
-    c = common_config(critic=False)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AdversarialSettings(GeneratorSettings):
+    """Settings shared by ADD and LADD; the subclasses below are the methods."""
+
+    section: ClassVar[str] = "adversarial"
+    mode: ClassVar[str] = ""
+
     # Both papers: N = 4 student timesteps drawn uniformly, inputs forward-diffused from data, the
     # first one pure noise (ADD Sec. 3.1: tau_n = 1000 with zero terminal SNR; LADD: t in
     # {1, 0.75, 0.5, 0.25}). Ours are the first 4 points of the base's Karras grid.
-    c.generator_steps = 4
-    c.backward_simulation = False
-    c.init_from_teacher = True  # both papers initialise the student from the teacher
-    c.critic_schedule = ((0, 1),)  # one discriminator update per student update
-    c.gan_loss = "hinge"  # ADD Sec. 3.2 (StyleGAN-T's hinge loss); LADD keeps it
-    # ADD: lambda = 2.5 and c(t) decaying with noise (Sec. 3.3 / 4); LADD drops the distillation
-    # loss when training on synthetic data.
-    c.distill_weight = 2.5 if method == "add" else 0.0
-    c.distill_weighting = "alpha"
-    # ADD: R1 on the heads' inputs with gamma = 1e-5 (Sec. 3.2; the paper finds it matters above
-    # 128^2 px). At our sizes the term is numerically negligible (~1e-4 of the hinge loss on grid25,
-    # ~1e-7 on digits: pooled features get gradients / #positions); kept at the paper's value.
-    c.r1_weight = 1e-5 if method == "add" else 0.0
+    generator_steps: int = 4
+    backward_simulation: bool = False
+    critic_from_teacher: bool = False  # no critic network
+    gan_loss: str = "hinge"  # ADD Sec. 3.2 (StyleGAN-T's hinge loss); LADD keeps it
+    # ADD's distillation term: weight lambda and c(t) decaying with noise (Sec. 3.3 / 4).
+    distill_weight: float = 0.0
+    distill_weighting: str = "alpha"
+    r1_weight: float = 0.0  # R1 on the heads' inputs
     # ADD's frozen feature network: the teacher at s_F = feature_sigma * sigma_data (our stand-in
     # for DINOv2, see the module docstring).
-    c.feature_sigma = 0.1
-    # LADD: discriminator noise ln(s / sigma_data) ~ N(1, 1), the logit-normal pi(t; m=1, s=1).
-    c.noise_mean = 1.0
-    c.noise_std = 1.0
-    # LADD's synthetic data: teacher ODE samples (size and sampler as KD's pair set).
-    c.num_synthetic = 16384
-    c.teacher_sampler = "heun"
-    c.teacher_nfe = 31
-    return c
-
-
-# ------------------------------------------------------------------ GAN losses
-def discriminator_loss(logit_real: Array, logit_fake: Array, kind: str = "hinge") -> Array:
-    """hinge: mean(relu(1 - D_real)) + mean(relu(1 + D_fake)); non-saturating (logistic):
-    mean(softplus(-D_real)) + mean(softplus(D_fake))."""
-    if kind == "hinge":
-        return jnp.mean(jax.nn.relu(1.0 - logit_real)) + jnp.mean(jax.nn.relu(1.0 + logit_fake))
-    if kind == "nonsaturating":
-        return jnp.mean(jax.nn.softplus(-logit_real)) + jnp.mean(jax.nn.softplus(logit_fake))
-    raise ValueError(f"unknown GAN loss {kind!r}; choose one of {GAN_LOSSES}")
-
-
-def generator_adversarial_loss(logit_fake: Array, kind: str = "hinge") -> Array:
-    """hinge: -mean(D_fake); non-saturating: mean(softplus(-D_fake))."""
-    if kind == "hinge":
-        return -jnp.mean(logit_fake)
-    if kind == "nonsaturating":
-        return jnp.mean(jax.nn.softplus(-logit_fake))
-    raise ValueError(f"unknown GAN loss {kind!r}; choose one of {GAN_LOSSES}")
-
-
-def r1_penalty(logit_fn: Callable[[Sequence[Array]], Array], features: Sequence[Array], gamma: float) -> Array:
-    """gamma / 2 * mean_b sum ||d D(f)_b / d f_b||^2 over every feature array (R1, Mescheder et
-    al. 2018, taken w.r.t. the head's inputs as in ADD). The head treats samples independently,
-    so the gradient of sum_b D(f)_b gives each sample's own gradient."""
-    grads = jax.grad(lambda f: jnp.sum(logit_fn(f)))(list(features))
-    per_sample = sum(jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1) for g in grads)
-    return 0.5 * gamma * jnp.mean(per_sample)
-
-
-@dataclasses.dataclass(frozen=True)
-class AdversarialDistillation(GeneratorDistillation):
-    """ADD and LADD on the shared generator/head machinery (no critic)."""
-
-    mode: str = "add"
-    gan_loss: str = "hinge"
-    distill_weight: float = 2.5
-    distill_weighting: str = "alpha"
-    r1_weight: float = 1e-5
     feature_sigma: float = 0.1
+    # LADD: discriminator noise ln(s / sigma_data) ~ N(1, 1), the logit-normal pi(t; m=1, s=1).
     noise_mean: float = 1.0
     noise_std: float = 1.0
+    # LADD's synthetic data: teacher ODE samples (size and sampler as KD's pair set).
     num_synthetic: int = 16384
     teacher_sampler: str = "heun"
     teacher_nfe: int = 31
-    name: str = "add"
-    per_position_logits: ClassVar[bool] = True  # hinge losses and R1 average / sum every logit
 
     def __post_init__(self):
         super().__post_init__()
-        check_choice("mode", self.mode, MODES)
         check_choice("gan_loss", self.gan_loss, GAN_LOSSES)
         check_choice("distill_weighting", self.distill_weighting, DISTILL_WEIGHTINGS)
-        if self.teacher is None or self.head is None:
-            raise ValueError(f"{self.mode} needs a teacher (its features are the discriminator's backbone) and a discriminator head")
-        if self.critic is not None:
-            raise ValueError(f"{self.mode} trains no critic network; build it with critic=False")
         if self.distill_weight < 0 or self.r1_weight < 0:
             raise ValueError(f"distill_weight and r1_weight must be >= 0, got {self.distill_weight}, {self.r1_weight}")
         if self.mode == "add" and self.feature_sigma <= 0:
@@ -181,6 +117,43 @@ class AdversarialDistillation(GeneratorDistillation):
             raise ValueError(f"noise_std must be > 0, got {self.noise_std}")
         if self.mode == "ladd" and self.num_synthetic <= 0:
             raise ValueError(f"ladd trains on teacher samples: num_synthetic must be > 0, got {self.num_synthetic}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ADD(AdversarialSettings):
+    """Adversarial Diffusion Distillation (Sauer et al. 2023): lambda = 2.5 (Sec. 4) and R1 with
+    gamma = 1e-5 (Sec. 3.2; the paper finds it matters above 128^2 px)."""
+
+    method: ClassVar[str] = "add"
+    mode: ClassVar[str] = "add"
+
+    distill_weight: float = 2.5
+    r1_weight: float = 1e-5
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LADD(AdversarialSettings):
+    """Latent Adversarial Diffusion Distillation (Sauer et al. 2024): synthetic data, no
+    distillation loss and no R1 term."""
+
+    method: ClassVar[str] = "ladd"
+    mode: ClassVar[str] = "ladd"
+
+
+@dataclasses.dataclass(frozen=True)
+class AdversarialDistillation(GeneratorDistillation):
+    """ADD and LADD on the shared generator/head machinery (no critic)."""
+
+    per_position_logits: ClassVar[bool] = True  # hinge losses and R1 average / sum every logit
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.settings, AdversarialSettings):
+            raise ValueError(f"AdversarialDistillation takes ADD or LADD settings, got {type(self.settings).__name__}")
+        if self.teacher is None or self.head is None:
+            raise ValueError(f"{self.settings.mode} needs a teacher (its features are the discriminator's backbone) and a discriminator head")
+        if self.critic is not None:
+            raise ValueError(f"{self.settings.mode} trains no critic network; build it with critic=False")
 
     @property
     def sigma_data(self) -> float:
@@ -193,36 +166,36 @@ class AdversarialDistillation(GeneratorDistillation):
         them), ADD's teacher denoiser forward (two under guidance); per discriminator update the
         student's forward and the teacher's features of the fake and the real sample (the heads
         and the R1 gradient w.r.t. their inputs are not counted: they are tiny MLPs)."""
-        student = 4.0 + (teacher_passes(self.guidance) if self.distill_weight > 0 else 0.0)
+        student = 4.0 + (teacher_passes(self.guidance) if self.settings.distill_weight > 0 else 0.0)
         discriminator = 3.0
-        return student + mean_critic_updates(self.critic_schedule, self.total_steps) * discriminator
+        return student + mean_critic_updates(self.settings.critic_schedule, self.total_steps) * discriminator
 
     @property
     def setup_passes(self) -> float:
         """One-off teacher passes: LADD's pool of synthetic samples."""
-        if self.mode != "ladd":
+        if self.settings.mode != "ladd":
             return 0.0
-        return float(self.num_synthetic * self.teacher_nfe * teacher_passes(self.guidance))
+        return float(self.settings.num_synthetic * self.settings.teacher_nfe * teacher_passes(self.guidance))
 
     # ------------------------------------------------------------------ data
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         """LADD: the pool of teacher ODE samples (and their labels) that replaces real data."""
-        if self.mode != "ladd":
+        if self.settings.mode != "ladd":
             return frozen
         sample = lambda params, z, cond, key: teacher_ode(
-            self.teacher, params, z, cond, self.guidance, self.teacher_sampler, self.teacher_nfe, key
+            self.teacher, params, z, cond, self.guidance, self.settings.teacher_sampler, self.settings.teacher_nfe, key
         )
-        pairs = teacher_pair_set(sample, self.teacher_prior, frozen["teacher"], self.num_synthetic, self.num_classes, rng)
+        pairs = teacher_pair_set(sample, self.teacher_prior, frozen["teacher"], self.settings.num_synthetic, self.num_classes, rng)
         synthetic = {"x": pairs["target"], **({"label": pairs["label"]} if "label" in pairs else {})}
         return {**frozen, "synthetic": synthetic}
 
     def synthetic_batch(self, frozen: PyTree, batch: Batch, rng: Array) -> Batch:
         """A batch of pool samples (uniform with replacement), the size of ``batch``."""
-        idx = jax.random.randint(rng, (batch["x"].shape[0],), 0, self.num_synthetic)
+        idx = jax.random.randint(rng, (batch["x"].shape[0],), 0, self.settings.num_synthetic)
         return {k: v[idx] for k, v in frozen["synthetic"].items()}
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        if self.mode == "ladd":
+        if self.settings.mode == "ladd":
             batch = self.synthetic_batch(frozen, batch, derive(rng, "synthetic"))
         return super().step(trainable, frozen, batch, rng, step)
 
@@ -230,27 +203,27 @@ class AdversarialDistillation(GeneratorDistillation):
     def feature_time(self) -> float:
         """ADD's fixed feature level t_F with s(t_F) = feature_sigma * sigma_data."""
         with jax.ensure_compile_time_eval():
-            return float(self.process.t_from_sigma_ratio(self.feature_sigma * self.sigma_data))
+            return float(self.process.t_from_sigma_ratio(self.settings.feature_sigma * self.sigma_data))
 
     def discriminator_time(self, rng: Array, n: int) -> Array:
         """t̂ per sample: ADD's fixed t_F; LADD's ln(s(t̂) / sigma_data) ~ N(noise_mean, noise_std^2)
         (clipped to the process's noise range)."""
-        if self.mode == "add":
+        if self.settings.mode == "add":
             return jnp.full((n,), self.feature_time(), jnp.float32)
         s_min, s_max = self.sigma_range()
-        log_s = self.noise_mean + self.noise_std * jax.random.normal(rng, (n,), jnp.float32)
+        log_s = self.settings.noise_mean + self.settings.noise_std * jax.random.normal(rng, (n,), jnp.float32)
         return self.process.t_from_sigma_ratio(jnp.clip(self.sigma_data * jnp.exp(log_s), s_min, s_max))
 
     def discriminator_view(self, x0: Array, t: Array, rng: Array) -> Array:
         """What the feature network sees of a clean sample: itself (ADD) or alpha x0 + sigma eps (LADD)."""
-        if self.mode == "add":
+        if self.settings.mode == "add":
             return x0
         return self.noised(x0, rng, t)[0]
 
     def head_features(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> list[Array]:
         """The frozen teacher's features of x_t at t: unconditional for ADD (a fixed feature
         network); for LADD conditional, plus the noise-level column ln(s(t)) / 4."""
-        if self.mode == "add":
+        if self.settings.mode == "add":
             null = None if cond is None else jnp.full_like(cond, NULL_LABEL)
             return self.teacher.features(frozen["teacher"], x_t, t, null)
         features = self.teacher.features(frozen["teacher"], x_t, t, cond)
@@ -261,7 +234,7 @@ class AdversarialDistillation(GeneratorDistillation):
         """D(F(view of x0)) for a batch of clean samples (real or generated)."""
         t = self.discriminator_time(derive(rng, "time"), x0.shape[0])
         x = self.discriminator_view(x0, t, derive(rng, "noise"))
-        return self.head.apply(head_params, self.head_features({}, frozen, x, t, cond), cond)
+        return self.head_logits({"head": head_params}, frozen, x, t, cond)
 
     def critic_loss(self, params: dict, frozen: PyTree, batch: Batch, x_g: Array, cond: Optional[Array], rng: Array) -> tuple[Array, Metrics]:
         """The heads' GAN loss on real (ADD) / synthetic (LADD) data against stop-gradient student
@@ -274,17 +247,17 @@ class AdversarialDistillation(GeneratorDistillation):
         logit_fn = lambda f: self.head.apply(params["head"], f, cond)
         logit_real = logit_fn(features_real)
         logit_fake = logit_fn(self.head_features({}, frozen, fake, t, cond))
-        loss = discriminator_loss(logit_real, logit_fake, self.gan_loss)
+        loss = discriminator_loss(logit_real, logit_fake, self.settings.gan_loss)
         metrics = {"disc_loss": loss, "logit_real": jnp.mean(logit_real), "logit_fake": jnp.mean(logit_fake)}
-        if self.r1_weight > 0:
-            r1 = r1_penalty(logit_fn, features_real, self.r1_weight)
+        if self.settings.r1_weight > 0:
+            r1 = r1_penalty(logit_fn, features_real, self.settings.r1_weight)
             loss, metrics = loss + r1, {**metrics, "r1": r1}
         return loss, metrics
 
     # ---------------------------------------------------------------- student
     def distill_weights(self, t: Array) -> Array:
         """c(t): (1 + (s(t) / sigma_data)^2)^(-1/2) ("alpha") or 1 ("none"), shape [B]."""
-        if self.distill_weighting == "none":
+        if self.settings.distill_weighting == "none":
             return jnp.ones_like(t)
         return jax.lax.rsqrt(1.0 + jnp.square(self.process.sigma_ratio(t) / self.sigma_data))
 
@@ -300,12 +273,12 @@ class AdversarialDistillation(GeneratorDistillation):
 
     def student_loss(self, nets: dict, frozen: PyTree, x_g: Array, cond: Optional[Array], rng: Array) -> tuple[Array, Metrics]:
         """L_adv(x̂) + lambda L_distill(x̂) for student samples x̂ (differentiable)."""
-        adv = generator_adversarial_loss(self.logits(nets["head"], frozen, x_g, cond, derive(rng, "gan")), self.gan_loss)
+        adv = generator_gan_loss(self.logits(nets["head"], frozen, x_g, cond, derive(rng, "gan")), self.settings.gan_loss)
         loss, metrics = adv, {"adv_loss": adv}
-        if self.distill_weight > 0:
+        if self.settings.distill_weight > 0:
             t, eps = self.distill_noise(derive(rng, "distill"), x_g)
             distill = self.distillation_loss(frozen, x_g, cond, t, eps)
-            loss, metrics = loss + self.distill_weight * distill, {**metrics, "distill_loss": distill}
+            loss, metrics = loss + self.settings.distill_weight * distill, {**metrics, "distill_loss": distill}
         return loss, {**metrics, "loss": loss}
 
     def generator_loss(self, params: PyTree, nets: dict, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Array, Metrics]:
@@ -313,22 +286,7 @@ class AdversarialDistillation(GeneratorDistillation):
         return self.student_loss(nets, frozen, x_g, cond, rng)
 
 
-def from_config(ctx) -> tuple[AdversarialDistillation, PyTree]:
-    """The adversarial objective of ``config.method`` in MODES (config section ``adversarial``)."""
-    method, section = ctx.config.method, ctx.section
-    kwargs, frozen = generator_kwargs(ctx, critic=False, head=True)
-    extra = dict(
-        mode=method,
-        gan_loss=section.gan_loss,
-        distill_weight=float(section.distill_weight),
-        distill_weighting=section.distill_weighting,
-        r1_weight=float(section.r1_weight),
-        feature_sigma=float(section.feature_sigma),
-        noise_mean=float(section.noise_mean),
-        noise_std=float(section.noise_std),
-        num_synthetic=int(section.num_synthetic),
-        teacher_sampler=section.teacher_sampler,
-        teacher_nfe=int(section.teacher_nfe),
-        name=method,
-    )
-    return build_objective(AdversarialDistillation, ctx, kwargs, extra), frozen
+def build(ctx, settings: AdversarialSettings) -> tuple[AdversarialDistillation, PyTree]:
+    """The ADD / LADD objective of ``settings`` with the run's networks and teacher."""
+    parts, frozen = generator_parts(ctx, settings, critic=False, head=True)
+    return AdversarialDistillation(settings=settings, **parts), frozen

@@ -1,13 +1,12 @@
 """Small pieces several objectives share: option checks, parameter overlay for teacher
-initialisation, distances, and step-indexed schedules written as traced functions."""
+initialisation, pass counts and noise-level draws."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from jaxdistill.objectives.denoising import mean_per_sample
-from jaxdistill.types import Array, PyTree
+from jaxdistill.core.types import Array, PyTree
 
 
 def check_choice(label: str, value, choices) -> None:
@@ -44,18 +43,6 @@ def teacher_passes(guidance) -> float:
     """Network passes of one teacher evaluation: two under classifier-free guidance (a batched
     conditional and unconditional pair), else one."""
     return 2.0 if guidance is not None else 1.0
-
-
-def squared_l2(a: Array, b: Array) -> Array:
-    """Per-sample ||a - b||^2 / d (mean over the event dimensions), shape [B]."""
-    return mean_per_sample(jnp.square(a - b))
-
-
-def pseudo_huber(a: Array, b: Array, c: float) -> Array:
-    """Per-sample sqrt(||a - b||^2 + c^2) - c with the squared norm summed over all d dimensions
-    (Song & Dhariwal 2023, eq. 9), shape [B]."""
-    diff = (a - b).reshape(a.shape[0], -1)
-    return jnp.sqrt(jnp.sum(jnp.square(diff), axis=1) + c**2) - c
 
 
 def lognormal_t(rng: Array, n: int, p_mean: float, p_std: float) -> Array:

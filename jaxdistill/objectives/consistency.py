@@ -43,71 +43,119 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from jax.scipy.special import erf
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
-from jaxdistill.diffusion.steps import karras_grid
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import check_choice, initial_student_params, lognormal_t, pseudo_huber, squared_l2, teacher_passes
+from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
+from jaxdistill.losses import pseudo_huber, squared_l2
+from jaxdistill.objectives.common import check_choice, initial_student_params, lognormal_t, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState
-from jaxdistill.types import Array, Batch, PyTree
 
-SECTION = "consistency"
-MODES = ("cd", "ct", "ict", "ect")
 DISTANCES = ("l2", "pseudo_huber", "feature")
 SOLVERS = ("euler", "heun")
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Paper defaults for ``method`` in MODES (CIFAR-10 settings of each paper)."""
-    c = ml_collections.ConfigDict()
-    c.rho = 7.0  # Song et al. 2023, following Karras et al. 2022
-    # cd: N = 18, mu = 0.95, Heun teacher (Song et al. 2023, Table 3, CIFAR-10).
-    c.num_scales = 18
-    c.target_ema = 0.95
-    c.teacher_solver = "heun"
-    # ct: s0 = 2, s1 = 150, mu0 = 0.9 (Song et al. 2023, Table 3); ict: s0 = 10, s1 = 1280
-    # (Song & Dhariwal 2023, Sec. 3.4).
-    c.s0 = 10 if method == "ict" else 2
-    c.s1 = 1280 if method == "ict" else 150
-    c.mu0 = 0.9
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConsistencySettings:
+    """Settings shared by CD, CT, iCT and ECT (each paper's CIFAR-10 values); the subclasses
+    below are the methods."""
+
+    section: ClassVar[str] = "consistency"
+    method: ClassVar[str] = ""
+    mode: ClassVar[str] = ""
+
+    rho: float = 7.0  # Song et al. 2023, following Karras et al. 2022
+    # cd: N = 18 noise levels, target EMA mu = 0.95, Heun teacher (Song et al. 2023, Table 3).
+    num_scales: int = 18
+    target_ema: float = 0.95
+    teacher_solver: str = "heun"
+    # ct curriculum: s0 = 2, s1 = 150, mu0 = 0.9 (Song et al. 2023, Table 3).
+    s0: int = 2
+    s1: int = 150
+    mu0: float = 0.9
     # ict / ect lognormal noise levels: P_mean = -1.1, P_std = 2.0 (both papers).
-    c.p_mean = -1.1
-    c.p_std = 2.0
+    p_mean: float = -1.1
+    p_std: float = 2.0
     # Distance: Song et al. 2023 found LPIPS best; "feature" uses the teacher network's own
-    # features (our stand-in for LPIPS). iCT: pseudo-Huber with c = 0.00054 sqrt(d) (huber_c < 0).
-    # ECT: the same pseudo-Huber form with c = 0 by default (the ECT code's default).
-    c.distance = {"cd": "l2", "ct": "l2", "ict": "pseudo_huber", "ect": "pseudo_huber"}[method]
-    c.huber_c = 0.0 if method == "ect" else -1.0
-    c.feature_sigma = 0.5  # noise level at which teacher features are taken ("feature" distance)
-    # ect mapping r(t) (Geng et al. 2024): q = 2, k = 8, b = 1; stage_steps = 0 means
-    # num_steps / 8 (our budget choice: eight halvings of t - r over a run).
-    c.ect_q = 2.0
-    c.ect_k = 8.0
-    c.ect_b = 1.0
-    c.stage_steps = 0
-    # Start from the teacher's weights (needs a network teacher of the same architecture):
-    # ECT always does; Song et al. 2023 initialise CD students from the teacher too.
-    c.init_from_teacher = method in ("cd", "ect")
-    return c
+    # features (our stand-in for LPIPS). pseudo_huber's c: < 0 means iCT's 0.00054 sqrt(d).
+    distance: str = "l2"
+    huber_c: float = -1.0
+    feature_sigma: float = 0.5  # noise level at which teacher features are taken ("feature" distance)
+    # ect mapping r(t) (Geng et al. 2024): q = 2, k = 8, b = 1; stage_steps = 0 means the run's
+    # updates / 8 (our budget choice: eight halvings of t - r over a run).
+    ect_q: float = 2.0
+    ect_k: float = 8.0
+    ect_b: float = 1.0
+    stage_steps: int = 0
+    init_from_teacher: bool = False  # start from the teacher's weights (a network teacher of the same architecture)
+
+    def __post_init__(self):
+        check_choice("distance", self.distance, DISTANCES)
+        check_choice("teacher_solver", self.teacher_solver, SOLVERS)
+        if self.num_scales < 2 or self.s0 < 1 or self.s1 < self.s0:
+            raise ValueError(f"need num_scales >= 2 and 1 <= s0 <= s1, got {self.num_scales}, {self.s0}, {self.s1}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CD(ConsistencySettings):
+    """Consistency distillation (Song et al. 2023); the student starts from the teacher."""
+
+    method: ClassVar[str] = "cd"
+    mode: ClassVar[str] = "cd"
+
+    init_from_teacher: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CT(ConsistencySettings):
+    """Consistency training (Song et al. 2023), from scratch."""
+
+    method: ClassVar[str] = "ct"
+    mode: ClassVar[str] = "ct"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ICT(ConsistencySettings):
+    """Improved consistency training (Song & Dhariwal 2023): s0 = 10, s1 = 1280 (Sec. 3.4) and
+    the pseudo-Huber distance with c = 0.00054 sqrt(d)."""
+
+    method: ClassVar[str] = "ict"
+    mode: ClassVar[str] = "ict"
+
+    s0: int = 10
+    s1: int = 1280
+    distance: str = "pseudo_huber"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ECT(ConsistencySettings):
+    """Easy consistency tuning (Geng et al. 2024): from the teacher's weights, pseudo-Huber with
+    c = 0 (the ECT code's default)."""
+
+    method: ClassVar[str] = "ect"
+    mode: ClassVar[str] = "ect"
+
+    distance: str = "pseudo_huber"
+    huber_c: float = 0.0
+    init_from_teacher: bool = True
+
 
 
 def karras_sigmas(i: Array, n: Array, s_min: float, s_max: float, rho: float) -> Array:
     """s_i = (s_min^(1/rho) + i / (n - 1) (s_max^(1/rho) - s_min^(1/rho)))^rho (traced i and n)."""
-    lo, hi = s_min ** (1.0 / rho), s_max ** (1.0 / rho)
-    frac = jnp.asarray(i, jnp.float32) / (jnp.asarray(n, jnp.float32) - 1.0)
-    return (lo + frac * (hi - lo)) ** rho
+    return karras_sigma(jnp.asarray(i, jnp.float32) / (jnp.asarray(n, jnp.float32) - 1.0), s_min, s_max, rho)
 
 
 def ct_num_scales(step: Array, total: int, s0: int, s1: int) -> Array:
@@ -150,7 +198,7 @@ def ict_index_logits(n: Array, max_scales: int, s_min: float, s_max: float, rho:
 class ConsistencyObjective:
     """One objective for the four variants; ``mode`` picks targets, schedules and distance."""
 
-    mode: str
+    settings: ConsistencySettings
     student: Denoiser
     student_init_fn: object  # (rng, example_x) -> params
     tx: optax.GradientTransformation
@@ -159,35 +207,18 @@ class ConsistencyObjective:
     teacher: Optional[Denoiser] = None
     num_classes: int = 0
     guidance: Optional[float] = None
-    rho: float = 7.0
-    num_scales: int = 18
-    target_ema: float = 0.95
-    teacher_solver: str = "heun"
-    s0: int = 2
-    s1: int = 150
-    mu0: float = 0.9
-    p_mean: float = -1.1
-    p_std: float = 2.0
-    distance: str = "l2"
-    huber_c: float = -1.0
-    feature_sigma: float = 0.5
-    ect_q: float = 2.0
-    ect_k: float = 8.0
-    ect_b: float = 1.0
-    stage_steps: int = 0
-    init_from_teacher: bool = False
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: str = "consistency"
 
     def __post_init__(self):
-        check_choice("consistency mode", self.mode, MODES)
-        check_choice("distance", self.distance, DISTANCES)
-        check_choice("teacher_solver", self.teacher_solver, SOLVERS)
-        if self.mode == "cd" and self.teacher is None:
+        if self.settings.mode == "cd" and self.teacher is None:
             raise ValueError("consistency distillation needs a teacher")
-        if self.distance == "feature" and self.teacher is None:
+        if self.settings.distance == "feature" and self.teacher is None:
             raise ValueError("distance='feature' uses the teacher network's features and needs a teacher")
+
+    @property
+    def name(self) -> str:
+        return self.settings.method
 
     # ------------------------------------------------------------------ basics
     @property
@@ -197,10 +228,7 @@ class ConsistencyObjective:
     @property
     def sigma_range(self) -> tuple[float, float]:
         """(s_min, s_max) of the process, with s_max = 80 if sigma/alpha is infinite at t_max."""
-        with jax.ensure_compile_time_eval():
-            s_min = float(self.process.sigma_ratio(self.process.t_min))
-            s_max = float(self.process.sigma_ratio(self.process.t_max))
-        return s_min, s_max if math.isfinite(s_max) else 80.0
+        return sigma_ratio_range(self.process)
 
     @property
     def passes_per_sample(self) -> float:
@@ -208,15 +236,15 @@ class ConsistencyObjective:
         forward, CD's teacher step (Heun 2, Euler 1; doubled under guidance) and, for the feature
         distance, two teacher feature passes and a backward through one."""
         passes = 3.0
-        if self.mode == "cd":
-            passes += (2.0 if self.teacher_solver == "heun" else 1.0) * teacher_passes(self.guidance)
-        if self.distance == "feature":
+        if self.settings.mode == "cd":
+            passes += (2.0 if self.settings.teacher_solver == "heun" else 1.0) * teacher_passes(self.guidance)
+        if self.settings.distance == "feature":
             passes += 3.0
         return passes
 
     @property
     def uses_target_network(self) -> bool:
-        return self.mode in ("cd", "ct")
+        return self.settings.mode in ("cd", "ct")
 
     def prior(self, rng: Array, num: int) -> Array:
         return self.process.prior_sample(rng, (num, *self.event_shape))
@@ -225,7 +253,7 @@ class ConsistencyObjective:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
         trainable = {"student": NetState.create(params, self.tx)}
         if self.uses_target_network:
             trainable["target"] = jax.tree.map(jnp.copy, params)
@@ -241,66 +269,62 @@ class ConsistencyObjective:
 
     # ---------------------------------------------------------------- schedules
     def current_num_scales(self, step: Array) -> Array:
-        if self.mode == "ct":
-            return ct_num_scales(step, self.total_steps, self.s0, self.s1)
-        if self.mode == "ict":
-            return ict_num_scales(step, self.total_steps, self.s0, self.s1)
-        return jnp.asarray(self.num_scales, jnp.int32)
+        if self.settings.mode == "ct":
+            return ct_num_scales(step, self.total_steps, self.settings.s0, self.settings.s1)
+        if self.settings.mode == "ict":
+            return ict_num_scales(step, self.total_steps, self.settings.s0, self.settings.s1)
+        return jnp.asarray(self.settings.num_scales, jnp.int32)
 
     def current_target_ema(self, step: Array) -> Array:
-        if self.mode == "ct":
-            return ct_target_ema(self.current_num_scales(step), self.s0, self.mu0)
-        return jnp.asarray(self.target_ema, jnp.float32)
+        if self.settings.mode == "ct":
+            return ct_target_ema(self.current_num_scales(step), self.settings.s0, self.settings.mu0)
+        return jnp.asarray(self.settings.target_ema, jnp.float32)
 
     def ect_stage(self, step: Array) -> Array:
-        stage_steps = self.stage_steps or max(self.total_steps // 8, 1)
+        stage_steps = self.settings.stage_steps or max(self.total_steps // 8, 1)
         return jnp.asarray(step, jnp.int32) // stage_steps
 
     # ------------------------------------------------------------------- pairs
     def sample_pair(self, rng: Array, n: int, step: Array) -> tuple[Array, Array, Array]:
         """(s_hi, s_lo, lambda): noise levels of the student and target points and the loss weight."""
         s_min, s_max = self.sigma_range
-        if self.mode == "ect":
-            t = lognormal_t(rng, n, self.p_mean, self.p_std)
-            r = ect_r(t, self.ect_stage(step), self.ect_q, self.ect_k, self.ect_b)
+        if self.settings.mode == "ect":
+            t = lognormal_t(rng, n, self.settings.p_mean, self.settings.p_std)
+            r = ect_r(t, self.ect_stage(step), self.settings.ect_q, self.settings.ect_k, self.settings.ect_b)
             return t, r, 1.0 / (t - r)
         levels = self.current_num_scales(step)
-        if self.mode == "ict":
-            logits = ict_index_logits(levels, self.s1 + 1, s_min, s_max, self.rho, self.p_mean, self.p_std)
+        if self.settings.mode == "ict":
+            logits = ict_index_logits(levels, self.settings.s1 + 1, s_min, s_max, self.settings.rho, self.settings.p_mean, self.settings.p_std)
             i = jax.random.categorical(rng, logits, shape=(n,))
         else:
             u = jax.random.uniform(rng, (n,))
             i = jnp.minimum(jnp.floor(u * (levels - 1)).astype(jnp.int32), levels - 2)
-        s_lo = karras_sigmas(i, levels, s_min, s_max, self.rho)
-        s_hi = karras_sigmas(i + 1, levels, s_min, s_max, self.rho)
-        weight = 1.0 / (s_hi - s_lo) if self.mode == "ict" else jnp.ones_like(s_hi)
+        s_lo = karras_sigmas(i, levels, s_min, s_max, self.settings.rho)
+        s_hi = karras_sigmas(i + 1, levels, s_min, s_max, self.settings.rho)
+        weight = 1.0 / (s_hi - s_lo) if self.settings.mode == "ict" else jnp.ones_like(s_hi)
         return s_hi, s_lo, weight
 
     def teacher_step(self, teacher_params: PyTree, x: Array, t: Array, t_next: Array, cond: Optional[Array]) -> Array:
         """One teacher PF-ODE step t -> t_next (per-sample times), Euler or Heun (Karras et al. 2022)."""
         guidance = self.guidance if cond is not None else None
-        velocity = lambda y, tt: self.teacher.velocity(teacher_params, y, tt, cond, guidance=guidance)
-        h = broadcast_to(t_next - t, x)
-        d = velocity(x, t)
-        x_euler = x + h * d
-        if self.teacher_solver == "euler":
-            return x_euler
-        return x + 0.5 * h * (d + velocity(x_euler, t_next))
+        velocity = lambda y, tt: self.teacher.velocity(teacher_params, y, tt, cond, guidance=guidance)  # noqa: E731
+        step = samplers.euler_step if self.settings.teacher_solver == "euler" else samplers.heun_step
+        return step(velocity, x, t, t_next)
 
     def distance_fn(self, frozen: PyTree, cond: Optional[Array]) -> Callable[[Array, Array], Array]:
         """Per-sample distance d(a, b), shape [B]."""
-        if self.distance == "l2":
+        if self.settings.distance == "l2":
             return squared_l2
-        if self.distance == "pseudo_huber":
+        if self.settings.distance == "pseudo_huber":
             dim = math.prod(self.event_shape)
-            c = 0.00054 * math.sqrt(dim) if self.huber_c < 0 else self.huber_c
+            c = 0.00054 * math.sqrt(dim) if self.settings.huber_c < 0 else self.settings.huber_c
             return lambda a, b: pseudo_huber(a, b, c)
         return lambda a, b: self.feature_distance(frozen["teacher"], a, b, cond)
 
     def feature_distance(self, teacher_params: PyTree, a: Array, b: Array, cond: Optional[Array]) -> Array:
         """Mean squared distance of the teacher network's intermediate features at noise level
         ``feature_sigma`` (an LPIPS stand-in that needs no download), averaged over layers."""
-        t = self.process.t_from_sigma_ratio(jnp.full((a.shape[0],), self.feature_sigma, jnp.float32))
+        t = self.process.t_from_sigma_ratio(jnp.full((a.shape[0],), self.settings.feature_sigma, jnp.float32))
 
         feats = lambda x: self.teacher.features(teacher_params, broadcast_to(self.process.alpha(t), x) * x, t, cond)
         pairs = list(zip(feats(a), feats(b)))
@@ -317,21 +341,21 @@ class ConsistencyObjective:
         z = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         rngs = {"dropout": derive(rng, "dropout")}  # the same dropout mask for both evaluations
         x_hi, t_hi = self.noisy(x0, z, s_hi)
-        if self.mode == "cd":
+        if self.settings.mode == "cd":
             t_lo = self.process.t_from_sigma_ratio(s_lo)
             x_lo = jax.lax.stop_gradient(self.teacher_step(frozen["teacher"], x_hi, t_hi, t_lo, cond))
         else:
-            s_eval = jnp.maximum(s_lo, self.sigma_range[0]) if self.mode == "ect" else s_lo
+            s_eval = jnp.maximum(s_lo, self.sigma_range[0]) if self.settings.mode == "ect" else s_lo
             x_lo, t_lo = self.noisy(x0, z, s_eval)
         target = self.f(target_params, x_lo, t_lo, cond, rngs)
-        if self.mode == "ect":
+        if self.settings.mode == "ect":
             target = jnp.where(broadcast_to(s_lo > 0, x0), target, x0)
         target = jax.lax.stop_gradient(target)
         prediction = self.f(params, x_hi, t_hi, cond, rngs)
         per_sample = weight * self.distance_fn(frozen, cond)(prediction, target)
         loss = jnp.mean(per_sample)
         metrics = {"loss": loss}
-        if self.mode != "ect":
+        if self.settings.mode != "ect":
             metrics["num_scales"] = self.current_num_scales(step).astype(jnp.float32)
         return loss, metrics
 
@@ -345,14 +369,14 @@ class ConsistencyObjective:
             mu = self.current_target_ema(step)
             out["target"] = jax.tree.map(lambda p_t, p: mu * p_t + (1.0 - mu) * p, trainable["target"], state.params)
             metrics["target_ema"] = mu
-        if self.mode == "ect":
+        if self.settings.mode == "ect":
             metrics["stage"] = self.ect_stage(step).astype(jnp.float32)
         return out, {**metrics, **opt_metrics}
 
     # ---------------------------------------------------------------- sampling
     def sampling_times(self, nfe: int) -> Array:
         """nfe + 1 times: nfe Karras points from t_max down (t_min excluded), then 0."""
-        ts = karras_grid(self.process, nfe, rho=self.rho, t_end=self.process.t_min)
+        ts = karras_grid(self.process, nfe, rho=self.settings.rho, t_end=self.process.t_min)
         return ts.at[-1].set(0.0)
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
@@ -361,10 +385,10 @@ class ConsistencyObjective:
         return samplers.sample(x0_fn, self.process, noise, self.sampling_times(nfe), "consistency", rng=rng)
 
 
-def from_config(ctx) -> tuple[ConsistencyObjective, PyTree]:
-    """The consistency objective of ``config.method`` in MODES."""
-    config, section, method = ctx.config, ctx.section, ctx.config.method
-    needs_teacher = method == "cd" or section.distance == "feature" or section.init_from_teacher
+def build(ctx, settings: ConsistencySettings) -> tuple[ConsistencyObjective, PyTree]:
+    """The consistency objective of ``settings`` with the run's networks and teacher."""
+    config, method = ctx.config, settings.method
+    needs_teacher = method == "cd" or settings.distance == "feature" or settings.init_from_teacher
     teacher, frozen = None, {}
     if needs_teacher:
         teacher, teacher_params = ctx.teacher()
@@ -372,47 +396,23 @@ def from_config(ctx) -> tuple[ConsistencyObjective, PyTree]:
         process = teacher.process
     else:
         process = ctx.process()
-    if section.init_from_teacher and config.teacher.kind != "checkpoint":
+    if settings.init_from_teacher and config.teacher.kind != "checkpoint":
         raise ConfigError(
             f"{method}: consistency.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
             "the exact mixture has no weights to copy — set consistency.init_from_teacher=False"
         )
-    prediction = "edm" if method == "ect" else "cm"
-    student, init_fn = ctx.network(process, prediction)
-    try:
-        objective = ConsistencyObjective(
-            mode=method,
-            student=student,
-            student_init_fn=init_fn,
-            tx=ctx.optimizer(),
-            event_shape=ctx.event_shape,
-            total_steps=int(config.train.num_steps),
-            teacher=teacher,
-            num_classes=ctx.num_classes,
-            guidance=config.teacher.guidance,
-            rho=float(section.rho),
-            num_scales=int(section.num_scales),
-            target_ema=float(section.target_ema),
-            teacher_solver=section.teacher_solver,
-            s0=int(section.s0),
-            s1=int(section.s1),
-            mu0=float(section.mu0),
-            p_mean=float(section.p_mean),
-            p_std=float(section.p_std),
-            distance=section.distance,
-            huber_c=float(section.huber_c),
-            feature_sigma=float(section.feature_sigma),
-            ect_q=float(section.ect_q),
-            ect_k=float(section.ect_k),
-            ect_b=float(section.ect_b),
-            stage_steps=int(section.stage_steps),
-            init_from_teacher=bool(section.init_from_teacher),
-            ema_decay=float(config.ema_decay),
-            eval_nfes=tuple(int(n) for n in config.eval.nfes),
-            name=method,
-        )
-    except ValueError as err:
-        raise ConfigError(f"{method}: {err}") from err
-    if section.num_scales < 2 or section.s0 < 1 or section.s1 < section.s0:
-        raise ConfigError(f"{method}: need num_scales >= 2 and 1 <= s0 <= s1")
+    student, init_fn = ctx.network(process, "edm" if method == "ect" else "cm")
+    objective = ConsistencyObjective(
+        settings=settings,
+        student=student,
+        student_init_fn=init_fn,
+        tx=ctx.optimizer(),
+        event_shape=ctx.event_shape,
+        total_steps=int(config.train.num_steps),
+        teacher=teacher,
+        num_classes=ctx.num_classes,
+        guidance=config.teacher.guidance,
+        ema_decay=float(config.ema_decay),
+        eval_nfes=tuple(int(n) for n in config.eval.nfes),
+    )
     return objective, frozen

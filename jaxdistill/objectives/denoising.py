@@ -17,23 +17,41 @@ network learns the unconditional model too and classifier-free guidance works.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import NULL_LABEL, Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import target_for
 from jaxdistill.diffusion.process import NoiseProcess
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState
-from jaxdistill.types import NULL_LABEL, Array, Batch, PyTree
+from jaxdistill.losses import mean_per_sample
+from jaxdistill.objectives.common import check_choice
 
 WEIGHTINGS = ("none", "min_snr")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Denoising:
+    """Settings of teacher training (method ``teacher``)."""
+
+    section: ClassVar[str] = "denoising"
+    method: ClassVar[str] = "teacher"
+
+    weighting: str = "none"  # "none": each prediction kind's own target; "min_snr": Hang et al. 2023
+    min_snr_gamma: float = 5.0  # Hang et al. 2023: gamma = 5
+    label_dropout: float = 0.1  # classifier-free guidance's unconditional rate (Ho & Salimans 2022)
+
+    def __post_init__(self):
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        if not 0.0 <= self.label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
 
 
 def drop_labels(rng: Array, labels: Array, p: float) -> Array:
@@ -45,10 +63,6 @@ def drop_labels(rng: Array, labels: Array, p: float) -> Array:
 def batch_labels(batch: Batch, num_classes: int) -> Optional[Array]:
     """The batch's labels for a conditional objective, ``None`` for an unconditional one."""
     return batch["label"].astype(jnp.int32) if num_classes > 0 else None
-
-
-def mean_per_sample(x: Array) -> Array:
-    return jnp.mean(x.reshape(x.shape[0], -1), axis=1)
 
 
 def denoising_loss(
@@ -65,23 +79,17 @@ def denoising_loss(
 class DenoisingObjective:
     """Trains one network (``"model"``) as a diffusion / flow teacher."""
 
+    settings: Denoising
     denoiser: Denoiser
     init_fn: object  # (rng, example_x) -> params
     tx: optax.GradientTransformation
     event_shape: tuple[int, ...]
     num_classes: int = 0
-    weighting: str = "none"
-    min_snr_gamma: float = 5.0
-    label_dropout: float = 0.1
     ema_decay: float = 0.999
     sampler: str = "heun"
     guidance: Optional[float] = None
     eval_nfes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
-    name: str = "teacher"
-
-    def __post_init__(self):
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+    name: ClassVar[str] = "teacher"
 
     @property
     def process(self) -> NoiseProcess:
@@ -105,16 +113,16 @@ class DenoisingObjective:
         t = self.process.sample_t(derive(rng, "time"), n)
         eps = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         cond = batch_labels(batch, self.num_classes)
-        if cond is not None and self.label_dropout > 0:
-            cond = drop_labels(derive(rng, "label_dropout"), cond, self.label_dropout)
+        if cond is not None and self.settings.label_dropout > 0:
+            cond = drop_labels(derive(rng, "label_dropout"), cond, self.settings.label_dropout)
         rngs = {"dropout": derive(rng, "dropout")}
-        if self.weighting == "none":
+        if self.settings.weighting == "none":
             per_sample = denoising_loss(self.denoiser, params, x0, eps, t, cond, rngs)
         else:
             x_t = self.process.add_noise(x0, eps, t)
             x0_hat = self.denoiser.x0(params, x_t, t, cond, train=True, rngs=rngs)
             snr = jnp.exp(self.process.logsnr(t))
-            per_sample = jnp.minimum(snr, self.min_snr_gamma) * mean_per_sample(jnp.square(x0_hat - x0))
+            per_sample = jnp.minimum(snr, self.settings.min_snr_gamma) * mean_per_sample(jnp.square(x0_hat - x0))
         loss = jnp.mean(per_sample)
         return loss, {"loss": loss}
 
@@ -137,25 +145,20 @@ class DenoisingObjective:
         return samplers.sample_nfe(self.x0_fn(params, cond, guidance), self.process, noise, nfe, self.sampler, rng=rng)
 
 
-def from_config(ctx) -> tuple[DenoisingObjective, PyTree]:
-    """The teacher-training objective of a run config (``method: teacher``)."""
+def build(ctx, settings: Denoising) -> tuple[DenoisingObjective, PyTree]:
+    """The teacher-training objective of ``settings`` with the run's network."""
     config = ctx.config
     denoiser, init_fn = ctx.network(ctx.process(), config.prediction)
-    try:
-        objective = DenoisingObjective(
-            denoiser=denoiser,
-            init_fn=init_fn,
-            tx=ctx.optimizer(),
-            event_shape=ctx.event_shape,
-            num_classes=ctx.num_classes,
-            weighting=config.denoising.weighting,
-            min_snr_gamma=float(config.denoising.min_snr_gamma),
-            label_dropout=float(config.denoising.label_dropout),
-            ema_decay=float(config.ema_decay),
-            sampler=config.eval.sampler,
-            guidance=config.eval.guidance,
-            eval_nfes=tuple(int(n) for n in config.eval.nfes),
-        )
-    except ValueError as err:
-        raise ConfigError(f"denoising: {err}") from err
+    objective = DenoisingObjective(
+        settings=settings,
+        denoiser=denoiser,
+        init_fn=init_fn,
+        tx=ctx.optimizer(),
+        event_shape=ctx.event_shape,
+        num_classes=ctx.num_classes,
+        ema_decay=float(config.ema_decay),
+        sampler=config.eval.sampler,
+        guidance=config.eval.guidance,
+        eval_nfes=tuple(int(n) for n in config.eval.nfes),
+    )
     return objective, {}

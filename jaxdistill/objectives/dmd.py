@@ -46,56 +46,116 @@ Guidance (x_u + w (x_c - x_u)) is applied to the teacher only, as in DMD/DMD2.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
+from jaxdistill.core.objective import Metrics
+from jaxdistill.core.rng import derive
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.steps import karras_grid
-from jaxdistill.objectives.base import Metrics
-from jaxdistill.objectives.common import check_choice, squared_l2, teacher_passes
-from jaxdistill.objectives.denoising import mean_per_sample
-from jaxdistill.objectives.generator import (
-    GeneratorDistillation,
-    build_objective,
-    common_config,
-    generator_kwargs,
-    mean_critic_updates,
-)
+from jaxdistill.losses import discriminator_loss, generator_gan_loss, mean_per_sample, squared_l2
+from jaxdistill.objectives.common import check_choice, teacher_passes
+from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
-from jaxdistill.train.rng import derive
-from jaxdistill.types import Array, Batch, PyTree
 
-SECTION = "dmd"
-MODES = ("vsd", "dmd", "dmd2", "fdistill")
 DIVERGENCES = ("reverse_kl", "forward_kl", "js")
 REGRESSION_STEPS = ("first", "all")
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Paper defaults for ``method`` in MODES."""
-    c = common_config(critic=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistributionMatchingSettings(GeneratorSettings):
+    """Settings shared by VSD, DMD, DMD2 and f-distill; the subclasses below are the methods."""
+
+    section: ClassVar[str] = "dmd"
+    mode: ClassVar[str] = ""
+
     # Noise levels of the score comparison: DMD / DMD2 draw t in [0.02, 0.98] T (Yin et al. 2024).
-    c.u_range = (0.02, 0.98)
-    # DMD: lambda_reg = 0.25 on (noise, teacher ODE) pairs (Yin et al. 2024, CVPR; LPIPS there, L2 here).
-    c.regression_weight = 0.25 if method == "dmd" else 0.0
-    # Which generator steps the pairs train: "first" (the paper's one-step setting) or "all" (ours;
-    # pairs of teacher ODE states at every generator time, see the module docstring).
-    c.regression_steps = "first"
-    c.num_pairs = 8192
-    c.teacher_sampler = "heun"
-    c.teacher_nfe = 31
-    # DMD2: 5 critic updates per generator update and GAN weights lambda_D = 1e-2 (critic side),
-    # lambda_G = 3e-3 (generator side) (Yin et al. 2024, NeurIPS, ImageNet-64); f-distill keeps them.
-    gan = method in ("dmd2", "fdistill")
-    c.critic_schedule = ((0, 5),) if gan else ((0, 1),)
-    c.gan_critic_weight = 1e-2 if gan else 0.0
-    c.gan_generator_weight = 3e-3 if gan else 0.0
-    # f-distill: the paper's best one-step results use Jensen-Shannon (Xu et al. 2025).
-    c.divergence = "js"
-    return c
+    u_range: tuple[float, float] = (0.02, 0.98)
+    # DMD's regression loss on (noise, teacher ODE output) pairs: weight, which generator steps it
+    # trains ("first", the paper's one-step setting, or "all", ours: see the module docstring),
+    # and the pair set (size and the teacher sampler that solves the ODE).
+    regression_weight: float = 0.0
+    regression_steps: str = "first"
+    num_pairs: int = 8192
+    teacher_sampler: str = "heun"
+    teacher_nfe: int = 31
+    # DMD2's GAN head on the critic's features: critic-side and generator-side weights.
+    gan_critic_weight: float = 0.0
+    gan_generator_weight: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("regression_steps", self.regression_steps, REGRESSION_STEPS)
+        if self.regression_weight > 0 and self.num_pairs <= 0:
+            raise ValueError("regression_weight > 0 needs num_pairs > 0 (noise, teacher ODE) pairs")
+        if self.regression_weight > 0 and self.init_sigma > 0:
+            raise ValueError("the regression pairs start from the teacher's prior at t_max: set init_sigma = 0 with regression_weight > 0")
+        if self.regresses_every_step and self.teacher_sampler != "heun":
+            raise ValueError(f"regression_steps='all' integrates the teacher ODE with Heun through the generator times; set teacher_sampler='heun' (got {self.teacher_sampler!r})")
+        if self.regresses_every_step and self.later_step_sigmas:
+            raise ValueError("regression_steps='all' places the generator times on the teacher's Karras ODE grid; it does not take later_step_sigmas")
+
+    @property
+    def uses_head(self) -> bool:
+        return self.gan_critic_weight > 0 or self.gan_generator_weight > 0
+
+    @property
+    def regresses_every_step(self) -> bool:
+        return self.regression_weight > 0 and self.regression_steps == "all" and self.generator_steps > 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VSD(DistributionMatchingSettings):
+    """Variational Score Distillation / Diff-Instruct: the unnormalised score difference, one
+    critic update per generator update, no regression and no GAN term."""
+
+    method: ClassVar[str] = "vsd"
+    mode: ClassVar[str] = "vsd"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DMD(DistributionMatchingSettings):
+    """DMD (Yin et al. 2024, CVPR): normalised score difference plus the regression loss."""
+
+    method: ClassVar[str] = "dmd"
+    mode: ClassVar[str] = "dmd"
+
+    regression_weight: float = 0.25  # lambda_reg = 0.25 (LPIPS in the paper, L2 here)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DMD2(DistributionMatchingSettings):
+    """DMD2 (Yin et al. 2024, NeurIPS), ImageNet-64 settings: five critic updates per generator
+    update (TTUR) and a GAN head with lambda_D = 1e-2, lambda_G = 3e-3; no regression loss."""
+
+    method: ClassVar[str] = "dmd2"
+    mode: ClassVar[str] = "dmd2"
+
+    critic_schedule: tuple[tuple[int, int], ...] = ((0, 5),)
+    gan_critic_weight: float = 1e-2
+    gan_generator_weight: float = 3e-3
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FDistill(DMD2):
+    """f-distill (Xu et al. 2025): DMD2's setup with the score difference reweighted by
+    h(r) = r^2 f''(r); the paper's best one-step results use Jensen-Shannon."""
+
+    method: ClassVar[str] = "fdistill"
+    mode: ClassVar[str] = "fdistill"
+
+    divergence: str = "js"
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice("divergence", self.divergence, DIVERGENCES)
+
+    @property
+    def uses_head(self) -> bool:
+        return True  # the density ratio is read off the GAN head
 
 
 def density_ratio_weight(logit: Array, divergence: str) -> Array:
@@ -120,46 +180,18 @@ def pseudo_target_loss(x_g: Array, g: Array) -> Array:
 class DistributionMatching(GeneratorDistillation):
     """VSD, DMD, DMD2 and f-distill on the shared generator/critic/head machinery."""
 
-    mode: str = "dmd2"
-    regression_weight: float = 0.0
-    regression_steps: str = "first"
-    num_pairs: int = 0
-    teacher_sampler: str = "heun"
-    teacher_nfe: int = 31
-    gan_critic_weight: float = 0.0
-    gan_generator_weight: float = 0.0
-    divergence: str = "reverse_kl"
-    name: str = "dmd"
-
     def __post_init__(self):
         super().__post_init__()
-        check_choice("mode", self.mode, MODES)
-        check_choice("divergence", self.divergence, DIVERGENCES)
-        check_choice("regression_steps", self.regression_steps, REGRESSION_STEPS)
+        if not isinstance(self.settings, DistributionMatchingSettings):
+            raise ValueError(f"DistributionMatching takes VSD, DMD, DMD2 or FDistill settings, got {type(self.settings).__name__}")
         if self.teacher is None or self.critic is None:
-            raise ValueError(f"{self.mode} needs a teacher and a critic")
-        if self.uses_head and self.head is None:
-            raise ValueError(f"{self.mode} with GAN weights > 0 needs a discriminator head")
-        if self.regression_weight > 0 and self.num_pairs <= 0:
-            raise ValueError("regression_weight > 0 needs num_pairs > 0 (noise, teacher ODE) pairs")
-        if self.regresses_every_step and self.teacher_sampler != "heun":
-            raise ValueError(f"regression_steps='all' integrates the teacher ODE with Heun through the generator times; set teacher_sampler='heun' (got {self.teacher_sampler!r})")
-        if self.regresses_every_step and self.later_step_sigmas:
-            raise ValueError("regression_steps='all' places the generator times on the teacher's Karras ODE grid; it does not take later_step_sigmas")
-        if self.regression_weight > 0 and self.init_sigma > 0:
-            raise ValueError("the regression pairs start from the teacher's prior at t_max: set init_sigma = 0 with regression_weight > 0")
-
-    @property
-    def uses_head(self) -> bool:
-        return self.mode == "fdistill" or self.gan_critic_weight > 0 or self.gan_generator_weight > 0
-
-    @property
-    def regresses_every_step(self) -> bool:
-        return self.regression_weight > 0 and self.regression_steps == "all" and self.generator_steps > 1
+            raise ValueError(f"{self.name} needs a teacher and a critic")
+        if self.settings.uses_head and self.head is None:
+            raise ValueError(f"{self.name} with GAN weights > 0 needs a discriminator head")
 
     @property
     def normalised(self) -> bool:
-        return self.mode != "vsd"
+        return self.settings.mode != "vsd"
 
     @property
     def passes_per_sample(self) -> float:
@@ -168,37 +200,37 @@ class DistributionMatching(GeneratorDistillation):
         generator forward + backward; per critic update a generator forward (plus simulation) and
         the critic's forward + backward; the GAN head's critic-feature passes (real and fake
         forwards + backwards in the critic phase, a fake forward + backward in the generator's)."""
-        sim = self.generator_steps - 1 if self.backward_simulation else 0
+        sim = self.settings.generator_steps - 1 if self.settings.backward_simulation else 0
         generator = 2.0 + sim + teacher_passes(self.guidance) + 1.0
-        if self.regression_weight > 0:
+        if self.settings.regression_weight > 0:
             generator += 2.0
         critic = 1.0 + sim + 2.0
-        if self.uses_head:
+        if self.settings.uses_head:
             generator += 2.0
             critic += 4.0
-        return generator + mean_critic_updates(self.critic_schedule, self.total_steps) * critic
+        return generator + mean_critic_updates(self.settings.critic_schedule, self.total_steps) * critic
 
     @property
     def setup_passes(self) -> float:
         """One-off teacher passes: DMD's (noise, ODE output) pair set."""
-        if self.regression_weight <= 0:
+        if self.settings.regression_weight <= 0:
             return 0.0
-        nfe = len(self.ode_grid()) * 2 - 3 if self.regresses_every_step else self.teacher_nfe  # Heun; Euler onto 0
-        return float(self.num_pairs * nfe * teacher_passes(self.guidance))
+        nfe = len(self.ode_grid()) * 2 - 3 if self.settings.regresses_every_step else self.settings.teacher_nfe  # Heun; Euler onto 0
+        return float(self.settings.num_pairs * nfe * teacher_passes(self.guidance))
 
     # ------------------------------------------------------------------ setup
     @property
     def ode_steps_per_interval(self) -> int:
         """m: teacher ODE steps per generator interval, m K ≈ the Heun steps of ``teacher_nfe``."""
-        return max(1, round(samplers.steps_for_nfe("heun", self.teacher_nfe)[0] / self.generator_steps))
+        return max(1, round(samplers.steps_for_nfe("heun", self.settings.teacher_nfe)[0] / self.settings.generator_steps))
 
     def ode_grid(self) -> Array:
         """With ``regression_steps="all"``: the teacher's ODE grid, a Karras grid to t_min with
         m = ``ode_steps_per_interval`` steps per generator interval, the generator times at
         indices m i exactly, then 0."""
         per = self.ode_steps_per_interval
-        fine = karras_grid(self.process, per * self.generator_steps, rho=self.rho, t_end=self.process.t_min)
-        fine = fine.at[per * jnp.arange(self.generator_steps)].set(self.generator_times())
+        fine = karras_grid(self.process, per * self.settings.generator_steps, rho=self.settings.rho, t_end=self.process.t_min)
+        fine = fine.at[per * jnp.arange(self.settings.generator_steps)].set(self.generator_times())
         return jnp.concatenate([fine, jnp.zeros((1,), jnp.float32)])
 
     def teacher_ode_states(self, params: PyTree, z: Array, cond: Optional[Array], rng: Array) -> dict:
@@ -208,7 +240,7 @@ class DistributionMatching(GeneratorDistillation):
         guidance = self.guidance if cond is not None else None
         x0_fn = lambda x, t: self.teacher.x0(params, x, t, cond, guidance=guidance)  # noqa: E731
         ts = self.ode_grid()
-        starts = [self.ode_steps_per_interval * i for i in range(self.generator_steps)] + [len(ts) - 1]
+        starts = [self.ode_steps_per_interval * i for i in range(self.settings.generator_steps)] + [len(ts) - 1]
         x, states = z, []
         for start, end in zip(starts[:-1], starts[1:]):  # generator time t_i to t_{i+1} (the last: to 0)
             x = samplers.sample(x0_fn, self.process, x, ts[start : end + 1], "heun")
@@ -217,49 +249,45 @@ class DistributionMatching(GeneratorDistillation):
 
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         """DMD's fixed (noise, teacher ODE output[, ODE states at the generator times]) pairs, built once."""
-        if self.regression_weight <= 0:
+        if self.settings.regression_weight <= 0:
             return frozen
-        if self.regresses_every_step:
+        if self.settings.regresses_every_step:
             sample = self.teacher_ode_states
         else:
             sample = lambda params, z, cond, key: teacher_ode(
-                self.teacher, params, z, cond, self.guidance, self.teacher_sampler, self.teacher_nfe, key
+                self.teacher, params, z, cond, self.guidance, self.settings.teacher_sampler, self.settings.teacher_nfe, key
             )
-        return {**frozen, "pairs": teacher_pair_set(sample, self.teacher_prior, frozen["teacher"], self.num_pairs, self.num_classes, rng)}
+        return {**frozen, "pairs": teacher_pair_set(sample, self.teacher_prior, frozen["teacher"], self.settings.num_pairs, self.num_classes, rng)}
 
     def regression_inputs(self, frozen: PyTree, rng: Array, n: int) -> tuple[Array, Array, Optional[Array], Array]:
         """(x, t, cond, target) of ``n`` drawn pairs: the pair's noise at t_max, or with
         ``regression_steps="all"`` its ODE state at a uniformly drawn generator time."""
         pairs = frozen["pairs"]
-        idx = jax.random.randint(derive(rng, "pairs"), (n,), 0, self.num_pairs)
+        idx = jax.random.randint(derive(rng, "pairs"), (n,), 0, self.settings.num_pairs)
         cond = pairs["label"][idx] if self.num_classes > 0 else None
-        if not self.regresses_every_step:
+        if not self.settings.regresses_every_step:
             return pairs["noise"][idx], jnp.full((n,), self.process.t_max, jnp.float32), cond, pairs["target"][idx]
-        step = jax.random.randint(derive(rng, "pair_step"), (n,), 0, self.generator_steps)
+        step = jax.random.randint(derive(rng, "pair_step"), (n,), 0, self.settings.generator_steps)
         inputs = jnp.concatenate([pairs["noise"][idx][:, None], pairs["states"][idx]], axis=1)  # [n, K, ...]
         x = jnp.take_along_axis(inputs, step.reshape((n, 1) + (1,) * (inputs.ndim - 2)), axis=1)[:, 0]
         return x, self.generator_times()[step], cond, pairs["target"][idx]
 
     # ------------------------------------------------------------------ losses
-    def gan_logits(self, critic_params: PyTree, head_params: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> Array:
-        features = self.critic.features(critic_params, x_t, t, cond)
-        return self.head.apply(head_params, features, cond)
-
     def critic_loss(self, params: dict, frozen: PyTree, batch: Batch, x_g: Array, cond: Optional[Array], rng: Array) -> tuple[Array, Metrics]:
         """DSM of the critic on generator samples, plus (DMD2, f-distill) the head's logistic loss
         separating noised real data from noised generator samples at shared noise levels."""
         loss, metrics = super().critic_loss(params, frozen, batch, x_g, cond, rng)
-        if not self.uses_head:
+        if not self.settings.uses_head:
             return loss, metrics
         t = self.sample_t(derive(rng, "gan_time"), x_g.shape[0])
         real_t, _ = self.noised(batch["x"], derive(rng, "gan_real_noise"), t)
         fake_t, _ = self.noised(x_g, derive(rng, "gan_fake_noise"), t)
         # the generator samples were drawn at the batch's labels, so both sides share ``cond``
-        logit_real = self.gan_logits(params["critic"], params["head"], real_t, t, cond)
-        logit_fake = self.gan_logits(params["critic"], params["head"], fake_t, t, cond)
-        gan = jnp.mean(jax.nn.softplus(-logit_real) + jax.nn.softplus(logit_fake))
+        logit_real = self.head_logits(params, frozen, real_t, t, cond)
+        logit_fake = self.head_logits(params, frozen, fake_t, t, cond)
+        gan = discriminator_loss(logit_real, logit_fake, "nonsaturating")
         metrics = {**metrics, "gan_critic_loss": gan, "logit_real": jnp.mean(logit_real), "logit_fake": jnp.mean(logit_fake)}
-        return loss + self.gan_critic_weight * gan, metrics
+        return loss + self.settings.gan_critic_weight * gan, metrics
 
     def score_difference(self, nets: dict, frozen: PyTree, x_g: Array, cond: Optional[Array], rng: Array) -> tuple[Array, Array, Array]:
         """(g, x_t, t): the per-sample generator direction g = h (D_F - D_T) / n at x_t (stop-gradient)."""
@@ -271,8 +299,8 @@ class DistributionMatching(GeneratorDistillation):
         if self.normalised:
             scale = jnp.maximum(mean_per_sample(jnp.abs(jax.lax.stop_gradient(x_g) - d_teacher)), 1e-8)
             g = g / scale.reshape((-1,) + (1,) * (g.ndim - 1))
-        if self.mode == "fdistill":
-            h = density_ratio_weight(self.gan_logits(nets["critic"], nets["head"], x_t, t, cond), self.divergence)
+        if self.settings.mode == "fdistill":
+            h = density_ratio_weight(self.head_logits(nets, frozen, x_t, t, cond), self.settings.divergence)
             h = h / jnp.maximum(jnp.mean(h), 1e-8)
             g = g * h.reshape((-1,) + (1,) * (g.ndim - 1))
         return jax.lax.stop_gradient(g), x_t, t
@@ -282,33 +310,19 @@ class DistributionMatching(GeneratorDistillation):
         g, _, _ = self.score_difference(nets, frozen, x_g, cond, derive(rng, "dm"))
         dm = pseudo_target_loss(x_g, g)
         loss, metrics = dm, {"dm_loss": dm, "score_gap": jnp.mean(mean_per_sample(jnp.abs(g)))}
-        if self.regression_weight > 0:
+        if self.settings.regression_weight > 0:
             x, t, pair_cond, target = self.regression_inputs(frozen, rng, x_g.shape[0])
             reg = jnp.mean(squared_l2(self.generator_x0(params, x, t, pair_cond), target))
-            loss, metrics = loss + self.regression_weight * reg, {**metrics, "regression_loss": reg}
-        if self.gan_generator_weight > 0:
+            loss, metrics = loss + self.settings.regression_weight * reg, {**metrics, "regression_loss": reg}
+        if self.settings.gan_generator_weight > 0:
             t = self.sample_t(derive(rng, "gan_time"), x_g.shape[0])
             fake_t, _ = self.noised(x_g, derive(rng, "gan_noise"), t)
-            gan = jnp.mean(jax.nn.softplus(-self.gan_logits(nets["critic"], nets["head"], fake_t, t, cond)))
-            loss, metrics = loss + self.gan_generator_weight * gan, {**metrics, "gan_generator_loss": gan}
+            gan = generator_gan_loss(self.head_logits(nets, frozen, fake_t, t, cond), "nonsaturating")
+            loss, metrics = loss + self.settings.gan_generator_weight * gan, {**metrics, "gan_generator_loss": gan}
         return loss, {**metrics, "loss": loss}
 
 
-def from_config(ctx) -> tuple[DistributionMatching, PyTree]:
-    """The distribution-matching objective of ``config.method`` in MODES."""
-    method, section = ctx.config.method, ctx.section
-    gan = method == "fdistill" or float(section.gan_critic_weight) > 0 or float(section.gan_generator_weight) > 0
-    kwargs, frozen = generator_kwargs(ctx, critic=True, head=gan)
-    extra = dict(
-        mode=method,
-        regression_weight=float(section.regression_weight),
-        regression_steps=str(section.get("regression_steps", "first")),  # .get: configs saved before the field
-        num_pairs=int(section.num_pairs),
-        teacher_sampler=section.teacher_sampler,
-        teacher_nfe=int(section.teacher_nfe),
-        gan_critic_weight=float(section.gan_critic_weight),
-        gan_generator_weight=float(section.gan_generator_weight),
-        divergence=section.divergence if method == "fdistill" else "reverse_kl",
-        name=method,
-    )
-    return build_objective(DistributionMatching, ctx, kwargs, extra), frozen
+def build(ctx, settings: DistributionMatchingSettings) -> tuple[DistributionMatching, PyTree]:
+    """The distribution-matching objective of ``settings`` with the run's networks and teacher."""
+    parts, frozen = generator_parts(ctx, settings, critic=True, head=settings.uses_head)
+    return DistributionMatching(settings=settings, **parts), frozen

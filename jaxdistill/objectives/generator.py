@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import ClassVar, Optional, Sequence
 
 import jax
@@ -48,40 +47,57 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState, make_optimizer
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
-from jaxdistill.diffusion.steps import karras_grid
+from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
 from jaxdistill.models.discriminator import DiscriminatorHead
-from jaxdistill.objectives.base import Metrics, Trainable
 from jaxdistill.objectives.common import overlay_params
 from jaxdistill.objectives.denoising import batch_labels, denoising_loss
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState, make_optimizer
-from jaxdistill.types import Array, Batch, PyTree
 
 CRITIC_NETS = ("critic", "head")
 CRITIC_LOOPS = ("auto", "unrolled", "loop")
 
 
-def common_config(critic: bool = True) -> ml_collections.ConfigDict:
-    """Fields every generator-distillation section shares (methods set the paper's values)."""
-    c = ml_collections.ConfigDict()
-    c.generator_steps = 1
-    c.init_sigma = 0.0  # generator input noise level; 0: the process's t_max (pure noise)
-    c.later_step_sigmas = ()  # noise levels (sigma ratios) of steps 2..K, decreasing; (): the Karras grid
-    c.backward_simulation = True
-    c.critic_schedule = ((0, 1),)  # ((from_step, critic updates per generator update), ...)
-    c.critic_loop = "auto"  # "unrolled" | "loop" | "auto" (unrolled on CPU); see the module docstring
-    c.u_range = (0.02, 0.98)
-    c.rho = 7.0
-    c.init_from_teacher = True  # generator from the teacher's weights (network teachers only)
-    c.critic_from_teacher = critic  # critic from the teacher's weights (network teachers only)
-    c.critic_lr = 0.0  # 0: the generator's optim.lr
-    c.head_lr = 0.0
-    c.head_hidden = 256
-    c.head_per_position = False  # a head at every feature position instead of on pooled features
-    return c
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GeneratorSettings:
+    """Settings every generator method shares; each method's subclass sets its paper's values
+    (module docstring for what they mean)."""
+
+    section: ClassVar[str] = ""  # the run config's section holding these settings
+    method: ClassVar[str] = ""  # the method's name in the CLI and the registry
+
+    generator_steps: int = 1
+    init_sigma: float = 0.0  # generator input noise level; 0: the process's t_max (pure noise)
+    later_step_sigmas: tuple[float, ...] = ()  # noise levels (sigma ratios) of steps 2..K, decreasing; (): the Karras grid
+    backward_simulation: bool = True
+    critic_schedule: tuple[tuple[int, int], ...] = ((0, 1),)  # ((from_step, critic updates per generator update), ...)
+    critic_loop: str = "auto"  # "unrolled" | "loop" | "auto" (unrolled on CPU)
+    u_range: tuple[float, float] = (0.02, 0.98)
+    rho: float = 7.0
+    init_from_teacher: bool = True  # generator from the teacher's weights (network teachers only)
+    critic_from_teacher: bool = True  # critic from the teacher's weights (network teachers only)
+    critic_lr: float = 0.0  # 0: the generator's optim.lr
+    head_lr: float = 0.0
+    head_hidden: int = 256
+    head_per_position: bool = False  # a head at every feature position instead of on pooled features
+
+    def __post_init__(self):
+        if self.generator_steps < 1:
+            raise ValueError(f"generator_steps must be >= 1, got {self.generator_steps}")
+        starts = [int(s) for s, _ in self.critic_schedule]
+        if not starts or starts[0] != 0 or starts != sorted(starts) or any(int(n) < 0 for _, n in self.critic_schedule):
+            raise ValueError(f"critic_schedule must be ((0, n0), (step1, n1), ...) with increasing steps, n >= 0; got {self.critic_schedule}")
+        if self.critic_loop not in CRITIC_LOOPS:
+            raise ValueError(f"critic_loop must be one of {CRITIC_LOOPS}, got {self.critic_loop!r}")
+        if not 0.0 <= self.u_range[0] < self.u_range[1] <= 1.0:
+            raise ValueError(f"u_range must satisfy 0 <= u_min < u_max <= 1, got {self.u_range}")
+        if self.critic_lr < 0 or self.head_lr < 0:
+            raise ValueError(f"critic_lr and head_lr must be >= 0 (0: optim.lr), got {self.critic_lr}, {self.head_lr}")
 
 
 def critic_updates(schedule: Sequence[Sequence[int]], step: Array) -> Array:
@@ -119,6 +135,7 @@ def mean_critic_updates(schedule: Sequence[Sequence[int]], total_steps: int) -> 
 class GeneratorDistillation:
     """Base of the generator/critic/head objectives; see the module docstring."""
 
+    settings: GeneratorSettings
     generator: Denoiser
     generator_init_fn: object  # (rng, example_x) -> params
     tx: optax.GradientTransformation
@@ -132,19 +149,8 @@ class GeneratorDistillation:
     tx_head: Optional[optax.GradientTransformation] = None
     num_classes: int = 0
     guidance: Optional[float] = None
-    generator_steps: int = 1
-    init_sigma: float = 0.0
-    later_step_sigmas: tuple[float, ...] = ()
-    backward_simulation: bool = True
-    critic_schedule: tuple = ((0, 1),)
-    critic_loop: str = "auto"
-    u_range: tuple[float, float] = (0.02, 0.98)
-    rho: float = 7.0
-    init_from_teacher: bool = False
-    critic_from_teacher: bool = False
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1,)
-    name: str = "generator"
     # Whether the method's losses take a head's per-position logits [B, P] (GAN losses that
     # average every logit) or need one logit per sample (a density ratio, a per-sample weight).
     per_position_logits: ClassVar[bool] = False
@@ -152,38 +158,33 @@ class GeneratorDistillation:
     def __post_init__(self):
         if self.head is not None and self.head.per_position and not self.per_position_logits:
             raise ValueError(f"{self.name} needs one discriminator logit per sample: set head_per_position = False")
-        if self.generator_steps < 1:
-            raise ValueError(f"generator_steps must be >= 1, got {self.generator_steps}")
-        starts = [int(s) for s, _ in self.critic_schedule]
-        if not starts or starts[0] != 0 or starts != sorted(starts) or any(int(n) < 0 for _, n in self.critic_schedule):
-            raise ValueError(f"critic_schedule must be ((0, n0), (step1, n1), ...) with increasing steps, n >= 0; got {self.critic_schedule}")
-        if self.critic_loop not in CRITIC_LOOPS:
-            raise ValueError(f"critic_loop must be one of {CRITIC_LOOPS}, got {self.critic_loop!r}")
-        if not 0.0 <= self.u_range[0] < self.u_range[1] <= 1.0:
-            raise ValueError(f"u_range must satisfy 0 <= u_min < u_max <= 1, got {self.u_range}")
         s_min, s_max = self.sigma_range()
-        if not 0.0 <= self.init_sigma <= s_max:
-            raise ValueError(f"init_sigma must be in [0, {s_max:g}] (0: the process's largest noise level), got {self.init_sigma}")
-        if self.later_step_sigmas:
-            first = self.init_sigma if self.init_sigma > 0 else s_max
-            levels = [first, *self.later_step_sigmas, s_min]
-            if len(self.later_step_sigmas) != self.generator_steps - 1 or any(a <= b for a, b in zip(levels[:-1], levels[1:])):
+        if not 0.0 <= self.settings.init_sigma <= s_max:
+            raise ValueError(f"init_sigma must be in [0, {s_max:g}] (0: the process's largest noise level), got {self.settings.init_sigma}")
+        if self.settings.later_step_sigmas:
+            first = self.settings.init_sigma if self.settings.init_sigma > 0 else s_max
+            levels = [first, *self.settings.later_step_sigmas, s_min]
+            if len(self.settings.later_step_sigmas) != self.settings.generator_steps - 1 or any(a <= b for a, b in zip(levels[:-1], levels[1:])):
                 raise ValueError(
-                    f"later_step_sigmas must hold generator_steps - 1 = {self.generator_steps - 1} decreasing noise levels "
-                    f"between the first step's {first:g} and the smallest {levels[-1]:g}, got {self.later_step_sigmas}"
+                    f"later_step_sigmas must hold generator_steps - 1 = {self.settings.generator_steps - 1} decreasing noise levels "
+                    f"between the first step's {first:g} and the smallest {levels[-1]:g}, got {self.settings.later_step_sigmas}"
                 )
-        bad = [n for n in self.eval_nfes if not 1 <= n <= self.generator_steps]
+        bad = [n for n in self.eval_nfes if not 1 <= n <= self.settings.generator_steps]
         if bad:
-            raise ValueError(f"eval NFEs {bad} outside 1..generator_steps={self.generator_steps}")
+            raise ValueError(f"eval NFEs {bad} outside 1..generator_steps={self.settings.generator_steps}")
 
     # ------------------------------------------------------------------ basics
+    @property
+    def name(self) -> str:
+        return self.settings.method
+
     @property
     def process(self) -> NoiseProcess:
         return self.generator.process
 
     @property
     def max_critic_updates(self) -> int:
-        return max(int(n) for _, n in self.critic_schedule)
+        return max(int(n) for _, n in self.settings.critic_schedule)
 
     @property
     def loops_critic_updates(self) -> bool:
@@ -191,7 +192,7 @@ class GeneratorDistillation:
         never looped."""
         if self.max_critic_updates < 2:
             return False
-        return self.critic_loop == "loop" or (self.critic_loop == "auto" and jax.default_backend() != "cpu")
+        return self.settings.critic_loop == "loop" or (self.settings.critic_loop == "auto" and jax.default_backend() != "cpu")
 
     @property
     def trains_critic_phase(self) -> bool:
@@ -199,7 +200,7 @@ class GeneratorDistillation:
 
     def prior(self, rng: Array, num: int) -> Array:
         """The generator's input noise: the process prior, or sigma(t_0) z when ``init_sigma`` > 0."""
-        if self.init_sigma <= 0:
+        if self.settings.init_sigma <= 0:
             return self.process.prior_sample(rng, (num, *self.event_shape))
         sigma = self.process.sigma(self.generator_times()[0])
         return sigma * jax.random.normal(rng, (num, *self.event_shape), jnp.float32)
@@ -214,29 +215,25 @@ class GeneratorDistillation:
     def generator_times(self) -> Array:
         """t_0 > ... > t_{K-1}: the first K points of a K-step Karras grid from t_max (or from
         ``init_sigma``) down to the smallest noise level; t_1.. at ``later_step_sigmas`` when given."""
-        if self.init_sigma <= 0:
-            times = karras_grid(self.process, self.generator_steps, rho=self.rho, t_end=self.process.t_min)[: self.generator_steps]
+        if self.settings.init_sigma <= 0:
+            times = karras_grid(self.process, self.settings.generator_steps, rho=self.settings.rho, t_end=self.process.t_min)[: self.settings.generator_steps]
         else:
-            hi, lo = self.init_sigma ** (1.0 / self.rho), self.sigma_range()[0] ** (1.0 / self.rho)
-            ratios = [(hi + i / self.generator_steps * (lo - hi)) ** self.rho for i in range(self.generator_steps)]
+            s_min = self.sigma_range()[0]
+            ratios = [karras_sigma(i / self.settings.generator_steps, self.settings.init_sigma, s_min, self.settings.rho) for i in range(self.settings.generator_steps)]
             times = self.process.t_from_sigma_ratio(jnp.asarray(ratios, jnp.float32))
-        if not self.later_step_sigmas:
+        if not self.settings.later_step_sigmas:
             return times
-        later = self.process.t_from_sigma_ratio(jnp.asarray(self.later_step_sigmas, jnp.float32))
+        later = self.process.t_from_sigma_ratio(jnp.asarray(self.settings.later_step_sigmas, jnp.float32))
         return jnp.concatenate([times[:1], later])
 
     def sigma_range(self) -> tuple[float, float]:
-        with jax.ensure_compile_time_eval():
-            s_min = float(self.process.sigma_ratio(self.process.t_min))
-            s_max = float(self.process.sigma_ratio(self.process.t_max))
-        return s_min, s_max if math.isfinite(s_max) else 80.0
+        return sigma_ratio_range(self.process)
 
     def sample_t(self, rng: Array, n: int) -> Array:
         """Noise times for the teacher/critic comparison (Karras rho-map of u ~ U[u_min, u_max])."""
         s_min, s_max = self.sigma_range()
-        u = jax.random.uniform(rng, (n,), minval=self.u_range[0], maxval=self.u_range[1])
-        lo, hi = s_min ** (1.0 / self.rho), s_max ** (1.0 / self.rho)
-        return self.process.t_from_sigma_ratio((lo + u * (hi - lo)) ** self.rho)
+        u = jax.random.uniform(rng, (n,), minval=self.settings.u_range[0], maxval=self.settings.u_range[1])
+        return self.process.t_from_sigma_ratio(karras_sigma(u, s_min, s_max, self.settings.rho))
 
     def noised(self, x0: Array, rng: Array, t: Array) -> tuple[Array, Array]:
         """(x_t = alpha x0 + sigma eps, eps)."""
@@ -251,12 +248,12 @@ class GeneratorDistillation:
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
         x = batch["x"]
         params = self.generator_init_fn(derive(rng, "generator"), x)
-        if self.init_from_teacher:
+        if self.settings.init_from_teacher:
             params = overlay_params(params, frozen["teacher"])
         trainable = {"generator": NetState.create(params, self.tx)}
         if self.critic is not None:
             critic_params = self.critic_init_fn(derive(rng, "critic"), x)
-            if self.critic_from_teacher:
+            if self.settings.critic_from_teacher:
                 critic_params = overlay_params(critic_params, frozen["teacher"])
             trainable["critic"] = NetState.create(critic_params, self.tx_critic, use_ema=False)
         if self.head is not None:
@@ -267,9 +264,13 @@ class GeneratorDistillation:
         return trainable
 
     def head_features(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> list[Array]:
-        """The backbone features the head reads: the critic's (DMD2, f-distill) by default;
+        """The backbone features the head reads: the critic's (DMD2, f-distill, SiDA) by default;
         adversarial methods override this with the teacher's."""
         return self.critic.features(params["critic"], x_t, t, cond)
+
+    def head_logits(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> Array:
+        """The discriminator's logits D(features of x_t at t) with the head ``params["head"]``."""
+        return self.head.apply(params["head"], self.head_features(params, frozen, x_t, t, cond), cond)
 
     # -------------------------------------------------------------- generator
     def generator_x0(self, params: PyTree, x: Array, t: Array, cond: Optional[Array]) -> Array:
@@ -292,11 +293,11 @@ class GeneratorDistillation:
         n = batch["x"].shape[0]
         z = self.prior(derive(rng, "prior"), n)
         ts = self.generator_times()
-        if self.generator_steps == 1:
+        if self.settings.generator_steps == 1:
             return z, jnp.broadcast_to(ts[0], (n,))
-        index = jax.random.randint(derive(rng, "gen_step"), (n,), 0, self.generator_steps)
-        if self.backward_simulation:
-            _, inputs = self.chain(jax.lax.stop_gradient(params), z, cond, derive(rng, "simulate"), self.generator_steps)
+        index = jax.random.randint(derive(rng, "gen_step"), (n,), 0, self.settings.generator_steps)
+        if self.settings.backward_simulation:
+            _, inputs = self.chain(jax.lax.stop_gradient(params), z, cond, derive(rng, "simulate"), self.settings.generator_steps)
             stacked = jnp.stack(inputs)
         else:
             eps = jax.random.normal(derive(rng, "data_noise"), batch["x"].shape, batch["x"].dtype)
@@ -339,8 +340,8 @@ class GeneratorDistillation:
         step); on XLA:CPU this is the fast form, as convolution gradients inside control flow ran
         ~30x slower (a digits UNet critic update: 0.44 s plain, 13 s inside ``lax.scan`` or
         ``lax.cond``; ``experiments/critic_phase_timing.py``)."""
-        n = critic_updates(self.critic_schedule, step)
-        varying = len({int(k) for _, k in self.critic_schedule}) > 1
+        n = critic_updates(self.settings.critic_schedule, step)
+        varying = len({int(k) for _, k in self.settings.critic_schedule}) > 1
         update_rng = lambda i: jax.random.fold_in(derive(rng, "critic_phase"), i)
         metrics: Metrics = {}
         if varying or self.loops_critic_updates:  # metrics of the updates skipped at n(step) = 0
@@ -376,28 +377,26 @@ class GeneratorDistillation:
         return {**trainable, "generator": state}, {**metrics, **gen_metrics, **opt_metrics}
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
-        if not 1 <= nfe <= self.generator_steps:
-            raise ValueError(f"this generator has {self.generator_steps} step(s); nfe must be in 1..{self.generator_steps}, got {nfe}")
+        if not 1 <= nfe <= self.settings.generator_steps:
+            raise ValueError(f"this generator has {self.settings.generator_steps} step(s); nfe must be in 1..{self.settings.generator_steps}, got {nfe}")
         x0, _ = self.chain(trainable["generator"].eval_params, noise, cond, rng, nfe)
         return x0
 
 
-def generator_kwargs(ctx, *, critic: bool, head: bool) -> tuple[dict, PyTree]:
-    """Constructor arguments of ``GeneratorDistillation`` shared by every method, and the
-    frozen tree (the teacher's parameters), from a run config whose method section holds
-    ``common_config`` fields."""
-    config, section = ctx.config, ctx.section
+def generator_parts(ctx, settings: GeneratorSettings, *, critic: bool, head: bool) -> tuple[dict, PyTree]:
+    """The networks, optimisers and run-level fields of a ``GeneratorDistillation`` (everything
+    but its settings), and the frozen tree (the teacher's parameters)."""
+    config = ctx.config
     teacher, teacher_params = ctx.teacher()
-    frozen = {"teacher": teacher_params}
     process = teacher.process
-    wants_copy = bool(section.init_from_teacher) or (critic and bool(section.critic_from_teacher))
+    wants_copy = settings.init_from_teacher or (critic and settings.critic_from_teacher)
     if wants_copy and config.teacher.kind != "checkpoint":
         raise ConfigError(
-            f"{config.method}: init_from_teacher / critic_from_teacher need a trained network teacher "
+            f"{settings.method}: init_from_teacher / critic_from_teacher need a trained network teacher "
             "(teacher.kind='checkpoint'); the exact mixture has no weights to copy — set both to False"
         )
     generator, generator_init = ctx.network(process, config.prediction)
-    kwargs = dict(
+    parts = dict(
         generator=generator,
         generator_init_fn=generator_init,
         tx=ctx.optimizer(),
@@ -406,28 +405,16 @@ def generator_kwargs(ctx, *, critic: bool, head: bool) -> tuple[dict, PyTree]:
         teacher=teacher,
         num_classes=ctx.num_classes,
         guidance=config.teacher.guidance,
-        generator_steps=int(section.generator_steps),
-        init_sigma=float(section.init_sigma),
-        later_step_sigmas=tuple(float(s) for s in section.get("later_step_sigmas", ())),  # .get: configs saved before the field
-        backward_simulation=bool(section.backward_simulation),
-        critic_schedule=tuple((int(s), int(n)) for s, n in section.critic_schedule),
-        critic_loop=str(section.get("critic_loop", "auto")),  # .get: configs saved before the field
-        u_range=tuple(float(u) for u in section.u_range),
-        rho=float(section.rho),
-        init_from_teacher=bool(section.init_from_teacher),
-        critic_from_teacher=critic and bool(section.critic_from_teacher),
         ema_decay=float(config.ema_decay),
         eval_nfes=tuple(int(n) for n in config.eval.nfes),
     )
     if critic:
-        kwargs["critic"], kwargs["critic_init_fn"] = ctx.network(process, config.prediction)
-        kwargs["tx_critic"] = _optimizer_with_lr(config.optim, float(section.critic_lr), kwargs["critic_schedule"])
+        parts["critic"], parts["critic_init_fn"] = ctx.network(process, config.prediction)
+        parts["tx_critic"] = _optimizer_with_lr(config.optim, settings.critic_lr, settings.critic_schedule)
     if head:
-        kwargs["head"] = DiscriminatorHead(
-            hidden=int(section.head_hidden), num_classes=ctx.num_classes, per_position=bool(section.get("head_per_position", False))
-        )  # .get: configs saved before the field existed load as pooled heads
-        kwargs["tx_head"] = _optimizer_with_lr(config.optim, float(section.head_lr), kwargs["critic_schedule"])
-    return kwargs, frozen
+        parts["head"] = DiscriminatorHead(hidden=settings.head_hidden, num_classes=ctx.num_classes, per_position=settings.head_per_position)
+        parts["tx_head"] = _optimizer_with_lr(config.optim, settings.head_lr, settings.critic_schedule)
+    return parts, {"teacher": teacher_params}
 
 
 def _optimizer_with_lr(optim: ml_collections.ConfigDict, lr: float, critic_schedule: tuple) -> optax.GradientTransformation:
@@ -438,11 +425,3 @@ def _optimizer_with_lr(optim: ml_collections.ConfigDict, lr: float, critic_sched
     if lr > 0:
         cfg.lr = lr
     return make_optimizer(cfg, clock=functools.partial(generator_step_of_critic_update, critic_schedule))
-
-
-def build_objective(cls, ctx, kwargs: dict, extra: dict):
-    """``cls(**kwargs, **extra)`` with constructor errors reported as config errors."""
-    try:
-        return cls(**kwargs, **extra)
-    except ValueError as err:
-        raise ConfigError(f"{ctx.config.method}: {err}") from err

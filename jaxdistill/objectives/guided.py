@@ -8,7 +8,7 @@ progressively distilled to few steps.
 
 Guidance convention (ours, everywhere in jaxdistill): x_cfg = x_u + w (x_c - x_u), w = 1
 unguided. The paper writes (1 + w') x_c - w' x_u, so w = w' + 1; its range w' ~ U[0, 4]
-is our [1, 5] (converted in ``default_config``; configs hold our w).
+is our [1, 5] (converted in ``Guided``; configs hold our w).
 
 * Stage one (``stage_one_steps`` updates): with w ~ U[w_min, w_max], t drawn as in teacher
   training (``process.sample_t``) and z_t = alpha_t x + sigma_t eps,
@@ -35,66 +35,87 @@ the student of the stage distilled to ``nfe`` steps (progressive.py's snapshots)
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import check_choice, initial_student_params, squared_l2
+from jaxdistill.losses import squared_l2
+from jaxdistill.objectives.common import check_choice, initial_student_params
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.progressive import (
     GRIDS,
+    STUDENT_PREDICTIONS,
     check_init_from_teacher,
     count_stages,
     ddim_sample,
     keep_snapshots,
     pd_target,
+    resolve_prediction,
     restart_at,
     sample_grid_times,
     sampling_params,
     snapshot_steps,
-    student_prediction,
     truncated_snr_weight,
     with_snapshots,
 )
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState
-from jaxdistill.types import Array, Batch, PyTree
 
-SECTION = "guided"
 DEFAULT_GUIDANCE = 2.0  # our w = 2 is the paper's w' = 1
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Guided-distillation defaults (Meng et al. 2023 unless noted)."""
-    c = ml_collections.ConfigDict()
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Guided:
+    """Settings of guided distillation (Meng et al. 2023 unless noted)."""
+
+    section: ClassVar[str] = "guided"
+    method: ClassVar[str] = "guided"
+
     # Guidance range in OUR convention x_u + w (x_c - x_u): the paper's w' ~ U[0, 4] with
     # (1 + w') x_c - w' x_u, i.e. w = w' + 1 ~ U[1, 5].
-    c.w_min = 1.0
-    c.w_max = 5.0
-    # Stage one updates; 0 = train.num_steps // (K + 1), an equal share with each PD stage.
-    c.stage_one_steps = 0
+    w_min: float = 1.0
+    w_max: float = 5.0
+    # Stage one updates; 0 = the run's updates // (K + 1), an equal share with each PD stage.
+    stage_one_steps: int = 0
     # Stage two: progressive distillation as in progressive.py (student parameterisation,
-    # nested Karras grid, N_0 = 64 halved to 1 in our budgets; the paper starts at 1024).
-    c.student_prediction = "auto"
-    c.grid = "karras"
-    c.rho = 7.0
-    c.start_steps = 64
-    c.final_steps = 1
-    c.steps_per_stage = 0  # 0 = (train.num_steps - stage_one_steps) // K
-    # Start from the teacher's weights (the paper does); needs a network teacher.
-    c.init_from_teacher = True
-    return c
+    # nested Karras grid, N_0 = 64 halved to 1; the paper starts at 1024).
+    student_prediction: str = "auto"
+    grid: str = "karras"
+    rho: float = 7.0
+    start_steps: int = 64
+    final_steps: int = 1
+    steps_per_stage: int = 0  # 0 = (the run's updates - stage_one_steps) // K
+    init_from_teacher: bool = True  # the paper starts from the teacher's weights; needs a network teacher
+
+    def __post_init__(self):
+        check_choice("grid", self.grid, GRIDS)
+        check_choice("student_prediction", self.student_prediction, STUDENT_PREDICTIONS)
+        if not self.w_min <= self.w_max:
+            raise ValueError(f"need w_min <= w_max, got [{self.w_min}, {self.w_max}]")
+        count_stages(self.start_steps, self.final_steps)
+        if self.stage_one_steps < 0 or self.steps_per_stage < 0:
+            raise ValueError(f"need stage_one_steps >= 0 and steps_per_stage >= 0 (0: automatic), got {self.stage_one_steps}, {self.steps_per_stage}")
+
+    def stage_lengths(self, num_updates: int) -> tuple[int, int]:
+        """(stage_one_steps, steps_per_stage) in a run of ``num_updates``, resolving the 0 =
+        automatic defaults."""
+        stages = count_stages(self.start_steps, self.final_steps)
+        stage_one = self.stage_one_steps or num_updates // (stages + 1)
+        per_stage = self.steps_per_stage or (num_updates - stage_one) // stages
+        return stage_one, per_stage
+
 
 
 @dataclasses.dataclass(frozen=True)
 class GuidedDistillation:
+    settings: Guided
     teacher: Denoiser
     student: Denoiser  # built with num_times = 2: w is its extra input
     student_init_fn: object  # (rng, example_x) -> params
@@ -102,30 +123,29 @@ class GuidedDistillation:
     event_shape: tuple[int, ...]
     num_classes: int
     guidance: float = DEFAULT_GUIDANCE
-    w_min: float = 1.0
-    w_max: float = 5.0
-    stage_one_steps: int = 500
-    grid: str = "karras"
-    rho: float = 7.0
-    start_steps: int = 64
-    final_steps: int = 1
-    steps_per_stage: int = 500
-    init_from_teacher: bool = False
+    total_steps: int = 0  # the run's updates, for the automatic stage lengths
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: str = "guided"
+    name: ClassVar[str] = "guided"
 
     def __post_init__(self):
         if self.num_classes < 1:
             raise ValueError("guided distillation needs a class-conditional teacher (network.num_classes > 0)")
-        check_choice("grid", self.grid, GRIDS)
-        if not self.w_min <= self.w_max:
-            raise ValueError(f"need w_min <= w_max, got [{self.w_min}, {self.w_max}]")
-        if not self.w_min <= self.guidance <= self.w_max:
-            raise ValueError(f"eval.guidance={self.guidance} is outside the trained range [{self.w_min}, {self.w_max}]")
-        count_stages(self.start_steps, self.final_steps)
+        if not self.settings.w_min <= self.guidance <= self.settings.w_max:
+            raise ValueError(f"eval.guidance={self.guidance} is outside the trained range [{self.settings.w_min}, {self.settings.w_max}]")
         if self.stage_one_steps < 1 or self.steps_per_stage < 1:
-            raise ValueError(f"need stage_one_steps >= 1 and steps_per_stage >= 1, got {self.stage_one_steps}, {self.steps_per_stage}")
+            raise ValueError(
+                f"need stage_one_steps >= 1 and steps_per_stage >= 1, got {self.stage_one_steps}, {self.steps_per_stage} "
+                f"(train.num_steps={self.total_steps})"
+            )
+
+    @property
+    def stage_one_steps(self) -> int:
+        return self.settings.stage_lengths(self.total_steps)[0]
+
+    @property
+    def steps_per_stage(self) -> int:
+        return self.settings.stage_lengths(self.total_steps)[1]
 
     @property
     def process(self) -> NoiseProcess:
@@ -133,7 +153,7 @@ class GuidedDistillation:
 
     @property
     def num_stages(self) -> int:
-        return count_stages(self.start_steps, self.final_steps)
+        return count_stages(self.settings.start_steps, self.settings.final_steps)
 
     def pd_stage(self, step: Array) -> Array:
         """k = min((step - S_1) // steps_per_stage, K - 1), 0 during stage one."""
@@ -142,7 +162,7 @@ class GuidedDistillation:
 
     def student_steps(self, stage: Array) -> Array:
         """N = N_0 / 2^(k+1)."""
-        return jnp.right_shift(jnp.int32(self.start_steps), stage + 1)
+        return jnp.right_shift(jnp.int32(self.settings.start_steps), stage + 1)
 
     def switches(self, step: Array) -> Array:
         """True at step S_1 + k steps_per_stage, k = 0..K-1."""
@@ -163,9 +183,9 @@ class GuidedDistillation:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
         trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
-        return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.start_steps, self.final_steps))
+        return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.settings.start_steps, self.settings.final_steps))
 
     def student_x0(self, params: PyTree, z: Array, t: Array, cond: Array, w: Array, **kwargs) -> Array:
         """x_eta(z_t, w, c): the student's x0 with w as its extra input."""
@@ -179,7 +199,7 @@ class GuidedDistillation:
 
     def stage_two_target(self, stage_teacher: PyTree, x: Array, eps: Array, cond: Array, w: Array, rng: Array, stage: Array):
         """(z_t, t, x~): the PD target of the w-conditioned stage teacher on the student's grid."""
-        times = sample_grid_times(self.process, rng, x.shape[0], self.student_steps(stage), self.grid, self.rho)
+        times = sample_grid_times(self.process, rng, x.shape[0], self.student_steps(stage), self.settings.grid, self.settings.rho)
         z = self.process.add_noise(x, eps, times[0])
         x0 = lambda y, s: self.student_x0(stage_teacher, y, s, cond, w)
         return z, times[0], pd_target(self.process, x0, z, *times)
@@ -187,7 +207,7 @@ class GuidedDistillation:
     def loss(self, params: PyTree, frozen: PyTree, stage_teacher: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Array, Metrics]:
         x = batch["x"]
         cond = batch_labels(batch, self.num_classes)
-        w = jax.random.uniform(derive(rng, "guidance"), (x.shape[0],), jnp.float32, self.w_min, self.w_max)
+        w = jax.random.uniform(derive(rng, "guidance"), (x.shape[0],), jnp.float32, self.settings.w_min, self.settings.w_max)
         eps = jax.random.normal(derive(rng, "noise"), x.shape, x.dtype)
         stage_one = jnp.asarray(step, jnp.int32) < self.stage_one_steps
         stage = self.pd_stage(step)
@@ -209,7 +229,7 @@ class GuidedDistillation:
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         switch = self.switches(step)
-        finished = jnp.right_shift(jnp.int32(self.start_steps), self.pd_stage(step))  # N_0 at the end of stage one: no slot
+        finished = jnp.right_shift(jnp.int32(self.settings.start_steps), self.pd_stage(step))  # N_0 at the end of stage one: no slot
         out = keep_snapshots(switch, finished, trainable)
         out["student"], out["stage_teacher"] = restart_at(switch, trainable["student"], trainable["stage_teacher"])
         grads, metrics = jax.grad(self.loss, has_aux=True)(out["student"].params, frozen, out["stage_teacher"], batch, rng, step)
@@ -222,49 +242,30 @@ class GuidedDistillation:
         params = sampling_params(trainable, nfe)
         w = jnp.full((noise.shape[0],), self.guidance, jnp.float32)
         x0_fn = lambda x, t: self.student_x0(params, x, t, cond, w)
-        return ddim_sample(self.process, x0_fn, noise, nfe, self.grid, self.rho)
+        return ddim_sample(self.process, x0_fn, noise, nfe, self.settings.grid, self.settings.rho)
 
 
-def schedule(section: ml_collections.ConfigDict, num_updates: int) -> tuple[int, int]:
-    """(stage_one_steps, steps_per_stage), resolving the 0 = automatic defaults."""
-    stages = count_stages(int(section.start_steps), int(section.final_steps))
-    stage_one = int(section.stage_one_steps) or num_updates // (stages + 1)
-    per_stage = int(section.steps_per_stage) or (num_updates - stage_one) // stages
-    return stage_one, per_stage
-
-
-def from_config(ctx) -> tuple[GuidedDistillation, PyTree]:
-    """The guided-distillation objective of a run config (``method: guided``)."""
-    config, section = ctx.config, ctx.section
+def build(ctx, settings: Guided) -> tuple[GuidedDistillation, PyTree]:
+    """The guided-distillation objective of ``settings`` with the run's networks and teacher."""
+    config = ctx.config
     if ctx.num_classes < 1:
         raise ConfigError("guided: guided distillation needs class labels (network.num_classes > 0 and a conditional teacher)")
     teacher, teacher_params = ctx.teacher()
-    prediction = student_prediction(ctx, teacher.process)
-    check_init_from_teacher(ctx, teacher, prediction)
+    prediction = resolve_prediction(settings.student_prediction, teacher.process)
+    check_init_from_teacher(ctx, settings, teacher, prediction)
     student, init_fn = ctx.network(teacher.process, prediction, num_times=2)
     guidance = DEFAULT_GUIDANCE if config.eval.guidance is None else float(config.eval.guidance)
-    try:
-        stage_one, per_stage = schedule(section, int(config.train.num_steps))
-        objective = GuidedDistillation(
-            teacher=teacher,
-            student=student,
-            student_init_fn=init_fn,
-            tx=ctx.optimizer(),
-            event_shape=ctx.event_shape,
-            num_classes=ctx.num_classes,
-            guidance=guidance,
-            w_min=float(section.w_min),
-            w_max=float(section.w_max),
-            stage_one_steps=stage_one,
-            grid=section.grid,
-            rho=float(section.rho),
-            start_steps=int(section.start_steps),
-            final_steps=int(section.final_steps),
-            steps_per_stage=per_stage,
-            init_from_teacher=bool(section.init_from_teacher),
-            ema_decay=float(config.ema_decay),
-            eval_nfes=tuple(int(n) for n in config.eval.nfes),
-        )
-    except ValueError as err:
-        raise ConfigError(f"guided: {err}") from err
+    objective = GuidedDistillation(
+        settings=settings,
+        teacher=teacher,
+        student=student,
+        student_init_fn=init_fn,
+        tx=ctx.optimizer(),
+        event_shape=ctx.event_shape,
+        num_classes=ctx.num_classes,
+        guidance=guidance,
+        total_steps=int(config.train.num_steps),
+        ema_decay=float(config.ema_decay),
+        eval_nfes=tuple(int(n) for n in config.eval.nfes),
+    )
     return objective, {"teacher": teacher_params}

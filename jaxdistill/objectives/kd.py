@@ -13,7 +13,7 @@ where D_theta is the student's denoiser evaluated at the prior time t_max. With
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +21,16 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import initial_student_params, teacher_passes
-from jaxdistill.objectives.denoising import batch_labels, mean_per_sample
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState
-from jaxdistill.types import Array, Batch, PyTree
+from jaxdistill.diffusion.predict import PREDICTIONS
+from jaxdistill.losses import mean_per_sample
+from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
+from jaxdistill.objectives.denoising import batch_labels
 
 PAIR_CHUNK = 1024
 
@@ -66,22 +68,42 @@ def teacher_pair_set(sample_fn, prior_fn, teacher_params: PyTree, num_pairs: int
     return pairs
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KD:
+    """Settings of knowledge distillation (Luhman & Luhman 2021)."""
+
+    section: ClassVar[str] = "kd"
+    method: ClassVar[str] = "kd"
+
+    # The pair set: the teacher's deterministic sampler and its NFE (the paper uses DDIM with 1000
+    # steps; ours is the teacher's Heun sampler), and the number of (z, ODE_T(z)) pairs (0: fresh
+    # pairs every step).
+    teacher_sampler: str = "heun"
+    teacher_nfe: int = 31
+    num_pairs: int = 16384
+    init_from_teacher: bool = False  # the paper trains its student from scratch
+    student_prediction: str = "edm"  # the student network's output kind
+
+    def __post_init__(self):
+        check_choice("teacher_sampler", self.teacher_sampler, samplers.METHODS)
+        check_choice("student_prediction", self.student_prediction, PREDICTIONS)
+        if self.teacher_nfe < 1 or self.num_pairs < 0:
+            raise ValueError(f"need teacher_nfe >= 1 and num_pairs >= 0, got {self.teacher_nfe}, {self.num_pairs}")
+
+
 @dataclasses.dataclass(frozen=True)
 class KnowledgeDistillation:
+    settings: KD
     teacher: Denoiser
     student: Denoiser
     student_init_fn: object  # (rng, example_x) -> params
     tx: optax.GradientTransformation
     event_shape: tuple[int, ...]
     num_classes: int = 0
-    teacher_sampler: str = "heun"
-    teacher_nfe: int = 31
     guidance: Optional[float] = None
-    num_pairs: int = 16384
-    init_from_teacher: bool = False
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1,)
-    name: str = "kd"
+    name: ClassVar[str] = "kd"
 
     @property
     def process(self):
@@ -91,29 +113,29 @@ class KnowledgeDistillation:
     def passes_per_sample(self) -> float:
         """Network passes per training sample and update: the student's forward and backward
         (the pair set's teacher passes are a one-off cost; with num_pairs = 0 they recur)."""
-        return 2.0 + (0.0 if self.num_pairs else float(self.teacher_nfe))
+        return 2.0 + (0.0 if self.settings.num_pairs else float(self.settings.teacher_nfe))
 
     @property
     def setup_passes(self) -> float:
         """One-off teacher passes: the pair set's teacher sampling."""
-        return float(self.num_pairs * self.teacher_nfe * teacher_passes(self.guidance))
+        return float(self.settings.num_pairs * self.settings.teacher_nfe * teacher_passes(self.guidance))
 
     def prior(self, rng: Array, num: int) -> Array:
         return self.process.prior_sample(rng, (num, *self.event_shape))
 
     def teacher_sample(self, teacher_params: PyTree, z: Array, cond: Optional[Array], rng: Array) -> Array:
         """ODE_T(z): the teacher's deterministic sampler from prior noise z."""
-        return teacher_ode(self.teacher, teacher_params, z, cond, self.guidance, self.teacher_sampler, self.teacher_nfe, rng)
+        return teacher_ode(self.teacher, teacher_params, z, cond, self.guidance, self.settings.teacher_sampler, self.settings.teacher_nfe, rng)
 
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         """Builds the (noise, teacher sample, label) pair set once, in jitted chunks."""
-        if self.num_pairs == 0:
+        if self.settings.num_pairs == 0:
             return frozen
-        pairs = teacher_pair_set(self.teacher_sample, self.prior, frozen["teacher"], self.num_pairs, self.num_classes, rng)
+        pairs = teacher_pair_set(self.teacher_sample, self.prior, frozen["teacher"], self.settings.num_pairs, self.num_classes, rng)
         return {**frozen, "pairs": pairs}
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
         return {"student": NetState.create(params, self.tx)}
 
     def one_step(self, params: PyTree, z: Array, cond: Optional[Array]) -> Array:
@@ -123,11 +145,11 @@ class KnowledgeDistillation:
 
     def minibatch(self, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Array, Optional[Array]]:
         n = batch["x"].shape[0]
-        if self.num_pairs == 0:
+        if self.settings.num_pairs == 0:
             z = self.prior(derive(rng, "prior"), n)
             cond = batch_labels(batch, self.num_classes)
             return z, self.teacher_sample(frozen["teacher"], z, cond, derive(rng, "sampler")), cond
-        idx = jax.random.randint(derive(rng, "pairs"), (n,), 0, self.num_pairs)
+        idx = jax.random.randint(derive(rng, "pairs"), (n,), 0, self.settings.num_pairs)
         pairs = frozen["pairs"]
         cond = pairs["label"][idx] if self.num_classes > 0 else None
         return pairs["noise"][idx], pairs["target"][idx], cond
@@ -149,23 +171,20 @@ class KnowledgeDistillation:
         return self.one_step(trainable["student"].eval_params, noise, cond)
 
 
-def from_config(ctx) -> tuple[KnowledgeDistillation, PyTree]:
-    """The knowledge-distillation objective of a run config (``method: kd``)."""
+def build(ctx, settings: KD) -> tuple[KnowledgeDistillation, PyTree]:
+    """The knowledge-distillation objective of ``settings`` with the run's networks and teacher."""
     config = ctx.config
     teacher, teacher_params = ctx.teacher()
-    student, student_init = ctx.network(teacher.process, config.kd.student_prediction)
+    student, student_init = ctx.network(teacher.process, settings.student_prediction)
     objective = KnowledgeDistillation(
+        settings=settings,
         teacher=teacher,
         student=student,
         student_init_fn=student_init,
         tx=ctx.optimizer(),
         event_shape=ctx.event_shape,
         num_classes=ctx.num_classes,
-        teacher_sampler=config.kd.teacher_sampler,
-        teacher_nfe=int(config.kd.teacher_nfe),
         guidance=config.teacher.guidance,
-        num_pairs=int(config.kd.num_pairs),
-        init_from_teacher=bool(config.kd.init_from_teacher),
         ema_decay=float(config.ema_decay),
     )
     return objective, {"teacher": teacher_params}

@@ -27,41 +27,48 @@ nfe steps from t = 1 to 0 (paper eq. 9 for one step).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import check_choice, initial_student_params, squared_l2, teacher_passes
+from jaxdistill.losses import squared_l2
+from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
-from jaxdistill.objectives.shortcut import TARGETS, rectified_flow_teacher
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState
-from jaxdistill.types import Array, Batch, PyTree
-
-SECTION = "meanflow"
+from jaxdistill.objectives.shortcut import TARGETS, build_flow_map
 
 AverageVelocityFn = Callable[[Array, Array, Array], Array]  # (z [B, ...], r [B], t [B]) -> u(z, r, t)
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Paper defaults (Geng et al. 2025, Table 1 ablations on ImageNet 256, best entries)."""
-    del method
-    c = ml_collections.ConfigDict()
-    c.target = "data"  # the paper trains from data; "teacher" uses the teacher's velocity as v
-    c.p_mean = -0.4  # logit-normal time sampler lognorm(-0.4, 1.0) (Table 1c)
-    c.p_std = 1.0
-    c.ratio_r_neq_t = 0.25  # fraction of samples with r != t (Table 1a)
-    c.weight_p = 1.0  # adaptive weighting power p (Table 1e)
-    c.weight_c = 1e-3  # adaptive weighting constant c (Sec. 4.3)
-    c.init_from_teacher = False  # the paper trains from scratch
-    return c
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MeanFlow:
+    """Settings of MeanFlow (Geng et al. 2025, Table 1 ablations on ImageNet 256, best entries)."""
+
+    section: ClassVar[str] = "meanflow"
+    method: ClassVar[str] = "meanflow"
+
+    target: str = "data"  # the paper trains from data; "teacher" uses the teacher's velocity as v
+    p_mean: float = -0.4  # logit-normal time sampler lognorm(-0.4, 1.0) (Table 1c)
+    p_std: float = 1.0
+    ratio_r_neq_t: float = 0.25  # fraction of samples with r != t (Table 1a)
+    weight_p: float = 1.0  # adaptive weighting power p (Table 1e)
+    weight_c: float = 1e-3  # adaptive weighting constant c (Sec. 4.3)
+    init_from_teacher: bool = False  # the paper trains from scratch
+
+    def __post_init__(self):
+        check_choice("target", self.target, TARGETS)
+        if not 0.0 <= self.ratio_r_neq_t <= 1.0:
+            raise ValueError(f"ratio_r_neq_t must be in [0, 1], got {self.ratio_r_neq_t}")
+        if self.weight_c <= 0 or self.weight_p < 0:
+            raise ValueError(f"need weight_c > 0 and weight_p >= 0, got c={self.weight_c}, p={self.weight_p}")
+
 
 
 def meanflow_target(u_fn: AverageVelocityFn, z: Array, r: Array, t: Array, v: Array) -> tuple[Array, Array]:
@@ -87,6 +94,7 @@ def sample_times(rng: Array, n: int, p_mean: float, p_std: float, ratio_r_neq_t:
 class MeanFlowObjective:
     """Trains one average-velocity network u(z, r, t) (``"student"``) on the rectified flow."""
 
+    settings: MeanFlow
     student: Denoiser  # prediction "flow", num_times = 2 (t, t - r)
     student_init_fn: object  # (rng, example_x) -> params
     tx: optax.GradientTransformation
@@ -94,27 +102,15 @@ class MeanFlowObjective:
     teacher: Optional[Denoiser] = None
     num_classes: int = 0
     guidance: Optional[float] = None
-    target: str = "data"
-    p_mean: float = -0.4
-    p_std: float = 1.0
-    ratio_r_neq_t: float = 0.25
-    weight_p: float = 1.0
-    weight_c: float = 1e-3
-    init_from_teacher: bool = False
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: str = "meanflow"
+    name: ClassVar[str] = "meanflow"
 
     def __post_init__(self):
-        check_choice("target", self.target, TARGETS)
-        if self.target == "teacher" and self.teacher is None:
+        if self.settings.target == "teacher" and self.teacher is None:
             raise ValueError("target='teacher' needs a teacher")
         if not isinstance(self.student.process, RectifiedFlow):
             raise ValueError(f"MeanFlow is defined on the rectified flow, got {type(self.student.process).__name__}")
-        if not 0.0 <= self.ratio_r_neq_t <= 1.0:
-            raise ValueError(f"ratio_r_neq_t must be in [0, 1], got {self.ratio_r_neq_t}")
-        if self.weight_c <= 0 or self.weight_p < 0:
-            raise ValueError(f"need weight_c > 0 and weight_p >= 0, got c={self.weight_c}, p={self.weight_p}")
 
     @property
     def process(self) -> NoiseProcess:
@@ -124,7 +120,7 @@ class MeanFlowObjective:
     def passes_per_sample(self) -> float:
         """Network passes per training sample and update: the jvp (primal and tangent, two passes),
         the backward pass, and the teacher's velocity (``target="teacher"``; two under guidance)."""
-        teacher = 0.0 if self.target == "data" else teacher_passes(self.guidance)
+        teacher = 0.0 if self.settings.target == "data" else teacher_passes(self.guidance)
         return 3.0 + teacher
 
     def prior(self, rng: Array, num: int) -> Array:
@@ -134,7 +130,7 @@ class MeanFlowObjective:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
         return {"student": NetState.create(params, self.tx)}
 
     def u_fn(self, params: PyTree, cond: Optional[Array], train: bool = False, rngs=None) -> AverageVelocityFn:
@@ -143,7 +139,7 @@ class MeanFlowObjective:
 
     def velocity(self, frozen: PyTree, x0: Array, eps: Array, z: Array, t: Array, cond: Optional[Array]) -> Array:
         """v: eps - x0 (data) or the teacher's PF-ODE velocity at (z_t, t)."""
-        if self.target == "data":
+        if self.settings.target == "data":
             return eps - x0
         guidance = self.guidance if cond is not None else None
         return jax.lax.stop_gradient(self.teacher.velocity(frozen["teacher"], z, t, cond, guidance=guidance))
@@ -152,7 +148,7 @@ class MeanFlowObjective:
         x0 = batch["x"]
         n = x0.shape[0]
         cond = batch_labels(batch, self.num_classes)
-        r, t = sample_times(derive(rng, "time"), n, self.p_mean, self.p_std, self.ratio_r_neq_t)
+        r, t = sample_times(derive(rng, "time"), n, self.settings.p_mean, self.settings.p_std, self.settings.ratio_r_neq_t)
         eps = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         z = self.process.add_noise(x0, eps, t)
         v = self.velocity(frozen, x0, eps, z, t, cond)
@@ -160,7 +156,7 @@ class MeanFlowObjective:
         u, u_tgt = meanflow_target(u_fn, z, r, t, v)
         delta = u - jax.lax.stop_gradient(u_tgt)
         sq_norm = jnp.sum(jnp.square(delta.reshape(n, -1)), axis=1)
-        loss = jnp.mean(adaptive_weighted(sq_norm, self.weight_p, self.weight_c))
+        loss = jnp.mean(adaptive_weighted(sq_norm, self.settings.weight_p, self.settings.weight_c))
         return loss, {"loss": loss, "mse": jnp.mean(squared_l2(u, jax.lax.stop_gradient(u_tgt)))}
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
@@ -183,33 +179,6 @@ class MeanFlowObjective:
         return jax.lax.fori_loop(0, nfe, body, noise)
 
 
-def from_config(ctx) -> tuple[MeanFlowObjective, PyTree]:
-    """The MeanFlow objective of a run config (``method: meanflow``)."""
-    config, section = ctx.config, ctx.section
-    process = ctx.process()
-    if not isinstance(process, RectifiedFlow):
-        raise ConfigError(f"MeanFlow needs process.name='rectified_flow', got {config.process.name!r}")
-    teacher, frozen = rectified_flow_teacher(ctx, section, process, "meanflow")
-    student, init_fn = ctx.network(process, "flow", num_times=2)
-    try:
-        objective = MeanFlowObjective(
-            student=student,
-            student_init_fn=init_fn,
-            tx=ctx.optimizer(),
-            event_shape=ctx.event_shape,
-            teacher=teacher,
-            num_classes=ctx.num_classes,
-            guidance=config.teacher.guidance,
-            target=section.target,
-            p_mean=float(section.p_mean),
-            p_std=float(section.p_std),
-            ratio_r_neq_t=float(section.ratio_r_neq_t),
-            weight_p=float(section.weight_p),
-            weight_c=float(section.weight_c),
-            init_from_teacher=bool(section.init_from_teacher),
-            ema_decay=float(config.ema_decay),
-            eval_nfes=tuple(int(n) for n in config.eval.nfes),
-        )
-    except ValueError as err:
-        raise ConfigError(f"meanflow: {err}") from err
-    return objective, frozen
+def build(ctx, settings: MeanFlow) -> tuple[MeanFlowObjective, PyTree]:
+    """The MeanFlow objective of ``settings`` with the run's network and teacher."""
+    return build_flow_map(ctx, settings, MeanFlowObjective)

@@ -54,59 +54,76 @@ grid t(i / nfe), but only the distilled counts come with the guarantee).
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, VPCosine, VPLinear, broadcast_to
-from jaxdistill.objectives import registry
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import check_choice, initial_student_params, squared_l2, teacher_passes
+from jaxdistill.diffusion.steps import karras_sigma, sigma_ratio_range
+from jaxdistill.losses import squared_l2
+from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState
-from jaxdistill.types import Array, Batch, PyTree
 
-SECTION = "pd"
 GRIDS = ("karras", "uniform")
 STUDENT_PREDICTIONS = ("auto", "v", "x0", "edm")
 X0Fn = Callable[[Array, Array], Array]
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Progressive-distillation defaults (Salimans & Ho 2022 unless noted)."""
-    c = ml_collections.ConfigDict()
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PD:
+    """Settings of progressive distillation (Salimans & Ho 2022 unless noted)."""
+
+    section: ClassVar[str] = "pd"
+    method: ClassVar[str] = "pd"
+
     # Student parameterisation: "auto" = the paper's v for VP processes; for EDM/VE/flow
     # processes "edm" (an x0-prediction with EDM's skip/out preconditioning; at s >> sigma_data,
     # where the few-step student lives, it is x-prediction, c_skip -> 0; it keeps the network's
     # inputs unit-scale at sigma = 80 where raw v or x0 would not, and it is the parameterisation
     # of our EDM teachers, so the student can start from their weights).
-    c.student_prediction = "auto"
+    student_prediction: str = "auto"
     # Nested sampling grid t(i/N), see the module docstring; rho = 7 (Karras et al. 2022).
-    c.grid = "karras"
-    c.rho = 7.0
-    # N_0: the original teacher's DDIM steps. The paper starts from 1024 and halves down to 1;
-    # our benchmark budgets (a few thousand updates) afford 6 halvings: 64 -> 1.
-    c.start_steps = 64
-    c.final_steps = 1
-    # Updates per stage; 0 = train.num_steps // (number of stages). (The paper spends tens of
-    # thousands of updates on every stage; our budgets give each stage a few hundred.)
-    c.steps_per_stage = 0
+    grid: str = "karras"
+    rho: float = 7.0
+    # N_0 halved to N_final: the original teacher's DDIM steps. The paper starts from 1024 and
+    # halves down to 1; 64 -> 1 (6 halvings) fits budgets of a few thousand updates.
+    start_steps: int = 64
+    final_steps: int = 1
+    # Updates per stage; 0 = the run's updates // (number of stages). (The paper spends tens of
+    # thousands of updates on every stage.)
+    steps_per_stage: int = 0
     # Updates of stage 0; 0 = steps_per_stage (equal stages, as in the paper, whose students
-    # start from the teacher's weights). With both set to 0 every stage gets num_steps // K;
-    # with only this one set, the later stages share the rest equally.
-    c.first_stage_steps = 0
+    # start from the teacher's weights). With only this one set, the later stages share the rest.
+    first_stage_steps: int = 0
     # The paper initialises the first student from the teacher's weights; needs a network
     # teacher of the same architecture (the exact mixture has no weights: set False there).
-    c.init_from_teacher = True
-    return c
+    init_from_teacher: bool = True
+
+    def __post_init__(self):
+        check_choice("grid", self.grid, GRIDS)
+        check_choice("student_prediction", self.student_prediction, STUDENT_PREDICTIONS)
+        count_stages(self.start_steps, self.final_steps)
+        if self.steps_per_stage < 0 or self.first_stage_steps < 0:
+            raise ValueError(f"need steps_per_stage >= 0 and first_stage_steps >= 0 (0: automatic), got {self.steps_per_stage}, {self.first_stage_steps}")
+
+    def stage_lengths(self, num_updates: int) -> tuple[int, int]:
+        """(F, S): updates of stage 0 and of each later stage in a run of ``num_updates``,
+        resolving the 0 = automatic defaults."""
+        stages = count_stages(self.start_steps, self.final_steps)
+        first, per_stage = self.first_stage_steps, self.steps_per_stage
+        if not per_stage:
+            per_stage = (num_updates - first) // (stages - 1) if first and stages > 1 else num_updates // stages
+        return first or per_stage, per_stage
+
 
 
 def count_stages(start_steps: int, final_steps: int) -> int:
@@ -155,12 +172,8 @@ def grid_time(process: NoiseProcess, i: Array, n: Array, grid: str = "karras", r
     if grid == "uniform":
         t = process.t_max * (1.0 - u)
     elif grid == "karras":
-        with jax.ensure_compile_time_eval():
-            s_hi = float(process.sigma_ratio(process.t_max))
-            s_lo = float(process.sigma_ratio(process.t_min))
-        s_hi = s_hi if math.isfinite(s_hi) else 80.0
-        lo, hi = s_lo ** (1.0 / rho), s_hi ** (1.0 / rho)
-        t = process.t_from_sigma_ratio((hi + jnp.minimum(u, 1.0) * (lo - hi)) ** rho)
+        s_lo, s_hi = sigma_ratio_range(process)
+        t = process.t_from_sigma_ratio(karras_sigma(jnp.minimum(u, 1.0), s_hi, s_lo, rho))
         t = jnp.where(u <= 0.0, process.t_max, t)
     else:
         raise ValueError(f"unknown grid {grid!r}; choose one of {GRIDS}")
@@ -235,6 +248,7 @@ def ddim_sample(process: NoiseProcess, x0_fn: X0Fn, noise: Array, nfe: int, grid
 
 @dataclasses.dataclass(frozen=True)
 class ProgressiveDistillation:
+    settings: PD
     teacher: Denoiser
     student: Denoiser
     student_init_fn: object  # (rng, example_x) -> params
@@ -242,22 +256,20 @@ class ProgressiveDistillation:
     event_shape: tuple[int, ...]
     num_classes: int = 0
     guidance: Optional[float] = None
-    grid: str = "karras"
-    rho: float = 7.0
-    start_steps: int = 64
-    final_steps: int = 1
-    steps_per_stage: int = 500
-    first_stage_steps: int = 0
-    init_from_teacher: bool = False
+    total_steps: int = 0  # the run's updates, for the automatic stage lengths
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: str = "pd"
+    name: ClassVar[str] = "pd"
 
     def __post_init__(self):
-        check_choice("grid", self.grid, GRIDS)
-        count_stages(self.start_steps, self.final_steps)
-        if self.steps_per_stage < 1 or self.first_stage_steps < 0:
-            raise ValueError(f"need steps_per_stage >= 1 and first_stage_steps >= 0, got {self.steps_per_stage}, {self.first_stage_steps}")
+        first, per_stage = self.settings.stage_lengths(self.total_steps)
+        if per_stage < 1 or first < 1:
+            raise ValueError(f"stages need at least one update each: stage 0 gets {first}, later stages {per_stage} (train.num_steps={self.total_steps})")
+
+    @property
+    def steps_per_stage(self) -> int:
+        """S: the updates of each stage after the first."""
+        return self.settings.stage_lengths(self.total_steps)[1]
 
     @property
     def process(self) -> NoiseProcess:
@@ -266,12 +278,12 @@ class ProgressiveDistillation:
     @property
     def num_stages(self) -> int:
         """K = log2(N_0 / N_final)."""
-        return count_stages(self.start_steps, self.final_steps)
+        return count_stages(self.settings.start_steps, self.settings.final_steps)
 
     @property
     def first_stage(self) -> int:
         """F: the updates of stage 0."""
-        return self.first_stage_steps or self.steps_per_stage
+        return self.settings.stage_lengths(self.total_steps)[0]
 
     def stage(self, step: Array) -> Array:
         """k = min(0 if step < F else 1 + (step - F) // S, K - 1)."""
@@ -281,7 +293,7 @@ class ProgressiveDistillation:
 
     def student_steps(self, stage: Array) -> Array:
         """N = N_0 / 2^(k+1): the student's DDIM steps in stage k."""
-        return jnp.right_shift(jnp.int32(self.start_steps), stage + 1)
+        return jnp.right_shift(jnp.int32(self.settings.start_steps), stage + 1)
 
     def switches(self, step: Array) -> Array:
         """True at the first update of stages 1..K-1 (steps F + (k - 1) S)."""
@@ -301,9 +313,9 @@ class ProgressiveDistillation:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
         trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
-        return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.start_steps, self.final_steps))
+        return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.settings.start_steps, self.settings.final_steps))
 
     def target(self, frozen: PyTree, stage_teacher: PyTree, z: Array, times: tuple[Array, Array, Array], cond: Optional[Array], stage: Array) -> Array:
         """PD target x~ with the original teacher in stage 0 and the stage-teacher copy after."""
@@ -324,7 +336,7 @@ class ProgressiveDistillation:
         cond = batch_labels(batch, self.num_classes)
         stage = self.stage(step)
         n = self.student_steps(stage)
-        times = sample_grid_times(self.process, derive(rng, "time"), x.shape[0], n, self.grid, self.rho)
+        times = sample_grid_times(self.process, derive(rng, "time"), x.shape[0], n, self.settings.grid, self.settings.rho)
         t = times[0]
         z = self.process.add_noise(x, jax.random.normal(derive(rng, "noise"), x.shape, x.dtype), t)
         target = jax.lax.stop_gradient(self.target(frozen, stage_teacher, z, times, cond, stage))
@@ -334,7 +346,7 @@ class ProgressiveDistillation:
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         switch = self.switches(step)
-        finished = jnp.right_shift(jnp.int32(self.start_steps), self.stage(step))  # steps of the stage that just ended
+        finished = jnp.right_shift(jnp.int32(self.settings.start_steps), self.stage(step))  # steps of the stage that just ended
         out = keep_snapshots(switch, finished, trainable)
         out["student"], out["stage_teacher"] = restart_at(switch, trainable["student"], trainable["stage_teacher"])
         grads, metrics = jax.grad(self.loss, has_aux=True)(out["student"].params, frozen, out["stage_teacher"], batch, rng, step)
@@ -344,70 +356,44 @@ class ProgressiveDistillation:
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         params = sampling_params(trainable, nfe)
         x0_fn = lambda x, t: self.student.x0(params, x, t, cond)
-        return ddim_sample(self.process, x0_fn, noise, nfe, self.grid, self.rho)
+        return ddim_sample(self.process, x0_fn, noise, nfe, self.settings.grid, self.settings.rho)
 
 
-def check_init_from_teacher(ctx, teacher: Denoiser, prediction: str) -> None:
-    """``init_from_teacher`` needs a network teacher with the student's parameterisation."""
-    config, name = ctx.config, registry.section(ctx.config.method)
-    if not ctx.section.init_from_teacher:
+def check_init_from_teacher(ctx, settings, teacher: Denoiser, prediction: str) -> None:
+    """``settings.init_from_teacher`` needs a network teacher with the student's parameterisation."""
+    if not settings.init_from_teacher:
         return
-    if config.teacher.kind != "checkpoint":
+    name = settings.section
+    if ctx.config.teacher.kind != "checkpoint":
         raise ConfigError(
-            f"{config.method}: {name}.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
+            f"{settings.method}: {name}.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
             f"the exact mixture has no weights to copy — set {name}.init_from_teacher=False"
         )
     if teacher.prediction != prediction:
         raise ConfigError(
-            f"{config.method}: the student ({prediction!r}) starts from the teacher's weights, so it needs the "
+            f"{settings.method}: the student ({prediction!r}) starts from the teacher's weights, so it needs the "
             f"teacher's prediction kind {teacher.prediction!r}; set {name}.student_prediction"
         )
 
 
-def student_prediction(ctx, process: NoiseProcess) -> str:
-    """The section's ``student_prediction``, validated, with ``"auto"`` resolved."""
-    kind = ctx.section.student_prediction
-    if kind not in STUDENT_PREDICTIONS:
-        raise ConfigError(f"{ctx.config.method}: student_prediction={kind!r} is not one of {STUDENT_PREDICTIONS}")
-    return resolve_prediction(kind, process)
-
-
-def schedule(section: ml_collections.ConfigDict, num_updates: int) -> tuple[int, int]:
-    """(F, S): updates of stage 0 and of each later stage, resolving the 0 = automatic defaults."""
-    stages = count_stages(int(section.start_steps), int(section.final_steps))
-    first, per_stage = int(section.first_stage_steps), int(section.steps_per_stage)
-    if not per_stage:
-        per_stage = (num_updates - first) // (stages - 1) if first and stages > 1 else num_updates // stages
-    return first or per_stage, per_stage
-
-
-def from_config(ctx) -> tuple[ProgressiveDistillation, PyTree]:
-    """The progressive-distillation objective of a run config (``method: pd``)."""
-    config, section = ctx.config, ctx.section
+def build(ctx, settings: PD) -> tuple[ProgressiveDistillation, PyTree]:
+    """The progressive-distillation objective of ``settings`` with the run's networks and teacher."""
+    config = ctx.config
     teacher, teacher_params = ctx.teacher()
-    prediction = student_prediction(ctx, teacher.process)
-    check_init_from_teacher(ctx, teacher, prediction)
+    prediction = resolve_prediction(settings.student_prediction, teacher.process)
+    check_init_from_teacher(ctx, settings, teacher, prediction)
     student, init_fn = ctx.network(teacher.process, prediction)
-    try:
-        first, per_stage = schedule(section, int(config.train.num_steps))
-        objective = ProgressiveDistillation(
-            teacher=teacher,
-            student=student,
-            student_init_fn=init_fn,
-            tx=ctx.optimizer(),
-            event_shape=ctx.event_shape,
-            num_classes=ctx.num_classes,
-            guidance=config.teacher.guidance,
-            grid=section.grid,
-            rho=float(section.rho),
-            start_steps=int(section.start_steps),
-            final_steps=int(section.final_steps),
-            steps_per_stage=per_stage,
-            first_stage_steps=first,
-            init_from_teacher=bool(section.init_from_teacher),
-            ema_decay=float(config.ema_decay),
-            eval_nfes=tuple(int(n) for n in config.eval.nfes),
-        )
-    except ValueError as err:
-        raise ConfigError(f"pd: {err}") from err
+    objective = ProgressiveDistillation(
+        settings=settings,
+        teacher=teacher,
+        student=student,
+        student_init_fn=init_fn,
+        tx=ctx.optimizer(),
+        event_shape=ctx.event_shape,
+        num_classes=ctx.num_classes,
+        guidance=config.teacher.guidance,
+        total_steps=int(config.train.num_steps),
+        ema_decay=float(config.ema_decay),
+        eval_nfes=tuple(int(n) for n in config.eval.nfes),
+    )
     return objective, {"teacher": teacher_params}

@@ -1,55 +1,80 @@
-"""Method name -> objective module. Each module exposes
+"""Method name -> (objective module, settings class).
 
-* ``from_config(ctx: jaxdistill.build.BuildContext) -> (objective, frozen)``, and
-* ``default_config(method) -> ConfigDict``: its config section with the paper's defaults
-  (``None`` for methods configured by the base config alone),
-* ``SECTION``: the name of that section in the run config.
-
-Modules are imported lazily, so adding a method is one line here.
+Each method's hyperparameters are a frozen settings dataclass in its objective module
+(``jaxdistill.core.hparams``); its ``section`` names the run config's section that holds them.
+Each module exposes ``build(ctx: jaxdistill.build.BuildContext, settings) -> (objective, frozen)``,
+which adds the run's networks, teacher and optimisers to the settings. Modules are imported
+lazily, so adding a method is one line here.
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Optional
+from typing import Any
 
 import ml_collections
 
-METHODS: dict[str, str] = {
-    "teacher": "jaxdistill.objectives.denoising",
-    "kd": "jaxdistill.objectives.kd",
-    "pd": "jaxdistill.objectives.progressive",
-    "guided": "jaxdistill.objectives.guided",
-    "cd": "jaxdistill.objectives.consistency",
-    "ct": "jaxdistill.objectives.consistency",
-    "ict": "jaxdistill.objectives.consistency",
-    "ect": "jaxdistill.objectives.consistency",
-    "shortcut": "jaxdistill.objectives.shortcut",
-    "meanflow": "jaxdistill.objectives.meanflow",
-    "vsd": "jaxdistill.objectives.dmd",
-    "dmd": "jaxdistill.objectives.dmd",
-    "dmd2": "jaxdistill.objectives.dmd",
-    "fdistill": "jaxdistill.objectives.dmd",
-    "sid": "jaxdistill.objectives.sid",
-    "sida": "jaxdistill.objectives.sid",
-    "sim": "jaxdistill.objectives.sid",
-    "add": "jaxdistill.objectives.adversarial",
-    "ladd": "jaxdistill.objectives.adversarial",
+from jaxdistill.core import hparams
+from jaxdistill.core.errors import ConfigError
+
+METHODS: dict[str, tuple[str, str]] = {
+    "teacher": ("jaxdistill.objectives.denoising", "Denoising"),
+    "kd": ("jaxdistill.objectives.kd", "KD"),
+    "pd": ("jaxdistill.objectives.progressive", "PD"),
+    "guided": ("jaxdistill.objectives.guided", "Guided"),
+    "cd": ("jaxdistill.objectives.consistency", "CD"),
+    "ct": ("jaxdistill.objectives.consistency", "CT"),
+    "ict": ("jaxdistill.objectives.consistency", "ICT"),
+    "ect": ("jaxdistill.objectives.consistency", "ECT"),
+    "shortcut": ("jaxdistill.objectives.shortcut", "Shortcut"),
+    "meanflow": ("jaxdistill.objectives.meanflow", "MeanFlow"),
+    "vsd": ("jaxdistill.objectives.dmd", "VSD"),
+    "dmd": ("jaxdistill.objectives.dmd", "DMD"),
+    "dmd2": ("jaxdistill.objectives.dmd", "DMD2"),
+    "fdistill": ("jaxdistill.objectives.dmd", "FDistill"),
+    "sid": ("jaxdistill.objectives.sid", "SiD"),
+    "sida": ("jaxdistill.objectives.sid", "SiDA"),
+    "sim": ("jaxdistill.objectives.sid", "SIM"),
+    "add": ("jaxdistill.objectives.adversarial", "ADD"),
+    "ladd": ("jaxdistill.objectives.adversarial", "LADD"),
 }
 
 
 def module(method: str) -> ModuleType:
+    """The objective module of ``method``."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {tuple(METHODS)}")
-    return importlib.import_module(METHODS[method])
+    return importlib.import_module(METHODS[method][0])
 
 
-def section(method: str) -> Optional[str]:
-    """Name of the method's config section (``None`` if it has none)."""
-    return getattr(module(method), "SECTION", None)
+def settings_class(method: str) -> type:
+    """The method's settings dataclass; ``settings_class(method)()`` is the paper's method."""
+    return getattr(module(method), METHODS[method][1])
 
 
-def default_config(method: str) -> Optional[ml_collections.ConfigDict]:
-    """The method's config section with its defaults."""
-    fn = getattr(module(method), "default_config", None)
-    return None if fn is None else fn(method)
+def section(method: str) -> str:
+    """Name of the run config's section holding the method's settings."""
+    return settings_class(method).section
+
+
+def default_config(method: str) -> ml_collections.ConfigDict:
+    """The method's config section with its paper defaults."""
+    return hparams.to_section(settings_class(method)())
+
+
+def settings(config: ml_collections.ConfigDict) -> Any:
+    """The settings of ``config.method`` read from its config section (keys and types checked;
+    missing keys keep the paper's values)."""
+    cls = settings_class(config.method)
+    return hparams.from_section(cls, config[cls.section] if cls.section in config else None, cls.section)
+
+
+def build(ctx) -> tuple[Any, Any]:
+    """(objective, frozen) of the run config ``ctx.config``."""
+    method = ctx.config.method
+    try:
+        return module(method).build(ctx, settings(ctx.config))
+    except ConfigError:
+        raise
+    except ValueError as err:  # an objective's check of settings against the run (process, NFEs, ...)
+        raise ConfigError(f"{method}: {err}") from err

@@ -29,40 +29,51 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from jaxdistill.config import ConfigError
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
 from jaxdistill.diffusion.reparam import reparameterize
-from jaxdistill.objectives.base import Metrics, Trainable
-from jaxdistill.objectives.common import initial_student_params, squared_l2, teacher_passes
+from jaxdistill.losses import squared_l2
+from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
-from jaxdistill.train.rng import derive
-from jaxdistill.train.state import NetState
-from jaxdistill.types import Array, Batch, PyTree
 
-SECTION = "shortcut"
 TARGETS = ("data", "teacher")
 
 VelocityFn = Callable[[Array, Array, Array], Array]  # (x [B, ...], t [B], d [B]) -> s(x, t, d)
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Paper defaults (Frans et al. 2025, Sec. 3 and App. A; official code kvfrans/shortcut-models)."""
-    del method
-    c = ml_collections.ConfigDict()
-    c.target = "data"  # the paper trains from data; "teacher" regresses the teacher's velocity
-    c.num_steps_max = 128  # M: the finest step 1/M (paper: M = 128)
-    c.self_consistency_fraction = 0.25  # k = 1/4 of each batch (paper Sec. 3)
-    c.target_ema = True  # self-consistency targets from the EMA parameters (official bootstrap_ema=1)
-    c.init_from_teacher = False  # the paper trains from scratch
-    return c
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Shortcut:
+    """Settings of shortcut models (Frans et al. 2025, Sec. 3 and App. A; official code
+    kvfrans/shortcut-models)."""
+
+    section: ClassVar[str] = "shortcut"
+    method: ClassVar[str] = "shortcut"
+
+    target: str = "data"  # the paper trains from data; "teacher" regresses the teacher's velocity
+    num_steps_max: int = 128  # M: the finest step 1/M (paper: M = 128)
+    self_consistency_fraction: float = 0.25  # k = 1/4 of each batch (paper Sec. 3)
+    target_ema: bool = True  # self-consistency targets from the EMA parameters (official bootstrap_ema=1)
+    init_from_teacher: bool = False  # the paper trains from scratch
+
+    def __post_init__(self):
+        check_choice("target", self.target, TARGETS)
+        m = self.num_steps_max
+        if m < 2 or m & (m - 1):
+            raise ValueError(f"num_steps_max must be a power of two >= 2, got {m}")
+        if not 0.0 <= self.self_consistency_fraction <= 1.0:
+            raise ValueError(f"self_consistency_fraction must be in [0, 1], got {self.self_consistency_fraction}")
+
 
 
 def self_consistency_target(velocity: VelocityFn, x: Array, t: Array, d: Array) -> Array:
@@ -88,6 +99,7 @@ def euler_steps(velocity: VelocityFn, x: Array, nfe: int) -> Array:
 class ShortcutObjective:
     """Trains one d-conditioned velocity network (``"student"``) on the rectified flow."""
 
+    settings: Shortcut
     student: Denoiser  # prediction "flow", num_times = 2 (t, d)
     student_init_fn: object  # (rng, example_x) -> params
     tx: optax.GradientTransformation
@@ -95,27 +107,15 @@ class ShortcutObjective:
     teacher: Optional[Denoiser] = None  # needed for target="teacher" (a Denoiser of the same process)
     num_classes: int = 0
     guidance: Optional[float] = None
-    target: str = "data"
-    num_steps_max: int = 128
-    self_consistency_fraction: float = 0.25
-    target_ema: bool = True
-    init_from_teacher: bool = False
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: str = "shortcut"
+    name: ClassVar[str] = "shortcut"
 
     def __post_init__(self):
-        if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; choose one of {TARGETS}")
-        if self.target == "teacher" and self.teacher is None:
+        if self.settings.target == "teacher" and self.teacher is None:
             raise ValueError("target='teacher' needs a teacher")
         if not isinstance(self.student.process, RectifiedFlow):
             raise ValueError(f"shortcut models are defined on the rectified flow, got {type(self.student.process).__name__}")
-        m = self.num_steps_max
-        if m < 2 or m & (m - 1):
-            raise ValueError(f"num_steps_max must be a power of two >= 2, got {m}")
-        if not 0.0 <= self.self_consistency_fraction <= 1.0:
-            raise ValueError(f"self_consistency_fraction must be in [0, 1], got {self.self_consistency_fraction}")
 
     @property
     def process(self) -> NoiseProcess:
@@ -126,8 +126,8 @@ class ShortcutObjective:
         """Network passes per training sample and update: the student's forward and backward, two
         target forwards on the self-consistency share, the teacher's velocity on the rest
         (``target="teacher"``; two passes under guidance)."""
-        teacher = 0.0 if self.target == "data" else teacher_passes(self.guidance)
-        f = self.self_consistency_fraction
+        teacher = 0.0 if self.settings.target == "data" else teacher_passes(self.guidance)
+        f = self.settings.self_consistency_fraction
         return 2.0 + 2.0 * f + (1.0 - f) * teacher
 
     def prior(self, rng: Array, num: int) -> Array:
@@ -137,12 +137,12 @@ class ShortcutObjective:
         return frozen
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.init_from_teacher)
+        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
         return {"student": NetState.create(params, self.tx)}
 
     def step_input(self, d: Array) -> Array:
         """The network's step-size input: d, or 0 (the flow-matching level) for d <= 1/M."""
-        return jnp.where(d <= 1.0 / self.num_steps_max, 0.0, d)
+        return jnp.where(d <= 1.0 / self.settings.num_steps_max, 0.0, d)
 
     def velocity_fn(self, params: PyTree, cond: Optional[Array], train: bool = False, rngs=None) -> VelocityFn:
         """s_theta(x, t, d) as a function of (x, t, d)."""
@@ -151,7 +151,7 @@ class ShortcutObjective:
     # ---------------------------------------------------------------- sampling
     def sample_self_consistency(self, rng: Array, n: int) -> tuple[Array, Array]:
         """(t, d): half step d = 2^-(level+1), level ~ U{0..log2 M - 1}; t = 2d k, k ~ U{1..1/(2d)}."""
-        levels = int(math.log2(self.num_steps_max))
+        levels = int(math.log2(self.settings.num_steps_max))
         level = jax.random.randint(derive(rng, "level"), (n,), 0, levels)
         sections = jnp.left_shift(1, level)  # 1 / (2d)
         k = jax.random.randint(derive(rng, "multiple"), (n,), 1, sections + 1)
@@ -160,12 +160,12 @@ class ShortcutObjective:
 
     def sample_flow_t(self, rng: Array, n: int) -> Array:
         """t ~ U{1/M, 2/M, ..., 1}."""
-        m = self.num_steps_max
+        m = self.settings.num_steps_max
         return jax.random.randint(rng, (n,), 1, m + 1).astype(jnp.float32) / m
 
     def flow_target(self, frozen: PyTree, x0: Array, eps: Array, x_t: Array, t: Array, cond: Optional[Array]) -> Array:
         """eps - x0 (data) or the teacher's PF-ODE velocity at (x_t, t)."""
-        if self.target == "data":
+        if self.settings.target == "data":
             return eps - x0
         guidance = self.guidance if cond is not None else None
         return self.teacher.velocity(frozen["teacher"], x_t, t, cond, guidance=guidance)
@@ -174,7 +174,7 @@ class ShortcutObjective:
     def loss(self, params: PyTree, target_params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
         x0 = batch["x"]
         n = x0.shape[0]
-        n_sc = int(round(n * self.self_consistency_fraction))
+        n_sc = int(round(n * self.settings.self_consistency_fraction))
         cond = batch_labels(batch, self.num_classes)
         eps = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         split = lambda a: (None, None) if a is None else (a[:n_sc], a[n_sc:])
@@ -202,7 +202,7 @@ class ShortcutObjective:
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         state = trainable["student"]
-        target_params = state.eval_params if self.target_ema else state.params
+        target_params = state.eval_params if self.settings.target_ema else state.params
         grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, target_params, frozen, batch, rng)
         state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
         return {"student": state}, {**metrics, **opt_metrics}
@@ -213,52 +213,47 @@ class ShortcutObjective:
         return euler_steps(self.velocity_fn(trainable["student"].eval_params, cond), noise, nfe)
 
 
-def rectified_flow_teacher(
-    ctx, section: ml_collections.ConfigDict, process: NoiseProcess, method: str
-) -> tuple[Optional[Denoiser], PyTree]:
-    """(teacher Denoiser on ``process`` or None, frozen) for the shortcut / MeanFlow configs.
+def rectified_flow_teacher(ctx, settings, process: NoiseProcess) -> tuple[Optional[Denoiser], PyTree]:
+    """(teacher Denoiser on ``process`` or None, frozen) for shortcut models and MeanFlow.
 
     The teacher is loaded when ``target="teacher"`` or ``init_from_teacher``; a teacher of another
     process (the EDM digits teacher) is re-parameterised onto ``process`` (``diffusion.reparam``).
     """
-    if section.target not in TARGETS:
-        raise ConfigError(f"{method}.target={section.target!r} is not one of {TARGETS}")
-    if section.init_from_teacher and ctx.config.teacher.kind != "checkpoint":
+    if settings.init_from_teacher and ctx.config.teacher.kind != "checkpoint":
         raise ConfigError(
-            f"{method}.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
-            f"the exact mixture has no weights to copy — set {method}.init_from_teacher=False"
+            f"{settings.method}.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
+            f"the exact mixture has no weights to copy — set {settings.method}.init_from_teacher=False"
         )
-    if section.target != "teacher" and not section.init_from_teacher:
+    if settings.target != "teacher" and not settings.init_from_teacher:
         return None, {}
     teacher, teacher_params = ctx.teacher()
     return reparameterize(teacher, process), {"teacher": teacher_params}
 
 
-def from_config(ctx) -> tuple[ShortcutObjective, PyTree]:
-    """The shortcut-model objective of a run config (``method: shortcut``)."""
-    config, section = ctx.config, ctx.section
+def build_flow_map(ctx, settings, objective_cls) -> tuple[object, PyTree]:
+    """A flow-map objective (shortcut models, MeanFlow) of ``settings``: a two-time velocity
+    network on the rectified flow, and the teacher when its settings need one."""
+    config = ctx.config
     process = ctx.process()
     if not isinstance(process, RectifiedFlow):
-        raise ConfigError(f"shortcut models need process.name='rectified_flow', got {config.process.name!r}")
-    teacher, frozen = rectified_flow_teacher(ctx, section, process, "shortcut")
+        raise ConfigError(f"{settings.method} needs process.name='rectified_flow', got {config.process.name!r}")
+    teacher, frozen = rectified_flow_teacher(ctx, settings, process)
     student, init_fn = ctx.network(process, "flow", num_times=2)
-    try:
-        objective = ShortcutObjective(
-            student=student,
-            student_init_fn=init_fn,
-            tx=ctx.optimizer(),
-            event_shape=ctx.event_shape,
-            teacher=teacher,
-            num_classes=ctx.num_classes,
-            guidance=config.teacher.guidance,
-            target=section.target,
-            num_steps_max=int(section.num_steps_max),
-            self_consistency_fraction=float(section.self_consistency_fraction),
-            target_ema=bool(section.target_ema),
-            init_from_teacher=bool(section.init_from_teacher),
-            ema_decay=float(config.ema_decay),
-            eval_nfes=tuple(int(n) for n in config.eval.nfes),
-        )
-    except ValueError as err:
-        raise ConfigError(f"shortcut: {err}") from err
+    objective = objective_cls(
+        settings=settings,
+        student=student,
+        student_init_fn=init_fn,
+        tx=ctx.optimizer(),
+        event_shape=ctx.event_shape,
+        teacher=teacher,
+        num_classes=ctx.num_classes,
+        guidance=config.teacher.guidance,
+        ema_decay=float(config.ema_decay),
+        eval_nfes=tuple(int(n) for n in config.eval.nfes),
+    )
     return objective, frozen
+
+
+def build(ctx, settings: Shortcut) -> tuple[ShortcutObjective, PyTree]:
+    """The shortcut-model objective of ``settings`` with the run's network and teacher."""
+    return build_flow_map(ctx, settings, ShortcutObjective)

@@ -61,50 +61,79 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
+from jaxdistill.core.objective import Metrics
+from jaxdistill.core.rng import derive
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.process import broadcast_to
-from jaxdistill.objectives.base import Metrics
-from jaxdistill.objectives.common import check_choice, teacher_passes
-from jaxdistill.objectives.denoising import mean_per_sample
-from jaxdistill.objectives.generator import (
-    GeneratorDistillation,
-    build_objective,
-    common_config,
-    generator_kwargs,
-    mean_critic_updates,
-)
-from jaxdistill.train.rng import derive
-from jaxdistill.types import Array, Batch, PyTree
+from jaxdistill.losses import discriminator_loss, generator_gan_loss, mean_per_sample
+from jaxdistill.objectives.common import teacher_passes
+from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
 
-SECTION = "sid"
-MODES = ("sid", "sida", "sim")
 WEIGHT_FLOOR = 1e-5  # SiD code: weight_factor.clip(min=0.00001)
 
 
-def default_config(method: str) -> ml_collections.ConfigDict:
-    """Paper defaults for ``method`` in MODES."""
-    c = common_config(critic=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoreIdentitySettings(GeneratorSettings):
+    """Settings shared by SiD, SiDA and SIM; the subclasses below are the methods."""
+
+    section: ClassVar[str] = "sid"
+    mode: ClassVar[str] = ""
+
     # SiD code: sigma = Karras rho = 7 interpolation at u ~ U[0, tmax / 1000], tmax = 800.
-    c.u_range = (0.0, 0.8)
-    c.rho = 7.0
+    u_range: tuple[float, float] = (0.0, 0.8)
     # SiD / SiDA / SIM: generator input noise level init_sigma = 2.5.
-    c.init_sigma = 2.5
-    c.critic_schedule = ((0, 1),)  # one fake-score update per generator update (all three)
-    # SiD paper default alpha = 1.2; SiDA's run_sida.sh uses alpha = 1 throughout.
-    c.alpha = 1.0 if method == "sida" else 1.2
+    init_sigma: float = 2.5
+    alpha: float = 1.2  # SiD paper default
     # SIM pseudo-Huber constant (not in the paper; SIM repository issue #5: c = 0.001).
-    c.huber_c = 1e-3
-    # SiDA (run_sida.sh: ls = 1, lsd = 1, lsg = 100, lsg_gan = 0.01): critic weight lsd / ls,
-    # generator weight lsg_gan / lsg; logits clipped to [-10, 10] in the generator's BCE.
-    sida = method == "sida"
-    c.adv_critic_weight = 1.0 if sida else 0.0
-    c.adv_generator_weight = 1e-4 if sida else 0.0
-    c.logit_clip = 10.0
-    return c
+    huber_c: float = 1e-3
+    # SiDA's GAN weights (critic side, generator side) and the generator's logit clip.
+    adv_critic_weight: float = 0.0
+    adv_generator_weight: float = 0.0
+    logit_clip: float = 10.0  # SiDA code: logits clipped to [-10, 10] in the generator's BCE
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.huber_c <= 0:
+            raise ValueError(f"huber_c must be > 0, got {self.huber_c}")
+        if self.adv_critic_weight < 0 or self.adv_generator_weight < 0 or self.logit_clip <= 0:
+            raise ValueError("adv_critic_weight and adv_generator_weight must be >= 0 and logit_clip > 0")
+        if (self.adv_critic_weight > 0 or self.adv_generator_weight > 0) and self.mode != "sida":
+            raise ValueError(f"adversarial weights > 0 are SiDA's (method sida), not {self.mode}'s")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SiD(ScoreIdentitySettings):
+    """Score identity Distillation (Zhou et al. 2024, ICML), alpha = 1.2."""
+
+    method: ClassVar[str] = "sid"
+    mode: ClassVar[str] = "sid"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SiDA(ScoreIdentitySettings):
+    """SiD with adversarial loss (Zhou et al. 2025, ICLR); run_sida.sh: alpha = 1, ls = 1,
+    lsd = 1, lsg = 100, lsg_gan = 0.01, i.e. critic weight lsd / ls = 1 and generator weight
+    lsg_gan / lsg = 1e-4."""
+
+    method: ClassVar[str] = "sida"
+    mode: ClassVar[str] = "sida"
+
+    alpha: float = 1.0
+    adv_critic_weight: float = 1.0
+    adv_generator_weight: float = 1e-4
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SIM(ScoreIdentitySettings):
+    """Score Implicit Matching (Luo et al. 2024) with the pseudo-Huber distance."""
+
+    method: ClassVar[str] = "sim"
+    mode: ClassVar[str] = "sim"
 
 
 # ---------------------------------------------------------------- pure losses
@@ -134,32 +163,18 @@ def edm_weight(sigma: Array, sigma_data: float) -> Array:
 class ScoreIdentityDistillation(GeneratorDistillation):
     """SiD, SiDA and SIM on the shared generator/critic/head machinery."""
 
-    mode: str = "sid"
-    alpha: float = 1.2
-    huber_c: float = 1e-3
-    adv_critic_weight: float = 0.0
-    adv_generator_weight: float = 0.0
-    logit_clip: float = 10.0
-    name: str = "sid"
-
     def __post_init__(self):
         super().__post_init__()
-        check_choice("mode", self.mode, MODES)
+        if not isinstance(self.settings, ScoreIdentitySettings):
+            raise ValueError(f"ScoreIdentityDistillation takes SiD, SiDA or SIM settings, got {type(self.settings).__name__}")
         if self.teacher is None or self.critic is None:
-            raise ValueError(f"{self.mode} needs a teacher and a critic")
-        if self.huber_c <= 0:
-            raise ValueError(f"huber_c must be > 0, got {self.huber_c}")
-        if self.adv_critic_weight < 0 or self.adv_generator_weight < 0 or self.logit_clip <= 0:
-            raise ValueError("adv_critic_weight and adv_generator_weight must be >= 0 and logit_clip > 0")
-        adversarial = self.adv_critic_weight > 0 or self.adv_generator_weight > 0
-        if adversarial and self.mode != "sida":
-            raise ValueError(f"adversarial weights > 0 are SiDA's (method sida), not {self.mode}'s")
-        if self.mode == "sida" and self.head is None:
+            raise ValueError(f"{self.name} needs a teacher and a critic")
+        if self.settings.mode == "sida" and self.head is None:
             raise ValueError("sida needs a discriminator head on the critic's features")
 
     @property
     def adversarial(self) -> bool:
-        return self.mode == "sida"
+        return self.settings.mode == "sida"
 
     @property
     def passes_per_sample(self) -> float:
@@ -168,33 +183,30 @@ class ScoreIdentityDistillation(GeneratorDistillation):
         flows through their inputs); SiDA's critic-feature forward + backward at x_t. Per critic
         update: a generator forward (plus simulation) and the critic's DSM forward + backward;
         SiDA's critic-feature forwards + backwards on real and fake samples."""
-        sim = self.generator_steps - 1 if self.backward_simulation else 0
+        sim = self.settings.generator_steps - 1 if self.settings.backward_simulation else 0
         generator = 2.0 + sim + 2.0 * teacher_passes(self.guidance) + 2.0
         critic = 1.0 + sim + 2.0
         if self.adversarial:
             generator += 2.0
             critic += 4.0
-        return generator + mean_critic_updates(self.critic_schedule, self.total_steps) * critic
+        return generator + mean_critic_updates(self.settings.critic_schedule, self.total_steps) * critic
 
     # ------------------------------------------------------------------- losses
-    def gan_logits(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Array | None) -> Array:
-        return self.head.apply(params["head"], self.head_features(params, frozen, x_t, t, cond), cond)
-
     def critic_loss(self, params: dict, frozen: PyTree, batch: Batch, x_g: Array, cond: Array | None, rng: Array) -> tuple[Array, Metrics]:
         """DSM of the critic (base), plus SiDA's discriminator loss at the DSM term's sigma and noise."""
         loss, metrics = super().critic_loss(params, frozen, batch, x_g, cond, rng)
-        if self.adv_critic_weight <= 0:
+        if self.settings.adv_critic_weight <= 0:
             return loss, metrics
         # The base's DSM draws (same keys): SiDA noises real and fake with the DSM's sigma and noise.
         t = self.process.sample_t(derive(rng, "critic_time"), x_g.shape[0])
         eps = jax.random.normal(derive(rng, "critic_noise"), x_g.shape, x_g.dtype)
-        logit_real = self.gan_logits(params, frozen, self.process.add_noise(batch["x"], eps, t), t, cond)
-        logit_fake = self.gan_logits(params, frozen, self.process.add_noise(x_g, eps, t), t, cond)
-        bce = 0.5 * (jnp.mean(jax.nn.softplus(-logit_real)) + jnp.mean(jax.nn.softplus(logit_fake)))
+        logit_real = self.head_logits(params, frozen, self.process.add_noise(batch["x"], eps, t), t, cond)
+        logit_fake = self.head_logits(params, frozen, self.process.add_noise(x_g, eps, t), t, cond)
+        bce = 0.5 * discriminator_loss(logit_real, logit_fake, "nonsaturating")
         weight = jnp.mean(edm_weight(self.process.sigma_ratio(t), self.critic.sigma_data)) / math.prod(self.event_shape)
         adv = weight * bce
         metrics = {**metrics, "adv_critic_loss": adv, "logit_real": jnp.mean(logit_real), "logit_fake": jnp.mean(logit_fake)}
-        return loss + self.adv_critic_weight * adv, metrics
+        return loss + self.settings.adv_critic_weight * adv, metrics
 
     def generator_loss(self, params: PyTree, nets: dict, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Array, Metrics]:
         teacher = {"teacher": jax.lax.stop_gradient(frozen["teacher"])}
@@ -205,35 +217,25 @@ class ScoreIdentityDistillation(GeneratorDistillation):
         d_teacher = self.teacher_x0(teacher, x_t, t, cond)
         d_critic = self.critic.x0(critic["critic"], x_t, t, cond)
         scale = jax.lax.stop_gradient(jnp.maximum(mean_per_sample(jnp.abs(x_g - d_teacher)), WEIGHT_FLOOR))
-        if self.mode == "sim":
+        if self.settings.mode == "sim":
             # sim_loss(k, c) / k = sim_loss(1, c / k): the same value in x0 units, without the
             # k = alpha / sigma^2 (up to 2.5e5) factors whose float32 rounding made 8 sharded steps
             # drift 7e-4 from 1 device
             k = self.process.alpha(t) / jnp.square(self.process.sigma(t))
-            per_sample = sim_loss(x_g, d_teacher, d_critic, jnp.ones_like(k), self.huber_c / k) / scale
+            per_sample = sim_loss(x_g, d_teacher, d_critic, jnp.ones_like(k), self.settings.huber_c / k) / scale
         else:
-            per_sample = sid_loss(x_g, d_teacher, d_critic, self.alpha) / scale
+            per_sample = sid_loss(x_g, d_teacher, d_critic, self.settings.alpha) / scale
         loss = jnp.mean(per_sample)
-        metrics = {f"{'sim' if self.mode == 'sim' else 'sid'}_loss": loss, "score_gap": jnp.mean(mean_per_sample(jnp.abs(d_teacher - d_critic)))}
-        if self.adv_generator_weight > 0:
-            logit = jnp.clip(self.gan_logits(critic, frozen, x_t, t, cond), -self.logit_clip, self.logit_clip)
-            adv = jnp.mean(jax.nn.softplus(-logit)) * jnp.mean(1.0 / scale)  # batch-mean BCE / w per sample
-            loss = loss + self.adv_generator_weight * adv
+        metrics = {f"{'sim' if self.settings.mode == 'sim' else 'sid'}_loss": loss, "score_gap": jnp.mean(mean_per_sample(jnp.abs(d_teacher - d_critic)))}
+        if self.settings.adv_generator_weight > 0:
+            logit = jnp.clip(self.head_logits(critic, frozen, x_t, t, cond), -self.settings.logit_clip, self.settings.logit_clip)
+            adv = generator_gan_loss(logit, "nonsaturating") * jnp.mean(1.0 / scale)  # batch-mean BCE / w per sample
+            loss = loss + self.settings.adv_generator_weight * adv
             metrics["adv_generator_loss"] = adv
         return loss, {**metrics, "loss": loss}
 
 
-def from_config(ctx) -> tuple[ScoreIdentityDistillation, PyTree]:
-    """The SiD / SiDA / SIM objective of ``config.method`` (config section ``sid``)."""
-    method, section = ctx.config.method, ctx.section
-    kwargs, frozen = generator_kwargs(ctx, critic=True, head=method == "sida")
-    extra = {
-        "mode": method,
-        "alpha": float(section.alpha),
-        "huber_c": float(section.huber_c),
-        "adv_critic_weight": float(section.adv_critic_weight),
-        "adv_generator_weight": float(section.adv_generator_weight),
-        "logit_clip": float(section.logit_clip),
-        "name": method,
-    }
-    return build_objective(ScoreIdentityDistillation, ctx, kwargs, extra), frozen
+def build(ctx, settings: ScoreIdentitySettings) -> tuple[ScoreIdentityDistillation, PyTree]:
+    """The SiD / SiDA / SIM objective of ``settings`` with the run's networks and teacher."""
+    parts, frozen = generator_parts(ctx, settings, critic=True, head=settings.mode == "sida")
+    return ScoreIdentityDistillation(settings=settings, **parts), frozen

@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jaxdistill.types import PyTree
+from jaxdistill.core.types import PyTree
 
 CONFIG_ITEM = "config"
 

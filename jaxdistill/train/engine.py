@@ -21,12 +21,14 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxdistill.compilation import jit_once
-from jaxdistill.objectives.base import Objective, Trainable
+from jaxdistill.core.compilation import jit_once
+from jaxdistill.core.objective import Objective, Trainable
+from jaxdistill.core.rng import derive, step_key
+from jaxdistill.core.types import PyTree
+from jaxdistill.plots import save_sample_figure
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, abstract_like
-from jaxdistill.train.rng import derive, step_key
-from jaxdistill.types import PyTree
+from jaxdistill.train.sampling import generate_samples
 
 
 @dataclasses.dataclass
@@ -280,8 +282,6 @@ class Trainer:
 
     def save_samples(self, trainable: Trainable, frozen: PyTree, step: int) -> str:
         """Write a scatter plot (2-D data) or an image grid of student samples to ``workdir/samples``."""
-        from jaxdistill.eval.plots import save_sample_figure
-
         num = int(self.config.train.num_plot_samples)
         rng = derive(jax.random.key(self.seed), "plot")
         samples = generate_samples(self.objective, trainable, frozen, num, nfe=int(self.objective.eval_nfes[0]), rng=rng)
@@ -289,33 +289,3 @@ class Trainer:
         if jax.process_index() == 0:
             save_sample_figure(np.asarray(samples), path, title=f"{self.objective.name} step {step}")
         return path
-
-
-def class_labels(num_classes: int, num: int) -> Optional[np.ndarray]:
-    """Balanced labels 0..C-1 repeated, or ``None`` for unconditional objectives."""
-    return None if num_classes == 0 else (np.arange(num) % num_classes).astype(np.int32)
-
-
-def generate_samples(
-    objective: Objective,
-    trainable: Trainable,
-    frozen: PyTree,
-    num: int,
-    *,
-    nfe: int,
-    rng: jax.Array,
-    labels: Optional[np.ndarray] = None,
-    batch_size: int = 2048,
-) -> np.ndarray:
-    """Draw ``num`` samples from the objective's generator, in jitted chunks."""
-    if labels is None:
-        labels = class_labels(objective.num_classes, num)
-    gen = jax.jit(lambda tr, fr, z, c, r: objective.generate(tr, fr, z, c, nfe=nfe, rng=r))
-    out = []
-    for i, start in enumerate(range(0, num, batch_size)):
-        n = min(batch_size, num - start)
-        chunk_rng = jax.random.fold_in(rng, i)
-        z = objective.prior(derive(chunk_rng, "prior"), n)
-        c = None if labels is None else jnp.asarray(labels[start : start + n])
-        out.append(np.asarray(gen(trainable, frozen, z, c, derive(chunk_rng, "sampler"))))
-    return np.concatenate(out, axis=0)

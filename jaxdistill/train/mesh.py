@@ -21,9 +21,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from jaxdistill.types import PyTree
+from jaxdistill.core.types import PyTree
 
 MESH_AXES = ("data", "fsdp")
 BATCH_SPEC = P(MESH_AXES)

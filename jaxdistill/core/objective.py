@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from typing import Optional, Protocol, Sequence
 
-from jaxdistill.train.state import NetState
-from jaxdistill.types import Array, Batch, PyTree
+from jaxdistill.core.state import NetState
+from jaxdistill.core.types import Array, Batch, PyTree
 
 Trainable = dict[str, NetState]
 Metrics = dict[str, Array]

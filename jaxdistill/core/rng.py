@@ -10,7 +10,7 @@ import zlib
 
 import jax
 
-from jaxdistill.types import Array
+from jaxdistill.core.types import Array
 
 
 def purpose_id(purpose: str) -> int:

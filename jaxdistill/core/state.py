@@ -14,7 +14,7 @@ import ml_collections
 import optax
 from flax import struct
 
-from jaxdistill.types import Array, PyTree
+from jaxdistill.core.types import Array, PyTree
 
 
 class NetState(struct.PyTreeNode):
