@@ -1,7 +1,7 @@
 """Time one digits-UNet critic update plain, inside ``lax.cond`` and inside ``lax.scan``.
 
 The update is what ``GeneratorDistillation.critic_update`` runs per TTUR step: the gradient
-of the denoising loss of the digits benchmark's UNet (``presets.unet_network``) on a batch
+of the denoising loss of the digits benchmark's UNet (``configs/digits/teacher.py``) on a batch
 of 128 8x8 images, then an Adam update. This is why the critic phase is unrolled rather
 than written with control flow: on XLA:CPU the gradients of convolutions compiled inside
 ``lax.cond`` / ``lax.scan`` ran many times slower. Prints the median seconds per update of
@@ -12,6 +12,7 @@ Usage: python experiments/critic_phase_timing.py [--repeats 10]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -19,9 +20,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdistill import presets
 from jaxdistill.build import make_process, network_denoiser
+from jaxdistill.config import load_config_file
 from jaxdistill.objectives.denoising import denoising_loss
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 def main() -> None:
@@ -30,7 +33,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     args = parser.parse_args()
 
-    config = presets.digits_teacher()
+    config = load_config_file(os.path.join(CONFIGS, "digits", "teacher.py"))
     critic, init = network_denoiser(config, make_process(config), "edm")
     x = jax.random.normal(jax.random.key(0), (args.batch, 8, 8, 1))
     eps = jax.random.normal(jax.random.key(1), x.shape)

@@ -2,32 +2,35 @@
 per run) with jax's default options and with ``jaxdistill.core.compilation.once_compiler_options``
 (no LLVM optimisation on CPU), and the largest difference between the initial values.
 
-Usage: python experiments/init_compile_timing.py [--preset digits_teacher] [--smoke]
+Usage: python experiments/init_compile_timing.py [--config digits/teacher] [--smoke]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdistill import presets
 from jaxdistill.build import build
+from jaxdistill.config import load_config_file
 from jaxdistill.core.compilation import once_compiler_options
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="digits_teacher", help="a preset function in jaxdistill.presets")
-    parser.add_argument("--smoke", action="store_true", help="the preset's smoke variant")
+    parser.add_argument("--config", default="digits/teacher", help="a config file, configs/<config>.py")
+    parser.add_argument("--smoke", action="store_true", help="the config's smoke variant")
     args = parser.parse_args()
-    built = build(getattr(presets, args.preset)("smoke" if args.smoke else None))
+    built = build(load_config_file(os.path.join(CONFIGS, f"{args.config}.py") + (":smoke" if args.smoke else "")))
     obj = built.objective
     batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
     frozen = obj.prepare(built.frozen, jax.random.key(0))
-    print(f"{args.preset}{' (smoke)' if args.smoke else ''}, backend {jax.default_backend()}")
+    print(f"{args.config}{' (smoke)' if args.smoke else ''}, backend {jax.default_backend()}")
     values = {}
     for name, options in (("default", None), ("once", once_compiler_options())):
         start = time.perf_counter()

@@ -3,13 +3,14 @@
 For each benchmark: the teacher's quality-vs-NFE curve for every sampler (unguided,
 and guided at w = GUIDANCE on conditional benchmarks), the noise floor, and one row per
 student method at each of its NFEs. Every student of a benchmark gets the same budget
-(the preset's number of updates at its batch size: grid25 4000 x 512, digits_gmm
+(its config's number of updates at its batch size: grid25 4000 x 512, digits_gmm
 4000 x 256, digits 1500 x 128), so rows are comparable.
 
     python experiments/leaderboard.py [--benchmarks grid25,digits_gmm,digits] [--methods kd,cd,...]
                                       [--seeds N] [--trained-only] [--quick] [--readme]
 
-Writes ``results/<benchmark>.json``, ``.md`` and ``.png``. Training runs, teacher curves
+Each run's config is ``configs/<benchmark>/<method>.py`` (``:4step`` for ``<method>_4step`` rows).
+Writes ``results/<benchmark>.json, ``.md`` and ``.png``. Training runs, teacher curves
 and student scores are cached under ``runs/<benchmark>/`` and reused when they match the
 current budget; delete a run's folder to redo it. A trained teacher (digits) is also kept as
 ``results/<benchmark>_teacher.npz`` (``jaxdistill.snapshot``, committed): a fresh checkout
@@ -19,11 +20,11 @@ redoes) the DMD2 row and keeps the others.
 A method with no scored run on disk keeps its row from the committed ``results/<benchmark>.json``
 (a fresh checkout has no runs/) while the teacher, sample count and budget are unchanged; the
 teacher counts as unchanged when a recomputed point of its curve matches the committed one.
-Rows record the config they were trained from (``trained_fields``): a committed row whose preset
+Rows record the config they were trained from (``trained_fields``): a committed row whose config
 has changed since is dropped (rows committed before rows recorded it are kept), and a run folder
 trained from another config is neither tabled nor reused: move it away first.
 ``--seeds 3`` also trains seeds 1 and 2 (``runs/<benchmark>/<method>_seed<k>``); a row then shows
-the median and [min, max] over its method's scored seed runs (BENCHMARKS.md). ``--quick`` uses the smoke presets and
+the median and [min, max] over its method's scored seed runs (BENCHMARKS.md). ``--quick`` uses the smoke configs and
 few samples, to check the script itself; the published tables use the defaults.
 """
 from __future__ import annotations
@@ -38,8 +39,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdistill import presets
 from jaxdistill.build import build, load_run, load_teacher
+from jaxdistill.config import load_config_file
 from jaxdistill.diffusion import samplers
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
 from jaxdistill.plots import save_quality_vs_nfe
@@ -48,15 +49,16 @@ from jaxdistill.train.checkpoint import CheckpointError, read_config_json
 from jaxdistill.train.engine import Trainer
 from jaxdistill.train.sampling import class_labels, generate_samples
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 SAMPLERS = ("euler", "heun", "ddim", "dpmpp_2m")
 TEACHER_NFES = (1, 2, 4, 8, 16, 32, 64)
 GUIDANCE = 2.0  # guided teacher curve on conditional benchmarks (x_u + w (x_c - x_u))
 HEADLINE = {"grid25": "sw2", "digits_gmm": "sw2", "digits": "fd_digits"}
 # One-step generator methods also get a row with a FEW_STEPS-step generator (``<method>_4step``,
-# presets.few_step), as the papers report both; ADD/LADD students have 4 steps already.
+# the config file's ``4step`` argument), as the papers report both; ADD/LADD students have 4 steps already.
 FEW_STEPS = 4
 FEW_STEP_SUFFIX = f"_{FEW_STEPS}step"
-ONE_STEP_GENERATORS = presets.DISTRIBUTION_MATCHING_METHODS + presets.SCORE_IDENTITY_METHODS
+ONE_STEP_GENERATORS = ("vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim")  # distribution matching, score identity
 METHODS = (
     ("kd", "pd", "guided", "cd", "ct", "ict", "ect", "shortcut", "meanflow")
     + tuple(v for m in ONE_STEP_GENERATORS for v in (m, m + FEW_STEP_SUFFIX))
@@ -64,33 +66,38 @@ METHODS = (
 )
 CONDITIONAL_ONLY = ("guided",)  # methods that need class labels (not run on grid25)
 # The trained UNet teacher is ~100x costlier per evaluation than the exact mixtures on a
-# 2-core CPU, so its curve stops at NFE 32 (and its presets' eval.num_samples is 5,000).
+# 2-core CPU, so its curve stops at NFE 32 (and its configs' eval.num_samples is 5,000).
 TEACHER_NFES_BY_BENCHMARK = {"digits": (1, 2, 4, 8, 16, 32)}
 CHUNK = 2048
 
 
+def config_file(name: str, method: str, arg: Optional[str] = None) -> ml_collections.ConfigDict:
+    """``configs/<name>/<method>.py`` called with ``arg``."""
+    path = os.path.join(CONFIGS, name, f"{method}.py")
+    if not os.path.isfile(path):
+        raise SystemExit(f"no config file {os.path.relpath(path)} for {method!r} on {name}")
+    return load_config_file(f"{path}:{arg}" if arg else path)
+
+
 def teacher_config(name: str, quick: bool) -> Optional[ml_collections.ConfigDict]:
     """The teacher training config, or None for an exact-mixture teacher."""
-    return presets.digits_teacher("smoke" if quick else None) if name == "digits" else None
+    return config_file("digits", "teacher", "smoke" if quick else None) if name == "digits" else None
 
 
 def student_config(name: str, method: str, quick: bool, runs: str) -> ml_collections.ConfigDict:
-    """``presets.<name>_<method>`` (or the consistency family preset) at the benchmark budget."""
+    """``configs/<name>/<method>.py`` at the benchmark budget (``smoke`` if ``quick``; ``4step`` for
+    ``<method>_4step``); digits students distill the teacher trained under ``runs``."""
     if name not in HEADLINE:
         raise SystemExit(f"unknown benchmark {name!r}; choose from {tuple(HEADLINE)}")
+    args = ["smoke"] if quick else []
     base = method.removesuffix(FEW_STEP_SUFFIX)
     if base != method and base in ONE_STEP_GENERATORS:
-        return presets.few_step(student_config(name, base, quick, runs), FEW_STEPS)
-    preset = "smoke" if quick else None
-    kwargs = {"teacher_workdir": os.path.join(runs, "digits", "teacher")} if name == "digits" else {}
-    if method in presets.CONSISTENCY_METHODS:
-        return getattr(presets, f"{name}_consistency")(method, preset, **kwargs)
-    if method in presets.DISTRIBUTION_MATCHING_METHODS:
-        return getattr(presets, f"{name}_distribution_matching")(method, preset, **kwargs)
-    fn = getattr(presets, f"{name}_{method}", None)
-    if fn is None:
-        raise SystemExit(f"no preset {name}_{method} in jaxdistill/presets.py")
-    return fn(preset, **kwargs)
+        method = base
+        args.append(f"{FEW_STEPS}step")
+    config = config_file(name, method, ",".join(args) or None)
+    if name == "digits":
+        config.teacher.workdir = os.path.join(runs, "digits", "teacher")
+    return config
 
 
 def read_json(path: str) -> Optional[dict]:
@@ -114,7 +121,7 @@ BOOKKEEPING_FIELDS = (
 def trained_fields(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
     """``config`` flattened to {"section.field": value} without BOOKKEEPING_FIELDS, with JSON's
     types (tuples as lists) and numbers as floats, so a run's saved config compares equal to the
-    preset it was trained from."""
+    config it was trained from."""
     tree = json.loads(config.to_json_best_effort()) if isinstance(config, ml_collections.ConfigDict) else config
     flat: dict[str, Any] = {}
 
@@ -182,9 +189,10 @@ def train_timed(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def learns_the_same_teacher(saved: dict, config: ml_collections.ConfigDict) -> bool:
-    """Whether a saved teacher config trains the same networks as ``config``: equal
-    ``trained_fields`` and equal seed (a teacher is one network, not a row over seeds)."""
-    return trained_fields(saved) == trained_fields(config) and saved.get("seed") == config.seed
+    """Whether a saved teacher config trains the same networks as ``config``: no ``config_changes``
+    (fields only one side has, such as a section a teacher does not read, are not compared) and
+    equal seed (a teacher is one network, not a row over seeds)."""
+    return not config_changes(trained_fields(saved), config) and saved.get("seed") == config.seed
 
 
 def trained_teacher(config: ml_collections.ConfigDict, workdir: str, snapshot: Optional[str]) -> dict:
@@ -344,7 +352,7 @@ def same_curves(curves: dict, committed: dict, name: str) -> bool:
 def committed_rows(committed: Optional[dict], configs: dict[str, ml_collections.ConfigDict]) -> dict[str, dict]:
     """The committed table's student rows that still hold: same teacher (the caller checks),
     same sample count (``committed_report``), each method's current budget and, for rows that
-    record their config, the current preset (a changed preset drops its row, said)."""
+    record their config, the current config (a changed config drops its row, said)."""
     if committed is None:
         return {}
     rows = committed["students"]
@@ -354,7 +362,7 @@ def committed_rows(committed: Optional[dict], configs: dict[str, ml_collections.
             continue
         changes = config_changes(rows[m].get("config", {}), c)
         if changes:
-            print(f"{m}: the committed row was trained from another version of its preset (differs in {differing(changes)}); rerun it for a row")
+            print(f"{m}: the committed row was trained from another version of its config (differs in {differing(changes)}); rerun it for a row")
             continue
         kept[m] = rows[m]
     return kept

@@ -6,7 +6,7 @@ conditional benchmarks), assigns each to its mixture component (the assignment b
 marking the components under the coverage threshold with ``*``. grid25's counts are laid out as
 its 5 x 5 grid (top row: largest y). This is how the grid25 students were read: a LADD student
 with discriminator noise N(0, 1) left three corners with 16 samples of 400 expected
-(``presets.FROM_SCRATCH_LADD_NOISE_MEAN``), and a SIM student emptied the centre mode (0 of 400).
+(the grid25 LADD config now sets ``adversarial.noise_mean = -1``), and a SIM student emptied the centre mode (0 of 400).
 
 On a labelled mixture (digits_gmm) it also prints the label metrics
 (``metrics.mixture_label_metrics``) beside those of exact samples: ``class_match`` (the

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdistill.config import validate
+from jaxdistill.config import OBJECT_TEACHER, validate
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.state import make_optimizer
 from jaxdistill.core.types import PyTree
 from jaxdistill.data.pipeline import batch_iterator
-from jaxdistill.data.sources import make_source
+from jaxdistill.data.sources import describe, make_source, mixture_of
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.models import gaussian_mixture
-from jaxdistill.models.registry import make_network
+from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 
@@ -53,12 +54,6 @@ def make_process(config: ml_collections.ConfigDict) -> NoiseProcess:
         raise ConfigError(f"process: {err}") from err
 
 
-def make_mixture(name: str):
-    if name not in gaussian_mixture.MIXTURES:
-        raise ConfigError(f"teacher.mixture={name!r} is not one of {tuple(gaussian_mixture.MIXTURES)}")
-    return gaussian_mixture.MIXTURES[name]()
-
-
 def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, prediction: str, num_times: int = 1):
     """(Denoiser, init_fn) for the config's network with ``num_times`` time-like inputs."""
     net_config = config.network.copy_and_resolve_references()
@@ -75,14 +70,16 @@ def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, p
 
 
 def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) -> tuple[Denoiser, PyTree]:
-    """The frozen teacher denoiser and its parameters, as the config's ``teacher`` says."""
+    """The frozen teacher denoiser and its parameters, as the config's ``teacher`` says:
+    ``mixture`` is the exact mixture the data are drawn from, ``checkpoint`` a trained teacher run."""
     kind = config.teacher.kind
     if kind == "mixture":
-        mixture = make_mixture(config.teacher.mixture)
-        if tuple(mixture.event_shape) != tuple(event_shape):
-            raise ConfigError(
-                f"teacher mixture {config.teacher.mixture!r} has event shape {mixture.event_shape}, data has {event_shape}"
-            )
+        try:
+            mixture = mixture_of(config.data)
+        except (ValueError, KeyError) as err:
+            raise ConfigError(f"data: {err}") from err
+        if mixture is None:
+            raise ConfigError(f"teacher.kind='mixture' distils the exact mixture the data are drawn from; data.name={config.data.name!r} is no mixture")
         process = make_process(config)
         return Denoiser(gaussian_mixture.mixture_apply_fn(process), process, "x0"), mixture.params
     if kind == "checkpoint":
@@ -92,6 +89,8 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
         if tuple(run.built.event_shape) != tuple(event_shape):
             raise ConfigError(f"teacher event shape {run.built.event_shape} does not match the data's {event_shape}")
         return run.built.objective.denoiser, run.trainable["model"].eval_params
+    if kind == OBJECT_TEACHER:
+        raise ConfigError("this run's teacher was passed as an object; pass it again (teacher=(denoiser, params))")
     raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture' or 'checkpoint' (it is {kind!r})")
 
 
@@ -101,6 +100,7 @@ class BuildContext:
 
     config: ml_collections.ConfigDict
     event_shape: tuple[int, ...]
+    teacher_object: Optional[tuple[Denoiser, PyTree]] = None
 
     @property
     def num_classes(self) -> int:
@@ -118,6 +118,8 @@ class BuildContext:
         return make_process(self.config)
 
     def teacher(self) -> tuple[Denoiser, PyTree]:
+        if self.teacher_object is not None:
+            return self.teacher_object
         return load_teacher(self.config, self.event_shape)
 
     def network(self, process: NoiseProcess, prediction: str, num_times: int = 1):
@@ -125,15 +127,41 @@ class BuildContext:
         return network_denoiser(self.config, process, prediction, num_times)
 
 
-def build(config: ml_collections.ConfigDict) -> Built:
-    """Objective, frozen arguments and data source for a run."""
+def build(
+    config: ml_collections.ConfigDict,
+    *,
+    source: Any = None,
+    teacher: Optional[tuple[Denoiser, PyTree]] = None,
+    network: Optional[nn.Module] = None,
+) -> Built:
+    """Objective, frozen arguments and data source for a run.
+
+    A library user may pass objects instead of names: ``source`` (any random-access source of
+    ``{"x", "label"}`` records, e.g. ``MixtureSource(my_mixture, size)``), ``teacher`` (a
+    ``(Denoiser, params)`` pair) and ``network`` (a linen module following the ``models``
+    contract). ``Built.config`` records them, and is the config to train with: a source that
+    describes itself (``MixtureSource``) and a module-level network class are written into it, so
+    ``load_run`` and ``jaxdistill eval`` read the run back; other objects are marked, and reading
+    the run back takes them again.
+    """
+    config = config.copy_and_resolve_references()
+    if source is not None:
+        config.data = ml_collections.ConfigDict(describe(source))
+    if network is not None:
+        try:
+            config.network = network_config(network, int(config.network.get("num_classes", 0)))
+        except ValueError as err:
+            raise ConfigError(f"network: {err}") from err
+    if teacher is not None:
+        config.teacher.kind = OBJECT_TEACHER
     validate(config, num_devices=jax.device_count())
-    try:
-        source = make_source(config.data)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        raise ConfigError(f"data: {err}") from err
+    if source is None:
+        try:
+            source = make_source(config.data)
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            raise ConfigError(f"data: {err}") from err
     event_shape = tuple(source[0]["x"].shape)
-    objective, frozen = registry.build(BuildContext(config, event_shape))
+    objective, frozen = registry.build(BuildContext(config, event_shape, teacher))
     return Built(config, objective, frozen, event_shape, source)
 
 
@@ -148,8 +176,16 @@ class Run:
     step: int
 
 
-def load_run(workdir: str, step: Optional[int] = None) -> Run:
-    """Rebuild the objective from the saved config and restore the latest checkpoint."""
+def load_run(
+    workdir: str,
+    step: Optional[int] = None,
+    *,
+    source: Any = None,
+    teacher: Optional[tuple[Denoiser, PyTree]] = None,
+) -> Run:
+    """Rebuild the objective from the saved config and restore the latest checkpoint (or
+    ``step``). A run trained on a source or teacher passed as an object that the config could not
+    record (``build``) takes it again here."""
     ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise CheckpointError(f"no checkpoints in {workdir!r}: train there first (jaxdistill train --workdir ...)")
@@ -158,7 +194,7 @@ def load_run(workdir: str, step: Optional[int] = None) -> Run:
     if step is None:
         raise CheckpointError(f"no finished checkpoint in {ckpt_dir}")
     config = config_from_json(checkpointer.restore_config(step))
-    built = build(config)
+    built = build(config, source=source, teacher=teacher)
     abstract = abstract_trainable(built)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     shardings = jax.tree.map(lambda _: device, abstract)

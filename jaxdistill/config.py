@@ -23,7 +23,8 @@ from jaxdistill.objectives import registry
 
 __all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config_file", "validate"]
 
-TEACHER_KINDS = ("none", "mixture", "checkpoint")
+OBJECT_TEACHER = "object"  # teacher.kind of a teacher passed to build() as an object
+TEACHER_KINDS = ("none", "mixture", "checkpoint", OBJECT_TEACHER)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,11 +38,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.prediction = "edm"  # the network's output kind: eps | x0 | v | flow | edm
     c.sigma_data = 0.5
     c.network = ml_collections.ConfigDict({"name": "mlp", "num_classes": 0})
-    # Frozen teacher for distillation: the exact mixture of the data config, or a
-    # trained denoising run's workdir (its EMA parameters are used).
-    c.teacher = ml_collections.ConfigDict(
-        {"kind": "none", "mixture": "grid25", "workdir": "", "guidance": config_dict.placeholder(float)}
-    )
+    # Frozen teacher for distillation: "mixture" (the exact mixture the data are drawn from) or
+    # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used).
+    c.teacher = ml_collections.ConfigDict({"kind": "none", "workdir": "", "guidance": config_dict.placeholder(float)})
     c.optim = default_optimizer_config()
     c.ema_decay = 0.999
     c.train = ml_collections.ConfigDict(

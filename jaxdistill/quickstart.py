@@ -16,9 +16,12 @@ from typing import Optional
 import jax
 import ml_collections
 
-from jaxdistill import presets
+from jaxdistill import benchmarks
+from jaxdistill.benchmarks import grid25
 from jaxdistill.build import build, load_run
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
+from jaxdistill.objectives import registry
 from jaxdistill.plots import save_quality_vs_nfe, save_sample_figure
 from jaxdistill.train.checkpoint import Checkpointer
 from jaxdistill.train.engine import Trainer
@@ -26,6 +29,8 @@ from jaxdistill.train.sampling import generate_samples
 
 TEACHER_SAMPLERS = ("euler", "heun", "dpmpp_2m")
 QUICK_TEACHER_STEPS, QUICK_STUDENT_STEPS, QUICK_PAIRS = 3000, 2000, 8192
+# Methods that distil a trained teacher into a one-step (or, ADD/LADD, 4-step) student.
+METHODS = ("kd", "cd", "ct", "ict", "ect", "vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim", "add", "ladd")
 DEFAULT_METHOD = "dmd2"  # the best one-step method on digits in README's results (FD-digits 4.94 at 1 NFE; ECT 7.7)
 
 
@@ -42,8 +47,17 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def student_config(method: str, teacher_dir: str, fast: bool) -> ml_collections.ConfigDict:
-    """``method``'s grid25 preset on the trained teacher, on the quickstart's lighter budget."""
-    config = presets.grid25_of_trained_teacher(method, teacher_dir, "smoke" if fast else None)
+    """``method`` with its paper settings distilling the trained grid25 teacher in ``teacher_dir``
+    (students and critics start from its weights), on the quickstart's lighter budget."""
+    if method not in METHODS:
+        raise ConfigError(f"quickstart distils with one of {METHODS}, not {method!r}")
+    config = grid25.student(method, "smoke" if fast else None, teacher_workdir=teacher_dir)
+    if registry.section(method) == "consistency":
+        config.eval.nfes = (1, 2, 4)  # consistency models also sample in a few steps
+    if registry.section(method) == "adversarial":
+        benchmarks.few_step(config, config.adversarial.generator_steps)  # the paper's 4-step student, read at 1 and 4 NFE
+    if method == "sida":
+        config.sid.adv_critic_weight = 2 / 3072  # SiDA's GAN weight scaled by d / 3072 (CIFAR-10's d), docs/methods/sida.md
     if not fast:
         config.train.num_steps = config.optim.decay_steps = QUICK_STUDENT_STEPS
         if method == "kd":
@@ -58,7 +72,7 @@ def run_quickstart(workdir: str = "runs/quickstart", *, fast: bool = False, num_
     student_dir = os.path.join(workdir, f"{method}_student")
 
     print("== 1/3 teacher: MLP diffusion model on the 25-mode grid ==")
-    teacher_cfg = presets.grid25_teacher(preset)
+    teacher_cfg = grid25.teacher(preset)
     if not fast:  # a lighter budget than the benchmark row, to stay within a few minutes
         teacher_cfg.train.num_steps = teacher_cfg.optim.decay_steps = QUICK_TEACHER_STEPS
     train_or_reuse(teacher_cfg, teacher_dir)

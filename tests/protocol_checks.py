@@ -11,14 +11,24 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 
+from jaxdistill import config as config_lib
 from jaxdistill.build import build
 from jaxdistill.cli import main
 from jaxdistill.core import hparams
 from jaxdistill.train.engine import Trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = os.path.join(os.path.dirname(HERE), "configs")
+
+
+def config(name: str, arg: str | None = "smoke") -> ml_collections.ConfigDict:
+    """``configs/<name>.py`` called with ``arg`` (e.g. ``config("grid25/dmd2")`` for its smoke run,
+    ``config("digits/kd", None)`` for the benchmark budget, ``config("grid25/sid", "smoke,4step")``)."""
+    path = os.path.join(CONFIGS, f"{name}.py")
+    return config_lib.load_config_file(f"{path}:{arg}" if arg else path)
 
 
 def split_settings(cls, kwargs: dict, base: dict | None = None):
@@ -56,12 +66,12 @@ def check_compiles_once_and_resumes(config, workdir, *, split: int) -> None:
         np.testing.assert_array_equal(a, b)
 
 
-def check_sharded_matches_single_device(presets: str, workdir, meshes: str = "1dev,data2_fsdp4", rtol: float = 1e-4) -> dict:
-    """Run each of ``presets`` (comma-separated names in ``jaxdistill.presets``, called with "smoke")
-    on 1 device and on the other ``meshes`` of 8 simulated CPUs, in one subprocess; final losses
-    and per-leaf parameter sums must agree to ``rtol``."""
+def check_sharded_matches_single_device(configs: str, workdir, meshes: str = "1dev,data2_fsdp4", rtol: float = 1e-4) -> dict:
+    """Run each of ``configs`` (comma-separated config names such as ``grid25/kd``, loaded with
+    "smoke") on 1 device and on the other ``meshes`` of 8 simulated CPUs, in one subprocess; final
+    losses and per-leaf parameter sums must agree to ``rtol``."""
     out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "_sharded_run.py"), str(workdir), presets, meshes],
+        [sys.executable, os.path.join(HERE, "_sharded_run.py"), str(workdir), configs, meshes],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -69,16 +79,16 @@ def check_sharded_matches_single_device(presets: str, workdir, meshes: str = "1d
     assert out.returncode == 0, out.stderr[-3000:]
     line = [l for l in out.stdout.splitlines() if l.startswith("RESULTS ")][-1]
     all_results = json.loads(line[len("RESULTS ") :])
-    for preset, results in all_results.items():
+    for name, results in all_results.items():
         ref = results["1dev"]
         assert ref["fsdp_sharded"] == 0
-        for name, res in results.items():
-            assert res["compilations"] == 1, f"{preset} on {name}: step compiled {res['compilations']} times"
-            if name == "1dev":
+        for mesh, res in results.items():
+            assert res["compilations"] == 1, f"{name} on {mesh}: step compiled {res['compilations']} times"
+            if mesh == "1dev":
                 continue
-            if "fsdp" in name:
-                assert res["fsdp_sharded"] > 0, f"{preset}: no parameter was sharded over fsdp"
-            msg = f"{preset} on {name} differs from 1 device"
+            if "fsdp" in mesh:
+                assert res["fsdp_sharded"] > 0, f"{name}: no parameter was sharded over fsdp"
+            msg = f"{name} on {mesh} differs from 1 device"
             np.testing.assert_allclose(res["loss"], ref["loss"], rtol=rtol, err_msg=msg)
             np.testing.assert_allclose(res["params"], ref["params"], rtol=rtol, err_msg=msg)
             np.testing.assert_allclose(res["first_leaf"], ref["first_leaf"], rtol=1e-3, atol=1e-5, err_msg=msg)
@@ -95,7 +105,7 @@ def load_config_file(config: str):
 
 
 def check_cli_smoke(config: str, workdir, method: str, nfes: tuple[int, ...], *overrides: str) -> None:
-    """``jaxdistill train`` of ``config`` (a path under configs/, with its preset; ``overrides``
+    """``jaxdistill train`` of ``config`` (a path under configs/, with its argument; ``overrides``
     such as ``--config.x.y=v`` after it) then ``eval`` at ``nfes``: the report names ``method``
     and has a finite SW2 at every NFE."""
     run = str(workdir / method)

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from protocol_checks import config as config_file
 from scipy.stats import multivariate_normal
 
-from jaxdistill import presets
+from jaxdistill import benchmarks
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
 from jaxdistill.core.rng import derive
@@ -26,14 +27,14 @@ from jaxdistill.objectives import registry
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 
 GRID = gm.grid25()
-SIGMA_DATA = 2.8  # grid25 presets
+SIGMA_DATA = 2.8  # grid25 configs
 
 
 @pytest.fixture(scope="module")
 def add_setup():
     """The grid25 ADD objective (exact teacher) at the paper's lambda = 2.5 (the from-scratch
-    preset turns the distillation term off), its frozen tree and initial states."""
-    config = presets.grid25_add("smoke")
+    config turns the distillation term off), its frozen tree and initial states."""
+    config = config_file("grid25/add")
     config.adversarial.distill_weight = 2.5
     built = build(config)
     objective, frozen = built.objective, built.frozen
@@ -99,7 +100,7 @@ def test_per_position_head_scores_every_position_with_its_maps_own_mlp():
 
 
 def test_add_with_per_position_heads_averages_the_hinge_over_positions():
-    config = presets.grid25_add("smoke")
+    config = config_file("grid25/add")
     config.adversarial.head_per_position = True
     built = build(config)
     objective, frozen = built.objective, built.frozen
@@ -116,16 +117,16 @@ def test_add_with_per_position_heads_averages_the_hinge_over_positions():
     np.testing.assert_allclose(loss, hinge, rtol=1e-5)
 
 
-def test_only_the_digits_add_preset_scores_every_position():
+def test_only_the_digits_add_config_scores_every_position():
     """Digits ADD collapsed with heads on pooled UNet features (FD-digits 924) and not with a
-    head per position (92.9): its preset takes them; the mixture presets keep their pooled heads."""
-    assert presets.digits_add("smoke").adversarial.head_per_position
-    for config in (presets.grid25_add(), presets.digits_gmm_add(), presets.digits_ladd(), presets.grid25_ladd()):
+    head per position (92.9): its config takes them; the mixture configs keep their pooled heads."""
+    assert config_file("digits/add").adversarial.head_per_position
+    for config in (config_file(name, None) for name in ("grid25/add", "digits_gmm/add", "digits/ladd", "grid25/ladd")):
         assert not config.adversarial.head_per_position
 
 
 def test_methods_that_need_a_logit_per_sample_reject_per_position_heads():
-    for config in (presets.grid25_fdistill("smoke"), presets.grid25_dmd2("smoke")):
+    for config in (config_file("grid25/fdistill"), config_file("grid25/dmd2")):
         config.dmd.head_per_position = True
         with pytest.raises(ConfigError, match="one discriminator logit per sample"):
             build(config)
@@ -178,15 +179,15 @@ def test_add_student_loss_matches_hand_computation(add_setup):
 
 
 def test_ladd_noise_levels_features_and_synthetic_pool():
-    built = build(presets.grid25_ladd("smoke"))
+    built = build(config_file("grid25/ladd"))
     objective = dataclasses.replace(built.objective, settings=dataclasses.replace(built.objective.settings, num_synthetic=64))
     assert objective.settings.distill_weight == 0 and objective.settings.r1_weight == 0 and objective.settings.gan_loss == "hinge"
     # t̂: ln(s / sigma_data) ~ N(m, 1): the paper's logit-normal pi(t; 1, 1) of rectified-flow time
-    # by default; the mixtures' presets shift it to m = -1 (a discriminator that can tell modes apart).
-    assert registry.default_config("ladd").noise_mean == 1.0 and objective.settings.noise_mean == presets.FROM_SCRATCH_LADD_NOISE_MEAN
+    # by default; the mixtures' configs shift it to m = -1 (a discriminator that can tell modes apart).
+    assert registry.default_config("ladd").noise_mean == 1.0 and objective.settings.noise_mean == -1.0
     t = objective.discriminator_time(jax.random.key(0), 20000)
     log_s = np.log(np.asarray(t) / SIGMA_DATA)  # EDM: s = t
-    assert abs(log_s.mean() - presets.FROM_SCRATCH_LADD_NOISE_MEAN) < 0.05 and abs(log_s.std() - 1.0) < 0.05
+    assert abs(log_s.mean() + 1.0) < 0.05 and abs(log_s.std() - 1.0) < 0.05
     # Features: the teacher's at (x_t, t) plus the noise-level column ln(s) / 4.
     x = jnp.asarray(GRID.sample(jax.random.key(1), 8)[0])
     features = objective.head_features({}, built.frozen, x, t[:8], None)
@@ -203,8 +204,8 @@ def test_ladd_noise_levels_features_and_synthetic_pool():
     pool = np.asarray(frozen["synthetic"]["x"])
     assert drawn.shape == x.shape and all(np.any(np.all(pool == row, axis=1)) for row in drawn)
     assert objective.setup_passes == 64 * objective.settings.teacher_nfe
-    # student 2 + features of x̂ 2; per discriminator update (5 in the mixtures' presets) student 1 + features 2
-    assert objective.passes_per_sample == 4.0 + 3.0 * presets.FROM_SCRATCH_LADD_DISCRIMINATOR_UPDATES
+    # student 2 + features of x̂ 2; per discriminator update (5 in the mixtures' configs) student 1 + features 2
+    assert objective.passes_per_sample == 4.0 + 3.0 * 5
 
 
 def test_add_passes_per_sample(add_setup):
@@ -237,48 +238,48 @@ def test_mixture_features_are_posterior_mean_and_bayes_responsibilities(process_
 
 # ------------------------------------------------------------------ config errors
 def test_config_errors():
-    c = presets.grid25_add("smoke")
+    c = config_file("grid25/add")
     c.adversarial.gan_loss = "wasserstein"
     with pytest.raises(ConfigError, match="gan_loss"):
         build(c)
-    c = presets.grid25_ladd("smoke")
+    c = config_file("grid25/ladd")
     c.adversarial.num_synthetic = 0
     with pytest.raises(ConfigError, match="num_synthetic"):
         build(c)
-    c = presets.grid25_add("smoke")
+    c = config_file("grid25/add")
     c.adversarial.init_from_teacher = True
     with pytest.raises(ConfigError, match="init_from_teacher"):
         build(c)
-    c = presets.grid25_add("smoke")
+    c = config_file("grid25/add")
     c.eval.nfes = (8,)
     with pytest.raises(ConfigError, match="generator_steps"):
         build(c)
 
 
-def test_presets_keep_kd_budget():
+def test_configs_keep_kd_budget():
     """Same data, network, batch and updates as KD; from scratch: no distillation term and ADM's
     label table; digits_gmm's ADD and LADD at a tenth of KD's lr; students of the UNet keep lambda = 2.5."""
-    for bench, kd, scratch in (("grid25", presets.grid25_kd, True), ("digits_gmm", presets.digits_gmm_kd, True), ("digits", presets.digits_kd, False)):
-        base = kd()
+    for bench, scratch in (("grid25", True), ("digits_gmm", True), ("digits", False)):
+        base = config_file(f"{bench}/kd", None)
         for method in ("add", "ladd"):
-            c = getattr(presets, f"{bench}_{method}")(**({} if scratch else {"teacher_workdir": "somewhere"}))
+            c = config_file(f"{bench}/{method}", None)
             assert c.method == method and tuple(c.eval.nfes) == (1, 4)
             network = {**c.network.to_dict(), "label_init_std": base.network.label_init_std}
             assert (c.batch_size, c.train.num_steps, network) == (base.batch_size, base.train.num_steps, base.network.to_dict())
-            assert c.network.label_init_std == (presets.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
-            assert c.optim.lr == (presets.DIGITS_GMM_ADVERSARIAL_LR if bench == "digits_gmm" else base.optim.lr)
+            assert c.network.label_init_std == (benchmarks.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
+            assert c.optim.lr == (1e-4 if bench == "digits_gmm" else base.optim.lr)
             assert bool(c.adversarial.init_from_teacher) is (not scratch)
             if method == "ladd":  # from scratch: lower discriminator noise, 5 discriminator updates
-                noise, updates = (presets.FROM_SCRATCH_LADD_NOISE_MEAN, presets.FROM_SCRATCH_LADD_DISCRIMINATOR_UPDATES) if scratch else (1.0, 1)
+                noise, updates = (-1.0, 5) if scratch else (1.0, 1)
                 assert c.adversarial.noise_mean == noise and tuple(map(tuple, c.adversarial.critic_schedule)) == ((0, updates),)
             if method == "add":
                 assert float(c.adversarial.distill_weight) == (0.0 if scratch else 2.5)
 
 
 # --------------------------------------------------------------- protocol checks
-@pytest.mark.parametrize("preset", ["grid25_add", "grid25_ladd"])
-def test_compiles_once_and_resumes(preset, tmp_path):
-    check_compiles_once_and_resumes(getattr(presets, preset)("smoke"), tmp_path, split=10)
+@pytest.mark.parametrize("name", ["grid25/add", "grid25/ladd"])
+def test_compiles_once_and_resumes(name, tmp_path):
+    check_compiles_once_and_resumes(config_file(name), tmp_path, split=10)
 
 
 def test_cli_smoke(tmp_path):

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map
 from jaxdistill.diffusion.process import get_process
@@ -163,7 +163,7 @@ def test_ect_at_r_zero_is_the_denoising_loss():
 
 @pytest.mark.parametrize("method", ["ct", "ect"])
 def test_compiles_once_and_resumes_mid_curriculum(tmp_path, method):
-    config = presets.grid25_consistency(method, "smoke")
+    config = config_file(f"grid25/{method}")
     config.train.num_steps = 12
     if method == "ect":
         config.consistency.stage_steps = 4
@@ -178,7 +178,7 @@ def test_init_from_teacher_needs_a_network_teacher(tmp_path):
     from jaxdistill.build import build
     from jaxdistill.config import ConfigError
 
-    config = presets.grid25_consistency("cd", "smoke")
+    config = config_file("grid25/cd")
     config.consistency.init_from_teacher = True
     with pytest.raises(ConfigError, match="init_from_teacher"):
         build(config)

@@ -11,9 +11,10 @@ import numpy as np
 import optax
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, load_config_file, split_settings
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
-from jaxdistill.build import build, make_mixture
+from jaxdistill import benchmarks
+from jaxdistill.build import build
 from jaxdistill.config import ConfigError
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import default_optimizer_config, make_optimizer
@@ -21,13 +22,15 @@ from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.discriminator import DiscriminatorHead
-from jaxdistill.models.gaussian_mixture import GaussianMixture, mixture_apply_fn
+from jaxdistill.models.gaussian_mixture import GaussianMixture, digits_gmm, mixture_apply_fn
 from jaxdistill.objectives import registry
 from jaxdistill.objectives.dmd import DistributionMatching, density_ratio_weight
 from jaxdistill.objectives.generator import critic_updates, generator_step_of_critic_update, mean_critic_updates
 from jaxdistill.train.sampling import generate_samples
 
 EDM = get_process("edm")
+DISTRIBUTION_MATCHING_METHODS = ("vsd", "dmd", "dmd2", "fdistill")
+SCORE_IDENTITY_METHODS = ("sid", "sida", "sim")
 TEACHER = GaussianMixture(means=np.array([[-2.0, 0.0], [2.0, 1.0]]), covariances=np.array([[0.3, 0.2], [0.1, 0.4]]))
 CRITIC = GaussianMixture(means=np.array([[-1.0, 0.5], [1.5, -1.0], [0.0, 2.0]]), covariances=np.full((3, 2), 0.5))
 
@@ -117,7 +120,7 @@ def test_generator_gradient_vanishes_when_the_critic_is_the_teacher(mode):
 
 def head_objective(mode, divergence="reverse_kl"):
     """A DMD2 / f-distill objective with a 2-D MLP critic and a GAN head (for the weighting tests)."""
-    config = presets.grid25_distribution_matching(mode, "smoke")
+    config = config_file(f"grid25/{mode}")
     if mode == "fdistill":
         config.dmd.divergence = divergence
     built = build(config)
@@ -162,7 +165,7 @@ def test_critic_schedule_is_a_traced_step_function():
 
 @pytest.mark.parametrize("loop", ["unrolled", "loop"])
 def test_critic_phase_runs_the_scheduled_number_of_updates_and_the_generator_phase_leaves_the_critic_alone(loop):
-    config = presets.grid25_dmd2("smoke")
+    config = config_file("grid25/dmd2")
     config.dmd.critic_schedule = ((0, 2), (5, 1))
     config.dmd.critic_loop = loop
     config.optim.warmup_steps = config.optim.decay_steps = 0  # constant lr: the first update moves G
@@ -233,7 +236,7 @@ def test_later_step_sigmas_place_the_later_generator_steps_and_bad_levels_are_re
             objective("vsd", generator_steps=3, eval_nfes=(1,), later_step_sigmas=bad)
     with pytest.raises(ValueError, match="later_step_sigmas"):
         objective("dmd", generator_steps=3, eval_nfes=(1,), regression_weight=0.25, regression_steps="all", num_pairs=8, later_step_sigmas=(2.0, 0.5))
-    config = presets.few_step(presets.grid25_dmd2("smoke"), 3)  # the config field reaches the objective
+    config = benchmarks.few_step(config_file("grid25/dmd2"), 3)  # the config field reaches the objective
     config.dmd.later_step_sigmas = (2.0, 0.5)
     np.testing.assert_allclose(EDM.sigma_ratio(build(config).objective.generator_times())[1:], [2.0, 0.5], rtol=1e-6)
     config.dmd.later_step_sigmas = (0.5, 2.0)
@@ -269,7 +272,7 @@ def test_regression_pairs_for_every_step_are_teacher_ode_states_at_the_generator
     assert np.all(np.asarray(t) == EDM.t_max) and np.all(np.isin(np.asarray(x), np.asarray(pairs["noise"])))
     with pytest.raises(ValueError, match="regression_steps"):
         objective("dmd", regression_steps="last")
-    saved = presets.grid25_dmd("smoke")  # a section without the field takes the paper's "first"
+    saved = config_file("grid25/dmd")  # a section without the field takes the paper's "first"
     del saved.dmd["regression_steps"]
     assert build(saved).objective.settings.regression_steps == "first"
     with pytest.raises(ValueError, match="teacher_sampler='heun'"):
@@ -287,14 +290,14 @@ def test_discriminator_head_is_class_conditional_by_projection():
 def test_compiles_once_and_resumes_across_a_ttur_change(tmp_path):
     """Looped critic phase: its smoke step compiled 2.7x faster than the unrolled one
     (experiments/critic_loop_timing.py; the test above checks both forms' per-step semantics)."""
-    config = presets.grid25_dmd2("smoke")
+    config = config_file("grid25/dmd2")
     config.dmd.critic_schedule = ((0, 3), (8, 1))
     config.dmd.critic_loop = "loop"
     check_compiles_once_and_resumes(config, tmp_path, split=10)
 
 
 def test_compiles_once_and_resumes_dmd_with_pairs(tmp_path):
-    check_compiles_once_and_resumes(presets.grid25_dmd("smoke"), tmp_path, split=10)
+    check_compiles_once_and_resumes(config_file("grid25/dmd"), tmp_path, split=10)
 
 
 def test_cli_smoke_four_step_generator(tmp_path):
@@ -314,7 +317,7 @@ def test_cli_smoke_four_step_generator(tmp_path):
     ],
 )
 def test_bad_configs_are_rejected(override, message):
-    config = presets.grid25_fdistill("smoke")
+    config = config_file("grid25/fdistill")
     for k, v in override.items():
         config.dmd[k] = v
     with pytest.raises(ConfigError, match=message):
@@ -324,7 +327,7 @@ def test_bad_configs_are_rejected(override, message):
 def test_each_network_has_its_own_learning_rate():
     """Adam's first update moves every weight by ~lr * sign(g): the critic by critic_lr, the head by
     head_lr and the generator by the run's optim.lr (per-network optimisers in one step)."""
-    config = presets.grid25_dmd2("smoke")
+    config = config_file("grid25/dmd2")
     config.optim.warmup_steps = config.optim.decay_steps = 0
     config.optim.grad_clip = 0.0
     config.optim.lr, config.dmd.critic_lr, config.dmd.head_lr = 1e-3, 1e-2, 2e-3
@@ -365,7 +368,7 @@ def test_critic_learning_rate_schedule_runs_on_generator_steps():
 
 def _class_match_after_vsd(label_init_std: float, steps: int = 300) -> float:
     """Class match of a small digits_gmm VSD generator trained from scratch for ``steps`` updates."""
-    c = presets.digits_gmm_distribution_matching("vsd", "smoke")
+    c = config_file("digits_gmm/vsd")
     c.network.width, c.network.depth, c.batch_size = 128, 2, 128
     c.network.label_init_std = label_init_std
     c.train.num_steps = c.optim.decay_steps = steps
@@ -379,21 +382,19 @@ def _class_match_after_vsd(label_init_std: float, steps: int = 300) -> float:
         trainable, _ = step(trainable, frozen, jax.tree.map(jnp.asarray, next(data)), jax.random.fold_in(jax.random.key(1), s), jnp.int32(s))
     labels = np.arange(1000) % 10
     samples = generate_samples(obj, trainable, frozen, 1000, nfe=1, rng=jax.random.key(2), labels=labels)
-    mixture = make_mixture("digits_gmm")
+    mixture = digits_gmm()
     return float(np.mean(np.asarray(mixture.labels)[np.asarray(mixture.assign(samples))] == labels))
 
 
-def test_from_scratch_generator_presets_learn_their_labels():
+def test_from_scratch_generator_configs_learn_their_labels():
     """A conditional generator trained from scratch by VSD sees its label only through its own
-    output's dependence on it: with ADM's N(0, 1) label table (the from-scratch presets) it
+    output's dependence on it: with ADM's N(0, 1) label table (the from-scratch configs) it
     follows its labels within 300 updates (measured class match 0.49), where DiT's 0.02 table
     stays at chance (0.10, the bug behind the first digits_gmm VSD/DMD rows)."""
-    for method in presets.DISTRIBUTION_MATCHING_METHODS:
-        assert presets.digits_gmm_distribution_matching(method).network.label_init_std == presets.FROM_SCRATCH_LABEL_INIT_STD
-    assert presets.digits_gmm_sid().network.label_init_std == presets.FROM_SCRATCH_LABEL_INIT_STD
-    assert presets.digits_gmm_add().network.label_init_std == presets.FROM_SCRATCH_LABEL_INIT_STD
-    assert presets.digits_gmm_kd().network.label_init_std == 0.02
-    assert _class_match_after_vsd(presets.FROM_SCRATCH_LABEL_INIT_STD) > 0.3
+    for method in DISTRIBUTION_MATCHING_METHODS + ("sid", "add"):
+        assert config_file(f"digits_gmm/{method}", None).network.label_init_std == benchmarks.FROM_SCRATCH_LABEL_INIT_STD
+    assert config_file("digits_gmm/kd", None).network.label_init_std == 0.02
+    assert _class_match_after_vsd(benchmarks.FROM_SCRATCH_LABEL_INIT_STD) > 0.3
 
 
 @pytest.mark.slow
@@ -402,12 +403,12 @@ def test_dit_label_table_leaves_a_from_scratch_vsd_generator_at_chance():
 
 
 @pytest.mark.parametrize("benchmark", ["grid25", "digits_gmm", "digits"])
-@pytest.mark.parametrize("method", presets.DISTRIBUTION_MATCHING_METHODS + presets.SCORE_IDENTITY_METHODS)
-def test_config_files_take_a_k_step_preset(benchmark, method):
-    """``configs/<b>/<m>.py:smoke,4step`` is the smoke preset with a 4-step generator scored at 1 and 4 NFE."""
+@pytest.mark.parametrize("method", DISTRIBUTION_MATCHING_METHODS + SCORE_IDENTITY_METHODS)
+def test_config_files_take_a_k_step_argument(benchmark, method):
+    """``configs/<b>/<m>.py:smoke,4step`` is the smoke config with a 4-step generator scored at 1 and 4 NFE."""
     get_config = load_config_file(f"{benchmark}/{method}.py")
     one, four = get_config("smoke"), get_config("smoke,4step")
-    section = "sid" if method in presets.SCORE_IDENTITY_METHODS else "dmd"
+    section = "sid" if method in SCORE_IDENTITY_METHODS else "dmd"
     assert (one[section].generator_steps, tuple(one.eval.nfes)) == (1, (1,))
     assert (four[section].generator_steps, tuple(four.eval.nfes)) == (4, (1, 4))
     assert get_config("2step")[section].generator_steps == 2 and get_config(None).train.num_steps > one.train.num_steps
@@ -416,11 +417,16 @@ def test_config_files_take_a_k_step_preset(benchmark, method):
 
 
 @pytest.mark.parametrize(
-    "arg, message", [("smoke,4step,2step", "at most one"), ("fast", "unknown preset 'fast'"), ("smoke,0step", "at least 1 step")]
+    "arg, message",
+    [
+        ("smoke,4step,2step", "bad config argument 'smoke,4step,2step': expected 'smoke', '<K>step' or both"),
+        ("fast", "bad config argument 'fast': expected 'smoke', '<K>step' or both"),
+        ("smoke,0step", "a generator needs at least 1 step, got 0"),
+    ],
 )
-def test_bad_k_step_presets_are_clear_errors(arg, message):
+def test_bad_k_step_arguments_are_clear_errors(arg, message):
     with pytest.raises(ConfigError, match=message):
         load_config_file("grid25/vsd.py")(arg)
     with pytest.raises(ConfigError, match="does not train a few-step generator"):
-        presets.few_step(presets.grid25_kd("smoke"), 4)
+        benchmarks.few_step(config_file("grid25/kd"), 4)
 

@@ -9,9 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from protocol_checks import check_sharded_matches_single_device
+from protocol_checks import check_sharded_matches_single_device, config
 
-from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.core.state import NetState
 from jaxdistill.train.engine import TrainClock, Trainer
@@ -37,11 +36,11 @@ def test_apply_gradients_updates_params_and_ema():
 
 
 def _smoke_teacher(steps: int = 12):
-    config = presets.grid25_teacher("smoke")
-    config.train.num_steps = steps
-    config.train.checkpoint_every = 6
-    config.train.log_every = 6
-    return config
+    c = config("grid25/teacher")
+    c.train.num_steps = steps
+    c.train.checkpoint_every = 6
+    c.train.log_every = 6
+    return c
 
 
 def _params(result):
@@ -117,15 +116,15 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
 
 
 def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path):
-    check_sharded_matches_single_device("grid25_teacher,grid25_kd", tmp_path, meshes="1dev,data8,data2_fsdp4")
+    check_sharded_matches_single_device("grid25/teacher,grid25/kd", tmp_path, meshes="1dev,data8,data2_fsdp4")
 
 
 @pytest.mark.slow  # ~2.5 min on 2 cores; run with `pytest -m slow` (kept out of CI's 15-minute budget)
 def test_every_distillation_method_runs_unchanged_on_8_devices_with_fsdp(tmp_path):
     """Each objective of issue 3 on a 2 x 4 data x FSDP mesh matches 1 device (one compilation each)."""
-    presets_ = "grid25_cd,grid25_pd,digits_gmm_guided,grid25_shortcut,grid25_meanflow"
-    results = check_sharded_matches_single_device(presets_, tmp_path)
-    assert set(results) == set(presets_.split(","))
+    configs = "grid25/cd,grid25/pd,digits_gmm/guided,grid25/shortcut,grid25/meanflow"
+    results = check_sharded_matches_single_device(configs, tmp_path)
+    assert set(results) == set(configs.split(","))
 
 
 @pytest.mark.slow  # ~10 min on 2 cores; run with `pytest -m slow`
@@ -133,10 +132,10 @@ def test_every_generator_method_runs_unchanged_on_8_devices_with_fsdp(tmp_path):
     """Each objective of issue 4 (generator, critic and head states, TTUR critic phase) on a
     2 x 4 data x FSDP mesh matches 1 device, with one compilation each."""
     methods = ("vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "add", "ladd")
-    presets_ = ",".join(f"grid25_{m}" for m in methods)
-    results = check_sharded_matches_single_device(presets_, tmp_path)
-    assert set(results) == set(presets_.split(","))
+    configs = ",".join(f"grid25/{m}" for m in methods)
+    results = check_sharded_matches_single_device(configs, tmp_path)
+    assert set(results) == set(configs.split(","))
     # SIM's generator gradient is the unit vector y / sqrt(||y||^2 + c^2) (c = 1e-3) of the
     # teacher-critic score gap, whose direction float32 reduction order perturbs where the gap is
     # small: 8 sharded steps drift ~1e-3 from 1 device (measured 9e-4), every other method < 1e-4.
-    check_sharded_matches_single_device("grid25_sim", tmp_path / "sim", rtol=3e-3)
+    check_sharded_matches_single_device("grid25/sim", tmp_path / "sim", rtol=3e-3)

@@ -1,6 +1,6 @@
 """Guided distillation (Meng et al. 2023): the stage-one loss vanishes exactly when the student is
 the classifier-free-guided teacher itself, for every w; sampling uses the configured guidance;
-the stage schedule; and the protocol checks on a conditional preset."""
+the stage schedule; and the protocol checks on a conditional config."""
 import dataclasses
 
 import jax
@@ -9,8 +9,9 @@ import numpy as np
 import optax
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
+from jaxdistill import benchmarks
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
 from jaxdistill.core.state import NetState
@@ -88,7 +89,7 @@ def test_stage_schedule():
 
 
 def test_compiles_once_and_resumes_mid_stage(tmp_path):
-    config = presets.digits_gmm_guided("smoke")
+    config = config_file("digits_gmm/guided")
     config.train.num_steps = 12
     config.guided.stage_one_steps = 4
     config.guided.start_steps = 4  # PD stages 4 -> 2 -> 1 start at steps 4 and 8
@@ -101,10 +102,10 @@ def test_cli_smoke_guided(tmp_path):
 
 
 def test_guided_needs_labels_and_an_in_range_guidance():
-    config = presets.with_method(presets.grid25_kd("smoke"), "guided")
+    config = benchmarks.with_method(config_file("grid25/kd"), "guided")
     with pytest.raises(ConfigError, match="class labels"):
         build(config)
-    config = presets.digits_gmm_guided("smoke")
+    config = config_file("digits_gmm/guided")
     config.eval.guidance = 7.0
     with pytest.raises(ConfigError, match="outside the trained range"):
         build(config)

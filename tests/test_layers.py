@@ -19,7 +19,7 @@ LAYERS = (
     ("eval",),
     ("config",),
     ("build",),
-    ("presets", "snapshot"),
+    ("benchmarks", "snapshot"),
     ("quickstart",),
     ("cli",),
 )
@@ -62,7 +62,7 @@ def package_imports(tree: ast.Module) -> list[tuple[str, int, bool]]:
             if isinstance(child, ast.Import):
                 found.extend([(a.name, child.lineno, in_function) for a in child.names if a.name.split(".")[0] == "jaxdistill"])
             elif isinstance(child, ast.ImportFrom) and child.module and child.module.split(".")[0] == "jaxdistill":
-                if child.module == "jaxdistill":  # from jaxdistill import presets
+                if child.module == "jaxdistill":  # from jaxdistill import benchmarks
                     found.extend((f"jaxdistill.{a.name}", child.lineno, in_function) for a in child.names)
                 else:
                     found.append((child.module, child.lineno, in_function))

@@ -9,8 +9,7 @@ import re
 import ml_collections
 import numpy as np
 import pytest
-
-from jaxdistill import presets
+from protocol_checks import config as config_file
 
 _SPEC = importlib.util.spec_from_file_location(
     "leaderboard", os.path.join(os.path.dirname(__file__), os.pardir, "experiments", "leaderboard.py")
@@ -123,7 +122,7 @@ def test_committed_rows_survive_a_fresh_checkout_only_while_they_still_hold(tmp_
 
 
 def test_trained_fields_ignore_bookkeeping_and_see_what_a_run_learns():
-    config = presets.digits_distribution_matching("vsd", teacher_workdir="runs/digits/teacher")
+    config = config_file("digits/vsd", None)  # teacher.workdir: runs/digits/teacher
     fields = leaderboard.trained_fields(config)
     assert "seed" not in fields and "teacher.workdir" not in fields and fields["optim.lr"] == 1e-3
     moved = config.copy_and_resolve_references()
@@ -141,7 +140,7 @@ def test_trained_fields_ignore_bookkeeping_and_see_what_a_run_learns():
     assert leaderboard.config_changes(fields, newer) == []
 
 
-def test_committed_rows_of_a_changed_preset_are_dropped(capsys):
+def test_committed_rows_of_a_changed_config_are_dropped(capsys):
     budget = ml_collections.ConfigDict({"train": {"num_steps": 10}, "batch_size": 4, "optim": {"lr": 1e-3}})
     changed = ml_collections.ConfigDict({"train": {"num_steps": 10}, "batch_size": 4, "optim": {"lr": 1e-4}})
     stamped = {**_row(0.2, 1.0, 3.0), "config": leaderboard.trained_fields(budget)}
@@ -149,7 +148,7 @@ def test_committed_rows_of_a_changed_preset_are_dropped(capsys):
     committed = _report(100, {"kd": stamped, "sid": stamped, "dmd": legacy})
     rows = leaderboard.committed_rows(committed, {"kd": budget, "sid": changed, "dmd": changed})
     assert rows == {"kd": stamped, "dmd": legacy}
-    assert "sid: the committed row was trained from another version of its preset (differs in optim.lr)" in capsys.readouterr().out
+    assert "sid: the committed row was trained from another version of its config (differs in optim.lr)" in capsys.readouterr().out
 
 
 def test_a_run_trained_from_another_config_is_neither_tabled_nor_reused(tmp_path, capsys):
@@ -198,8 +197,8 @@ def test_update_readme_keeps_every_benchmark_table(tmp_path):
     assert f"![digits]({out}/digits.png)" in text
 
 
-def test_few_step_rows_train_the_one_step_preset_with_a_four_step_generator(tmp_path):
-    """``<method>_4step`` is its method's benchmark preset (same budget and settings) with a
+def test_few_step_rows_train_the_one_step_config_with_a_four_step_generator(tmp_path):
+    """``<method>_4step`` is its method's benchmark config (same budget and settings) with a
     4-step generator, scored at 1 and 4 NFE."""
     for name in ("grid25", "digits_gmm", "digits"):
         for method in leaderboard.ONE_STEP_GENERATORS:
@@ -214,7 +213,7 @@ def test_few_step_rows_train_the_one_step_preset_with_a_four_step_generator(tmp_
 
 
 def test_a_committed_teacher_snapshot_replaces_training_only_for_its_own_config(tmp_path, capsys):
-    config = presets.grid25_teacher("smoke")
+    config = config_file("grid25/teacher")
     config.train.num_steps = config.train.checkpoint_every = config.train.log_every = 3
     snapshot = str(tmp_path / "results" / "teacher.npz")
     trained = leaderboard.trained_teacher(config, str(tmp_path / "a"), snapshot)  # trains, writes the snapshot
@@ -249,9 +248,9 @@ def test_a_committed_teacher_snapshot_replaces_training_only_for_its_own_config(
     assert "restored the teacher" in capsys.readouterr().out  # the rewritten snapshot is whole again
 
 
-def test_the_committed_digits_teacher_snapshot_is_the_presets_teacher():
+def test_the_committed_digits_teacher_snapshot_is_the_configs_teacher():
     """A fresh checkout restores the digits teacher instead of retraining it (and rewriting the
-    committed snapshot), as long as the preset changes only bookkeeping fields."""
+    committed snapshot), as long as the config changes only bookkeeping fields."""
     snapshot = os.path.join(os.path.dirname(__file__), os.pardir, "results", "digits_teacher.npz")
     assert leaderboard.learns_the_same_teacher(leaderboard.snapshot_config(snapshot), leaderboard.teacher_config("digits", False))
 
@@ -259,7 +258,7 @@ def test_the_committed_digits_teacher_snapshot_is_the_presets_teacher():
 def test_quickstart_default_is_the_best_committed_one_step_student_on_digits():
     """Issue 4: the best one-step method on digits (lowest FD-digits at NFE 1) is quickstart's default.
 
-    Quickstart trains a method's one-step preset, so only those rows compete; ``<method>_<K>step``
+    Quickstart trains a method's one-step config, so only those rows compete; ``<method>_<K>step``
     rows are K-step generators (their NFE-1 reading is a by-product).
     """
     from jaxdistill.quickstart import DEFAULT_METHOD
@@ -277,7 +276,7 @@ def test_a_row_resumed_from_a_checkpoint_counts_the_train_time_before_it(tmp_pat
     from jaxdistill.build import build
     from jaxdistill.train.engine import Trainer
 
-    config = presets.grid25_teacher("smoke")
+    config = config_file("grid25/teacher")
     config.train.num_steps, config.train.checkpoint_every = 12, 6
     workdir = str(tmp_path / "run")
     built = build(config)
@@ -290,7 +289,7 @@ def test_a_row_resumed_from_a_checkpoint_counts_the_train_time_before_it(tmp_pat
 
 
 def test_jaxdistill_eval_defaults_to_each_committed_tables_sample_count():
-    """`jaxdistill eval` uses the run's eval.num_samples; every preset of a benchmark must give
+    """`jaxdistill eval` uses the run's eval.num_samples; every config of a benchmark must give
     the count its committed table was scored at, or a default eval reads on another scale."""
     out = os.path.join(os.path.dirname(__file__), os.pardir, "results")
     for name in ("grid25", "digits_gmm", "digits"):

@@ -9,8 +9,8 @@ import numpy as np
 import optax
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, split_settings
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map, gaussian_posterior_mean
 from jaxdistill.diffusion.process import get_process
@@ -100,7 +100,7 @@ def test_generate_with_the_exact_average_velocity_is_the_exact_ode_solution(nfe)
 
 # ------------------------------------------------------------------ protocol checks
 def test_compiles_once_and_resumes(tmp_path):
-    config = presets.grid25_meanflow("smoke")
+    config = config_file("grid25/meanflow")
     config.train.num_steps = 12
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
 from jaxdistill.core.state import NetState
@@ -181,7 +181,7 @@ def test_a_linear_student_learns_the_two_step_teacher_map():
 
 
 def test_compiles_once_and_resumes_mid_stage(tmp_path):
-    config = presets.grid25_pd("smoke")
+    config = config_file("grid25/pd")
     config.train.num_steps = 12
     config.pd.steps_per_stage = 4  # stages 8 -> 4 -> 2 -> 1 switch at steps 4 and 8
     check_compiles_once_and_resumes(config, tmp_path, split=6)
@@ -196,7 +196,7 @@ def test_cli_smoke_pd(tmp_path):
     [({"init_from_teacher": True}, "init_from_teacher"), ({"start_steps": 12}, "power of two"), ({"grid": "cosine"}, "grid")],
 )
 def test_bad_pd_configs_are_rejected(override, message):
-    config = presets.grid25_pd("smoke")
+    config = config_file("grid25/pd")
     for key, value in override.items():
         config.pd[key] = value
     with pytest.raises(ConfigError, match=message):

@@ -7,8 +7,8 @@ from typing import Optional
 import ml_collections
 import optax
 import pytest
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
 from jaxdistill.config import ConfigError, validate
 from jaxdistill.core import hparams
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -100,7 +100,7 @@ def with_dmd_field(config, key, value):
 
 
 def test_unknown_and_mistyped_settings_are_errors_naming_the_field():
-    config = presets.grid25_distribution_matching("dmd2", "smoke")
+    config = config_file("grid25/dmd2")
     with pytest.raises(ConfigError, match=r"unknown setting dmd\.critic_schedul; did you mean dmd\.critic_schedule\?"):
         validate(with_dmd_field(config, "critic_schedul", ((0, 3),)))
     with pytest.raises(ConfigError, match=r"dmd\.num_pairs must be an int, got 'many'"):

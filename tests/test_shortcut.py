@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, split_settings
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -145,7 +145,7 @@ def test_reparameterisation_clamps_outside_the_source_range():
 
 # ------------------------------------------------------------------ protocol checks
 def test_compiles_once_and_resumes(tmp_path):
-    config = presets.grid25_shortcut("smoke")
+    config = config_file("grid25/shortcut")
     config.train.num_steps = 12
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 
@@ -155,15 +155,15 @@ def test_cli_smoke(tmp_path):
 
 
 def test_config_errors():
-    config = presets.grid25_shortcut("smoke")
+    config = config_file("grid25/shortcut")
     config.process.name = "edm"
     with pytest.raises(ConfigError, match="rectified_flow"):
         build(config)
-    config = presets.grid25_shortcut("smoke")
+    config = config_file("grid25/shortcut")
     config.shortcut.init_from_teacher = True
     with pytest.raises(ConfigError, match="init_from_teacher"):
         build(config)
-    config = presets.grid25_shortcut("smoke")
+    config = config_file("grid25/shortcut")
     config.shortcut.num_steps_max = 100
     with pytest.raises(ConfigError, match="power of two"):
         build(config)

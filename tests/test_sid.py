@@ -12,8 +12,9 @@ import numpy as np
 import optax
 import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, split_settings
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
+from jaxdistill import benchmarks
 from jaxdistill.build import build
 from jaxdistill.config import ConfigError
 from jaxdistill.core.rng import derive
@@ -205,7 +206,7 @@ def test_generator_input_is_init_sigma_noise():
 def test_passes_per_sample():
     for mode, passes in (("sid", 9.0), ("sim", 9.0)):
         assert objective(mode)[0].passes_per_sample == passes
-    sida = build(presets.grid25_sida("smoke")).objective
+    sida = build(config_file("grid25/sida")).objective
     assert sida.passes_per_sample == 9.0 + 2.0 + 4.0  # + critic features: x_t (f + b), real and fake (f + b each)
     guided = objective("sid", guidance=2.0)[0]
     assert guided.passes_per_sample == 11.0  # the guided teacher's forward and backward are two passes each
@@ -214,7 +215,7 @@ def test_passes_per_sample():
 def test_sida_adversarial_terms_match_a_hand_computation():
     """Generator: mean_b BCE(clip(D(x_t)), 1) * mean_b 1 / w; critic: mean_b lambda(sigma_b) / d *
     [BCE(D(x_real,t), 1) + BCE(D(x_fake,t), 0)] / 2 at the DSM's sigma and noise."""
-    built = build(presets.grid25_sida("smoke"))
+    built = build(config_file("grid25/sida"))
     obj, frozen = built.objective, built.frozen
     batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
     trainable = jax.jit(obj.init)(jax.random.key(0), batch, frozen)
@@ -250,28 +251,27 @@ def test_sida_adversarial_terms_match_a_hand_computation():
     assert float(want_generator) > 0 and float(want_critic) > 0
 
 
-def test_presets_keep_kd_budget():
-    for bench, kd, scratch in (("grid25", presets.grid25_kd, True), ("digits_gmm", presets.digits_gmm_kd, True), ("digits", presets.digits_kd, False)):
-        base = kd()
+def test_configs_keep_kd_budget():
+    for bench, scratch in (("grid25", True), ("digits_gmm", True), ("digits", False)):
+        base = config_file(f"{bench}/kd", None)
         for method in ("sid", "sida", "sim"):
-            extra = {} if scratch else {"teacher_workdir": "somewhere"}
-            c = getattr(presets, f"{bench}_{method}")(**extra)
+            c = config_file(f"{bench}/{method}", None)
             assert c.method == method and tuple(c.eval.nfes) == (1,)
             # Same architecture; from scratch, ADM's label table (and on digits_gmm a tenth of KD's lr).
             network = {**c.network.to_dict(), "label_init_std": base.network.label_init_std}
             assert (c.batch_size, c.train.num_steps, network) == (base.batch_size, base.train.num_steps, base.network.to_dict())
-            assert c.network.label_init_std == (presets.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
-            assert c.optim.lr == (presets.DIGITS_GMM_SCORE_IDENTITY_LR if bench == "digits_gmm" else base.optim.lr)
+            assert c.network.label_init_std == (benchmarks.FROM_SCRATCH_LABEL_INIT_STD if scratch else base.network.label_init_std)
+            assert c.optim.lr == (1e-4 if bench == "digits_gmm" else base.optim.lr)
             paper_alpha = 1.0 if method == "sida" else 1.2
-            assert float(c.sid.alpha) == (presets.GRID25_SID_ALPHA if (bench, method) == ("grid25", "sid") else paper_alpha)
+            assert float(c.sid.alpha) == (1.0 if (bench, method) == ("grid25", "sid") else paper_alpha)
             assert bool(c.sid.init_from_teacher) is bool(c.sid.critic_from_teacher) is (not scratch)
             if not scratch:
-                assert c.teacher.workdir == "somewhere"
+                assert (c.teacher.kind, c.teacher.workdir) == ("checkpoint", "runs/digits/teacher")
             assert (float(c.sid.adv_generator_weight) > 0) is (method == "sida")
 
 
 def test_compiles_once_and_resumes(tmp_path):
-    check_compiles_once_and_resumes(presets.grid25_sid("smoke"), tmp_path, split=10)
+    check_compiles_once_and_resumes(config_file("grid25/sid"), tmp_path, split=10)
 
 
 def test_cli_smoke(tmp_path):
@@ -288,7 +288,7 @@ def test_cli_smoke(tmp_path):
     ],
 )
 def test_bad_configs_are_rejected(method, override, message):
-    config = getattr(presets, f"grid25_{method}")("smoke")
+    config = config_file(f"grid25/{method}")
     for k, v in override.items():
         config.sid[k] = v
     with pytest.raises(ConfigError, match=message):

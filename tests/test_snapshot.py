@@ -4,8 +4,8 @@ import json
 import jax
 import numpy as np
 import pytest
+from protocol_checks import config as config_file
 
-from jaxdistill import presets
 from jaxdistill.build import build, load_run
 from jaxdistill.snapshot import restore_snapshot, save_snapshot, snapshot_config
 from jaxdistill.train.checkpoint import CheckpointError
@@ -13,7 +13,7 @@ from jaxdistill.train.engine import Trainer
 
 
 def _teacher(steps: int):
-    config = presets.grid25_teacher("smoke")
+    config = config_file("grid25/teacher")
     config.train.num_steps = steps
     config.train.checkpoint_every = config.train.log_every = 4
     return config

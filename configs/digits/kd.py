@@ -1,10 +1,15 @@
-"""Knowledge distillation of the trained digits teacher (teacher.workdir, default runs/digits/teacher).
+"""Knowledge distillation (Luhman & Luhman 2021, "Knowledge Distillation in Iterative Generative Models for
+Improved Sampling Speed") on digits: a one-step UNet regresses the trained digits UNet teacher's (runs/digits/teacher)
+deterministic map from noise to sample, on a fixed set of teacher ODE pairs (Heun, 17 evaluations).
 
-Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI).
+Arguments: none (the benchmark budget) or `smoke` (seconds, for tests and CI).
 Usage: jaxdistill train --config configs/digits/kd.py[:smoke] --workdir runs/digits/kd
+Teacher: train configs/digits/teacher.py first (another run: --config.teacher.workdir=...).
 """
-from jaxdistill import presets
+from jaxdistill import benchmarks
+from jaxdistill.benchmarks import digits
 
 
 def get_config(arg=None):
-    return presets.digits_kd(arg)
+    benchmarks.parse_arg(arg)  # a one-step student: no `<K>step` argument
+    return digits.student("kd", arg)  # the paper's setup; its pair set is the benchmark's teacher ODE sample set

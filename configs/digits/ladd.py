@@ -1,11 +1,19 @@
-"""Latent Adversarial Diffusion Distillation (Sauer et al. 2024) of the trained digits teacher (teacher.workdir,
-default runs/digits/teacher): a 4-step student initialised from the teacher, trained on teacher ODE samples.
+"""Latent Adversarial Diffusion Distillation (Sauer et al. 2024, "Fast High-Resolution Image Synthesis with Latent
+Adversarial Diffusion Distillation") on digits: the paper's 4-step student, starting from the trained digits UNet
+teacher's (runs/digits/teacher) weights as in the paper, trained against heads on the teacher's features of noised
+samples (noise ln(s / sigma_data) ~ N(1, 1)), with the benchmark's teacher ODE samples (Heun, 17 evaluations) as the
+paper's synthetic "real" data; no distillation loss and no R1 term; scored at 1 and 4 NFE.
 
-Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI).
+Arguments: none (the benchmark budget) or `smoke` (seconds, for tests and CI); the student has the paper's 4 steps,
+so there is no `<K>step` argument.
 Usage: jaxdistill train --config configs/digits/ladd.py[:smoke] --workdir runs/digits/ladd
+Teacher: train configs/digits/teacher.py first (another run: --config.teacher.workdir=...).
 """
-from jaxdistill import presets
+from jaxdistill import benchmarks
+from jaxdistill.benchmarks import digits
 
 
 def get_config(arg=None):
-    return presets.digits_ladd(arg)
+    benchmarks.parse_arg(arg)  # the paper's 4-step student only: no `<K>step` argument
+    c = digits.student("ladd", arg)  # the paper's settings; the student starts from the teacher's weights
+    return benchmarks.few_step(c, c.adversarial.generator_steps)  # the paper's 4 steps, scored at 1 and 4 NFE

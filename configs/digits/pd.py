@@ -1,12 +1,24 @@
-"""Progressive distillation (Salimans & Ho 2022; see jaxdistill/objectives/progressive.py for the
-method and its constants) on digits.
+"""Progressive distillation (Salimans & Ho 2022, "Progressive Distillation for Fast Sampling of Diffusion Models") on
+digits: the trained digits UNet teacher's (runs/digits/teacher) 32-step DDIM sampler halved to one step in 5 stages
+of 300 updates, each student starting from its teacher's weights as in the paper (stage 0 from the digits teacher).
 
-Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI).
+Arguments: none (the benchmark budget) or `smoke` (seconds, for tests and CI).
 Usage: jaxdistill train --config configs/digits/pd.py[:smoke] --workdir runs/digits/pd
-Teacher: the run in runs/digits/teacher (override with --config.teacher.workdir=...).
+Teacher: train configs/digits/teacher.py first (another run: --config.teacher.workdir=...).
 """
-from jaxdistill import presets
+from jaxdistill import benchmarks
+from jaxdistill.benchmarks import digits
+from jaxdistill.objectives import registry
 
 
 def get_config(arg=None):
-    return presets.digits_pd(arg)
+    is_smoke, _ = benchmarks.parse_arg(arg)  # a multistep sampler, not a K-step generator: no `<K>step` argument
+    c = digits.student("pd", arg)  # the paper's settings; equal stages, the first student starts from the teacher
+    c.pd.start_steps = 8 if is_smoke else 32  # departure (paper: 1024): 5 halvings fit the budget (smoke: 3)
+    c.eval.nfes = (1, 2, 4)  # the students of the last three stages, scored at their 1, 2 and 4 steps
+    # Each stage restarts the optimiser (progressive.py), so warm-up and cosine decay span one stage, not the run:
+    first, per_stage = registry.settings(c).stage_lengths(c.train.num_steps)
+    c.optim.decay_steps = max(first, per_stage)
+    c.optim.warmup_steps = min(c.optim.warmup_steps, max(per_stage // 10, 1))  # at most a tenth of a stage
+    c.ema_decay = 0.99  # ~100-update horizon: a stage's EMA (the next stage's teacher) forgets the stage's start
+    return c

@@ -1,14 +1,18 @@
-"""Score Implicit Matching (Luo et al. 2024, NeurIPS): a one-step generator distilled from the trained digits UNet teacher (runs/digits/teacher)
-(see jaxdistill/objectives/sid.py for the method and its constants).
+"""Score Implicit Matching (Luo et al. 2024, NeurIPS, "One-Step Diffusion Distillation through Score Implicit
+Matching") on digits: a one-step generator distilled from the trained digits UNet teacher (runs/digits/teacher) with
+the pseudo-Huber score distance (c = 1e-3) and SiD's setup otherwise (jaxdistill/objectives/sid.py); generator and
+critic start from the teacher's weights, as in the paper.
 
-Presets: none (the benchmark budget of BENCHMARKS.md) or `smoke` (seconds, for tests/CI); add
-`4step` (`:4step`, `:smoke,4step`) for a 4-step generator evaluated at 1 and 4 NFE.
+Arguments: none (the benchmark budget), `smoke` (seconds, for tests and CI), and `<K>step` for a K-step generator
+evaluated at 1 and K NFE (`4step`, `smoke,4step`).
 Usage: jaxdistill train --config configs/digits/sim.py[:smoke] --workdir runs/digits/sim
-Teacher: the run in runs/digits/teacher (override with --config.teacher.workdir=...).
+Teacher: train configs/digits/teacher.py first (another run: --config.teacher.workdir=...).
 """
-from jaxdistill import presets
+from jaxdistill import benchmarks
+from jaxdistill.benchmarks import digits
 
 
 def get_config(arg=None):
-    preset, steps = presets.split_steps(arg)
-    return presets.few_step(presets.digits_sim(preset), steps)
+    _, steps = benchmarks.parse_arg(arg, generator=True)
+    c = digits.student("sim", arg)  # the paper's settings; generator and critic start from the teacher's weights
+    return benchmarks.few_step(c, steps)

@@ -41,7 +41,7 @@ def parse_arg(arg: Optional[str], generator: bool = False) -> tuple[bool, int]:
     if len(steps) > 1 or len(rest) > 1 or any(p != "smoke" for p in rest):
         raise ConfigError(f"bad config argument {arg!r}: expected 'smoke'" + (", '<K>step' or both, e.g. 'smoke,4step'" if generator else " or none"))
     if steps and not generator:
-        raise ConfigError(f"bad config argument {arg!r}: only generator methods ({', '.join(GENERATOR_SECTIONS)} sections) take '<K>step'")
+        raise ConfigError(f"bad config argument {arg!r}: this config takes no '<K>step' (its student's steps are fixed)")
     if steps and steps[0] < 1:
         raise ConfigError(f"a generator needs at least 1 step, got {steps[0]}")
     return bool(rest), steps[0] if steps else 1

@@ -17,8 +17,7 @@ SMOKE_PAIRS, SMOKE_TEACHER_NFE = 256, 5
 def teacher(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     """A class-conditional UNet teacher (EDM, label dropout 0.1), 2500 updates of 128 samples."""
     is_smoke, _ = parse_arg(arg)
-    c = base_config()
-    c.method = "teacher"
+    c = with_method(base_config(), "teacher")
     c.data = ml_collections.ConfigDict({"name": "digits"})
     c.network = unet(num_classes=10, small=is_smoke)
     c.batch_size = 128

@@ -16,8 +16,7 @@ SMOKE_PAIRS, SMOKE_TEACHER_NFE = 256, 5
 def teacher(arg: Optional[str] = None) -> ml_collections.ConfigDict:
     """An MLP diffusion teacher (EDM) trained on 200,000 samples of the grid."""
     is_smoke, _ = parse_arg(arg)
-    c = base_config()
-    c.method = "teacher"
+    c = with_method(base_config(), "teacher")
     c.data = ml_collections.ConfigDict({"name": "grid25", "size": 200_000, "seed": 0})
     c.network = mlp(width=128)
     c.sigma_data = 2.8  # the per-coordinate std of the grid (sqrt(8 + 0.1^2))
@@ -39,7 +38,7 @@ def student(method: str, arg: Optional[str] = None, teacher_workdir: str = "") -
     if teacher_workdir:
         c.teacher.kind, c.teacher.workdir = "checkpoint", teacher_workdir
     else:
-        c.teacher.kind, c.teacher.mixture = "mixture", "grid25"
+        c.teacher.kind = "mixture"  # the exact mixture the data are drawn from
         without_teacher_weights(c)
     c.eval.nfes = (1,)
     set_pair_set(c, *((SMOKE_PAIRS, SMOKE_TEACHER_NFE) if is_smoke else (PAIRS, TEACHER_NFE)))

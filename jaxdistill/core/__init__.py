@@ -4,6 +4,6 @@
 the optimiser), ``objective`` (the Objective protocol), ``errors`` (ConfigError) and
 ``compilation`` (compile-once helpers). Layers above, bottom to top: ``diffusion`` / ``losses`` /
 ``plots``, ``models``, ``data``, ``objectives``, ``train``, ``eval``, then the assembly modules
-(``config``, ``build``, ``presets``, ``snapshot``, ``quickstart``) and ``cli``; no import points up
+(``config``, ``build``, ``benchmarks``, ``snapshot``, ``quickstart``) and ``cli``; no import points up
 (tests/test_layers.py).
 """

@@ -20,6 +20,7 @@ from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.models import gaussian_mixture
 
 Record = dict[str, np.ndarray]
+OBJECT_SOURCE = "object"  # data config name of a source passed as an object that cannot describe itself
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
@@ -52,13 +53,24 @@ class ArraySource:
 
 class MixtureSource(ArraySource):
     """``size`` exact samples of a ``GaussianMixture`` (drawn at construction with
-    ``jax.random.key(seed)``); label = the component's label, or -1 if unlabeled."""
+    ``jax.random.key(seed)``); label = the component's label, or -1 if unlabeled. A source built
+    from a mixture object (not from a config) describes itself by ``config()``, the data config
+    that rebuilds it, so a run trained on it can be read back."""
 
     def __init__(self, mixture: gaussian_mixture.GaussianMixture, size: int, seed: int = 0):
         x, k = mixture.sample(jax.random.key(seed), int(size))
         labels = None if mixture.labels is None else mixture.labels[np.asarray(k)]
         super().__init__(np.asarray(x), labels)
         self.mixture = mixture
+        self.size, self.seed = int(size), int(seed)
+
+    def config(self) -> dict[str, Any]:
+        """The data config of this source: the mixture's arrays given inline."""
+        m = self.mixture
+        given = {"means": m.means.tolist(), "covariances": m.covariances.tolist(), "weights": m.weights.tolist()}
+        if m.labels is not None:
+            given["labels"] = m.labels.tolist()
+        return {"name": "mixture", "mixture": "given", "event_shape": list(m.event_shape), **given, "size": self.size, "seed": self.seed}
 
 
 # ----------------------------------------------------------------- 2-D toys
@@ -215,7 +227,28 @@ class TfdsSource:
 
 
 # ------------------------------------------------------------------- registry
+def mixture_of(config: Mapping[str, Any]) -> Optional[gaussian_mixture.GaussianMixture]:
+    """The Gaussian mixture a data config draws its samples from (with the config's own mixture
+    settings), or ``None`` for data that are not a mixture's samples. The exact mixture teacher
+    and the benchmark evaluator both read it from here, so they see the data's mixture."""
+    name = config.get("name", None)
+    if name in ("grid25", "digits_gmm"):
+        return _mixture_by_name(name, config)
+    if name == "mixture":
+        return _mixture_by_name(config.get("mixture", "grid25"), config)
+    return None
+
+
 def _mixture_by_name(name: str, config: Mapping[str, Any]) -> gaussian_mixture.GaussianMixture:
+    if name == "given":
+        shape = config.get("event_shape", None)
+        return gaussian_mixture.GaussianMixture(
+            np.asarray(_required(config, "means")),
+            np.asarray(_required(config, "covariances")),
+            weights=None if config.get("weights", None) is None else np.asarray(config["weights"]),
+            labels=None if config.get("labels", None) is None else np.asarray(config["labels"]),
+            event_shape=None if shape is None else tuple(shape),
+        )
     if name == "grid25":
         return gaussian_mixture.grid25(float(config.get("std", 0.1)))
     if name == "digits_gmm":
@@ -227,7 +260,7 @@ def _mixture_by_name(name: str, config: Mapping[str, Any]) -> gaussian_mixture.G
             int(config.get("dim", 2)),
             num_classes=config.get("num_classes", None),
         )
-    raise ValueError(f"unknown mixture {name!r}; valid: ['digits_gmm', 'grid25', 'random']")
+    raise ValueError(f"unknown mixture {name!r}; valid: ['digits_gmm', 'given', 'grid25', 'random']")
 
 
 def _required(config: Mapping[str, Any], key: str) -> Any:
@@ -242,9 +275,9 @@ def _size_seed(config: Mapping[str, Any]) -> tuple[int, int]:
 
 
 SOURCES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "mixture": lambda c: MixtureSource(_mixture_by_name(c.get("mixture", "grid25"), c), *_size_seed(c)),
-    "grid25": lambda c: MixtureSource(_mixture_by_name("grid25", c), *_size_seed(c)),
-    "digits_gmm": lambda c: MixtureSource(_mixture_by_name("digits_gmm", c), *_size_seed(c)),
+    "mixture": lambda c: MixtureSource(mixture_of(c), *_size_seed(c)),
+    "grid25": lambda c: MixtureSource(mixture_of(c), *_size_seed(c)),
+    "digits_gmm": lambda c: MixtureSource(mixture_of(c), *_size_seed(c)),
     "toy2d": lambda c: Toy2DSource(c.get("toy", "checkerboard"), *_size_seed(c)),
     "digits": lambda c: DigitsSource(),
     "npz": lambda c: NpzSource(_required(c, "path"), c.get("x_key", "x"), c.get("label_key", "label")),
@@ -258,9 +291,11 @@ SOURCES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 def make_source(config: Mapping[str, Any]):
     """Build the source named ``config.name``. Fields (defaults in brackets):
 
-    * ``mixture``: ``mixture`` (grid25 | digits_gmm | random) [grid25], ``size`` [100000], ``seed`` [0],
+    * ``mixture``: ``mixture`` (grid25 | digits_gmm | random | given) [grid25], ``size`` [100000], ``seed`` [0],
       grid25: ``std`` [0.1]; digits_gmm: ``shrinkage`` [0.1];
       random: ``mixture_seed`` [0], ``num_components`` [8], ``dim`` [2], ``num_classes`` [None];
+      given: ``means`` [K, D], ``covariances`` [K, D] or [K, D, D], ``weights`` [None], ``labels`` [None],
+      ``event_shape`` [None] (``MixtureSource.config()`` writes them);
     * ``grid25`` / ``digits_gmm``: shorthands for ``mixture`` with that mixture;
     * ``toy2d``: ``toy`` (checkerboard | rings | moons | swiss_roll | eight_gaussians) [checkerboard],
       ``size``, ``seed``;
@@ -270,6 +305,17 @@ def make_source(config: Mapping[str, Any]):
     * ``tfds``: ``dataset``, ``split`` [train], ``image_key`` [image], ``label_key`` [label], ``data_dir`` [None].
     """
     name = config.get("name", None)
+    if name == OBJECT_SOURCE:
+        raise ValueError(f"this run's data source was passed as an object ({config.get('type')}); pass it again (source=...)")
     if name not in SOURCES:
         raise ValueError(f"unknown data source {name!r}; valid names: {sorted(SOURCES)}")
     return SOURCES[name](config)
+
+
+def describe(source) -> dict[str, Any]:
+    """The data config recorded for a source passed as an object: its own ``config()`` when it
+    has one (it can be rebuilt from the config), else a marker naming its type (a run trained on
+    it is read back by passing the source again)."""
+    if hasattr(source, "config"):
+        return dict(source.config())
+    return {"name": OBJECT_SOURCE, "type": f"{type(source).__module__}.{type(source).__qualname__}"}

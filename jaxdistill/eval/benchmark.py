@@ -1,6 +1,7 @@
 """Quality-vs-NFE evaluation of a run against its benchmark's reference.
 
-* exact mixtures (``grid25``, ``digits_gmm``): 10,000 exact samples as reference;
+* data drawn from a Gaussian mixture (``grid25``, ``digits_gmm``, any ``mixture`` data config,
+  e.g. a user's ``MixtureSource``): 10,000 exact samples of that mixture as reference;
   sliced W2, MMD, mode coverage, mean exact NLL of generated samples, and for
   conditional runs how well samples keep their label (``metrics.mixture_label_metrics``).
 * ``digits``: FD-digits and class accuracy under the project's cached classifier,
@@ -17,10 +18,9 @@ from typing import Callable, Optional, Sequence
 import jax
 import numpy as np
 
-from jaxdistill.data.sources import make_source
+from jaxdistill.data.sources import make_source, mixture_of
 from jaxdistill.eval import metrics
 from jaxdistill.eval.digits_classifier import DigitsEvaluator
-from jaxdistill.models.gaussian_mixture import MIXTURES
 from jaxdistill.train.sampling import class_labels, generate_samples
 
 NUM_REFERENCE = 10_000
@@ -29,16 +29,18 @@ NUM_REFERENCE = 10_000
 class Evaluator:
     """Scores sample sets for one benchmark; ``reference`` and ``floor`` are fixed per seed."""
 
-    def __init__(self, data_config, num_samples: int = NUM_REFERENCE, seed: int = 0):
+    def __init__(self, data_config, num_samples: int = NUM_REFERENCE, seed: int = 0, source=None):
+        """Data drawn from a mixture (``mixture_of(data_config)``) are scored against exact samples of
+        it; other data against real samples of ``source`` (default: the source ``data_config`` names)."""
         self.name = data_config.name
         self.num_samples = num_samples
-        self.mixture = MIXTURES[self.name]() if self.name in MIXTURES else None
+        self.mixture = mixture_of(data_config)
         self.digits = None
         if self.mixture is not None:
             self.reference = self._mixture_samples(seed + 1)
             self.floor = self.score(self._mixture_samples(seed + 2))
             return
-        source = make_source(data_config)
+        source = make_source(data_config) if source is None else source
         real = np.stack([source[i]["x"] for i in range(len(source))])
         if self.name == "digits":
             self.digits = DigitsEvaluator()
@@ -109,7 +111,7 @@ def evaluate_run(run, nfes: Optional[Sequence[int]] = None, num_samples: Optiona
     """The ``jaxdistill eval`` report of a restored run."""
     objective = run.built.objective
     num = int(num_samples or run.config.eval.num_samples)
-    evaluator = Evaluator(run.config.data, num_samples=num, seed=seed)
+    evaluator = Evaluator(run.config.data, num_samples=num, seed=seed, source=run.built.source)
     nfes = list(nfes or objective.eval_nfes)
 
     def generate(nfe: int, n: int):

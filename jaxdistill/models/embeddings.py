@@ -134,7 +134,7 @@ class LabelEmbedding(nn.Module):
     (Ho & Salimans 2022), so the table has ``num_classes + 1`` rows. Rows start as
     ``N(0, init_std^2)``: 0.02 follows DiT (Peebles & Xie 2023); 1.0 is ADM's
     ``nn.Embedding`` default (Dhariwal & Nichol 2021), which generators trained from scratch
-    by distribution matching need (see ``presets.FROM_SCRATCH_LABEL_INIT_STD``).
+    by distribution matching need (see ``jaxdistill.benchmarks.FROM_SCRATCH_LABEL_INIT_STD``).
     """
 
     num_classes: int

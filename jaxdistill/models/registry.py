@@ -2,7 +2,8 @@
 
 Config fields (``default_network_config(name)`` gives every default):
 
-* common: ``name`` in {"mlp", "unet", "dit"}; ``num_classes`` (0 = unconditional,
+* common: ``name`` in {"mlp", "unet", "dit"}, or the import path ``package.module:Class`` of a
+  linen module written elsewhere (``network_config`` records one); ``num_classes`` (0 = unconditional,
   otherwise labels ``0..num_classes-1`` plus the null label ``-1``); ``num_times``
   (1: ``t`` is ``[B]``; k > 1: ``t`` is ``[B, k]``, the noise level plus k - 1 extra
   scalar conditions, see ``ConditionEmbedding``); ``dropout``;
@@ -16,6 +17,7 @@ Config fields (``default_network_config(name)`` gives every default):
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Mapping, Optional
 
 import flax.linen as nn
@@ -113,8 +115,47 @@ class Network:
         )
 
 
+def network_config(module: nn.Module, num_classes: int = 0) -> ml_collections.ConfigDict:
+    """The network config that rebuilds a linen ``module`` written outside jaxdistill: ``name``
+    is its import path ``package.module:Class`` and the other fields its constructor fields.
+    ``num_classes`` is the module's own field if it has one, else the given value."""
+    cls = type(module)
+    if "<" in cls.__qualname__:
+        raise ValueError(f"{cls.__qualname__} is defined inside a function: define the network class at module level so runs can rebuild it")
+    fields = {f.name: getattr(module, f.name) for f in dataclasses.fields(module) if f.init and f.name not in ("parent", "name")}
+    config = ml_collections.ConfigDict({"name": f"{cls.__module__}:{cls.__qualname__}", "num_times": 1, **fields})
+    if "num_classes" not in config:
+        config.num_classes = int(num_classes)
+    return config
+
+
+def _import_class(path: str) -> type:
+    module_name, _, qualname = path.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"network {path!r} cannot be imported ({err}); is its module on the Python path?") from err
+    return obj
+
+
+def _make_imported(config: ml_collections.ConfigDict) -> Network:
+    """A network named by import path (``network_config``): its class with the config's fields."""
+    cls = _import_class(config.name)
+    fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
+    unknown = sorted(set(config.keys()) - fields - {"name", "num_times", "num_classes"})
+    if unknown:
+        raise ValueError(f"network {config.name!r} has no fields {unknown}; its fields are {sorted(fields)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k in fields}
+    return Network(cls(**kwargs), int(config.get("num_classes", 0)), int(config.get("num_times", 1)))
+
+
 def make_network(config: ml_collections.ConfigDict) -> Network:
-    """Instantiate the network described by ``config`` (missing fields take defaults)."""
+    """Instantiate the network described by ``config``: a built-in name (missing fields take
+    defaults) or a ``package.module:Class`` import path (``network_config``)."""
+    if ":" in config.name:
+        return _make_imported(config)
     cfg = default_network_config(config.name)
     cfg.update(config)
     kwargs = {k: v for k, v in cfg.items() if k not in ("name", "num_times")}

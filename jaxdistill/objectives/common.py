@@ -2,11 +2,17 @@
 initialisation, pass counts and noise-level draws."""
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Optional, Sequence
+
 import jax
 import jax.numpy as jnp
+import optax
 from flax import traverse_util
 
-from jaxdistill.core.types import Array, PyTree
+from jaxdistill.core.types import Array, Batch, PyTree
+from jaxdistill.diffusion.denoiser import Denoiser
+from jaxdistill.diffusion.process import NoiseProcess
 
 
 def check_choice(label: str, value, choices) -> None:
@@ -48,3 +54,41 @@ def teacher_passes(guidance) -> float:
 def lognormal_t(rng: Array, n: int, p_mean: float, p_std: float) -> Array:
     """ln t ~ N(p_mean, p_std^2) (Karras et al. 2022), shape [n]."""
     return jnp.exp(p_mean + p_std * jax.random.normal(rng, (n,), jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StudentDistillation:
+    """What every method that trains one student network shares (KD, PD, guided distillation,
+    consistency models, shortcut models, MeanFlow): its settings, the student denoiser with its
+    init function and optimiser, the frozen teacher (when the method has one) and the run-level
+    fields; the student's prior is its process's."""
+
+    settings: Any
+    student: Denoiser
+    student_init_fn: Any  # (rng, example_x) -> params
+    tx: optax.GradientTransformation
+    event_shape: tuple[int, ...]
+    teacher: Optional[Denoiser] = None
+    num_classes: int = 0
+    guidance: Optional[float] = None
+    total_steps: int = 0  # the run's updates (curricula and automatic stage lengths read it)
+    ema_decay: float = 0.999
+    eval_nfes: Sequence[int] = (1,)
+
+    @property
+    def name(self) -> str:
+        return self.settings.method
+
+    @property
+    def process(self) -> NoiseProcess:
+        return self.student.process
+
+    def prior(self, rng: Array, num: int) -> Array:
+        return self.process.prior_sample(rng, (num, *self.event_shape))
+
+    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
+        return frozen
+
+    def initial_student(self, rng: Array, batch: Batch, frozen: PyTree) -> PyTree:
+        """The student's initial parameters, the teacher's where ``settings.init_from_teacher``."""
+        return initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)

@@ -47,7 +47,6 @@ from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.scipy.special import erf
 
 from jaxdistill.core.errors import ConfigError
@@ -56,11 +55,10 @@ from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
-from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
+from jaxdistill.diffusion.process import broadcast_to
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
 from jaxdistill.losses import pseudo_huber, squared_l2
-from jaxdistill.objectives.common import check_choice, initial_student_params, lognormal_t, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, lognormal_t, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 DISTANCES = ("l2", "pseudo_huber", "feature")
@@ -74,7 +72,6 @@ class ConsistencySettings:
 
     section: ClassVar[str] = "consistency"
     method: ClassVar[str] = ""
-    mode: ClassVar[str] = ""
 
     rho: float = 7.0  # Song et al. 2023, following Karras et al. 2022
     # cd: N = 18 noise levels, target EMA mu = 0.95, Heun teacher (Song et al. 2023, Table 3).
@@ -101,29 +98,75 @@ class ConsistencySettings:
     stage_steps: int = 0
     init_from_teacher: bool = False  # start from the teacher's weights (a network teacher of the same architecture)
 
+    # What sets the variants apart, as small functions of the traced step (the core is
+    # ``ConsistencyObjective``): whether the target point comes from a teacher ODE step (CD) or
+    # from the data (CT, iCT, ECT), whether the target network is an EMA copy, the number of
+    # levels N(k), the target EMA mu(k), and how the pair of noise levels is drawn.
+    distils: ClassVar[bool] = False
+    uses_target_network: ClassVar[bool] = False
+
     def __post_init__(self):
         check_choice("distance", self.distance, DISTANCES)
         check_choice("teacher_solver", self.teacher_solver, SOLVERS)
         if self.num_scales < 2 or self.s0 < 1 or self.s1 < self.s0:
             raise ValueError(f"need num_scales >= 2 and 1 <= s0 <= s1, got {self.num_scales}, {self.s0}, {self.s1}")
 
+    def levels(self, step: Array, total: int) -> Array:
+        """N(k): the number of noise levels at step k (fixed N by default)."""
+        return jnp.asarray(self.num_scales, jnp.int32)
+
+    def target_ema_rate(self, step: Array, total: int) -> Array:
+        """mu(k) of the EMA target network (fixed mu by default)."""
+        return jnp.asarray(self.target_ema, jnp.float32)
+
+    def noise_pair(self, rng: Array, n: int, step: Array, total: int, s_range: tuple[float, float]) -> tuple[Array, Array, Array]:
+        """(s_hi, s_lo, lambda) per sample: adjacent levels (s_{i+1}, s_i) of the N(k)-level Karras
+        grid, i uniform, and weight 1."""
+        s_min, s_max = s_range
+        levels = self.levels(step, total)
+        u = jax.random.uniform(rng, (n,))
+        i = jnp.minimum(jnp.floor(u * (levels - 1)).astype(jnp.int32), levels - 2)
+        s_lo = karras_sigmas(i, levels, s_min, s_max, self.rho)
+        s_hi = karras_sigmas(i + 1, levels, s_min, s_max, self.rho)
+        return s_hi, s_lo, jnp.ones_like(s_hi)
+
+    def target_level(self, s_lo: Array, s_min: float) -> Array:
+        """The noise level at which the target network is evaluated (s_lo by default)."""
+        return s_lo
+
+    def boundary_target(self, target: Array, x0: Array, s_lo: Array) -> Array:
+        """The target after the boundary condition (the target network's output by default)."""
+        return target
+
+    def schedule_metrics(self, step: Array, total: int) -> dict[str, Array]:
+        return {"num_scales": self.levels(step, total).astype(jnp.float32)}
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CD(ConsistencySettings):
-    """Consistency distillation (Song et al. 2023); the student starts from the teacher."""
+    """Consistency distillation (Song et al. 2023, Alg. 2): the target point is one teacher ODE step
+    from the student's; fixed N, EMA target network; the student starts from the teacher."""
 
     method: ClassVar[str] = "cd"
-    mode: ClassVar[str] = "cd"
+    distils: ClassVar[bool] = True
+    uses_target_network: ClassVar[bool] = True
 
     init_from_teacher: bool = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CT(ConsistencySettings):
-    """Consistency training (Song et al. 2023), from scratch."""
+    """Consistency training (Song et al. 2023, Alg. 3), from scratch: the target point is the same
+    data noised to the lower level; curricula N(k) and mu(k) for the EMA target network."""
 
     method: ClassVar[str] = "ct"
-    mode: ClassVar[str] = "ct"
+    uses_target_network: ClassVar[bool] = True
+
+    def levels(self, step: Array, total: int) -> Array:
+        return ct_num_scales(step, total, self.s0, self.s1)
+
+    def target_ema_rate(self, step: Array, total: int) -> Array:
+        return ct_target_ema(self.levels(step, total), self.s0, self.mu0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -132,11 +175,23 @@ class ICT(ConsistencySettings):
     the pseudo-Huber distance with c = 0.00054 sqrt(d)."""
 
     method: ClassVar[str] = "ict"
-    mode: ClassVar[str] = "ict"
 
     s0: int = 10
     s1: int = 1280
     distance: str = "pseudo_huber"
+
+    def levels(self, step: Array, total: int) -> Array:
+        return ict_num_scales(step, total, self.s0, self.s1)
+
+    def noise_pair(self, rng: Array, n: int, step: Array, total: int, s_range: tuple[float, float]) -> tuple[Array, Array, Array]:
+        """i from the discretised lognormal over the N(k)-level grid; weight 1 / (s_{i+1} - s_i)."""
+        s_min, s_max = s_range
+        levels = self.levels(step, total)
+        logits = ict_index_logits(levels, self.s1 + 1, s_min, s_max, self.rho, self.p_mean, self.p_std)
+        i = jax.random.categorical(rng, logits, shape=(n,))
+        s_lo = karras_sigmas(i, levels, s_min, s_max, self.rho)
+        s_hi = karras_sigmas(i + 1, levels, s_min, s_max, self.rho)
+        return s_hi, s_lo, 1.0 / (s_hi - s_lo)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -145,11 +200,31 @@ class ECT(ConsistencySettings):
     c = 0 (the ECT code's default)."""
 
     method: ClassVar[str] = "ect"
-    mode: ClassVar[str] = "ect"
 
     distance: str = "pseudo_huber"
     huber_c: float = 0.0
     init_from_teacher: bool = True
+
+    def stage(self, step: Array, total: int) -> Array:
+        """a = floor(k / stage_steps); stage_steps = 0: the run's updates / 8."""
+        stage_steps = self.stage_steps or max(total // 8, 1)
+        return jnp.asarray(step, jnp.int32) // stage_steps
+
+    def noise_pair(self, rng: Array, n: int, step: Array, total: int, s_range: tuple[float, float]) -> tuple[Array, Array, Array]:
+        """Continuous t with ln t ~ N(P_mean, P_std^2), r = r(t, a), weight 1 / (t - r)."""
+        t = lognormal_t(rng, n, self.p_mean, self.p_std)
+        r = ect_r(t, self.stage(step, total), self.ect_q, self.ect_k, self.ect_b)
+        return t, r, 1.0 / (t - r)
+
+    def target_level(self, s_lo: Array, s_min: float) -> Array:
+        return jnp.maximum(s_lo, s_min)
+
+    def boundary_target(self, target: Array, x0: Array, s_lo: Array) -> Array:
+        """x_0 itself where r = 0: early stages are plain denoising."""
+        return jnp.where(broadcast_to(s_lo > 0, x0), target, x0)
+
+    def schedule_metrics(self, step: Array, total: int) -> dict[str, Array]:
+        return {"stage": self.stage(step, total).astype(jnp.float32)}
 
 
 
@@ -194,37 +269,22 @@ def ict_index_logits(n: Array, max_scales: int, s_min: float, s_max: float, rho:
     return jnp.where(i < n - 1, jnp.log(mass), -jnp.inf)
 
 
-@dataclasses.dataclass(frozen=True)
-class ConsistencyObjective:
-    """One objective for the four variants; ``mode`` picks targets, schedules and distance."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConsistencyObjective(StudentDistillation):
+    """The consistency core shared by CD, CT, iCT and ECT: f_theta(x_hi, s_hi) regressed onto the
+    target network's f at the target point, with the variant's noise pairs, curricula and
+    target point given by its settings class."""
 
     settings: ConsistencySettings
-    student: Denoiser
-    student_init_fn: object  # (rng, example_x) -> params
-    tx: optax.GradientTransformation
-    event_shape: tuple[int, ...]
-    total_steps: int
-    teacher: Optional[Denoiser] = None
-    num_classes: int = 0
-    guidance: Optional[float] = None
-    ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
 
     def __post_init__(self):
-        if self.settings.mode == "cd" and self.teacher is None:
+        if self.settings.distils and self.teacher is None:
             raise ValueError("consistency distillation needs a teacher")
         if self.settings.distance == "feature" and self.teacher is None:
             raise ValueError("distance='feature' uses the teacher network's features and needs a teacher")
 
-    @property
-    def name(self) -> str:
-        return self.settings.method
-
     # ------------------------------------------------------------------ basics
-    @property
-    def process(self) -> NoiseProcess:
-        return self.student.process
-
     @property
     def sigma_range(self) -> tuple[float, float]:
         """(s_min, s_max) of the process, with s_max = 80 if sigma/alpha is infinite at t_max."""
@@ -236,26 +296,16 @@ class ConsistencyObjective:
         forward, CD's teacher step (Heun 2, Euler 1; doubled under guidance) and, for the feature
         distance, two teacher feature passes and a backward through one."""
         passes = 3.0
-        if self.settings.mode == "cd":
+        if self.settings.distils:
             passes += (2.0 if self.settings.teacher_solver == "heun" else 1.0) * teacher_passes(self.guidance)
         if self.settings.distance == "feature":
             passes += 3.0
         return passes
 
-    @property
-    def uses_target_network(self) -> bool:
-        return self.settings.mode in ("cd", "ct")
-
-    def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
-
-    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
-        return frozen
-
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
+        params = self.initial_student(rng, batch, frozen)
         trainable = {"student": NetState.create(params, self.tx)}
-        if self.uses_target_network:
+        if self.settings.uses_target_network:
             trainable["target"] = jax.tree.map(jnp.copy, params)
         return trainable
 
@@ -267,43 +317,7 @@ class ConsistencyObjective:
     def f(self, params: PyTree, x: Array, t: Array, cond: Optional[Array], rngs) -> Array:
         return self.student.x0(params, x, t, cond, train=True, rngs=rngs)
 
-    # ---------------------------------------------------------------- schedules
-    def current_num_scales(self, step: Array) -> Array:
-        if self.settings.mode == "ct":
-            return ct_num_scales(step, self.total_steps, self.settings.s0, self.settings.s1)
-        if self.settings.mode == "ict":
-            return ict_num_scales(step, self.total_steps, self.settings.s0, self.settings.s1)
-        return jnp.asarray(self.settings.num_scales, jnp.int32)
-
-    def current_target_ema(self, step: Array) -> Array:
-        if self.settings.mode == "ct":
-            return ct_target_ema(self.current_num_scales(step), self.settings.s0, self.settings.mu0)
-        return jnp.asarray(self.settings.target_ema, jnp.float32)
-
-    def ect_stage(self, step: Array) -> Array:
-        stage_steps = self.settings.stage_steps or max(self.total_steps // 8, 1)
-        return jnp.asarray(step, jnp.int32) // stage_steps
-
     # ------------------------------------------------------------------- pairs
-    def sample_pair(self, rng: Array, n: int, step: Array) -> tuple[Array, Array, Array]:
-        """(s_hi, s_lo, lambda): noise levels of the student and target points and the loss weight."""
-        s_min, s_max = self.sigma_range
-        if self.settings.mode == "ect":
-            t = lognormal_t(rng, n, self.settings.p_mean, self.settings.p_std)
-            r = ect_r(t, self.ect_stage(step), self.settings.ect_q, self.settings.ect_k, self.settings.ect_b)
-            return t, r, 1.0 / (t - r)
-        levels = self.current_num_scales(step)
-        if self.settings.mode == "ict":
-            logits = ict_index_logits(levels, self.settings.s1 + 1, s_min, s_max, self.settings.rho, self.settings.p_mean, self.settings.p_std)
-            i = jax.random.categorical(rng, logits, shape=(n,))
-        else:
-            u = jax.random.uniform(rng, (n,))
-            i = jnp.minimum(jnp.floor(u * (levels - 1)).astype(jnp.int32), levels - 2)
-        s_lo = karras_sigmas(i, levels, s_min, s_max, self.settings.rho)
-        s_hi = karras_sigmas(i + 1, levels, s_min, s_max, self.settings.rho)
-        weight = 1.0 / (s_hi - s_lo) if self.settings.mode == "ict" else jnp.ones_like(s_hi)
-        return s_hi, s_lo, weight
-
     def teacher_step(self, teacher_params: PyTree, x: Array, t: Array, t_next: Array, cond: Optional[Array]) -> Array:
         """One teacher PF-ODE step t -> t_next (per-sample times), Euler or Heun (Karras et al. 2022)."""
         guidance = self.guidance if cond is not None else None
@@ -337,40 +351,32 @@ class ConsistencyObjective:
         x0 = batch["x"]
         n = x0.shape[0]
         cond = batch_labels(batch, self.num_classes)
-        s_hi, s_lo, weight = self.sample_pair(derive(rng, "levels"), n, step)
+        s_hi, s_lo, weight = self.settings.noise_pair(derive(rng, "levels"), n, step, self.total_steps, self.sigma_range)
         z = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         rngs = {"dropout": derive(rng, "dropout")}  # the same dropout mask for both evaluations
         x_hi, t_hi = self.noisy(x0, z, s_hi)
-        if self.settings.mode == "cd":
+        if self.settings.distils:
             t_lo = self.process.t_from_sigma_ratio(s_lo)
             x_lo = jax.lax.stop_gradient(self.teacher_step(frozen["teacher"], x_hi, t_hi, t_lo, cond))
         else:
-            s_eval = jnp.maximum(s_lo, self.sigma_range[0]) if self.settings.mode == "ect" else s_lo
-            x_lo, t_lo = self.noisy(x0, z, s_eval)
-        target = self.f(target_params, x_lo, t_lo, cond, rngs)
-        if self.settings.mode == "ect":
-            target = jnp.where(broadcast_to(s_lo > 0, x0), target, x0)
+            x_lo, t_lo = self.noisy(x0, z, self.settings.target_level(s_lo, self.sigma_range[0]))
+        target = self.settings.boundary_target(self.f(target_params, x_lo, t_lo, cond, rngs), x0, s_lo)
         target = jax.lax.stop_gradient(target)
         prediction = self.f(params, x_hi, t_hi, cond, rngs)
         per_sample = weight * self.distance_fn(frozen, cond)(prediction, target)
         loss = jnp.mean(per_sample)
-        metrics = {"loss": loss}
-        if self.settings.mode != "ect":
-            metrics["num_scales"] = self.current_num_scales(step).astype(jnp.float32)
-        return loss, metrics
+        return loss, {"loss": loss, **self.settings.schedule_metrics(step, self.total_steps)}
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         state = trainable["student"]
-        target_params = trainable["target"] if self.uses_target_network else jax.lax.stop_gradient(state.params)
+        target_params = trainable["target"] if self.settings.uses_target_network else jax.lax.stop_gradient(state.params)
         grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, target_params, frozen, batch, rng, step)
         state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
         out = {"student": state}
-        if self.uses_target_network:
-            mu = self.current_target_ema(step)
+        if self.settings.uses_target_network:
+            mu = self.settings.target_ema_rate(step, self.total_steps)
             out["target"] = jax.tree.map(lambda p_t, p: mu * p_t + (1.0 - mu) * p, trainable["target"], state.params)
             metrics["target_ema"] = mu
-        if self.settings.mode == "ect":
-            metrics["stage"] = self.ect_stage(step).astype(jnp.float32)
         return out, {**metrics, **opt_metrics}
 
     # ---------------------------------------------------------------- sampling

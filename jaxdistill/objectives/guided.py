@@ -39,7 +39,6 @@ from typing import ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
@@ -47,13 +46,13 @@ from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import check_choice, initial_student_params
+from jaxdistill.objectives.common import StudentDistillation, check_choice
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.progressive import (
     GRIDS,
     STUDENT_PREDICTIONS,
+    Phases,
     check_init_from_teacher,
     count_stages,
     ddim_sample,
@@ -113,20 +112,13 @@ class Guided:
 
 
 
-@dataclasses.dataclass(frozen=True)
-class GuidedDistillation:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GuidedDistillation(StudentDistillation):
     settings: Guided
     teacher: Denoiser
     student: Denoiser  # built with num_times = 2: w is its extra input
-    student_init_fn: object  # (rng, example_x) -> params
-    tx: optax.GradientTransformation
-    event_shape: tuple[int, ...]
-    num_classes: int
     guidance: float = DEFAULT_GUIDANCE
-    total_steps: int = 0  # the run's updates, for the automatic stage lengths
-    ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: ClassVar[str] = "guided"
 
     def __post_init__(self):
         if self.num_classes < 1:
@@ -148,17 +140,17 @@ class GuidedDistillation:
         return self.settings.stage_lengths(self.total_steps)[1]
 
     @property
-    def process(self) -> NoiseProcess:
-        return self.student.process
-
-    @property
     def num_stages(self) -> int:
         return count_stages(self.settings.start_steps, self.settings.final_steps)
 
+    @property
+    def phases(self) -> Phases:
+        """Stage one (S_1 updates), then the K PD stages of ``steps_per_stage`` each."""
+        return Phases(self.stage_one_steps, self.steps_per_stage, self.num_stages + 1)
+
     def pd_stage(self, step: Array) -> Array:
         """k = min((step - S_1) // steps_per_stage, K - 1), 0 during stage one."""
-        since = jnp.maximum(jnp.asarray(step, jnp.int32) - self.stage_one_steps, 0)
-        return jnp.minimum(since // self.steps_per_stage, self.num_stages - 1)
+        return jnp.maximum(self.phases.phase(step) - 1, 0)
 
     def student_steps(self, stage: Array) -> Array:
         """N = N_0 / 2^(k+1)."""
@@ -166,8 +158,7 @@ class GuidedDistillation:
 
     def switches(self, step: Array) -> Array:
         """True at step S_1 + k steps_per_stage, k = 0..K-1."""
-        since = jnp.asarray(step, jnp.int32) - self.stage_one_steps
-        return (since >= 0) & (since % self.steps_per_stage == 0) & (since // self.steps_per_stage < self.num_stages)
+        return self.phases.starts(step)
 
     @property
     def passes_per_sample(self) -> float:
@@ -176,14 +167,8 @@ class GuidedDistillation:
         stage two: two DDIM steps of the w-conditioned stage teacher)."""
         return 4.0
 
-    def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
-
-    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
-        return frozen
-
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
+        params = self.initial_student(rng, batch, frozen)
         trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
         return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.settings.start_steps, self.settings.final_steps))
 

@@ -13,12 +13,11 @@ where D_theta is the student's denoiser evaluated at the prior time t_max. With
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Optional, Sequence
+from typing import ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
 from jaxdistill.core.objective import Metrics, Trainable
@@ -29,7 +28,7 @@ from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import PREDICTIONS
 from jaxdistill.losses import mean_per_sample
-from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 PAIR_CHUNK = 1024
@@ -91,23 +90,10 @@ class KD:
             raise ValueError(f"need teacher_nfe >= 1 and num_pairs >= 0, got {self.teacher_nfe}, {self.num_pairs}")
 
 
-@dataclasses.dataclass(frozen=True)
-class KnowledgeDistillation:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KnowledgeDistillation(StudentDistillation):
     settings: KD
     teacher: Denoiser
-    student: Denoiser
-    student_init_fn: object  # (rng, example_x) -> params
-    tx: optax.GradientTransformation
-    event_shape: tuple[int, ...]
-    num_classes: int = 0
-    guidance: Optional[float] = None
-    ema_decay: float = 0.999
-    eval_nfes: Sequence[int] = (1,)
-    name: ClassVar[str] = "kd"
-
-    @property
-    def process(self):
-        return self.teacher.process
 
     @property
     def passes_per_sample(self) -> float:
@@ -119,9 +105,6 @@ class KnowledgeDistillation:
     def setup_passes(self) -> float:
         """One-off teacher passes: the pair set's teacher sampling."""
         return float(self.settings.num_pairs * self.settings.teacher_nfe * teacher_passes(self.guidance))
-
-    def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
 
     def teacher_sample(self, teacher_params: PyTree, z: Array, cond: Optional[Array], rng: Array) -> Array:
         """ODE_T(z): the teacher's deterministic sampler from prior noise z."""
@@ -135,7 +118,7 @@ class KnowledgeDistillation:
         return {**frozen, "pairs": pairs}
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
+        params = self.initial_student(rng, batch, frozen)
         return {"student": NetState.create(params, self.tx)}
 
     def one_step(self, params: PyTree, z: Array, cond: Optional[Array]) -> Array:

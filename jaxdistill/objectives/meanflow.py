@@ -31,16 +31,15 @@ from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
+from jaxdistill.diffusion.process import RectifiedFlow, broadcast_to
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.shortcut import TARGETS, build_flow_map
 
@@ -90,21 +89,13 @@ def sample_times(rng: Array, n: int, p_mean: float, p_std: float, ratio_r_neq_t:
     return jnp.where(keep, jnp.minimum(a, b), t), t
 
 
-@dataclasses.dataclass(frozen=True)
-class MeanFlowObjective:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MeanFlowObjective(StudentDistillation):
     """Trains one average-velocity network u(z, r, t) (``"student"``) on the rectified flow."""
 
     settings: MeanFlow
     student: Denoiser  # prediction "flow", num_times = 2 (t, t - r)
-    student_init_fn: object  # (rng, example_x) -> params
-    tx: optax.GradientTransformation
-    event_shape: tuple[int, ...]
-    teacher: Optional[Denoiser] = None
-    num_classes: int = 0
-    guidance: Optional[float] = None
-    ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: ClassVar[str] = "meanflow"
 
     def __post_init__(self):
         if self.settings.target == "teacher" and self.teacher is None:
@@ -113,24 +104,14 @@ class MeanFlowObjective:
             raise ValueError(f"MeanFlow is defined on the rectified flow, got {type(self.student.process).__name__}")
 
     @property
-    def process(self) -> NoiseProcess:
-        return self.student.process
-
-    @property
     def passes_per_sample(self) -> float:
         """Network passes per training sample and update: the jvp (primal and tangent, two passes),
         the backward pass, and the teacher's velocity (``target="teacher"``; two under guidance)."""
         teacher = 0.0 if self.settings.target == "data" else teacher_passes(self.guidance)
         return 3.0 + teacher
 
-    def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
-
-    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
-        return frozen
-
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
+        params = self.initial_student(rng, batch, frozen)
         return {"student": NetState.create(params, self.tx)}
 
     def u_fn(self, params: PyTree, cond: Optional[Array], train: bool = False, rngs=None) -> AverageVelocityFn:

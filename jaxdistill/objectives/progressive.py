@@ -58,7 +58,6 @@ from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
@@ -70,12 +69,34 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, VPCosine, VPLinear, broadcast_to
 from jaxdistill.diffusion.steps import karras_sigma, sigma_ratio_range
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 GRIDS = ("karras", "uniform")
 STUDENT_PREDICTIONS = ("auto", "v", "x0", "edm")
 X0Fn = Callable[[Array, Array], Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phases:
+    """A run cut into ``count`` phases: the first of ``first`` updates, each later one of ``later``
+    (the last runs to the end). Functions of the traced step, so the train step compiles once;
+    progressive distillation's stages and guided distillation's stage one + stages use it."""
+
+    first: int
+    later: int
+    count: int
+
+    def phase(self, step: Array) -> Array:
+        """p = min(0 if step < F else 1 + (step - F) // S, count - 1)."""
+        since = jnp.asarray(step, jnp.int32) - self.first
+        p = jnp.where(since < 0, 0, 1 + jnp.maximum(since, 0) // self.later)
+        return jnp.minimum(p, self.count - 1)
+
+    def starts(self, step: Array) -> Array:
+        """True at the first update of phases 1..count-1 (steps F + (p - 1) S)."""
+        since = jnp.asarray(step, jnp.int32) - self.first
+        return (since >= 0) & (since % self.later == 0) & (since // self.later < self.count - 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -246,20 +267,11 @@ def ddim_sample(process: NoiseProcess, x0_fn: X0Fn, noise: Array, nfe: int, grid
     return samplers.sample(x0_fn, process, noise, ts, "ddim")
 
 
-@dataclasses.dataclass(frozen=True)
-class ProgressiveDistillation:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProgressiveDistillation(StudentDistillation):
     settings: PD
     teacher: Denoiser
-    student: Denoiser
-    student_init_fn: object  # (rng, example_x) -> params
-    tx: optax.GradientTransformation
-    event_shape: tuple[int, ...]
-    num_classes: int = 0
-    guidance: Optional[float] = None
-    total_steps: int = 0  # the run's updates, for the automatic stage lengths
-    ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: ClassVar[str] = "pd"
 
     def __post_init__(self):
         first, per_stage = self.settings.stage_lengths(self.total_steps)
@@ -272,10 +284,6 @@ class ProgressiveDistillation:
         return self.settings.stage_lengths(self.total_steps)[1]
 
     @property
-    def process(self) -> NoiseProcess:
-        return self.student.process
-
-    @property
     def num_stages(self) -> int:
         """K = log2(N_0 / N_final)."""
         return count_stages(self.settings.start_steps, self.settings.final_steps)
@@ -285,11 +293,14 @@ class ProgressiveDistillation:
         """F: the updates of stage 0."""
         return self.settings.stage_lengths(self.total_steps)[0]
 
+    @property
+    def phases(self) -> Phases:
+        """The K stages: F updates, then S each."""
+        return Phases(self.first_stage, self.steps_per_stage, self.num_stages)
+
     def stage(self, step: Array) -> Array:
         """k = min(0 if step < F else 1 + (step - F) // S, K - 1)."""
-        since = jnp.asarray(step, jnp.int32) - self.first_stage
-        k = jnp.where(since < 0, 0, 1 + jnp.maximum(since, 0) // self.steps_per_stage)
-        return jnp.minimum(k, self.num_stages - 1)
+        return self.phases.phase(step)
 
     def student_steps(self, stage: Array) -> Array:
         """N = N_0 / 2^(k+1): the student's DDIM steps in stage k."""
@@ -297,8 +308,7 @@ class ProgressiveDistillation:
 
     def switches(self, step: Array) -> Array:
         """True at the first update of stages 1..K-1 (steps F + (k - 1) S)."""
-        since = jnp.asarray(step, jnp.int32) - self.first_stage
-        return (since >= 0) & (since % self.steps_per_stage == 0) & (since // self.steps_per_stage < self.num_stages - 1)
+        return self.phases.starts(step)
 
     @property
     def passes_per_sample(self) -> float:
@@ -306,14 +316,8 @@ class ProgressiveDistillation:
         the two teacher DDIM steps (each a batched CFG pair under guidance, counted as two)."""
         return 2.0 + 2.0 * teacher_passes(self.guidance)
 
-    def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
-
-    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
-        return frozen
-
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
+        params = self.initial_student(rng, batch, frozen)
         trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
         return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.settings.start_steps, self.settings.final_steps))
 

@@ -33,7 +33,6 @@ from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
@@ -44,7 +43,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
 from jaxdistill.diffusion.reparam import reparameterize
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import check_choice, initial_student_params, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 TARGETS = ("data", "teacher")
@@ -95,31 +94,20 @@ def euler_steps(velocity: VelocityFn, x: Array, nfe: int) -> Array:
     return jax.lax.fori_loop(0, nfe, body, x)
 
 
-@dataclasses.dataclass(frozen=True)
-class ShortcutObjective:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ShortcutObjective(StudentDistillation):
     """Trains one d-conditioned velocity network (``"student"``) on the rectified flow."""
 
     settings: Shortcut
     student: Denoiser  # prediction "flow", num_times = 2 (t, d)
-    student_init_fn: object  # (rng, example_x) -> params
-    tx: optax.GradientTransformation
-    event_shape: tuple[int, ...]
     teacher: Optional[Denoiser] = None  # needed for target="teacher" (a Denoiser of the same process)
-    num_classes: int = 0
-    guidance: Optional[float] = None
-    ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1, 2, 4)
-    name: ClassVar[str] = "shortcut"
 
     def __post_init__(self):
         if self.settings.target == "teacher" and self.teacher is None:
             raise ValueError("target='teacher' needs a teacher")
         if not isinstance(self.student.process, RectifiedFlow):
             raise ValueError(f"shortcut models are defined on the rectified flow, got {type(self.student.process).__name__}")
-
-    @property
-    def process(self) -> NoiseProcess:
-        return self.student.process
 
     @property
     def passes_per_sample(self) -> float:
@@ -130,14 +118,8 @@ class ShortcutObjective:
         f = self.settings.self_consistency_fraction
         return 2.0 + 2.0 * f + (1.0 - f) * teacher
 
-    def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
-
-    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
-        return frozen
-
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
+        params = self.initial_student(rng, batch, frozen)
         return {"student": NetState.create(params, self.tx)}
 
     def step_input(self, d: Array) -> Array:
