@@ -3,6 +3,9 @@ per run) with jax's default options and with ``jaxdistill.core.compilation.once_
 (no LLVM optimisation on CPU), and the largest difference between the initial values.
 
 Usage: python experiments/init_compile_timing.py [--config digits/teacher] [--smoke]
+
+Measured on AMD EPYC, 2 cores: the digits teacher's init compiled in 10.0 s with the default
+options and in 4.1 s at level 0; the initial values differed by at most 9e-8.
 """
 from __future__ import annotations
 

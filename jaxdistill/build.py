@@ -126,6 +126,30 @@ class BuildContext:
         """(Denoiser, init_fn) of the config's network as a denoiser of ``process``."""
         return network_denoiser(self.config, process, prediction, num_times)
 
+    def run_fields(self) -> dict[str, Any]:
+        """The objective fields every method takes from the run config: optimiser, event shape,
+        updates, classes, the teacher's guidance, EMA decay and the evaluation NFEs."""
+        c = self.config
+        return dict(
+            tx=self.optimizer(),
+            event_shape=self.event_shape,
+            total_steps=int(c.train.num_steps),
+            num_classes=self.num_classes,
+            guidance=c.teacher.guidance,
+            ema_decay=float(c.ema_decay),
+            eval_nfes=tuple(int(n) for n in c.eval.nfes),
+        )
+
+    def require_teacher_weights(self, settings: Any, *fields: str) -> None:
+        """A ConfigError if any of ``settings``' flags ``fields`` asks to start from the teacher's
+        weights while the teacher has none (not a trained network)."""
+        wanted = [f"{settings.section}.{f}" for f in fields if getattr(settings, f)]
+        if wanted and self.teacher_object is None and self.config.teacher.kind != "checkpoint":
+            raise ConfigError(
+                f"{settings.method}: {' / '.join(wanted)} need a trained network teacher (teacher.kind='checkpoint'); "
+                f"the exact mixture has no weights to copy — set {' and '.join(wanted)} to False"
+            )
+
 
 def build(
     config: ml_collections.ConfigDict,

@@ -49,7 +49,6 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import erf
 
-from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState
@@ -393,7 +392,8 @@ class ConsistencyObjective(StudentDistillation):
 
 def build(ctx, settings: ConsistencySettings) -> tuple[ConsistencyObjective, PyTree]:
     """The consistency objective of ``settings`` with the run's networks and teacher."""
-    config, method = ctx.config, settings.method
+    method = settings.method
+    ctx.require_teacher_weights(settings, "init_from_teacher")
     needs_teacher = method == "cd" or settings.distance == "feature" or settings.init_from_teacher
     teacher, frozen = None, {}
     if needs_teacher:
@@ -402,23 +402,6 @@ def build(ctx, settings: ConsistencySettings) -> tuple[ConsistencyObjective, PyT
         process = teacher.process
     else:
         process = ctx.process()
-    if settings.init_from_teacher and config.teacher.kind != "checkpoint":
-        raise ConfigError(
-            f"{method}: consistency.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
-            "the exact mixture has no weights to copy — set consistency.init_from_teacher=False"
-        )
     student, init_fn = ctx.network(process, "edm" if method == "ect" else "cm")
-    objective = ConsistencyObjective(
-        settings=settings,
-        student=student,
-        student_init_fn=init_fn,
-        tx=ctx.optimizer(),
-        event_shape=ctx.event_shape,
-        total_steps=int(config.train.num_steps),
-        teacher=teacher,
-        num_classes=ctx.num_classes,
-        guidance=config.teacher.guidance,
-        ema_decay=float(config.ema_decay),
-        eval_nfes=tuple(int(n) for n in config.eval.nfes),
-    )
+    objective = ConsistencyObjective(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, **ctx.run_fields())
     return objective, frozen

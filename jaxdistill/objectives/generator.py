@@ -11,7 +11,7 @@ discriminator **head** on some backbone's features. One jit-compiled step runs
    ``"unrolled"`` (the largest ``n`` updates, those beyond ``n(step)`` discarded) or ``"loop"``
    (a ``lax.fori_loop`` to ``n(step)``: one compiled update whatever ``n``, and no work beyond
    ``n(step)``); ``"auto"`` unrolls on CPU, where convolution gradients inside control flow run
-   ~30x slower (``experiments/critic_phase_timing.py``), and loops on accelerators;
+   much slower (``experiments/critic_phase_timing.py``), and loops on accelerators;
 2. *generator phase*: one update of G on the method's ``generator_loss``, then G's EMA.
 
 Subclasses supply ``generator_loss`` (and optionally ``critic_loss``, which defaults to
@@ -47,7 +47,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState, make_optimizer
@@ -337,9 +336,8 @@ class GeneratorDistillation:
         """``critic_updates(step)`` critic updates, update i on key fold_in(rng, i). Looped
         (``loops_critic_updates``): a ``lax.fori_loop`` to n(step). Unrolled: the schedule's
         maximum, update i kept where i < n(step) (so a varying schedule computes its maximum every
-        step); on XLA:CPU this is the fast form, as convolution gradients inside control flow ran
-        ~30x slower (a digits UNet critic update: 0.44 s plain, 13 s inside ``lax.scan`` or
-        ``lax.cond``; ``experiments/critic_phase_timing.py``)."""
+        step); on XLA:CPU this is the fast form, as convolution gradients inside control flow run
+        much slower there (``experiments/critic_phase_timing.py`` measures it; README has the numbers)."""
         n = critic_updates(self.settings.critic_schedule, step)
         varying = len({int(k) for _, k in self.settings.critic_schedule}) > 1
         update_rng = lambda i: jax.random.fold_in(derive(rng, "critic_phase"), i)
@@ -387,27 +385,11 @@ def generator_parts(ctx, settings: GeneratorSettings, *, critic: bool, head: boo
     """The networks, optimisers and run-level fields of a ``GeneratorDistillation`` (everything
     but its settings), and the frozen tree (the teacher's parameters)."""
     config = ctx.config
+    ctx.require_teacher_weights(settings, "init_from_teacher", *(("critic_from_teacher",) if critic else ()))
     teacher, teacher_params = ctx.teacher()
     process = teacher.process
-    wants_copy = settings.init_from_teacher or (critic and settings.critic_from_teacher)
-    if wants_copy and config.teacher.kind != "checkpoint":
-        raise ConfigError(
-            f"{settings.method}: init_from_teacher / critic_from_teacher need a trained network teacher "
-            "(teacher.kind='checkpoint'); the exact mixture has no weights to copy — set both to False"
-        )
     generator, generator_init = ctx.network(process, config.prediction)
-    parts = dict(
-        generator=generator,
-        generator_init_fn=generator_init,
-        tx=ctx.optimizer(),
-        event_shape=ctx.event_shape,
-        total_steps=int(config.train.num_steps),
-        teacher=teacher,
-        num_classes=ctx.num_classes,
-        guidance=config.teacher.guidance,
-        ema_decay=float(config.ema_decay),
-        eval_nfes=tuple(int(n) for n in config.eval.nfes),
-    )
+    parts = dict(generator=generator, generator_init_fn=generator_init, teacher=teacher, **ctx.run_fields())
     if critic:
         parts["critic"], parts["critic_init_fn"] = ctx.network(process, config.prediction)
         parts["tx_critic"] = _optimizer_with_lr(config.optim, settings.critic_lr, settings.critic_schedule)

@@ -245,12 +245,6 @@ def build(ctx, settings: Guided) -> tuple[GuidedDistillation, PyTree]:
         teacher=teacher,
         student=student,
         student_init_fn=init_fn,
-        tx=ctx.optimizer(),
-        event_shape=ctx.event_shape,
-        num_classes=ctx.num_classes,
-        guidance=guidance,
-        total_steps=int(config.train.num_steps),
-        ema_decay=float(config.ema_decay),
-        eval_nfes=tuple(int(n) for n in config.eval.nfes),
+        **{**ctx.run_fields(), "guidance": guidance},
     )
     return objective, {"teacher": teacher_params}

@@ -156,7 +156,6 @@ class KnowledgeDistillation(StudentDistillation):
 
 def build(ctx, settings: KD) -> tuple[KnowledgeDistillation, PyTree]:
     """The knowledge-distillation objective of ``settings`` with the run's networks and teacher."""
-    config = ctx.config
     teacher, teacher_params = ctx.teacher()
     student, student_init = ctx.network(teacher.process, settings.student_prediction)
     objective = KnowledgeDistillation(
@@ -164,10 +163,6 @@ def build(ctx, settings: KD) -> tuple[KnowledgeDistillation, PyTree]:
         teacher=teacher,
         student=student,
         student_init_fn=student_init,
-        tx=ctx.optimizer(),
-        event_shape=ctx.event_shape,
-        num_classes=ctx.num_classes,
-        guidance=config.teacher.guidance,
-        ema_decay=float(config.ema_decay),
+        **ctx.run_fields(),
     )
     return objective, {"teacher": teacher_params}

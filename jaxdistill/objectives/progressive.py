@@ -365,24 +365,16 @@ class ProgressiveDistillation(StudentDistillation):
 
 def check_init_from_teacher(ctx, settings, teacher: Denoiser, prediction: str) -> None:
     """``settings.init_from_teacher`` needs a network teacher with the student's parameterisation."""
-    if not settings.init_from_teacher:
-        return
-    name = settings.section
-    if ctx.config.teacher.kind != "checkpoint":
-        raise ConfigError(
-            f"{settings.method}: {name}.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
-            f"the exact mixture has no weights to copy — set {name}.init_from_teacher=False"
-        )
-    if teacher.prediction != prediction:
+    ctx.require_teacher_weights(settings, "init_from_teacher")
+    if settings.init_from_teacher and teacher.prediction != prediction:
         raise ConfigError(
             f"{settings.method}: the student ({prediction!r}) starts from the teacher's weights, so it needs the "
-            f"teacher's prediction kind {teacher.prediction!r}; set {name}.student_prediction"
+            f"teacher's prediction kind {teacher.prediction!r}; set {settings.section}.student_prediction"
         )
 
 
 def build(ctx, settings: PD) -> tuple[ProgressiveDistillation, PyTree]:
     """The progressive-distillation objective of ``settings`` with the run's networks and teacher."""
-    config = ctx.config
     teacher, teacher_params = ctx.teacher()
     prediction = resolve_prediction(settings.student_prediction, teacher.process)
     check_init_from_teacher(ctx, settings, teacher, prediction)
@@ -392,12 +384,6 @@ def build(ctx, settings: PD) -> tuple[ProgressiveDistillation, PyTree]:
         teacher=teacher,
         student=student,
         student_init_fn=init_fn,
-        tx=ctx.optimizer(),
-        event_shape=ctx.event_shape,
-        num_classes=ctx.num_classes,
-        guidance=config.teacher.guidance,
-        total_steps=int(config.train.num_steps),
-        ema_decay=float(config.ema_decay),
-        eval_nfes=tuple(int(n) for n in config.eval.nfes),
+        **ctx.run_fields(),
     )
     return objective, {"teacher": teacher_params}

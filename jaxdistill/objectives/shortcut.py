@@ -201,11 +201,7 @@ def rectified_flow_teacher(ctx, settings, process: NoiseProcess) -> tuple[Option
     The teacher is loaded when ``target="teacher"`` or ``init_from_teacher``; a teacher of another
     process (the EDM digits teacher) is re-parameterised onto ``process`` (``diffusion.reparam``).
     """
-    if settings.init_from_teacher and ctx.config.teacher.kind != "checkpoint":
-        raise ConfigError(
-            f"{settings.method}.init_from_teacher needs a trained network teacher (teacher.kind='checkpoint'); "
-            f"the exact mixture has no weights to copy — set {settings.method}.init_from_teacher=False"
-        )
+    ctx.require_teacher_weights(settings, "init_from_teacher")
     if settings.target != "teacher" and not settings.init_from_teacher:
         return None, {}
     teacher, teacher_params = ctx.teacher()
@@ -221,19 +217,7 @@ def build_flow_map(ctx, settings, objective_cls) -> tuple[object, PyTree]:
         raise ConfigError(f"{settings.method} needs process.name='rectified_flow', got {config.process.name!r}")
     teacher, frozen = rectified_flow_teacher(ctx, settings, process)
     student, init_fn = ctx.network(process, "flow", num_times=2)
-    objective = objective_cls(
-        settings=settings,
-        student=student,
-        student_init_fn=init_fn,
-        tx=ctx.optimizer(),
-        event_shape=ctx.event_shape,
-        teacher=teacher,
-        num_classes=ctx.num_classes,
-        guidance=config.teacher.guidance,
-        ema_decay=float(config.ema_decay),
-        eval_nfes=tuple(int(n) for n in config.eval.nfes),
-    )
-    return objective, frozen
+    return objective_cls(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, **ctx.run_fields()), frozen
 
 
 def build(ctx, settings: Shortcut) -> tuple[ShortcutObjective, PyTree]:
