@@ -43,28 +43,24 @@ import jax.numpy as jnp
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
-from jaxdistill.core.state import NetState
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import StudentDistillation, check_choice
+from jaxdistill.objectives.common import check_choice
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.progressive import (
     GRIDS,
     STUDENT_PREDICTIONS,
     Phases,
+    StagedDistillation,
     check_init_from_teacher,
     count_stages,
     ddim_sample,
-    keep_snapshots,
     pd_target,
     resolve_prediction,
-    restart_at,
     sample_grid_times,
     sampling_params,
-    snapshot_steps,
     truncated_snr_weight,
-    with_snapshots,
 )
 
 DEFAULT_GUIDANCE = 2.0  # our w = 2 is the paper's w' = 1
@@ -113,7 +109,7 @@ class Guided:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GuidedDistillation(StudentDistillation):
+class GuidedDistillation(StagedDistillation):
     settings: Guided
     teacher: Denoiser
     student: Denoiser  # built with num_times = 2: w is its extra input
@@ -133,32 +129,16 @@ class GuidedDistillation(StudentDistillation):
 
     @property
     def stage_one_steps(self) -> int:
-        return self.settings.stage_lengths(self.total_steps)[0]
-
-    @property
-    def steps_per_stage(self) -> int:
-        return self.settings.stage_lengths(self.total_steps)[1]
-
-    @property
-    def num_stages(self) -> int:
-        return count_stages(self.settings.start_steps, self.settings.final_steps)
+        return self.stage_lengths[0]
 
     @property
     def phases(self) -> Phases:
-        """Stage one (S_1 updates), then the K PD stages of ``steps_per_stage`` each."""
+        """Stage one (S_1 updates), then the K PD stages of ``steps_per_stage`` each; switches at S_1 + k S."""
         return Phases(self.stage_one_steps, self.steps_per_stage, self.num_stages + 1)
 
     def pd_stage(self, step: Array) -> Array:
         """k = min((step - S_1) // steps_per_stage, K - 1), 0 during stage one."""
         return jnp.maximum(self.phases.phase(step) - 1, 0)
-
-    def student_steps(self, stage: Array) -> Array:
-        """N = N_0 / 2^(k+1)."""
-        return jnp.right_shift(jnp.int32(self.settings.start_steps), stage + 1)
-
-    def switches(self, step: Array) -> Array:
-        """True at step S_1 + k steps_per_stage, k = 0..K-1."""
-        return self.phases.starts(step)
 
     @property
     def passes_per_sample(self) -> float:
@@ -166,11 +146,6 @@ class GuidedDistillation(StudentDistillation):
         two teacher passes (stage one: the CFG teacher's conditional and unconditional halves;
         stage two: two DDIM steps of the w-conditioned stage teacher)."""
         return 4.0
-
-    def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.initial_student(rng, batch, frozen)
-        trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
-        return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.settings.start_steps, self.settings.final_steps))
 
     def student_x0(self, params: PyTree, z: Array, t: Array, cond: Array, w: Array, **kwargs) -> Array:
         """x_eta(z_t, w, c): the student's x0 with w as its extra input."""
@@ -211,15 +186,6 @@ class GuidedDistillation(StudentDistillation):
             "student_steps": jnp.where(stage_one, 0, self.student_steps(stage)).astype(jnp.float32),
         }
         return loss, metrics
-
-    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        switch = self.switches(step)
-        finished = jnp.right_shift(jnp.int32(self.settings.start_steps), self.pd_stage(step))  # N_0 at the end of stage one: no slot
-        out = keep_snapshots(switch, finished, trainable)
-        out["student"], out["stage_teacher"] = restart_at(switch, trainable["student"], trainable["stage_teacher"])
-        grads, metrics = jax.grad(self.loss, has_aux=True)(out["student"].params, frozen, out["stage_teacher"], batch, rng, step)
-        out["student"], opt_metrics = out["student"].apply_gradients(grads, self.ema_decay)
-        return out, {**metrics, **opt_metrics}
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         if cond is None:

@@ -268,20 +268,22 @@ def ddim_sample(process: NoiseProcess, x0_fn: X0Fn, noise: Array, nfe: int, grid
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ProgressiveDistillation(StudentDistillation):
-    settings: PD
-    teacher: Denoiser
-    eval_nfes: Sequence[int] = (1, 2, 4)
+class StagedDistillation(StudentDistillation):
+    """Stage machinery shared by progressive and guided distillation: a student and its stage
+    teacher (the student's EMA at each stage switch), N_0 / 2^(k+1) student steps in PD stage k,
+    the finished stages' students kept as snapshots, and one compiled step in which the
+    switches, restarts and snapshots are functions of the traced step. Subclasses give the
+    ``phases`` of the run, the PD stage of a step, and the loss."""
 
-    def __post_init__(self):
-        first, per_stage = self.settings.stage_lengths(self.total_steps)
-        if per_stage < 1 or first < 1:
-            raise ValueError(f"stages need at least one update each: stage 0 gets {first}, later stages {per_stage} (train.num_steps={self.total_steps})")
+    @property
+    def stage_lengths(self) -> tuple[int, int]:
+        """(first phase's updates, each later stage's updates) of this run."""
+        return self.settings.stage_lengths(self.total_steps)
 
     @property
     def steps_per_stage(self) -> int:
-        """S: the updates of each stage after the first."""
-        return self.settings.stage_lengths(self.total_steps)[1]
+        """S: the updates of each stage after the first phase."""
+        return self.stage_lengths[1]
 
     @property
     def num_stages(self) -> int:
@@ -289,37 +291,75 @@ class ProgressiveDistillation(StudentDistillation):
         return count_stages(self.settings.start_steps, self.settings.final_steps)
 
     @property
+    def phases(self) -> Phases:
+        raise NotImplementedError
+
+    def pd_stage(self, step: Array) -> Array:
+        """The PD stage k (the student takes N_0 / 2^(k+1) steps) at ``step``."""
+        raise NotImplementedError
+
+    def student_steps(self, stage: Array) -> Array:
+        """N = N_0 / 2^(k+1): the student's DDIM steps in PD stage k."""
+        return jnp.right_shift(jnp.int32(self.settings.start_steps), stage + 1)
+
+    def switches(self, step: Array) -> Array:
+        """True at the first update of every phase after the first."""
+        return self.phases.starts(step)
+
+    def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
+        params = self.initial_student(rng, batch, frozen)
+        trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
+        return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.settings.start_steps, self.settings.final_steps))
+
+    def loss(self, params: PyTree, frozen: PyTree, stage_teacher: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Array, Metrics]:
+        raise NotImplementedError
+
+    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
+        """At a switch: keep the finished stage's student as its snapshot (N_0 / 2^k steps; none
+        for guided distillation's stage one, whose N_0 has no slot), restart the student from
+        its EMA with a fresh optimiser and copy it to the stage teacher; then one update."""
+        switch = self.switches(step)
+        finished = jnp.right_shift(jnp.int32(self.settings.start_steps), self.pd_stage(step))
+        out = keep_snapshots(switch, finished, trainable)
+        out["student"], out["stage_teacher"] = restart_at(switch, trainable["student"], trainable["stage_teacher"])
+        grads, metrics = jax.grad(self.loss, has_aux=True)(out["student"].params, frozen, out["stage_teacher"], batch, rng, step)
+        out["student"], opt_metrics = out["student"].apply_gradients(grads, self.ema_decay)
+        return out, {**metrics, **opt_metrics}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProgressiveDistillation(StagedDistillation):
+    settings: PD
+    teacher: Denoiser
+    eval_nfes: Sequence[int] = (1, 2, 4)
+
+    def __post_init__(self):
+        first, per_stage = self.stage_lengths
+        if per_stage < 1 or first < 1:
+            raise ValueError(f"stages need at least one update each: stage 0 gets {first}, later stages {per_stage} (train.num_steps={self.total_steps})")
+
+    @property
     def first_stage(self) -> int:
         """F: the updates of stage 0."""
-        return self.settings.stage_lengths(self.total_steps)[0]
+        return self.stage_lengths[0]
 
     @property
     def phases(self) -> Phases:
-        """The K stages: F updates, then S each."""
+        """The K stages: F updates, then S each; switches at F + (k - 1) S."""
         return Phases(self.first_stage, self.steps_per_stage, self.num_stages)
 
     def stage(self, step: Array) -> Array:
         """k = min(0 if step < F else 1 + (step - F) // S, K - 1)."""
         return self.phases.phase(step)
 
-    def student_steps(self, stage: Array) -> Array:
-        """N = N_0 / 2^(k+1): the student's DDIM steps in stage k."""
-        return jnp.right_shift(jnp.int32(self.settings.start_steps), stage + 1)
-
-    def switches(self, step: Array) -> Array:
-        """True at the first update of stages 1..K-1 (steps F + (k - 1) S)."""
-        return self.phases.starts(step)
+    def pd_stage(self, step: Array) -> Array:
+        return self.stage(step)
 
     @property
     def passes_per_sample(self) -> float:
         """Network passes per training sample and update: the student's forward and backward and
         the two teacher DDIM steps (each a batched CFG pair under guidance, counted as two)."""
         return 2.0 + 2.0 * teacher_passes(self.guidance)
-
-    def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
-        params = self.initial_student(rng, batch, frozen)
-        trainable = {"student": NetState.create(params, self.tx), "stage_teacher": jax.tree.map(jnp.copy, params)}
-        return with_snapshots(trainable, snapshot_steps(self.eval_nfes, self.settings.start_steps, self.settings.final_steps))
 
     def target(self, frozen: PyTree, stage_teacher: PyTree, z: Array, times: tuple[Array, Array, Array], cond: Optional[Array], stage: Array) -> Array:
         """PD target x~ with the original teacher in stage 0 and the stage-teacher copy after."""
@@ -347,15 +387,6 @@ class ProgressiveDistillation(StudentDistillation):
         pred = self.student.x0(params, z, t, cond, train=True, rngs={"dropout": derive(rng, "dropout")})
         loss = jnp.mean(truncated_snr_weight(self.process, t) * squared_l2(pred, target))
         return loss, {"loss": loss, "stage": stage.astype(jnp.float32), "student_steps": n.astype(jnp.float32)}
-
-    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        switch = self.switches(step)
-        finished = jnp.right_shift(jnp.int32(self.settings.start_steps), self.stage(step))  # steps of the stage that just ended
-        out = keep_snapshots(switch, finished, trainable)
-        out["student"], out["stage_teacher"] = restart_at(switch, trainable["student"], trainable["stage_teacher"])
-        grads, metrics = jax.grad(self.loss, has_aux=True)(out["student"].params, frozen, out["stage_teacher"], batch, rng, step)
-        out["student"], opt_metrics = out["student"].apply_gradients(grads, self.ema_decay)
-        return out, {**metrics, **opt_metrics}
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         params = sampling_params(trainable, nfe)
