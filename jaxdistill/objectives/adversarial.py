@@ -81,7 +81,6 @@ class AdversarialSettings(GeneratorSettings):
     """Settings shared by ADD and LADD; the subclasses below are the methods."""
 
     section: ClassVar[str] = "adversarial"
-    mode: ClassVar[str] = ""
 
     # Both papers: N = 4 student timesteps drawn uniformly, inputs forward-diffused from data, the
     # first one pure noise (ADD Sec. 3.1: tau_n = 1000 with zero terminal SNR; LADD: t in
@@ -111,11 +110,11 @@ class AdversarialSettings(GeneratorSettings):
         check_choice("distill_weighting", self.distill_weighting, DISTILL_WEIGHTINGS)
         if self.distill_weight < 0 or self.r1_weight < 0:
             raise ValueError(f"distill_weight and r1_weight must be >= 0, got {self.distill_weight}, {self.r1_weight}")
-        if self.mode == "add" and self.feature_sigma <= 0:
+        if self.method == "add" and self.feature_sigma <= 0:
             raise ValueError(f"feature_sigma must be > 0 (the feature network's noise level), got {self.feature_sigma}")
-        if self.mode == "ladd" and self.noise_std <= 0:
+        if self.method == "ladd" and self.noise_std <= 0:
             raise ValueError(f"noise_std must be > 0, got {self.noise_std}")
-        if self.mode == "ladd" and self.num_synthetic <= 0:
+        if self.method == "ladd" and self.num_synthetic <= 0:
             raise ValueError(f"ladd trains on teacher samples: num_synthetic must be > 0, got {self.num_synthetic}")
 
 
@@ -125,7 +124,6 @@ class ADD(AdversarialSettings):
     gamma = 1e-5 (Sec. 3.2; the paper finds it matters above 128^2 px)."""
 
     method: ClassVar[str] = "add"
-    mode: ClassVar[str] = "add"
 
     distill_weight: float = 2.5
     r1_weight: float = 1e-5
@@ -137,7 +135,6 @@ class LADD(AdversarialSettings):
     distillation loss and no R1 term."""
 
     method: ClassVar[str] = "ladd"
-    mode: ClassVar[str] = "ladd"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +148,9 @@ class AdversarialDistillation(GeneratorDistillation):
         if not isinstance(self.settings, AdversarialSettings):
             raise ValueError(f"AdversarialDistillation takes ADD or LADD settings, got {type(self.settings).__name__}")
         if self.teacher is None or self.head is None:
-            raise ValueError(f"{self.settings.mode} needs a teacher (its features are the discriminator's backbone) and a discriminator head")
+            raise ValueError(f"{self.settings.method} needs a teacher (its features are the discriminator's backbone) and a discriminator head")
         if self.critic is not None:
-            raise ValueError(f"{self.settings.mode} trains no critic network; build it with critic=False")
+            raise ValueError(f"{self.settings.method} trains no critic network; build it with critic=False")
 
     @property
     def sigma_data(self) -> float:
@@ -173,14 +170,14 @@ class AdversarialDistillation(GeneratorDistillation):
     @property
     def setup_passes(self) -> float:
         """One-off teacher passes: LADD's pool of synthetic samples."""
-        if self.settings.mode != "ladd":
+        if self.settings.method != "ladd":
             return 0.0
         return float(self.settings.num_synthetic * self.settings.teacher_nfe * teacher_passes(self.guidance))
 
     # ------------------------------------------------------------------ data
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         """LADD: the pool of teacher ODE samples (and their labels) that replaces real data."""
-        if self.settings.mode != "ladd":
+        if self.settings.method != "ladd":
             return frozen
         sample = lambda params, z, cond, key: teacher_ode(
             self.teacher, params, z, cond, self.guidance, self.settings.teacher_sampler, self.settings.teacher_nfe, key
@@ -195,7 +192,7 @@ class AdversarialDistillation(GeneratorDistillation):
         return {k: v[idx] for k, v in frozen["synthetic"].items()}
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        if self.settings.mode == "ladd":
+        if self.settings.method == "ladd":
             batch = self.synthetic_batch(frozen, batch, derive(rng, "synthetic"))
         return super().step(trainable, frozen, batch, rng, step)
 
@@ -208,7 +205,7 @@ class AdversarialDistillation(GeneratorDistillation):
     def discriminator_time(self, rng: Array, n: int) -> Array:
         """t̂ per sample: ADD's fixed t_F; LADD's ln(s(t̂) / sigma_data) ~ N(noise_mean, noise_std^2)
         (clipped to the process's noise range)."""
-        if self.settings.mode == "add":
+        if self.settings.method == "add":
             return jnp.full((n,), self.feature_time(), jnp.float32)
         s_min, s_max = self.sigma_range()
         log_s = self.settings.noise_mean + self.settings.noise_std * jax.random.normal(rng, (n,), jnp.float32)
@@ -216,14 +213,14 @@ class AdversarialDistillation(GeneratorDistillation):
 
     def discriminator_view(self, x0: Array, t: Array, rng: Array) -> Array:
         """What the feature network sees of a clean sample: itself (ADD) or alpha x0 + sigma eps (LADD)."""
-        if self.settings.mode == "add":
+        if self.settings.method == "add":
             return x0
         return self.noised(x0, rng, t)[0]
 
     def head_features(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> list[Array]:
         """The frozen teacher's features of x_t at t: unconditional for ADD (a fixed feature
         network); for LADD conditional, plus the noise-level column ln(s(t)) / 4."""
-        if self.settings.mode == "add":
+        if self.settings.method == "add":
             null = None if cond is None else jnp.full_like(cond, NULL_LABEL)
             return self.teacher.features(frozen["teacher"], x_t, t, null)
         features = self.teacher.features(frozen["teacher"], x_t, t, cond)

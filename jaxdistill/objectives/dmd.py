@@ -70,7 +70,6 @@ class DistributionMatchingSettings(GeneratorSettings):
     """Settings shared by VSD, DMD, DMD2 and f-distill; the subclasses below are the methods."""
 
     section: ClassVar[str] = "dmd"
-    mode: ClassVar[str] = ""
 
     # Noise levels of the score comparison: DMD / DMD2 draw t in [0.02, 0.98] T (Yin et al. 2024).
     u_range: tuple[float, float] = (0.02, 0.98)
@@ -113,7 +112,6 @@ class VSD(DistributionMatchingSettings):
     critic update per generator update, no regression and no GAN term."""
 
     method: ClassVar[str] = "vsd"
-    mode: ClassVar[str] = "vsd"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -121,7 +119,6 @@ class DMD(DistributionMatchingSettings):
     """DMD (Yin et al. 2024, CVPR): normalised score difference plus the regression loss."""
 
     method: ClassVar[str] = "dmd"
-    mode: ClassVar[str] = "dmd"
 
     regression_weight: float = 0.25  # lambda_reg = 0.25 (LPIPS in the paper, L2 here)
 
@@ -132,7 +129,6 @@ class DMD2(DistributionMatchingSettings):
     update (TTUR) and a GAN head with lambda_D = 1e-2, lambda_G = 3e-3; no regression loss."""
 
     method: ClassVar[str] = "dmd2"
-    mode: ClassVar[str] = "dmd2"
 
     critic_schedule: tuple[tuple[int, int], ...] = ((0, 5),)
     gan_critic_weight: float = 1e-2
@@ -145,7 +141,6 @@ class FDistill(DMD2):
     h(r) = r^2 f''(r); the paper's best one-step results use Jensen-Shannon."""
 
     method: ClassVar[str] = "fdistill"
-    mode: ClassVar[str] = "fdistill"
 
     divergence: str = "js"
 
@@ -191,7 +186,7 @@ class DistributionMatching(GeneratorDistillation):
 
     @property
     def normalised(self) -> bool:
-        return self.settings.mode != "vsd"
+        return self.settings.method != "vsd"
 
     @property
     def passes_per_sample(self) -> float:
@@ -299,7 +294,7 @@ class DistributionMatching(GeneratorDistillation):
         if self.normalised:
             scale = jnp.maximum(mean_per_sample(jnp.abs(jax.lax.stop_gradient(x_g) - d_teacher)), 1e-8)
             g = g / scale.reshape((-1,) + (1,) * (g.ndim - 1))
-        if self.settings.mode == "fdistill":
+        if self.settings.method == "fdistill":
             h = density_ratio_weight(self.head_logits(nets, frozen, x_t, t, cond), self.settings.divergence)
             h = h / jnp.maximum(jnp.mean(h), 1e-8)
             g = g * h.reshape((-1,) + (1,) * (g.ndim - 1))

@@ -82,7 +82,6 @@ class ScoreIdentitySettings(GeneratorSettings):
     """Settings shared by SiD, SiDA and SIM; the subclasses below are the methods."""
 
     section: ClassVar[str] = "sid"
-    mode: ClassVar[str] = ""
 
     # SiD code: sigma = Karras rho = 7 interpolation at u ~ U[0, tmax / 1000], tmax = 800.
     u_range: tuple[float, float] = (0.0, 0.8)
@@ -102,8 +101,8 @@ class ScoreIdentitySettings(GeneratorSettings):
             raise ValueError(f"huber_c must be > 0, got {self.huber_c}")
         if self.adv_critic_weight < 0 or self.adv_generator_weight < 0 or self.logit_clip <= 0:
             raise ValueError("adv_critic_weight and adv_generator_weight must be >= 0 and logit_clip > 0")
-        if (self.adv_critic_weight > 0 or self.adv_generator_weight > 0) and self.mode != "sida":
-            raise ValueError(f"adversarial weights > 0 are SiDA's (method sida), not {self.mode}'s")
+        if (self.adv_critic_weight > 0 or self.adv_generator_weight > 0) and self.method != "sida":
+            raise ValueError(f"adversarial weights > 0 are SiDA's (method sida), not {self.method}'s")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -111,7 +110,6 @@ class SiD(ScoreIdentitySettings):
     """Score identity Distillation (Zhou et al. 2024, ICML), alpha = 1.2."""
 
     method: ClassVar[str] = "sid"
-    mode: ClassVar[str] = "sid"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -121,7 +119,6 @@ class SiDA(ScoreIdentitySettings):
     lsg_gan / lsg = 1e-4."""
 
     method: ClassVar[str] = "sida"
-    mode: ClassVar[str] = "sida"
 
     alpha: float = 1.0
     adv_critic_weight: float = 1.0
@@ -133,7 +130,6 @@ class SIM(ScoreIdentitySettings):
     """Score Implicit Matching (Luo et al. 2024) with the pseudo-Huber distance."""
 
     method: ClassVar[str] = "sim"
-    mode: ClassVar[str] = "sim"
 
 
 # ---------------------------------------------------------------- pure losses
@@ -169,12 +165,12 @@ class ScoreIdentityDistillation(GeneratorDistillation):
             raise ValueError(f"ScoreIdentityDistillation takes SiD, SiDA or SIM settings, got {type(self.settings).__name__}")
         if self.teacher is None or self.critic is None:
             raise ValueError(f"{self.name} needs a teacher and a critic")
-        if self.settings.mode == "sida" and self.head is None:
+        if self.settings.method == "sida" and self.head is None:
             raise ValueError("sida needs a discriminator head on the critic's features")
 
     @property
     def adversarial(self) -> bool:
-        return self.settings.mode == "sida"
+        return self.settings.method == "sida"
 
     @property
     def passes_per_sample(self) -> float:
@@ -217,7 +213,7 @@ class ScoreIdentityDistillation(GeneratorDistillation):
         d_teacher = self.teacher_x0(teacher, x_t, t, cond)
         d_critic = self.critic.x0(critic["critic"], x_t, t, cond)
         scale = jax.lax.stop_gradient(jnp.maximum(mean_per_sample(jnp.abs(x_g - d_teacher)), WEIGHT_FLOOR))
-        if self.settings.mode == "sim":
+        if self.settings.method == "sim":
             # sim_loss(k, c) / k = sim_loss(1, c / k): the same value in x0 units, without the
             # k = alpha / sigma^2 (up to 2.5e5) factors whose float32 rounding made 8 sharded steps
             # drift 7e-4 from 1 device
@@ -226,7 +222,7 @@ class ScoreIdentityDistillation(GeneratorDistillation):
         else:
             per_sample = sid_loss(x_g, d_teacher, d_critic, self.settings.alpha) / scale
         loss = jnp.mean(per_sample)
-        metrics = {f"{'sim' if self.settings.mode == 'sim' else 'sid'}_loss": loss, "score_gap": jnp.mean(mean_per_sample(jnp.abs(d_teacher - d_critic)))}
+        metrics = {f"{'sim' if self.settings.method == 'sim' else 'sid'}_loss": loss, "score_gap": jnp.mean(mean_per_sample(jnp.abs(d_teacher - d_critic)))}
         if self.settings.adv_generator_weight > 0:
             logit = jnp.clip(self.head_logits(critic, frozen, x_t, t, cond), -self.settings.logit_clip, self.settings.logit_clip)
             adv = generator_gan_loss(logit, "nonsaturating") * jnp.mean(1.0 / scale)  # batch-mean BCE / w per sample
@@ -237,5 +233,5 @@ class ScoreIdentityDistillation(GeneratorDistillation):
 
 def build(ctx, settings: ScoreIdentitySettings) -> tuple[ScoreIdentityDistillation, PyTree]:
     """The SiD / SiDA / SIM objective of ``settings`` with the run's networks and teacher."""
-    parts, frozen = generator_parts(ctx, settings, critic=True, head=settings.mode == "sida")
+    parts, frozen = generator_parts(ctx, settings, critic=True, head=settings.method == "sida")
     return ScoreIdentityDistillation(settings=settings, **parts), frozen
