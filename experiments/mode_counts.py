@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from jaxdistill.build import load_run
+from jaxdistill.data.sources import mixture_of
 from jaxdistill.eval import metrics
 from jaxdistill.models.gaussian_mixture import MIXTURES
 from jaxdistill.train.sampling import class_labels, generate_samples
@@ -47,10 +48,10 @@ def grid_rows(means: np.ndarray, side: int = 5) -> np.ndarray:
 def run_samples(workdir: str, nfe: int, num: int):
     """(mixture name, mixture, samples, labels or None, title) of a trained run at ``nfe``."""
     run = load_run(workdir)
-    name = run.config.data.name
-    if name not in MIXTURES:
-        raise SystemExit(f"{workdir} trains on {name!r}; per-mode counts need a mixture benchmark {tuple(MIXTURES)}")
-    mixture, objective = MIXTURES[name](), run.built.objective
+    name, mixture = run.config.data.name, mixture_of(run.config.data)
+    if mixture is None:
+        raise SystemExit(f"{workdir} trains on {name!r}; per-mode counts need data drawn from a Gaussian mixture")
+    objective = run.built.objective
     labels = class_labels(objective.num_classes, num)
     x = generate_samples(objective, run.trainable, run.frozen, num, nfe=nfe, rng=jax.random.key(100), labels=labels)
     return name, mixture, x, labels, f"{workdir} (step {run.step}), NFE {nfe}"

@@ -1,5 +1,5 @@
-"""Small pieces several objectives share: option checks, parameter overlay for teacher
-initialisation, pass counts and noise-level draws."""
+"""What several objectives share: option checks, parameter overlay for teacher initialisation,
+pass counts, noise-level draws, and ``StudentDistillation``, the base of the single-student methods."""
 from __future__ import annotations
 
 import dataclasses
