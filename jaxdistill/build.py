@@ -106,11 +106,6 @@ class BuildContext:
     def num_classes(self) -> int:
         return int(self.config.network.num_classes)
 
-    @property
-    def section(self) -> ml_collections.ConfigDict:
-        """The method's own config section."""
-        return self.config[registry.section(self.config.method)]
-
     def optimizer(self):
         return make_optimizer(self.config.optim)
 
