@@ -11,7 +11,6 @@ Sampling guidance: --config.eval.guidance=W (within guided.w_min..w_max).
 """
 from jaxdistill import benchmarks
 from jaxdistill.benchmarks import digits
-from jaxdistill.objectives import registry
 
 
 def get_config(arg=None):
@@ -20,9 +19,6 @@ def get_config(arg=None):
     c.guided.start_steps = 8 if is_smoke else 16  # departure (paper: 1024): stage one and 4 halvings fit the budget
     c.eval.nfes = (1, 2, 4)  # the students of the last three stages, scored at their 1, 2 and 4 steps
     c.eval.guidance = 2.0  # sampled at our w = 2 (the paper's w = 1)
-    # Each stage restarts the optimiser (progressive.py), so warm-up and cosine decay span one stage, not the run:
-    first, per_stage = registry.settings(c).stage_lengths(c.train.num_steps)
-    c.optim.decay_steps = max(first, per_stage)
-    c.optim.warmup_steps = min(c.optim.warmup_steps, max(per_stage // 10, 1))  # at most a tenth of a stage
+    benchmarks.optimiser_per_stage(c)  # each stage restarts the optimiser: decay over the longest stage, warm-up within a tenth
     c.ema_decay = 0.99  # ~100-update horizon: a stage's EMA (the next stage's teacher) forgets the stage's start
     return c

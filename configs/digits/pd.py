@@ -8,7 +8,6 @@ Teacher: train configs/digits/teacher.py first (another run: --config.teacher.wo
 """
 from jaxdistill import benchmarks
 from jaxdistill.benchmarks import digits
-from jaxdistill.objectives import registry
 
 
 def get_config(arg=None):
@@ -16,9 +15,6 @@ def get_config(arg=None):
     c = digits.student("pd", arg)  # the paper's settings; equal stages, the first student starts from the teacher
     c.pd.start_steps = 8 if is_smoke else 32  # departure (paper: 1024): 5 halvings fit the budget (smoke: 3)
     c.eval.nfes = (1, 2, 4)  # the students of the last three stages, scored at their 1, 2 and 4 steps
-    # Each stage restarts the optimiser (progressive.py), so warm-up and cosine decay span one stage, not the run:
-    first, per_stage = registry.settings(c).stage_lengths(c.train.num_steps)
-    c.optim.decay_steps = max(first, per_stage)
-    c.optim.warmup_steps = min(c.optim.warmup_steps, max(per_stage // 10, 1))  # at most a tenth of a stage
+    benchmarks.optimiser_per_stage(c)  # each stage restarts the optimiser: decay over the longest stage, warm-up within a tenth
     c.ema_decay = 0.99  # ~100-update horizon: a stage's EMA (the next stage's teacher) forgets the stage's start
     return c

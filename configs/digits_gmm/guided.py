@@ -11,7 +11,6 @@ Sampling guidance: --config.eval.guidance=W (default 2.0, within guided.w_min..w
 """
 from jaxdistill import benchmarks
 from jaxdistill.benchmarks import digits_gmm
-from jaxdistill.objectives import registry
 
 
 def get_config(arg=None):
@@ -27,10 +26,7 @@ def get_config(arg=None):
         c.guided.start_steps = 32
         # Stage one also learns the denoiser from scratch, so it gets a third of the updates; the PD stages share the rest.
         c.guided.stage_one_steps = c.train.num_steps // 3
-    first, per_stage = registry.settings(c).stage_lengths(c.train.num_steps)
-    # Each stage restarts the optimiser: cosine decay over the longest stage, warm-up within a tenth of a stage.
-    c.optim.decay_steps = max(first, per_stage)
-    c.optim.warmup_steps = min(c.optim.warmup_steps, max(per_stage // 10, 1))
+    benchmarks.optimiser_per_stage(c)  # each stage restarts the optimiser: decay over the longest stage, warm-up within a tenth
     c.ema_decay = 0.995  # an EMA of ~200 updates forgets a stage's start within the stage
     c.eval.guidance = 2.0  # sampled at our w = 2, the paper's w = 1
     c.eval.nfes = (1, 2, 4)  # the students of the last three stages

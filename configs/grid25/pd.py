@@ -8,7 +8,6 @@ Usage: jaxdistill train --config configs/grid25/pd.py[:smoke] --workdir runs/gri
 """
 from jaxdistill import benchmarks
 from jaxdistill.benchmarks import grid25
-from jaxdistill.objectives import registry
 
 
 def get_config(arg=None):
@@ -21,10 +20,7 @@ def get_config(arg=None):
     # Stage 0 also learns the denoiser from scratch, so it gets a third of the updates; the later stages share the
     # rest (smoke: equal stages).
     c.pd.first_stage_steps = 0 if is_smoke else c.train.num_steps // 3
-    first, per_stage = registry.settings(c).stage_lengths(c.train.num_steps)
-    # Each stage restarts the optimiser: cosine decay over the longest stage, warm-up within a tenth of a stage.
-    c.optim.decay_steps = max(first, per_stage)
-    c.optim.warmup_steps = min(c.optim.warmup_steps, max(per_stage // 10, 1))
+    benchmarks.optimiser_per_stage(c)  # each stage restarts the optimiser: decay over the longest stage, warm-up within a tenth
     c.ema_decay = 0.995  # an EMA of ~200 updates forgets a stage's start within the stage
     c.eval.nfes = (1, 2, 4)  # the students of the last three stages
     return c

@@ -98,6 +98,14 @@ def few_step(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigD
     return c
 
 
+def optimiser_per_stage(c: ml_collections.ConfigDict) -> None:
+    """Progressive and guided distillation restart the optimiser at every stage: its cosine decay
+    spans the longest stage and its warm-up at most a tenth of a stage."""
+    first, per_stage = registry.settings(c).stage_lengths(int(c.train.num_steps))
+    c.optim.decay_steps = max(first, per_stage)
+    c.optim.warmup_steps = min(int(c.optim.warmup_steps), max(per_stage // 10, 1))
+
+
 def mlp(num_classes: int = 0, width: int = 256, depth: int = 3) -> ml_collections.ConfigDict:
     net = default_network_config("mlp")
     net.width, net.depth, net.num_classes = width, depth, num_classes
