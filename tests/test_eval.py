@@ -12,9 +12,12 @@ from jaxdistill.eval.metrics import (
     class_accuracy,
     frechet_distance,
     frechet_from_features,
+    median_bandwidths,
     mixture_label_metrics,
     mmd_rbf,
+    mmd_rbf_per_bandwidth,
     mode_coverage,
+    multiscale_bandwidths,
     precision_recall,
     random_directions,
     sliced_wasserstein2,
@@ -66,10 +69,29 @@ def test_mmd_matches_naive(unbiased):
     x, y = RNG.normal(size=(20, 3)), RNG.normal(0.7, 1.0, size=(15, 3))
     bws = [0.5, 1.0, 2.0]
     np.testing.assert_allclose(mmd_rbf(x, y, bws, unbiased=unbiased), _naive_mmd(x, y, bws, unbiased), atol=1e-5)
-    # Default bandwidths: median pooled pairwise distance x {0.5, 1, 2}.
     med = np.median(scipy.spatial.distance.pdist(np.concatenate([x, y])))
-    expected = _naive_mmd(x, y, [0.5 * med, med, 2 * med], unbiased)
-    np.testing.assert_allclose(mmd_rbf(x, y, unbiased=unbiased), expected, atol=1e-5)
+    np.testing.assert_allclose(median_bandwidths(x, y), [0.5 * med, med, 2 * med], rtol=1e-5)
+    # Default bandwidths: twice the median pooled distance, halved down to the median 5th-neighbour distance.
+    pooled = scipy.spatial.distance.squareform(scipy.spatial.distance.pdist(np.concatenate([x, y])))
+    near = np.median(np.sort(pooled, axis=1)[:, 5])
+    ladder = [2 * med / 2**j for j in range(10) if 2 * med / 2**j >= near]
+    np.testing.assert_allclose(multiscale_bandwidths(x, y), ladder, rtol=1e-5)
+    np.testing.assert_allclose(mmd_rbf(x, y, unbiased=unbiased), _naive_mmd(x, y, ladder, unbiased), atol=1e-5)
+
+
+def test_multiscale_mmd_sees_error_inside_modes_the_median_kernel_misses():
+    """Two sets with the same well-separated modes, one blurred inside each mode (std 0.1 -> 0.3):
+    the median kernel (scale ~ the mode spacing) barely tells them apart; the multi-scale one does."""
+    centres = RNG.choice(np.array([[-10.0, 0.0], [10.0, 0.0], [0.0, 10.0], [0.0, -10.0]]), size=3000)
+    reference, sharp, blurred = (centres + std * RNG.normal(size=centres.shape) for std in (0.1, 0.1, 0.3))
+    sharp, blurred = sharp[RNG.permutation(3000)], blurred[RNG.permutation(3000)]
+    median_kernel = [mmd_rbf(s, reference, median_bandwidths(s, reference)) for s in (sharp, blurred)]
+    multi_scale = [mmd_rbf(s, reference) for s in (sharp, blurred)]
+    bandwidths = multiscale_bandwidths(blurred, reference)
+    per_scale = mmd_rbf_per_bandwidth(blurred, reference, bandwidths)
+    assert abs(median_kernel[1]) < 5 * abs(median_kernel[0]) + 1e-4  # lost in the sampling noise
+    assert multi_scale[1] > 30 * abs(multi_scale[0])
+    assert np.max(per_scale[np.asarray(bandwidths) > 5.0]) < 1e-3 < np.max(per_scale)  # kernels at the modes' scale see it
 
 
 def test_mmd_identical_and_chunked():

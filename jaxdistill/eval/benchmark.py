@@ -74,7 +74,8 @@ class Evaluator:
         labels = None if labels is None else np.asarray(labels)[finite]
         ref = self.reference.reshape(len(self.reference), -1)
         out["sw2"] = float(metrics.sliced_wasserstein2(flat, ref))
-        out["mmd"] = float(metrics.mmd_rbf(flat, ref))
+        out["mmd"] = metrics.mmd_rbf(flat, ref)  # multi-scale: kernels from the modes' scale up
+        out["mmd_median"] = metrics.mmd_rbf(flat, ref, metrics.median_bandwidths(flat, ref))  # the median heuristic alone
         if self.mixture is not None:
             assign = np.asarray(self.mixture.assign(samples))
             out["mode_coverage"] = float(metrics.mode_coverage(assign, np.asarray(self.mixture.weights)))

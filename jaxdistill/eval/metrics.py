@@ -70,44 +70,73 @@ def _sq_dists(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def _rbf_sum(a: jax.Array, b: jax.Array, bandwidths: jax.Array) -> jax.Array:
+def _rbf_sums(a: jax.Array, b: jax.Array, bandwidths: jax.Array) -> jax.Array:
+    """``[sum_ij exp(-|a_i - b_j|^2 / (2 s^2)) for s in bandwidths]``."""
     d = _sq_dists(a, b)
-    return sum(jnp.sum(jnp.exp(-d / (2.0 * bandwidths[i] ** 2))) for i in range(bandwidths.shape[0]))
+    return jnp.stack([jnp.sum(jnp.exp(-d / (2.0 * bandwidths[i] ** 2))) for i in range(bandwidths.shape[0])])
 
 
-def _kernel_total(a: np.ndarray, b: np.ndarray, bandwidths: jax.Array) -> float:
-    return float(sum(float(_rbf_sum(a[i : i + _CHUNK], b, bandwidths)) for i in range(0, a.shape[0], _CHUNK)))
+def _kernel_totals(a: np.ndarray, b: np.ndarray, bandwidths: jax.Array) -> np.ndarray:
+    return sum(np.asarray(_rbf_sums(a[i : i + _CHUNK], b, bandwidths), np.float64) for i in range(0, a.shape[0], _CHUNK))
+
+
+def _pooled_subsample(x: np.ndarray, y: np.ndarray, max_points: int, seed: int) -> np.ndarray:
+    z = np.concatenate([_flat(x), _flat(y)])
+    if z.shape[0] > max_points:
+        z = z[np.random.default_rng(seed).choice(z.shape[0], max_points, replace=False)]
+    return z
 
 
 def median_bandwidth(x, y, max_points: int = 1000, seed: int = 0) -> float:
     """Median pairwise Euclidean distance of the pooled sample (random subsample of ``max_points``)."""
-    z = np.concatenate([_flat(x), _flat(y)])
-    if z.shape[0] > max_points:
-        z = z[np.random.default_rng(seed).choice(z.shape[0], max_points, replace=False)]
+    z = _pooled_subsample(x, y, max_points, seed)
     d = np.sqrt(np.asarray(_sq_dists(z, z)))
     return float(np.median(d[np.triu_indices(z.shape[0], k=1)]))
 
 
-def mmd_rbf(x, y, bandwidths: Optional[Sequence[float]] = None, unbiased: bool = True) -> float:
-    """Squared MMD (Gretton et al. 2012) with ``k(a, b) = sum_s exp(-|a - b|^2 / (2 s^2))``.
+def median_bandwidths(x, y) -> list[float]:
+    """The median heuristic's three bandwidths, ``{0.5, 1, 2} x`` :func:`median_bandwidth`."""
+    med = max(median_bandwidth(x, y), 1e-12)
+    return [0.5 * med, med, 2.0 * med]
 
-    ``unbiased=True`` is the U-statistic (diagonals of ``Kxx``/``Kyy`` excluded,
-    may be slightly negative); ``unbiased=False`` is the V-statistic
-    ``mean(Kxx) + mean(Kyy) - 2 mean(Kxy) >= 0``, exactly 0 for identical sets.
-    Default bandwidths: :func:`median_bandwidth` (on a 1,000-point subsample of
-    the pooled data) times {0.5, 1, 2}.
+
+def multiscale_bandwidths(x, y, k: int = 5, max_points: int = 1000, seed: int = 0) -> list[float]:
+    """Bandwidths from the data's local scale up to its global one, a factor 2 apart.
+
+    The smallest is the median distance to the ``k``-th nearest neighbour in a pooled
+    subsample (the scale inside a mode), the largest twice the median pairwise distance (the
+    scale between modes): ``2 med / 2^j`` for ``j = 0, 1, ...`` down to the local scale. A kernel
+    at the median distance alone is blind to error inside a mode; the small ones see it.
     """
+    z = _pooled_subsample(x, y, max_points, seed)
+    d = np.sqrt(np.asarray(_sq_dists(z, z)))
+    far = 2.0 * max(float(np.median(d[np.triu_indices(z.shape[0], k=1)])), 1e-12)
+    near = min(max(float(np.median(np.partition(d, k, axis=1)[:, k])), far * 2.0**-20), far)
+    return [far * 2.0**-j for j in range(int(np.floor(np.log2(far / near))) + 1)]
+
+
+def mmd_rbf_per_bandwidth(x, y, bandwidths: Sequence[float], unbiased: bool = True) -> np.ndarray:
+    """Squared MMD (Gretton et al. 2012) of each Gaussian kernel ``exp(-|a - b|^2 / (2 s^2))``,
+    one per bandwidth ``s``, from one pass over the pairs.
+
+    ``unbiased=True`` is the U-statistic (diagonals of ``Kxx``/``Kyy`` excluded, may be slightly
+    negative); ``unbiased=False`` is the V-statistic ``mean(Kxx) + mean(Kyy) - 2 mean(Kxy) >= 0``,
+    exactly 0 for identical sets."""
     x, y = _flat(x), _flat(y)
-    if bandwidths is None:
-        med = max(median_bandwidth(x, y), 1e-12)
-        bandwidths = [0.5 * med, med, 2.0 * med]
     bw = jnp.asarray(bandwidths, jnp.float32)
-    n, m, nk = x.shape[0], y.shape[0], len(bandwidths)
-    kxx, kyy, kxy = _kernel_total(x, x, bw), _kernel_total(y, y, bw), _kernel_total(x, y, bw)
-    if unbiased:
-        # k(a, a) = number of kernels, so the diagonal sums to n * nk.
-        return (kxx - n * nk) / (n * (n - 1)) + (kyy - m * nk) / (m * (m - 1)) - 2.0 * kxy / (n * m)
+    n, m = x.shape[0], y.shape[0]
+    kxx, kyy, kxy = _kernel_totals(x, x, bw), _kernel_totals(y, y, bw), _kernel_totals(x, y, bw)
+    if unbiased:  # k(a, a) = 1, so each diagonal sums to n
+        return (kxx - n) / (n * (n - 1)) + (kyy - m) / (m * (m - 1)) - 2.0 * kxy / (n * m)
     return kxx / n**2 + kyy / m**2 - 2.0 * kxy / (n * m)
+
+
+def mmd_rbf(x, y, bandwidths: Optional[Sequence[float]] = None, unbiased: bool = True) -> float:
+    """Squared MMD with the kernel ``k(a, b) = sum_s exp(-|a - b|^2 / (2 s^2))`` (the sum of
+    :func:`mmd_rbf_per_bandwidth`). Default bandwidths: :func:`multiscale_bandwidths`."""
+    if bandwidths is None:
+        bandwidths = multiscale_bandwidths(x, y)
+    return float(np.sum(mmd_rbf_per_bandwidth(x, y, bandwidths, unbiased)))
 
 
 def assignment_counts(assignments, num_components: int) -> np.ndarray:
