@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdistill.config import OBJECT_TEACHER, validate
+from jaxdistill.config import OBJECT_TEACHER, base_config, validate
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.state import make_optimizer
 from jaxdistill.core.types import PyTree
@@ -23,6 +23,7 @@ from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
+from jaxdistill.train.sampling import class_labels
 
 
 @dataclasses.dataclass
@@ -179,6 +180,8 @@ def build(
             source = make_source(config.data)
         except (ValueError, KeyError, FileNotFoundError) as err:
             raise ConfigError(f"data: {err}") from err
+    if len(source) < int(config.batch_size):
+        raise ConfigError(f"the data source holds {len(source)} records, fewer than one batch (batch_size={config.batch_size}): lower batch_size or raise data.size")
     event_shape = tuple(source[0]["x"].shape)
     objective, frozen = registry.build(BuildContext(config, event_shape, teacher))
     return Built(config, objective, frozen, event_shape, source)
@@ -193,6 +196,18 @@ class Run:
     trainable: dict
     frozen: PyTree
     step: int
+
+    def nfe_problem(self, nfe: int) -> Optional[str]:
+        """Why the run's generator cannot take ``nfe`` evaluations, or None if it can (only traced)."""
+        objective = self.built.objective
+        labels = class_labels(objective.num_classes, 1)
+        cond = None if labels is None else jnp.asarray(labels)
+        rng = jax.random.key(0)
+        try:
+            jax.eval_shape(lambda: objective.generate(self.trainable, self.frozen, objective.prior(rng, 1), cond, nfe=nfe, rng=rng))
+        except ValueError as err:
+            return f"{err} (this {self.config.method} run evaluates NFEs {tuple(objective.eval_nfes)} by default)"
+        return None
 
 
 def load_run(
@@ -209,17 +224,59 @@ def load_run(
     if not os.path.isdir(ckpt_dir):
         raise CheckpointError(f"no checkpoints in {workdir!r}: train there first (jaxdistill train --workdir ...)")
     checkpointer = Checkpointer(ckpt_dir, async_save=False)
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise CheckpointError(f"no finished checkpoint in {ckpt_dir}")
-    config = config_from_json(checkpointer.restore_config(step))
-    built = build(config, source=source, teacher=teacher)
-    abstract = abstract_trainable(built)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    shardings = jax.tree.map(lambda _: device, abstract)
-    trainable = checkpointer.restore(step, abstract_like(abstract, shardings))
-    checkpointer.close()
+    try:
+        step = _pick_step(checkpointer, step)
+        config = _saved_config(checkpointer, step)
+        built = build(config, source=source, teacher=teacher)
+        abstract = abstract_trainable(built)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        shardings = jax.tree.map(lambda _: device, abstract)
+        try:
+            trainable = checkpointer.restore(step, abstract_like(abstract, shardings))
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}{_other_steps(checkpointer, step)}") from err
+    finally:
+        checkpointer.close()
     return Run(config, built, trainable, built.frozen, int(step))
+
+
+def _pick_step(checkpointer: Checkpointer, step: Optional[int]) -> int:
+    """``step``, or the latest finished one; a CheckpointError listing the steps there are."""
+    steps = sorted(checkpointer.manager.all_steps())
+    if not steps:
+        raise CheckpointError(f"no finished checkpoint in {checkpointer.directory}")
+    if step is None:
+        return steps[-1]
+    if step not in steps:
+        raise CheckpointError(f"no checkpoint step {step} in {checkpointer.directory}; its steps are {', '.join(map(str, steps))}")
+    return step
+
+
+def _other_steps(checkpointer: Checkpointer, step: int) -> str:
+    """A hint naming the run's other checkpoint steps (to read with ``step`` / ``--step``)."""
+    others = [s for s in sorted(checkpointer.manager.all_steps()) if s != step]
+    return f" Other steps to read (--step): {', '.join(map(str, others))}." if others else ""
+
+
+def _saved_config(checkpointer: Checkpointer, step: int) -> ml_collections.ConfigDict:
+    """The run config saved with checkpoint ``step``; a CheckpointError if it is unreadable."""
+    try:
+        saved = checkpointer.restore_config(step)
+        problem = _run_config_problem(saved)
+    except ValueError as err:  # not JSON, or not UTF-8
+        problem = f"{type(err).__name__}: {err}"
+    if problem:
+        raise CheckpointError(f"the saved config of checkpoint step {step} in {checkpointer.directory} is corrupt ({problem}).{_other_steps(checkpointer, step)}")
+    return config_from_json(saved)
+
+
+def _run_config_problem(saved: Any) -> Optional[str]:
+    """What keeps the JSON ``saved`` from being a run config (a field every run has is missing), or None."""
+    if not isinstance(saved, dict):
+        return f"a JSON {type(saved).__name__}, not a run config"
+    sections = {registry.section(method) for method in registry.METHODS}
+    missing = [key for key in base_config() if key not in saved and key not in sections]
+    return f"no field {', '.join(missing)}" if missing else None
 
 
 def abstract_trainable(built: Built) -> dict:

@@ -49,12 +49,51 @@ def _parse_nfes(text: Optional[str]) -> Optional[list[int]]:
     return nfes
 
 
+def _file_in_the_way(path: str) -> Optional[str]:
+    """The file that keeps ``path`` from being a folder: ``path`` or the nearest existing folder above it."""
+    found = os.path.abspath(path)
+    while not os.path.exists(found):
+        found = os.path.dirname(found)
+    return None if os.path.isdir(found) else found
+
+
+def _require_folder(path: str, flag: str) -> None:
+    """A ConfigError naming ``flag`` if ``path`` cannot be a folder."""
+    blocker = _file_in_the_way(path)
+    if blocker:
+        raise ConfigError(f"{flag} {path!r}: {blocker!r} is a file, not a folder")
+
+
+def _output_file(path: str, flag: str) -> str:
+    """``path``; a ConfigError naming ``flag`` if it is a folder or a file stands where its folder would be."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path!r} is a folder; name a file")
+    blocker = _file_in_the_way(os.path.dirname(os.path.abspath(path)))
+    if blocker:
+        raise ConfigError(f"{flag} {path!r}: {blocker!r} is a file, not a folder")
+    return path
+
+
+def _make_folder_of(path: str) -> None:
+    """Create the folder of the output file ``path`` (and the folders above it) if missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def _require_nfes(run, nfes: Sequence[int], flag: str) -> None:
+    """A ConfigError naming ``flag`` if the run's generator cannot take one of ``nfes``."""
+    for nfe in nfes:
+        problem = run.nfe_problem(nfe)
+        if problem:
+            raise ConfigError(f"{flag} {nfe}: {problem}")
+
+
 def cmd_train(args, overrides: list[str]) -> int:
     from jaxdistill import config as config_lib
     from jaxdistill.build import build
     from jaxdistill.train.engine import Trainer
     from jaxdistill.train.mesh import maybe_initialize_distributed
 
+    _require_folder(args.workdir, "--workdir")
     config = config_lib.load(args.config, overrides)
     maybe_initialize_distributed(config.distributed)
     built = build(config)
@@ -76,13 +115,14 @@ def cmd_sample(args, overrides: list[str]) -> int:
     from jaxdistill.train.sampling import generate_samples
 
     if args.num < 1 or args.nfe < 1:
-        raise ConfigError("--num and --nfe must be positive")
-    run = load_run(args.workdir)
+        raise ConfigError(f"--num and --nfe must be positive, got --num {args.num} --nfe {args.nfe}")
+    out = _output_file(args.out or os.path.join(args.workdir, f"samples_nfe{args.nfe}.npz"), "--out")
+    run = load_run(args.workdir, args.step)
+    _require_nfes(run, [args.nfe], "--nfe")
     samples = generate_samples(
         run.built.objective, run.trainable, run.frozen, args.num, nfe=args.nfe, rng=jax.random.key(args.seed)
     )
-    out = args.out or os.path.join(args.workdir, f"samples_nfe{args.nfe}.npz")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    _make_folder_of(out)
     np.savez(out, x=samples)
     png = os.path.splitext(out)[0] + ".png"
     save_sample_figure(samples, png, title=f"{run.config.method} nfe={args.nfe} step {run.step}")
@@ -94,9 +134,14 @@ def cmd_eval(args, overrides: list[str]) -> int:
     from jaxdistill.build import load_run
     from jaxdistill.eval.benchmark import evaluate_run, format_table
 
-    run = load_run(args.workdir)
-    report = evaluate_run(run, nfes=_parse_nfes(args.nfes), num_samples=args.num)
-    out = args.out or os.path.join(args.workdir, "eval.json")
+    if args.num is not None and args.num < 1:
+        raise ConfigError(f"--num must be a positive number of samples per NFE, got {args.num}")
+    nfes = _parse_nfes(args.nfes)
+    out = _output_file(args.out or os.path.join(args.workdir, "eval.json"), "--out")
+    run = load_run(args.workdir, args.step)
+    _require_nfes(run, nfes or [], "--nfes")
+    report = evaluate_run(run, nfes=nfes, num_samples=args.num)
+    _make_folder_of(out)
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
     print(format_table(report))
@@ -110,15 +155,16 @@ def cmd_data(args, overrides: list[str]) -> int:
     from jaxdistill import config as config_lib
     from jaxdistill.data.sources import make_source
 
+    if args.num < 1:
+        raise ConfigError(f"--num must be positive, got {args.num}")
+    _output_file(args.out, "--out")
     config = config_lib.load(args.config, overrides)
     source = make_source(config.data)
-    if args.num < 1:
-        raise ConfigError("--num must be positive")
     n = min(args.num, len(source))
     records = [source[i] for i in range(n)]
     x = np.stack([r["x"] for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    _make_folder_of(args.out)
     np.savez(args.out, x=x, label=labels)
     print(f"wrote {n} samples of shape {x.shape[1:]} from data source {config.data.name!r} to {args.out}")
     return 0
@@ -127,14 +173,16 @@ def cmd_data(args, overrides: list[str]) -> int:
 def cmd_snapshot(args, overrides: list[str]) -> int:
     from jaxdistill.snapshot import save_snapshot
 
-    save_snapshot(args.workdir, args.out)
-    print(f"wrote the latest checkpoint of {args.workdir} to {args.out}")
+    _output_file(args.out, "--out")
+    save_snapshot(args.workdir, args.out, step=args.step)
+    print(f"wrote the {'latest checkpoint' if args.step is None else f'checkpoint step {args.step}'} of {args.workdir} to {args.out}")
     return 0
 
 
 def cmd_restore(args, overrides: list[str]) -> int:
     from jaxdistill.snapshot import restore_snapshot
 
+    _require_folder(args.workdir, "--workdir")
     restore_snapshot(args.snapshot, args.workdir)
     print(f"restored {args.snapshot} into {args.workdir}")
     return 0
@@ -164,6 +212,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample")
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step", type=int, default=None, help="the checkpoint step to read (default: the latest)")
     p.add_argument("--out", default=None, help="output .npz (a .png plot is written beside it)")
     p.set_defaults(func=cmd_sample)
 
@@ -171,7 +220,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--nfes", default=None, help="comma-separated NFEs (default: the objective's own)")
     p.add_argument("--num", type=int, default=None, help="samples per NFE (default: config.eval.num_samples)")
-    p.add_argument("--out", default=None, help="output JSON (default: WORKDIR/eval.json)")
+    p.add_argument("--out", default=None, help="output JSON (default: WORKDIR/eval.json; missing folders are created)")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint step to read (default: the latest)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="dump real samples of a config's data source")
@@ -183,6 +233,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", help="write a run's latest checkpoint (every network state) to one .npz")
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint step to read (default: the latest)")
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("restore", help="write a snapshot back as a run folder (an empty --workdir)")
@@ -209,7 +260,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ConfigError(f"'{args.command}' takes no --config.* overrides")
         return args.func(args, overrides)
     except (ConfigError, CheckpointError) as err:
-        print(f"jaxdistill: error: {err}", file=sys.stderr)
+        message = " ".join(str(err).splitlines())
+        print(f"jaxdistill: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -11,6 +11,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import numbers
 import os
 from typing import Any, Optional, Sequence
 
@@ -152,7 +153,32 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {num_devices} devices")
     if any(int(n) < 1 for n in config.eval.nfes):
         raise ConfigError(f"eval.nfes must be positive integers, got {tuple(config.eval.nfes)}")
+    _check_mesh(config.mesh, num_devices)
+    _check_data_and_seeds(config)
     return config
+
+
+def _check_mesh(mesh: ml_collections.ConfigDict, num_devices: Optional[int]) -> None:
+    """Mesh sizes that no device set fits; ``make_mesh`` checks the exact device count."""
+    fsdp, data = int(mesh.fsdp), int(mesh.data)
+    if fsdp < 1:
+        raise ConfigError(f"mesh.fsdp={fsdp} must be >= 1")
+    if data != -1 and data < 1:
+        raise ConfigError(f"mesh.data={data} must be >= 1, or -1 for every device mesh.fsdp leaves")
+    needed = fsdp * max(data, 1)
+    if num_devices is not None and needed > num_devices:
+        sizes = f"mesh.fsdp={fsdp}" if data == -1 else f"mesh.data={data} x mesh.fsdp={fsdp}"
+        raise ConfigError(f"{sizes} needs {needed} devices; there are {num_devices} (mesh.data=-1 takes every device mesh.fsdp leaves)")
+
+
+def _check_data_and_seeds(config: ml_collections.ConfigDict) -> None:
+    """``data.size`` holds one batch; every seed fits the 32 bits every random generator takes."""
+    if "size" in config.data and int(config.data.size) < int(config.batch_size):
+        raise ConfigError(f"data.size={config.data.size} is smaller than one batch (batch_size={config.batch_size})")
+    seeds = {"seed": config.seed, **{f"data.{k}": config.data[k] for k in ("seed", "mixture_seed") if k in config.data}}
+    for field, value in seeds.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
+            raise ConfigError(f"{field}={value!r} must be an integer in [0, 2**32)")
 
 
 def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

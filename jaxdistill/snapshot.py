@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+import zipfile
+import zlib
+from typing import Any, Optional
 
 import jax
 import numpy as np
@@ -21,9 +23,9 @@ from jaxdistill.train.checkpoint import Checkpointer, CheckpointError
 _META = ("config", "step", "info", "num_leaves")
 
 
-def save_snapshot(workdir: str, path: str, info: Optional[dict] = None) -> None:
-    """Write the latest checkpoint of ``workdir`` (and ``info``) to ``path`` (.npz)."""
-    run = load_run(workdir)
+def save_snapshot(workdir: str, path: str, info: Optional[dict] = None, step: Optional[int] = None) -> None:
+    """Write the latest checkpoint of ``workdir`` (or ``step``) and ``info`` to ``path`` (.npz)."""
+    run = load_run(workdir, step)
     leaves = jax.tree.leaves(jax.device_get(run.trainable))
     arrays = {f"leaf{i:05d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     meta = {
@@ -43,13 +45,26 @@ def _require_file(path: str) -> None:
         raise CheckpointError(f"no snapshot file {path!r}")
 
 
+def _read(path: str, leaves: bool = False) -> dict[str, Any]:
+    """The snapshot at ``path``: its JSON fields decoded, its step and, if ``leaves``, every leaf in
+    tree order; a CheckpointError if it is no readable snapshot."""
+    _require_file(path)
+    try:
+        with np.load(path) as data:
+            missing = [k for k in _META if k not in data]
+            if missing:
+                raise CheckpointError(f"{path!r} is not a jaxdistill snapshot (missing {missing})")
+            snapshot = {"config": json.loads(str(data["config"])), "info": json.loads(str(data["info"])), "step": int(data["step"])}
+            if leaves:
+                snapshot["leaves"] = [data[f"leaf{i:05d}"] for i in range(int(data["num_leaves"]))]
+            return snapshot
+    except (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError, zipfile.BadZipFile, zlib.error) as err:
+        raise CheckpointError(f"{path!r} is not a readable jaxdistill snapshot (.npz): {type(err).__name__}: {err}") from err
+
+
 def snapshot_config(path: str) -> dict:
     """The saved run config of a snapshot, as a JSON dict."""
-    _require_file(path)
-    with np.load(path) as data:
-        if "config" not in data:
-            raise CheckpointError(f"{path!r} is not a jaxdistill snapshot (no saved config)")
-        return json.loads(str(data["config"]))
+    return _read(path)["config"]
 
 
 def restore_snapshot(path: str, workdir: str) -> dict:
@@ -61,18 +76,13 @@ def restore_snapshot(path: str, workdir: str) -> dict:
     ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
     if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
         raise CheckpointError(f"{workdir!r} already holds checkpoints; restore the snapshot into an empty folder")
-    with np.load(path) as data:
-        missing = [k for k in _META if k not in data]
-        if missing:
-            raise CheckpointError(f"{path!r} is not a jaxdistill snapshot (missing {missing})")
-        config = config_from_json(json.loads(str(data["config"])))
-        step, info = int(data["step"]), json.loads(str(data["info"]))
-        leaves = [data[f"leaf{i:05d}"] for i in range(int(data["num_leaves"]))]
+    snapshot = _read(path, leaves=True)
+    config, leaves = config_from_json(snapshot["config"]), snapshot["leaves"]
     abstract = abstract_trainable(build(config))
     expected, treedef = jax.tree.flatten(abstract)
     if [(a.shape, a.dtype) for a in expected] != [(b.shape, b.dtype) for b in leaves]:
         raise CheckpointError(f"snapshot {path!r} does not match the networks its config builds (changed code?)")
     checkpointer = Checkpointer(ckpt_dir, async_save=False)
-    checkpointer.save(step, jax.tree.unflatten(treedef, leaves), config, force=True)
+    checkpointer.save(snapshot["step"], jax.tree.unflatten(treedef, leaves), config, force=True)
     checkpointer.close()
-    return info
+    return snapshot["info"]

@@ -24,25 +24,30 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.types import PyTree
 
 MESH_AXES = ("data", "fsdp")
 BATCH_SPEC = P(MESH_AXES)
 
 
+def mesh_shape(cfg: Optional[ml_collections.ConfigDict], num_devices: int) -> tuple[int, int]:
+    """(data, fsdp) sizes of ``cfg`` on ``num_devices``; a ConfigError naming the field if they do not fit."""
+    fsdp = int(cfg.fsdp) if cfg is not None else 1
+    data = int(cfg.data) if cfg is not None else -1
+    if fsdp < 1 or num_devices % fsdp:
+        raise ConfigError(f"mesh.fsdp={fsdp} must be >= 1 and divide the device count {num_devices}")
+    if data == -1:
+        data = num_devices // fsdp
+    if data * fsdp != num_devices:
+        raise ConfigError(f"mesh.data * mesh.fsdp = {data} * {fsdp} must equal the device count {num_devices} (use mesh.data=-1)")
+    return data, fsdp
+
+
 def make_mesh(cfg: Optional[ml_collections.ConfigDict] = None, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     """Mesh with axes (data, fsdp); ``cfg.data = -1`` takes all devices not used by fsdp."""
     devices = list(jax.devices() if devices is None else devices)
-    fsdp = int(cfg.fsdp) if cfg is not None else 1
-    data = int(cfg.data) if cfg is not None else -1
-    n = len(devices)
-    if fsdp < 1 or n % fsdp:
-        raise ValueError(f"mesh.fsdp={fsdp} must be >= 1 and divide the device count {n}")
-    if data == -1:
-        data = n // fsdp
-    if data * fsdp != n:
-        raise ValueError(f"mesh.data * mesh.fsdp = {data} * {fsdp} must equal the device count {n} (use data=-1)")
-    return Mesh(np.asarray(devices).reshape(data, fsdp), MESH_AXES)
+    return Mesh(np.asarray(devices).reshape(mesh_shape(cfg, len(devices))), MESH_AXES)
 
 
 def key_path_str(path: tuple) -> str:
