@@ -567,22 +567,58 @@ def write_outputs(report: dict, out_dir: str) -> None:
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+RESULTS_PAGE = "docs/results.md"
+SUMMARY_NFES = (1, 4)
 
 
-def update_readme(out_dir: str, readme: str = "README.md") -> None:
-    """Replace the README block between the results markers with every benchmark's table in
-    ``out_dir`` (not only those just run, so ``--benchmarks digits --readme`` keeps the others)."""
-    text = open(readme).read()
+def replace_block(path: str, block: str) -> None:
+    """Replace the text between the results markers of ``path`` with ``block``."""
+    text = open(path).read()
     if README_START not in text or README_END not in text:
-        raise SystemExit(f"{readme} has no {README_START} ... {README_END} block")
+        raise SystemExit(f"{path} has no {README_START} ... {README_END} block")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w") as f:
+        f.write(head + README_START + "\n" + block + README_END + tail)
+
+
+def update_results_page(out_dir: str, page: str = RESULTS_PAGE) -> None:
+    """Every benchmark's full table in ``out_dir`` (not only those just run, so ``--benchmarks
+    digits --readme`` keeps the others) into the results block of ``page``."""
+    image_dir = os.path.relpath(out_dir, os.path.dirname(os.path.abspath(page)))
     parts = []
     for name in [n for n in HEADLINE if os.path.exists(os.path.join(out_dir, f"{n}.md"))]:
         md = open(os.path.join(out_dir, f"{name}.md")).read()
-        parts.append(md + f"\n![{name}]({out_dir}/{name}.png)\n")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    with open(readme, "w") as f:
-        f.write(head + README_START + "\n" + "\n".join(parts) + README_END + tail)
+        parts.append(md + f"\n![{name}]({image_dir}/{name}.png)\n")
+    replace_block(page, "\n".join(parts))
+
+
+def summary_markdown(out_dir: str) -> str:
+    """One row per method: each benchmark's headline metric at 1 and 4 NFE, then the teachers'
+    best and the noise floors (full tables: ``RESULTS_PAGE``)."""
+    reports = {n: read_json(os.path.join(out_dir, f"{n}.json")) for n in HEADLINE}
+    reports = {n: r for n, r in reports.items() if r is not None}
+    columns = [(n, nfe) for n in reports for nfe in SUMMARY_NFES]
+    header = "| method | " + " | ".join(f"{n} {HEADLINE[n]} @ {nfe} NFE" for n, nfe in columns) + " |"
+    lines = [header, "|---" * (len(columns) + 1) + "|"]
+    methods = dict.fromkeys(m for r in reports.values() for m in r["students"])
+
+    def cell(name: str, method: str, nfe: int) -> str:
+        point = reports[name]["students"].get(method, {}).get("by_nfe", {}).get(str(nfe))
+        return "–" if point is None else f"{point[HEADLINE[name]]:.3g}"
+
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(cell(n, method, nfe) for n, nfe in columns) + " |")
+    best = {n: teacher_best(r, HEADLINE[n]) for n, r in reports.items()}
+    lines.append("| *teacher, best sampler* | " + " | ".join(f"{best[n][0]:.3g} ({best[n][1]})" if i == 0 else "" for n in reports for i in range(len(SUMMARY_NFES))) + " |")
+    lines.append("| *noise floor* | " + " | ".join(f"{reports[n]['noise_floor'][HEADLINE[n]]:.3g}" if i == 0 else "" for n in reports for i in range(len(SUMMARY_NFES))) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(out_dir: str, readme: str = "README.md", page: str = RESULTS_PAGE) -> None:
+    """The full tables into ``page`` and the summary table into ``readme``."""
+    update_results_page(out_dir, page)
+    replace_block(readme, summary_markdown(out_dir))
 
 
 def main() -> None:
@@ -594,7 +630,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", default="runs")
     parser.add_argument("--out", default="results")
-    parser.add_argument("--readme", action="store_true", help="also rewrite the results block of README.md")
+    parser.add_argument("--readme", action="store_true", help=f"also rewrite the summary in README.md and the tables in {RESULTS_PAGE}")
     args = parser.parse_args()
     names = args.benchmarks.split(",")
     for name in names:

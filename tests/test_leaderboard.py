@@ -16,6 +16,7 @@ _SPEC = importlib.util.spec_from_file_location(
 )
 leaderboard = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(leaderboard)
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 def _row(sw2: float, coverage: float, seconds: float) -> dict:
@@ -183,18 +184,32 @@ def test_same_curves_tells_a_retrained_teacher_from_the_committed_one():
     assert not leaderboard.same_curves({"euler": committed["euler"]}, committed, "grid25")
 
 
-def test_update_readme_keeps_every_benchmark_table(tmp_path):
+def test_results_page_keeps_every_benchmark_table(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
     (out / "digits.md").write_text("digits table\n")
     (out / "grid25.md").write_text("grid25 table\n")
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{leaderboard.README_START}\nstale\n{leaderboard.README_END}\nafter\n")
-    leaderboard.update_readme(str(out), readme=str(readme))
-    text = readme.read_text()
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "results.md"
+    page.write_text(f"intro\n{leaderboard.README_START}\nstale\n{leaderboard.README_END}\nafter\n")
+    leaderboard.update_results_page(str(out), page=str(page))
+    text = page.read_text()
     assert "stale" not in text and text.startswith("intro\n") and text.endswith("after\n")
     assert text.index("grid25 table") < text.index("digits table")  # benchmark order, whatever was run last
-    assert f"![digits]({out}/digits.png)" in text
+    assert "![digits](../results/digits.png)" in text  # relative to the page
+
+
+def test_readme_summary_reads_each_benchmarks_headline_at_one_and_four_nfe():
+    summary = leaderboard.summary_markdown(os.path.join(ROOT, "results"))
+    committed = {n: json.load(open(os.path.join(ROOT, "results", f"{n}.json"))) for n in leaderboard.HEADLINE}
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    header = cells(summary.splitlines()[0])
+    kd = cells(next(line for line in summary.splitlines() if line.startswith("| kd |")))
+    for name, metric in leaderboard.HEADLINE.items():
+        column = header.index(f"{name} {metric} @ 1 NFE")
+        assert kd[column] == f"{committed[name]['students']['kd']['by_nfe']['1'][metric]:.3g}"
+        assert kd[header.index(f"{name} {metric} @ 4 NFE")] == "–"  # KD's student has one step
+    assert "| *noise floor* |" in summary
 
 
 def test_few_step_rows_train_the_one_step_config_with_a_four_step_generator(tmp_path):
