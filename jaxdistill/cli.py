@@ -244,7 +244,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quickstart", help="train a teacher, distil a 1-step student, print quality vs NFE")
     p.add_argument("--workdir", default="runs/quickstart")
     p.add_argument("--fast", action="store_true", help="a much shorter run (seconds), for smoke tests")
-    p.add_argument("--method", default=None, help="the student's method (default: the best one-step method on digits)")
+    p.add_argument("--method", default=None, help="the student's method (default: consistency distillation, cd)")
     p.set_defaults(func=cmd_quickstart)
     return parser
 
@@ -253,6 +253,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from jaxdistill.train.checkpoint import CheckpointError
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a run's network "my_networks:Denoiser" imports from where it was trained, as with `python -m`
     try:
         rest, overrides = _split_overrides(argv)
         args = make_parser().parse_args(rest)

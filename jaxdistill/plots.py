@@ -5,17 +5,20 @@ import math
 import os
 from typing import Mapping, Optional
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
-def _finish(fig, path: str) -> str:
+def _subplots(figsize: tuple[float, float]):
+    """A figure and its axes outside pyplot: no global backend is set or used, so importing this
+    module leaves a notebook's inline plots alone, and no figure stays open."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
+
+
+def _finish(fig: Figure, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -35,7 +38,7 @@ def save_sample_figure(samples: np.ndarray, path: str, *, title: str = "", refer
     """A scatter plot for 2-D samples, an image grid (first 100) for image-shaped ones."""
     samples = np.asarray(samples)
     if samples.ndim == 2 and samples.shape[1] == 2:
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        fig, ax = _subplots((4.5, 4.5))
         if reference is not None:
             ax.scatter(reference[:, 0], reference[:, 1], s=1, c="0.75", label="data")
         ax.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:blue", label="samples")
@@ -45,7 +48,7 @@ def save_sample_figure(samples: np.ndarray, path: str, *, title: str = "", refer
             side = int(round(math.sqrt(samples.shape[1])))
             samples = samples.reshape(-1, side, side, 1) if side * side == samples.shape[1] else samples[:, None, :, None]
         grid = image_grid(samples[:100])
-        fig, ax = plt.subplots(figsize=(5, 5))
+        fig, ax = _subplots((5, 5))
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
         ax.axis("off")
     ax.set_title(title)
@@ -62,7 +65,7 @@ def save_quality_vs_nfe(
     title: str = "",
 ) -> str:
     """Lines for samplers (teacher curves), markers for students, a dashed noise floor."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots((6, 4))
     for name, values in curves.items():
         nfes = sorted(values)
         ax.plot(nfes, [values[k] for k in nfes], marker=".", label=name)
