@@ -11,6 +11,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import math
 import numbers
 import os
 from typing import Any, Optional, Sequence
@@ -48,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
         dict(
             num_steps=2000,
             log_every=100,
-            sample_every=0,
+            sample_every=1000,  # a sample plot in workdir/samples every this many steps and at the last (0: none)
             checkpoint_every=1000,
             max_to_keep=2,
             async_checkpoint=True,
@@ -142,11 +143,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     for field in ("batch_size",):
         if int(config[field]) <= 0:
             raise ConfigError(f"{field} must be positive, got {config[field]}")
-    for field in ("num_steps", "log_every", "checkpoint_every"):
+    for field in ("num_steps", "log_every", "checkpoint_every", "max_to_keep", "num_plot_samples"):
         if int(config.train[field]) <= 0:
             raise ConfigError(f"train.{field} must be positive, got {config.train[field]}")
-    if config.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {config.optim.lr}")
+    if int(config.train.sample_every) < 0:
+        raise ConfigError(f"train.sample_every must be >= 0 (0: no sample plots), got {config.train.sample_every}")
+    if not math.isfinite(config.optim.lr) or config.optim.lr <= 0:
+        raise ConfigError(f"optim.lr must be a finite positive number, got {config.optim.lr}")
+    for field, value in config.optim.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"optim.{field} must be finite, got {value}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if num_devices is not None and config.batch_size % num_devices:

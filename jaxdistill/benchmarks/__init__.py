@@ -48,11 +48,13 @@ def parse_arg(arg: Optional[str], generator: bool = False) -> tuple[bool, int]:
 
 
 def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A run of seconds: 20 updates of 64 samples, scored on 500 samples."""
+    """A run of seconds: 20 updates of 64 samples, scored on 500 samples, without sample plots
+    (tests and CI train hundreds of these; ``--config.train.sample_every=10`` draws them)."""
     c.batch_size = 64
     c.train.num_steps = 20
     c.train.log_every = 10
     c.train.checkpoint_every = 10
+    c.train.sample_every = 0
     c.train.num_plot_samples = 200
     c.optim.warmup_steps = 5
     c.eval.num_samples = 500

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.types import PyTree
 
 CONFIG_ITEM = "config"
@@ -30,9 +31,13 @@ def abstract_like(tree: PyTree, shardings: PyTree) -> PyTree:
 
 
 class Checkpointer:
-    """A thin wrapper over ``ocp.CheckpointManager`` with named network items."""
+    """A thin wrapper over ``ocp.CheckpointManager`` with named network items. Close it when done
+    (``close()`` or ``with Checkpointer(...) as ckpt:``): an open manager's threads outlive an
+    error and fail at interpreter exit."""
 
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+        if max_to_keep < 1:  # orbax would delete every checkpoint, the one just saved included
+            raise ConfigError(f"train.max_to_keep must be at least 1 (the checkpoints kept), got {max_to_keep}")
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
@@ -51,6 +56,11 @@ class Checkpointer:
         """Restore every named state into the given abstract (sharded) targets."""
         items = {name: ocp.args.StandardRestore(tree) for name, tree in abstract_states.items()}
         try:
+            # Checked first: orbax's restore of a mismatched array leaves reads in flight that fail
+            # later, printing "Event loop is closed" tracebacks after the error.
+            mismatch = self._mismatch(step, abstract_states)
+            if mismatch:
+                raise ValueError(f"the run's config builds other networks ({mismatch})")
             restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as err:  # orbax raises many types; name the checkpoint and keep it on disk
             raise CheckpointError(
@@ -59,18 +69,48 @@ class Checkpointer:
             ) from err
         return {name: restored[name] for name in abstract_states}
 
+    def _mismatch(self, step: int, abstract_states: Mapping[str, PyTree]) -> str:
+        """The first array the checkpoint lacks or stores with another shape ("" if none)."""
+        for name, tree in abstract_states.items():
+            handler = ocp.StandardCheckpointHandler()
+            try:
+                stored = _shapes(handler.metadata(self.manager.directory / str(step) / name))
+            finally:
+                handler.close()
+            for path, shape in _shapes(tree).items():
+                if stored.get(path) != shape:
+                    found = "missing" if path not in stored else f"stored shape {stored[path]}"
+                    return f"{name}/{path}: {found}, the config's shape {shape}"
+        return ""
+
     def restore_config(self, step: Optional[int] = None) -> dict[str, Any]:
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint found in {self.directory}")
         return read_config_json(self.directory, step)
 
+    def is_committed(self, step: int) -> bool:
+        """Whether checkpoint ``step`` is finalized on disk (its asynchronous save has committed)."""
+        return ocp.step.is_path_finalized(os.path.join(self.directory, str(step)))
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
+        """Wait for pending saves, then release the manager's threads and event loops."""
         self.manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
+    """``{"params/Dense_0/kernel": shape}`` of a state or of its checkpoint metadata (same keys)."""
+    name = lambda key: str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+    return {"/".join(map(name, path)): tuple(x.shape) for path, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def read_config_json(directory: str, step: int) -> dict[str, Any]:

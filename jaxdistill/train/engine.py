@@ -3,8 +3,8 @@
 It builds the mesh, places the frozen networks and the trainable states with their
 shardings, jit-compiles ``objective.step`` once (trainable states donated, frozen
 arguments not), and loops with a progress bar, JSONL metrics, periodic sample plots,
-asynchronous Orbax checkpoints and clean shutdown on SIGTERM/SIGINT. It never names a
-method: everything method-specific lives in the objective.
+asynchronous Orbax checkpoints, skipping of non-finite updates and clean shutdown on
+SIGTERM/SIGINT. It never names a method: everything method-specific lives in the objective.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +22,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxdistill.core.compilation import jit_once
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Objective, Trainable
 from jaxdistill.core.rng import derive, step_key
-from jaxdistill.core.types import PyTree
+from jaxdistill.core.types import Array, PyTree
 from jaxdistill.plots import save_sample_figure
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, abstract_like
@@ -100,6 +101,21 @@ class MetricsWriter:
             except ImportError:
                 pass
 
+    def drop_after(self, step: int) -> None:
+        """Remove the lines of steps after ``step``, which a run logged past the checkpoint it now
+        resumes from (and lines a kill cut short); rewrites the file atomically."""
+        if not self.enabled or not os.path.exists(self.path):
+            return
+        with open(self.path) as f:
+            lines = f.read().splitlines()
+        kept = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
+        if kept == lines:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(line + "\n" for line in kept)
+        os.replace(tmp, self.path)
+
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
@@ -110,12 +126,22 @@ class MetricsWriter:
                 self._tb.add_scalar(k, v, step)
 
 
+def _logged_step(line: str) -> Optional[int]:
+    """The step of a ``metrics.jsonl`` line, or ``None`` for a line that is not a logged step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 class TrainClock:
     """Wall seconds of a run across resumes, in ``workdir/train_seconds.json`` ({step: seconds}).
 
-    Each checkpoint records the seconds spent up to its step; a run resumed from step s starts
-    its clock at the seconds recorded for s, so work lost after the last checkpoint is counted
-    once, when it is redone. A checkpoint written before this record existed starts at 0."""
+    Each checkpoint records the seconds spent up to its step, written once its (asynchronous)
+    save has committed; a run resumed from step s starts its clock at the seconds recorded for s,
+    so work lost after the last checkpoint is counted once, when it is redone. A checkpoint
+    written before this record existed starts at 0. An unreadable record stops the run with a
+    ``ConfigError`` naming the file: the leaderboard's train time must not silently restart."""
 
     def __init__(self, workdir: str, start_step: int, started: float, enabled: bool = True):
         """``started``: ``time.perf_counter()`` when this call of the training began."""
@@ -125,6 +151,7 @@ class TrainClock:
         self.missing = start_step > 0 and str(start_step) not in self.record
         self.offset = float(self.record.get(str(start_step), 0.0)) if start_step > 0 else 0.0
         self._t0 = started
+        self._pending: dict[int, float] = {}
 
     def _read(self) -> dict[str, float]:
         if not os.path.exists(self.path):
@@ -136,7 +163,7 @@ class TrainClock:
                 raise ValueError(f"expected a JSON object, found {type(record).__name__}")
             return {str(k): float(v) for k, v in record.items()}
         except (ValueError, TypeError) as err:  # json.JSONDecodeError is a ValueError
-            raise ValueError(
+            raise ConfigError(
                 f"{self.path} is not a readable train-time record ({err}); the checkpoints are "
                 "untouched: repair the file (a JSON object {step: seconds}) or delete it, which "
                 "restarts the clock at 0 for this run"
@@ -145,14 +172,34 @@ class TrainClock:
     def seconds(self) -> float:
         return self.offset + time.perf_counter() - self._t0
 
-    def mark(self, step: int) -> None:
-        """Record the seconds up to ``step`` (called when ``step`` is checkpointed)."""
-        self.record[str(step)] = self.seconds()
+    def mark(self, step: int, seconds: Optional[float] = None) -> None:
+        """Record ``seconds`` (default: now) as the train time up to ``step``, whose checkpoint is committed."""
+        self.record[str(step)] = self.seconds() if seconds is None else seconds
         if self.enabled:
             tmp = self.path + ".tmp"
             with open(tmp, "w") as f:
                 json.dump(self.record, f)
             os.replace(tmp, self.path)
+
+    def saving(self, step: int) -> None:
+        """Note the seconds up to ``step``, whose checkpoint is being saved; ``commit`` records them."""
+        self._pending[step] = self.seconds()
+
+    def commit(self, committed: Callable[[int], bool]) -> None:
+        """Record the noted steps whose checkpoints ``committed`` reports finalized on disk."""
+        for step in [s for s in self._pending if committed(s)]:
+            self.mark(step, self._pending.pop(step))
+
+
+def keep_finite(old: Trainable, new: Trainable, metrics: dict[str, Array], skipped_total: Array) -> tuple[Trainable, dict[str, Array]]:
+    """``new`` if every floating-point array in it is finite, else ``old``: an update that turns
+    non-finite although its gradients were finite (a huge learning rate, an optimiser overflow) is
+    skipped like one with non-finite gradients (``NetState.apply_gradients``). Metrics gain
+    ``skipped`` (this step, for either reason) and ``skipped_total`` (``skipped_total`` plus it)."""
+    finite = jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(new) if jnp.issubdtype(x.dtype, jnp.inexact)]))
+    kept = jax.lax.cond(finite, lambda: new, lambda: old)  # not a select, which fuses into the update and changes its rounding
+    skipped = jnp.maximum(jnp.asarray(metrics.get("skipped", 0.0), jnp.float32), 1.0 - finite.astype(jnp.float32))
+    return kept, {**metrics, "skipped": skipped, "skipped_total": skipped_total + skipped}
 
 
 def to_host_metrics(metrics: dict) -> dict[str, float]:
@@ -219,41 +266,66 @@ class Trainer:
         seed = self.seed
         objective = self.objective
 
-        def train_step(trainable, frozen, batch, step):
-            return objective.step(trainable, frozen, batch, step_key(seed, step), step)
+        def train_step(trainable, frozen, batch, step, skipped_total):
+            new, metrics = objective.step(trainable, frozen, batch, step_key(seed, step), step)
+            return keep_finite(trainable, new, metrics, skipped_total)
 
+        replicated = mesh_lib.replicated(self.mesh)
         return jax.jit(
             train_step,
-            in_shardings=(state_sh, frozen_sh, batch_sh, mesh_lib.replicated(self.mesh)),
-            out_shardings=(state_sh, mesh_lib.replicated(self.mesh)),
+            in_shardings=(state_sh, frozen_sh, batch_sh, replicated, replicated),
+            out_shardings=(state_sh, replicated),
             donate_argnums=(0,),
         )
 
     # ---------------------------------------------------------------------- loop
     def train(self, num_steps: Optional[int] = None) -> TrainResult:
-        cfg = self.config.train
-        total = int(cfg.num_steps if num_steps is None else num_steps)
+        """Train to ``num_steps`` (default ``train.num_steps``), resuming from the workdir's latest
+        checkpoint. The checkpointer is closed on return and on every error: a Trainer trains once."""
+        total = int(self.config.train.num_steps if num_steps is None else num_steps)
         started = time.perf_counter()
-        frozen, frozen_sh = self._place_frozen()
-        example = mesh_lib.global_batch(next(iter(self.data_factory(0))), self.mesh)
-        trainable, state_sh, start = self._init_trainable(example, frozen, frozen_sh)
-        clock = TrainClock(self.workdir, start, started, enabled=jax.process_index() == 0)
-        data: Iterator[dict] = self.data_factory(start)
-        batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(self.mesh), example)
-        step_fn = self.compile_step(state_sh, frozen_sh, batch_sh)
-        self._compiled_step = step_fn
+        clock: Optional[TrainClock] = None
+        try:
+            latest = self.checkpointer.latest_step()
+            if latest is not None and total < latest:
+                raise ConfigError(
+                    f"train.num_steps={total} is below the step {latest} this workdir's checkpoint already reached; "
+                    "raise num_steps or use a fresh --workdir"
+                )
+            frozen, frozen_sh = self._place_frozen()
+            example = mesh_lib.global_batch(next(iter(self.data_factory(0))), self.mesh)
+            trainable, state_sh, start = self._init_trainable(example, frozen, frozen_sh)
+            clock = TrainClock(self.workdir, start, started, enabled=jax.process_index() == 0)
+            batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(self.mesh), example)
+            self._compiled_step = self.compile_step(state_sh, frozen_sh, batch_sh)
+            return self._loop(trainable, frozen, start, total, clock)
+        finally:
+            self.checkpointer.close()
+            if clock is not None:
+                clock.commit(self.checkpointer.is_committed)
+
+    def _loop(self, trainable: Trainable, frozen: PyTree, start: int, total: int, clock: TrainClock) -> TrainResult:
+        """Steps ``start`` to ``total`` with logging, sample plots, checkpoints and the stop flag."""
+        cfg = self.config.train
         writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
+        writer.drop_after(start)
+        data: Iterator[dict] = self.data_factory(start)
+        # Updates skipped since this call started, placed as the step returns it (one compilation).
+        skipped_total = jax.device_put(jnp.zeros((), jnp.float32), mesh_lib.replicated(self.mesh))
         last: dict[str, float] = {}
         interrupted = False
         step = start
         bar = tqdm(total=total, initial=start, disable=not self.show_progress, desc=self.objective.name, dynamic_ncols=True)
         if clock.missing:
             bar.write(f"checkpoint {start} has no recorded train time: the run's train time counts from this resume")
+        if start == total:
+            bar.write(f"checkpoint {start} in {self.checkpointer.directory} already reached train.num_steps={total}: nothing to train")
         t_last, step_last = time.perf_counter(), start
         with _StopFlag(multiprocess=jax.process_count() > 1) as stop:
             while step < total:
                 batch = mesh_lib.global_batch(next(data), self.mesh)
-                trainable, metrics = step_fn(trainable, frozen, batch, jnp.asarray(step, jnp.int32))
+                trainable, metrics = self._compiled_step(trainable, frozen, batch, jnp.asarray(step, jnp.int32), skipped_total)
+                skipped_total = metrics["skipped_total"]
                 step += 1
                 bar.update(1)
                 if step % int(cfg.log_every) == 0 or step == total:
@@ -263,22 +335,28 @@ class Trainer:
                     t_last, step_last = now, step
                     writer.write(step, last)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k in ("loss", "steps_per_sec")})
-                if cfg.sample_every and step % int(cfg.sample_every) == 0:
+                if cfg.sample_every and (step % int(cfg.sample_every) == 0 or step == total):
                     self.save_samples(trainable, frozen, step)
                 saved = False
                 if step % int(cfg.checkpoint_every) == 0 or step == total:
-                    saved = self.checkpointer.save(step, trainable, self.config)
-                    clock.mark(step)
+                    saved = self._save(step, trainable, clock)
                 if stop.should_stop(step) and step < total:
                     if not saved:  # orbax refuses to save a step twice
-                        self.checkpointer.save(step, trainable, self.config, force=True)
-                        clock.mark(step)
+                        self._save(step, trainable, clock, force=True)
                     interrupted = True
                     bar.write(f"received signal {stop.signum}: saved checkpoint at step {step}; rerun to resume")
                     break
         bar.close()
         self.checkpointer.wait()
         return TrainResult(trainable, frozen, step, interrupted, last, seconds=clock.seconds())
+
+    def _save(self, step: int, trainable: Trainable, clock: TrainClock, force: bool = False) -> bool:
+        """Start saving checkpoint ``step``; its train time is recorded once the save has committed."""
+        saved = self.checkpointer.save(step, trainable, self.config, force=force)
+        if saved:
+            clock.saving(step)
+        clock.commit(self.checkpointer.is_committed)  # orbax's save waits for the previous one
+        return saved
 
     def save_samples(self, trainable: Trainable, frozen: PyTree, step: int) -> str:
         """Write a scatter plot (2-D data) or an image grid of student samples to ``workdir/samples``."""
