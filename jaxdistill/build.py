@@ -3,6 +3,7 @@ teacher parameters and the data stream; and rebuild a finished run from its work
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Iterator, Optional
 
@@ -19,6 +20,7 @@ from jaxdistill.data.pipeline import batch_iterator
 from jaxdistill.data.sources import describe, make_source, mixture_of
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
+from jaxdistill.eval.probe import MixtureProbe
 from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
@@ -45,6 +47,12 @@ class Built:
             shard_count=jax.process_count(),
             start_step=start_step,
         )
+
+    @functools.cached_property
+    def probe(self) -> Optional[MixtureProbe]:
+        """A mode-coverage probe for the sample plots when the data are a known mixture (``Trainer(probe=)``)."""
+        mixture = getattr(self.source, "mixture", None) or mixture_of(self.config.data)
+        return None if mixture is None else MixtureProbe.of(mixture)
 
 
 def make_process(config: ml_collections.ConfigDict) -> NoiseProcess:

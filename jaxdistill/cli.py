@@ -97,7 +97,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     config = config_lib.load(args.config, overrides)
     maybe_initialize_distributed(config.distributed)
     built = build(config)
-    trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, show_progress=not args.quiet)
+    trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, show_progress=not args.quiet, probe=built.probe)
     result = trainer.train()
     status = "interrupted" if result.interrupted else "finished"
     print(f"{status} at step {result.step}; checkpoint in {os.path.join(os.path.abspath(args.workdir), 'checkpoints')}")

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +202,14 @@ def keep_finite(old: Trainable, new: Trainable, metrics: dict[str, Array], skipp
     return kept, {**metrics, "skipped": skipped, "skipped_total": skipped_total + skipped}
 
 
+class Probe(Protocol):
+    """Scores a sample set during training (``eval.probe.MixtureProbe``)."""
+
+    def __call__(self, samples: np.ndarray) -> dict[str, float]: ...
+
+    def summary(self, scores: dict[str, float]) -> str: ...
+
+
 def to_host_metrics(metrics: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
@@ -223,8 +231,13 @@ class Trainer:
         *,
         mesh: Optional[jax.sharding.Mesh] = None,
         show_progress: bool = True,
+        probe: Optional[Probe] = None,
     ):
+        """``probe`` (e.g. ``eval.probe.MixtureProbe``, ``Built.probe``) scores the samples of
+        each sample plot; its scores go to ``metrics.jsonl`` as ``probe/<name>`` and its
+        ``summary`` to the progress bar."""
         self.objective = objective
+        self.probe = probe
         self.config = config
         self.workdir = os.path.abspath(workdir)
         self.data_factory = data_factory
@@ -336,7 +349,7 @@ class Trainer:
                     writer.write(step, last)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k in ("loss", "steps_per_sec")})
                 if cfg.sample_every and (step % int(cfg.sample_every) == 0 or step == total):
-                    self.save_samples(trainable, frozen, step)
+                    self.save_samples(trainable, frozen, step, writer, bar)
                 saved = False
                 if step % int(cfg.checkpoint_every) == 0 or step == total:
                     saved = self._save(step, trainable, clock)
@@ -358,12 +371,17 @@ class Trainer:
         clock.commit(self.checkpointer.is_committed)  # orbax's save waits for the previous one
         return saved
 
-    def save_samples(self, trainable: Trainable, frozen: PyTree, step: int) -> str:
-        """Write a scatter plot (2-D data) or an image grid of student samples to ``workdir/samples``."""
+    def save_samples(self, trainable: Trainable, frozen: PyTree, step: int, writer: MetricsWriter, bar: tqdm) -> str:
+        """Write a scatter plot (2-D data) or an image grid of student samples to
+        ``workdir/samples``; with a ``probe``, log its scores of the same samples."""
         num = int(self.config.train.num_plot_samples)
         rng = derive(jax.random.key(self.seed), "plot")
-        samples = generate_samples(self.objective, trainable, frozen, num, nfe=int(self.objective.eval_nfes[0]), rng=rng)
+        samples = np.asarray(generate_samples(self.objective, trainable, frozen, num, nfe=int(self.objective.eval_nfes[0]), rng=rng))
         path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
         if jax.process_index() == 0:
-            save_sample_figure(np.asarray(samples), path, title=f"{self.objective.name} step {step}")
+            save_sample_figure(samples, path, title=f"{self.objective.name} step {step}")
+            if self.probe is not None:
+                scores = self.probe(samples)
+                writer.write(step, {f"probe/{k}": v for k, v in scores.items()})
+                bar.write(f"step {step}: {self.probe.summary(scores)}")
         return path
