@@ -10,8 +10,8 @@ the multi-scale MMD.
 
     python experiments/unseen_mixtures.py [--methods kd,cd] [--seeds 0,1,2] [--dim 16] [--components 7]
 
-Prints a table and writes ``results/unseen_mixtures.json``; runs are kept under
-``runs/unseen_mixtures/`` and reused.
+Prints a table and writes ``results/unseen_mixtures.json``, keeping the rows already there that
+this call does not redo; runs are kept under ``runs/unseen_mixtures/`` and reused.
 """
 from __future__ import annotations
 
@@ -47,6 +47,20 @@ def run_samples(workdir: str, nfe: int) -> np.ndarray:
     return np.asarray(generate_samples(run.built.objective, run.trainable, run.frozen, NUM_SAMPLES, nfe=nfe, rng=jax.random.key(7)))
 
 
+def merged(path: str, args: argparse.Namespace, rows: list[dict]) -> list[dict]:
+    """``rows`` and the rows of the report already at ``path`` (same mixtures and sample count)
+    that they do not redo, so ``--methods dmd2`` adds DMD2's rows to the committed ones."""
+    if not os.path.exists(path):
+        return rows
+    with open(path) as f:
+        old = json.load(f)
+    if (old["dim"], old["components"], old["num_samples"]) != (args.dim, args.components, NUM_SAMPLES):
+        return rows
+    redone = {(r["seed"], r["model"]) for r in rows}
+    kept = [r for r in old["rows"] if (r["seed"], r["model"]) not in redone]
+    return sorted(kept + rows, key=lambda r: (r["seed"], r["model"] in ("teacher", "exact samples"), r["model"]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", default="kd,cd")
@@ -67,13 +81,13 @@ def main() -> None:
             rows.append({"seed": seed, "model": f"{method} student", "nfe": 1, **score(evaluator, run_samples(student_dir, 1))})
         rows.append({"seed": seed, "model": "teacher", "nfe": TEACHER_NFE, **score(evaluator, run_samples(teacher_dir, TEACHER_NFE))})
         rows.append({"seed": seed, "model": "exact samples", "nfe": 0, **score(evaluator, np.asarray(mixture.sample(jax.random.key(99), NUM_SAMPLES)[0]))})
-    report = {"dim": args.dim, "components": args.components, "num_samples": NUM_SAMPLES, "rows": rows}
+    report = {"dim": args.dim, "components": args.components, "num_samples": NUM_SAMPLES, "rows": merged(args.out, args, rows)}
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     print(f"| mixture seed | model | NFE | modes kept (of {args.components}) | min kept/expected | sw2 | mmd |")
     print("|---|---|---|---|---|---|---|")
-    for r in rows:
+    for r in report["rows"]:
         print(f"| {r['seed']} | {r['model']} | {r['nfe']} | {r['modes_kept']} | {r['min_share']:.2f} | {r['sw2']:.4f} | {r['mmd']:.3g} |")
 
 

@@ -235,7 +235,7 @@ def load_run(
     try:
         step = _pick_step(checkpointer, step)
         config = _saved_config(checkpointer, step)
-        built = build(config, source=source, teacher=teacher)
+        built = build(_on_one_device(config), source=source, teacher=teacher)
         abstract = abstract_trainable(built)
         device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         shardings = jax.tree.map(lambda _: device, abstract)
@@ -246,6 +246,14 @@ def load_run(
     finally:
         checkpointer.close()
     return Run(config, built, trainable, built.frozen, int(step))
+
+
+def _on_one_device(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of a saved config whose mesh fits this host: a run is read back onto one device,
+    whatever mesh it trained on (a pod's run can be sampled on a laptop)."""
+    config = config.copy_and_resolve_references()
+    config.mesh.data, config.mesh.fsdp = -1, 1
+    return config
 
 
 def _pick_step(checkpointer: Checkpointer, step: Optional[int]) -> int:

@@ -30,7 +30,8 @@ def test_a_mixture_run_logs_its_probe_with_each_sample_plot(tmp_path, capsys):
     assert main(argv) == 0
     lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     probes = [line for line in lines if "probe/modes_kept" in line]
-    assert [line["step"] for line in probes] == [10, 20]
+    assert [line["step"] for line in lines] == [10, 20] and probes == lines  # one line per step: its metrics and its probe
+    assert all(np.isfinite(line["loss"]) for line in lines)
     assert all(0 <= line["probe/modes_kept"] <= 25 and np.isfinite(line["probe/sw2"]) for line in probes)
     assert sorted(os.listdir(os.path.join(workdir, "samples"))) == ["step_0000010.png", "step_0000020.png"]
     assert "step 20: modes " in capsys.readouterr().out

@@ -341,15 +341,16 @@ class Trainer:
                 skipped_total = metrics["skipped_total"]
                 step += 1
                 bar.update(1)
-                if step % int(cfg.log_every) == 0 or step == total:
+                logged = step % int(cfg.log_every) == 0 or step == total
+                if logged:
                     last = to_host_metrics(metrics)
-                    now = time.perf_counter()
-                    last["steps_per_sec"] = (step - step_last) / max(now - t_last, 1e-9)
-                    t_last, step_last = now, step
-                    writer.write(step, last)
+                    last["steps_per_sec"] = (step - step_last) / max(time.perf_counter() - t_last, 1e-9)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items() if k in ("loss", "steps_per_sec")})
-                if cfg.sample_every and (step % int(cfg.sample_every) == 0 or step == total):
-                    self.save_samples(trainable, frozen, step, writer, bar)
+                scores = self.save_samples(trainable, frozen, step, bar) if cfg.sample_every and (step % int(cfg.sample_every) == 0 or step == total) else {}
+                if logged or scores:  # one line per step: the step's metrics and its probe's scores
+                    writer.write(step, {**(last if logged else {}), **scores})
+                if logged:
+                    t_last, step_last = time.perf_counter(), step  # steps per second leave the plots out
                 saved = False
                 if step % int(cfg.checkpoint_every) == 0 or step == total:
                     saved = self._save(step, trainable, clock)
@@ -371,17 +372,17 @@ class Trainer:
         clock.commit(self.checkpointer.is_committed)  # orbax's save waits for the previous one
         return saved
 
-    def save_samples(self, trainable: Trainable, frozen: PyTree, step: int, writer: MetricsWriter, bar: tqdm) -> str:
+    def save_samples(self, trainable: Trainable, frozen: PyTree, step: int, bar: tqdm) -> dict[str, float]:
         """Write a scatter plot (2-D data) or an image grid of student samples to
-        ``workdir/samples``; with a ``probe``, log its scores of the same samples."""
+        ``workdir/samples``; with a ``probe``, return its scores of them (``probe/<name>``)."""
         num = int(self.config.train.num_plot_samples)
         rng = derive(jax.random.key(self.seed), "plot")
         samples = np.asarray(generate_samples(self.objective, trainable, frozen, num, nfe=int(self.objective.eval_nfes[0]), rng=rng))
-        path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
-        if jax.process_index() == 0:
-            save_sample_figure(samples, path, title=f"{self.objective.name} step {step}")
-            if self.probe is not None:
-                scores = self.probe(samples)
-                writer.write(step, {f"probe/{k}": v for k, v in scores.items()})
-                bar.write(f"step {step}: {self.probe.summary(scores)}")
-        return path
+        if jax.process_index() != 0:
+            return {}
+        save_sample_figure(samples, os.path.join(self.workdir, "samples", f"step_{step:07d}.png"), title=f"{self.objective.name} step {step}")
+        if self.probe is None:
+            return {}
+        scores = self.probe(samples)
+        bar.write(f"step {step}: {self.probe.summary(scores)}")
+        return {f"probe/{k}": v for k, v in scores.items()}
