@@ -14,7 +14,7 @@ import inspect
 import math
 import numbers
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import ml_collections
 from ml_collections import config_dict
@@ -150,9 +150,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError(f"train.sample_every must be >= 0 (0: no sample plots), got {config.train.sample_every}")
     if not math.isfinite(config.optim.lr) or config.optim.lr <= 0:
         raise ConfigError(f"optim.lr must be a finite positive number, got {config.optim.lr}")
-    for field, value in config.optim.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"optim.{field} must be finite, got {value}")
+    for key, value in _float_leaves(config):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if num_devices is not None and config.batch_size % num_devices:
@@ -162,6 +162,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _check_mesh(config.mesh, num_devices)
     _check_data_and_seeds(config)
     return config
+
+
+def _float_leaves(node: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """(dotted key, value) of every float in the config, nested sections and tuples included."""
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _float_leaves(value, name + ".")
+        elif isinstance(value, (tuple, list)):
+            yield from ((f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, float))
+        elif isinstance(value, float):
+            yield name, value
 
 
 def _check_mesh(mesh: ml_collections.ConfigDict, num_devices: Optional[int]) -> None:

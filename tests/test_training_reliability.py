@@ -82,6 +82,14 @@ def test_a_non_finite_learning_rate_is_rejected(workdir, tmp_path, capsys, how, 
     assert saved(workdir) == before
 
 
+@pytest.mark.parametrize("override, key", [("dmd.critic_lr=1e999", "dmd.critic_lr"), ("dmd.later_step_sigmas=(2.0, 1e999)", "dmd.later_step_sigmas[1]")])
+def test_a_non_finite_value_anywhere_in_the_config_is_rejected_by_name(workdir, capsys, override, key):
+    before = saved(workdir)
+    assert main(["train", "--config", "configs/grid25/dmd2.py:smoke", "--workdir", workdir, f"--config.{override}"]) == 2
+    one_line_error(capsys, f"{key} must be finite")
+    assert saved(workdir) == before
+
+
 def test_keep_finite_keeps_the_old_state_when_any_new_array_is_not_finite():
     old = {"w": jnp.ones((3,)), "count": jnp.zeros((), jnp.int32)}
     bad = {"w": jnp.array([1.0, jnp.inf, 2.0]), "count": jnp.ones((), jnp.int32)}
