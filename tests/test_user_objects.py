@@ -2,6 +2,7 @@
 Flax network of their own train through the Python API and read back through `jaxdistill eval`."""
 import json
 import os
+import sys
 
 import jax
 import ml_collections
@@ -84,3 +85,18 @@ def test_a_network_class_defined_inside_a_function_is_refused_with_a_reason():
 
     with pytest.raises(ConfigError, match="define the network class at module level"):
         build(kd_config(), source=MixtureSource(MIXTURE, 64), network=Local())
+
+
+def test_the_cli_imports_a_users_network_from_the_folder_it_runs_in(tmp_path, monkeypatch):
+    """`jaxdistill eval` (a console script, whose sys.path lacks the current folder) reads back a
+    run whose network class lives in a module of the folder it is run from."""
+    (tmp_path / "my_nets.py").write_text(open(os.path.join(os.path.dirname(__file__), "user_network.py")).read())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_nets
+
+    workdir = str(tmp_path / "run")
+    train(build(kd_config(), source=MixtureSource(MIXTURE, size=512), network=my_nets.TinyDenoiser(width=16, num_classes=3)), workdir)
+    monkeypatch.delitem(sys.modules, "my_nets")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--workdir", workdir, "--num", "200"]) == 0
