@@ -609,9 +609,12 @@ def summary_markdown(out_dir: str) -> str:
 
     for method in methods:
         lines.append(f"| {method} | " + " | ".join(cell(n, method, nfe) for n, nfe in columns) + " |")
-    best = {n: teacher_best(r, HEADLINE[n]) for n, r in reports.items()}
-    lines.append("| *teacher, best sampler* | " + " | ".join(f"{best[n][0]:.3g} ({best[n][1]})" if i == 0 else "" for n in reports for i in range(len(SUMMARY_NFES))) + " |")
-    lines.append("| *noise floor* | " + " | ".join(f"{reports[n]['noise_floor'][HEADLINE[n]]:.3g}" if i == 0 else "" for n in reports for i in range(len(SUMMARY_NFES))) + " |")
+    def per_benchmark(label: str, text) -> str:  # one value per benchmark, in its first column
+        blanks = [""] * (len(SUMMARY_NFES) - 1)
+        return f"| {label} | " + " | ".join(c for n in reports for c in (text(n), *blanks)) + " |"
+
+    lines.append(per_benchmark("*teacher, best sampler*", lambda n: "{:.3g} ({})".format(*teacher_best(reports[n], HEADLINE[n]))))
+    lines.append(per_benchmark("*noise floor*", lambda n: f"{reports[n]['noise_floor'][HEADLINE[n]]:.3g}"))
     return "\n".join(lines) + "\n"
 
 

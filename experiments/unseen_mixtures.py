@@ -36,8 +36,7 @@ NUM_SAMPLES, DATA_SIZE, TEACHER_NFE = 5000, 200_000, 32
 
 def score(evaluator: Evaluator, samples: np.ndarray) -> dict:
     """The evaluator's metrics plus the modes kept and the smallest count / expected count."""
-    counts, expected = metrics.component_counts(np.asarray(evaluator.mixture.assign(samples)), evaluator.mixture.weights)
-    share = counts / expected
+    share = metrics.mode_shares(np.asarray(evaluator.mixture.assign(samples)), evaluator.mixture.weights)
     out = evaluator.score(samples)
     return {**out, "modes_kept": int(np.sum(share >= metrics.MODE_COVERAGE_THRESHOLD)), "min_share": float(share.min())}
 

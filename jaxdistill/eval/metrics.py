@@ -154,10 +154,15 @@ def component_counts(assignments, weights) -> tuple[np.ndarray, np.ndarray]:
     return assignment_counts(assignments, w.shape[0]), np.asarray(assignments).size * w
 
 
+def mode_shares(assignments, weights) -> np.ndarray:
+    """Count / expected count ``N * w_k`` per component (1 for a component sampled at its weight)."""
+    counts, expected = component_counts(assignments, weights)
+    return counts / expected
+
+
 def mode_coverage(assignments, weights, threshold: float = MODE_COVERAGE_THRESHOLD) -> float:
     """Share of components ``k`` whose count is ``>= threshold * N * w_k`` (weights renormalised)."""
-    counts, expected = component_counts(assignments, weights)
-    return float(np.mean(counts >= threshold * expected))
+    return float(np.mean(mode_shares(assignments, weights) >= threshold))
 
 
 @jax.jit

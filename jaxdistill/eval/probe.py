@@ -32,8 +32,7 @@ class MixtureProbe:
         samples = samples[finite]
         if len(samples) == 0:
             return {"modes_kept": 0.0, "min_mode_share": 0.0, "nonfinite_frac": 1.0}
-        counts, expected = metrics.component_counts(np.asarray(self.mixture.assign(samples)), self.mixture.weights)
-        share = counts / expected
+        share = metrics.mode_shares(np.asarray(self.mixture.assign(samples)), self.mixture.weights)
         return {
             "modes_kept": float(np.sum(share >= metrics.MODE_COVERAGE_THRESHOLD)),
             "min_mode_share": float(share.min()),
