@@ -229,8 +229,9 @@ def restored_teacher(config: ml_collections.ConfigDict, workdir: str, snapshot: 
     return record
 
 
-def teacher_generator(denoiser, params, event_shape, num_classes: int, sampler: str, guidance: Optional[float]):
-    """``generate(nfe, n) -> (samples, labels)`` for a teacher and sampler, balanced labels."""
+def teacher_generator(denoiser, params, event_shape, num_classes: int, sampler: str, guidance: Optional[float], mean=None):
+    """``generate(nfe, n) -> (samples, labels)`` for a teacher and sampler, balanced labels, from
+    the prior around ``mean`` (the run's ``data_mean``; None: zero)."""
 
     def generate(nfe: int, n: int):
         labels = class_labels(num_classes, n)
@@ -243,7 +244,7 @@ def teacher_generator(denoiser, params, event_shape, num_classes: int, sampler: 
         for i, start in enumerate(range(0, n, CHUNK)):
             m = min(CHUNK, n - start)
             key = jax.random.fold_in(jax.random.key(7), i)
-            z = denoiser.process.prior_sample(jax.random.fold_in(key, 0), (m, *event_shape))
+            z = denoiser.process.prior_sample(jax.random.fold_in(key, 0), (m, *event_shape), mean)
             c = None if labels is None else jnp.asarray(labels[start : start + m])
             out.append(np.asarray(run(params, z, c, jax.random.fold_in(key, 1))))
         return np.concatenate(out), labels
@@ -309,7 +310,7 @@ def teacher_curves(
     num_classes = int(config.network.num_classes)
 
     def curve(sampler: str, w: Optional[float], curve_nfes) -> dict:
-        gen = teacher_generator(denoiser, teacher_params, built.event_shape, num_classes, sampler, w)
+        gen = teacher_generator(denoiser, teacher_params, built.event_shape, num_classes, sampler, w, built.objective.data_mean)
         return {str(k): v for k, v in evaluate_generator(evaluator, gen, curve_nfes).items()}
 
     if committed is not None:

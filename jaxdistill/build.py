@@ -17,7 +17,7 @@ from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.state import make_optimizer
 from jaxdistill.core.types import PyTree
 from jaxdistill.data.pipeline import batch_iterator
-from jaxdistill.data.sources import describe, make_source, mixture_of
+from jaxdistill.data.sources import data_mean, describe, make_source, mixture_of
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.eval.probe import MixtureProbe
@@ -26,6 +26,9 @@ from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from jaxdistill.train.sampling import class_labels
+
+# Run-config fields added after runs were first saved, with the value that does what older runs did.
+LATER_FIELDS = {"prior_mean": "zero"}  # older runs sampled a zero-mean prior
 
 
 @dataclasses.dataclass
@@ -110,6 +113,7 @@ class BuildContext:
     config: ml_collections.ConfigDict
     event_shape: tuple[int, ...]
     teacher_object: Optional[tuple[Denoiser, PyTree]] = None
+    data_mean: Optional[tuple[float, ...]] = None  # flat; None: the prior is zero-mean (config.prior_mean)
 
     @property
     def num_classes(self) -> int:
@@ -131,8 +135,8 @@ class BuildContext:
         return network_denoiser(self.config, process, prediction, num_times)
 
     def run_fields(self) -> dict[str, Any]:
-        """The objective fields every method takes from the run config: optimiser, event shape,
-        updates, classes, the teacher's guidance, EMA decay and the evaluation NFEs."""
+        """The objective fields every method takes from the run: optimiser, event shape, updates,
+        classes, the teacher's guidance, EMA decay, the evaluation NFEs and the prior's data mean."""
         c = self.config
         return dict(
             tx=self.optimizer(),
@@ -142,6 +146,7 @@ class BuildContext:
             guidance=c.teacher.guidance,
             ema_decay=float(c.ema_decay),
             eval_nfes=tuple(int(n) for n in c.eval.nfes),
+            data_mean=self.data_mean,
         )
 
     def require_teacher_weights(self, settings: Any, *fields: str) -> None:
@@ -191,7 +196,8 @@ def build(
     if len(source) < int(config.batch_size):
         raise ConfigError(f"the data source holds {len(source)} records, fewer than one batch (batch_size={config.batch_size}): lower batch_size or raise data.size")
     event_shape = tuple(source[0]["x"].shape)
-    objective, frozen = registry.build(BuildContext(config, event_shape, teacher))
+    mean = tuple(float(m) for m in data_mean(source).ravel()) if config.prior_mean == "data" else None
+    objective, frozen = registry.build(BuildContext(config, event_shape, teacher, mean))
     return Built(config, objective, frozen, event_shape, source)
 
 
@@ -291,7 +297,7 @@ def _run_config_problem(saved: Any) -> Optional[str]:
     if not isinstance(saved, dict):
         return f"a JSON {type(saved).__name__}, not a run config"
     sections = {registry.section(method) for method in registry.METHODS}
-    missing = [key for key in base_config() if key not in saved and key not in sections]
+    missing = [key for key in base_config() if key not in saved and key not in sections and key not in LATER_FIELDS]
     return f"no field {', '.join(missing)}" if missing else None
 
 
@@ -303,7 +309,10 @@ def abstract_trainable(built: Built) -> dict:
 
 def config_from_json(saved: dict) -> ml_collections.ConfigDict:
     """A run config from its saved JSON; JSON turns tuples into lists, so the known tuple
-    fields get their type back."""
+    fields get their type back, and a field added since the run was saved gets ``LATER_FIELDS``' value."""
     config = ml_collections.ConfigDict(saved)
     config.eval.nfes = tuple(config.eval.nfes)
+    for key, value in LATER_FIELDS.items():
+        if key not in config:
+            config[key] = value
     return config

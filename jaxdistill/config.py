@@ -27,6 +27,7 @@ __all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config
 
 OBJECT_TEACHER = "object"  # teacher.kind of a teacher passed to build() as an object
 TEACHER_KINDS = ("none", "mixture", "checkpoint", OBJECT_TEACHER)
+PRIOR_MEANS = ("data", "zero")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -39,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.process = ml_collections.ConfigDict({"name": "edm"})
     c.prediction = "edm"  # the network's output kind: eps | x0 | v | flow | edm
     c.sigma_data = 0.5
+    # Mean of the sampling prior x_{t_max} ~ N(alpha(t_max) mu, sigma(t_max)^2 I): "data" (mu = the
+    # data's mean, what the teacher saw at t_max) or "zero" (the published samplers' N(0, sigma^2 I)).
+    c.prior_mean = "data"
     c.network = ml_collections.ConfigDict({"name": "mlp", "num_classes": 0})
     # Frozen teacher for distillation: "mixture" (the exact mixture the data are drawn from) or
     # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used).
@@ -153,6 +157,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     for key, value in _float_leaves(config):
         if not math.isfinite(value):
             raise ConfigError(f"{key} must be finite, got {value}")
+    if config.prior_mean not in PRIOR_MEANS:
+        raise ConfigError(f"prior_mean={config.prior_mean!r} is not one of {PRIOR_MEANS}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if num_devices is not None and config.batch_size % num_devices:

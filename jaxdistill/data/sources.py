@@ -312,6 +312,20 @@ def make_source(config: Mapping[str, Any]):
     return SOURCES[name](config)
 
 
+def data_mean(source, max_records: int = 10_000) -> np.ndarray:
+    """The data's mean, event-shaped float64: the exact mean of a ``MixtureSource``'s mixture,
+    the average of every record of another in-memory source, else of ``max_records`` evenly
+    spaced records (the prior mean needs the mean to a small fraction of sigma_max, not exactly)."""
+    mixture = getattr(source, "mixture", None)
+    event_shape = tuple(np.shape(source[0]["x"]))
+    if mixture is not None:
+        return mixture.mean.reshape(event_shape)
+    if isinstance(source, ArraySource):
+        return source.x.mean(axis=0, dtype=np.float64)
+    indices = np.unique(np.linspace(0, len(source) - 1, min(len(source), max_records)).astype(np.int64))
+    return np.mean([np.asarray(source[int(i)]["x"], np.float64) for i in indices], axis=0)
+
+
 def describe(source) -> dict[str, Any]:
     """The data config recorded for a source passed as an object: its own ``config()`` when it
     has one (it can be rebuilt from the config), else a marker naming its type (a run trained on

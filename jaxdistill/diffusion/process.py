@@ -12,6 +12,7 @@ import abc
 import dataclasses
 import functools
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -76,9 +77,20 @@ class NoiseProcess(abc.ABC):
         """Inverse of ``sigma_ratio`` (via lambda = -2 log s)."""
         return self.t_from_logsnr(-2.0 * jnp.log(_f32(s)))
 
-    def prior_sample(self, rng: Array, shape: tuple[int, ...]) -> Array:
-        """A sample of the prior x_{t_max} ~ N(0, sigma(t_max)^2 I) (alpha(t_max) x0 is neglected)."""
-        return self.sigma(self.t_max) * jax.random.normal(rng, shape, jnp.float32)
+    def prior_sample(
+        self, rng: Array, shape: tuple[int, ...], mean: Optional[Array | tuple[float, ...]] = None, t: Optional[ArrayLike] = None
+    ) -> Array:
+        """A sample of the prior x_t ~ N(alpha(t) mu, sigma(t)^2 I) at ``t`` (default t_max), ``shape`` = [B, *event].
+
+        mu is the data mean (an event-shaped array or its flat tuple; ``None``: zero). The data's
+        covariance term alpha(t)^2 Cov is neglected beside sigma(t)^2 I; the mean is not, since
+        under VE/EDM (alpha = 1) an offset of |mu| / sigma_max moves mass between modes.
+        """
+        t = self.t_max if t is None else t
+        noise = self.sigma(t) * jax.random.normal(rng, shape, jnp.float32)
+        if mean is None:
+            return noise
+        return self.alpha(t) * jnp.asarray(mean, jnp.float32).reshape(shape[1:]) + noise
 
     def add_noise(self, x0: Array, eps: Array, t: ArrayLike) -> Array:
         """x_t = alpha(t) x0 + sigma(t) eps with t of shape [B] (or scalar)."""

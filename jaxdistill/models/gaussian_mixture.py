@@ -205,6 +205,11 @@ class GaussianMixture:
         return self.means.shape[1]
 
     @property
+    def mean(self) -> np.ndarray:
+        """The mixture's mean sum_k w_k mu_k, flat [D] (float64)."""
+        return np.asarray(self.weights, np.float64) @ np.asarray(self.means, np.float64)
+
+    @property
     def params(self) -> PyTree:
         """Pytree ``{means, eigvecs, eigvals, log_weights, labels}`` (labels may be None)."""
         with np.errstate(divide="ignore"):

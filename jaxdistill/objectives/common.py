@@ -74,6 +74,7 @@ class StudentDistillation:
     total_steps: int = 0  # the run's updates (curricula and automatic stage lengths read it)
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1,)
+    data_mean: Optional[tuple[float, ...]] = None  # the prior's mean is alpha(t_max) times this
 
     @property
     def name(self) -> str:
@@ -84,7 +85,7 @@ class StudentDistillation:
         return self.student.process
 
     def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
+        return self.process.prior_sample(rng, (num, *self.event_shape), self.data_mean)
 
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         return frozen

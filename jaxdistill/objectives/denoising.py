@@ -89,6 +89,7 @@ class DenoisingObjective:
     sampler: str = "heun"
     guidance: Optional[float] = None
     eval_nfes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
+    data_mean: Optional[tuple[float, ...]] = None  # the prior's mean is alpha(t_max) times this
     name: ClassVar[str] = "teacher"
 
     @property
@@ -137,7 +138,7 @@ class DenoisingObjective:
         return lambda x, t: self.denoiser.x0(params, x, t, cond, guidance=guidance)
 
     def prior(self, rng: Array, num: int) -> Array:
-        return self.process.prior_sample(rng, (num, *self.event_shape))
+        return self.process.prior_sample(rng, (num, *self.event_shape), self.data_mean)
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         params = trainable["model"].eval_params
@@ -160,5 +161,6 @@ def build(ctx, settings: Denoising) -> tuple[DenoisingObjective, PyTree]:
         sampler=config.eval.sampler,
         guidance=config.eval.guidance,
         eval_nfes=tuple(int(n) for n in config.eval.nfes),
+        data_mean=ctx.data_mean,
     )
     return objective, {}

@@ -150,6 +150,7 @@ class GeneratorDistillation:
     guidance: Optional[float] = None
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1,)
+    data_mean: Optional[tuple[float, ...]] = None  # the prior's mean is alpha(t_max) times this
     # Whether the method's losses take a head's per-position logits [B, P] (GAN losses that
     # average every logit) or need one logit per sample (a density ratio, a per-sample weight).
     per_position_logits: ClassVar[bool] = False
@@ -198,18 +199,16 @@ class GeneratorDistillation:
         return self.max_critic_updates > 0 and (self.critic is not None or self.head is not None)
 
     def prior(self, rng: Array, num: int) -> Array:
-        """The generator's input noise: the process prior, or sigma(t_0) z when ``init_sigma`` > 0."""
-        if self.settings.init_sigma <= 0:
-            return self.process.prior_sample(rng, (num, *self.event_shape))
-        sigma = self.process.sigma(self.generator_times()[0])
-        return sigma * jax.random.normal(rng, (num, *self.event_shape), jnp.float32)
+        """The generator's input: the process prior at t_max, or at t_0 = t(init_sigma) when ``init_sigma`` > 0."""
+        t0 = None if self.settings.init_sigma <= 0 else self.generator_times()[0]
+        return self.process.prior_sample(rng, (num, *self.event_shape), self.data_mean, t0)
 
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         return frozen
 
     def teacher_prior(self, rng: Array, num: int) -> Array:
         """Pure noise at t_max, where the teacher's ODE sampler starts (pair sets, synthetic data)."""
-        return self.process.prior_sample(rng, (num, *self.event_shape))
+        return self.process.prior_sample(rng, (num, *self.event_shape), self.data_mean)
 
     def generator_times(self) -> Array:
         """t_0 > ... > t_{K-1}: the first K points of a K-step Karras grid from t_max (or from
