@@ -40,7 +40,7 @@ def test_the_first_linear_step_is_sqrt_beta_over_one_minus_beta_and_levels_scale
     [
         (dict(steps=[1000]), r"integers in \[0, 999\], got \[1000\]"),
         (dict(steps=[2.5]), r"got \[2.5\]"),
-        (dict(steps=[1], schedule="cosine"), "schedule must be one of"),
+        (dict(steps=[1], schedule="quadratic"), "schedule must be one of"),
         (dict(steps=[1], beta_start=0.02, beta_end=0.01), "beta_start <= beta_end"),
         (dict(steps=[1], sigma_data=0.0), "sigma_data must be > 0"),
     ],

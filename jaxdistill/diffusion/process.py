@@ -4,7 +4,8 @@ Every process is a frozen dataclass with closed-form ``alpha``, ``sigma``, their
 derivatives, ``logsnr(t) = 2 (log alpha - log sigma)`` and its inverse. ``t`` is the
 process's own time; ``[t_min, t_max]`` is the range used for sampling. All processes
 satisfy alpha(0) = 1, sigma(0) = 0 except VE/EDM, where alpha = 1 always and
-sigma(0) = 0 as well (t = sigma), so t = 0 is clean data everywhere.
+sigma(0) = 0 as well (t = sigma), so t = 0 is clean data everywhere. The discrete DDPM
+process keeps that invariant by putting training index k at time t = k + 1.
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ import abc
 import dataclasses
 import functools
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdistill.core.types import Array
+from jaxdistill.diffusion.ddpm_grid import ddpm_alpha_bars, ddpm_betas
 
 ArrayLike = Array | float
 
@@ -314,6 +317,131 @@ class TrigFlow(NoiseProcess):
         return self._uniform_t(rng, n)
 
 
+class _DDPMTables(NamedTuple):
+    """Per-time tables of DDPM at t = 0, 1, ..., T (+ one extrapolated point at T + 1)."""
+
+    s: np.ndarray  # float32 sigma ratio sqrt((1 - abar) / abar)
+    alpha: np.ndarray  # float32(sqrt(abar)), correctly rounded from float64
+    sigma: np.ndarray  # float32(sqrt(1 - abar))
+    abar: np.ndarray  # float32(abar)
+
+
+def _rsqrt1p(s: Array) -> Array:
+    """1 / sqrt(1 + s^2): alpha of the VP point with sigma ratio s."""
+    return jax.lax.rsqrt(1.0 + s * s)
+
+
+@dataclasses.dataclass(frozen=True)
+class DDPM(NoiseProcess):
+    """Discrete DDPM (Ho et al. 2020) of T = ``num_train_timesteps`` steps, defined by its betas.
+
+    abar_k = prod_{j<=k} (1 - beta_j) for training index k = 0..T-1 (``ddpm_grid.ddpm_betas``:
+    ``schedule`` linear / scaled_linear / cosine, or ``"given"`` with ``betas``). Process time is
+    t = k + 1 in [0, T], with abar = 1 at t = 0 (clean data; diffusers DDIM's
+    ``set_alpha_to_one``), so t_min = 1 is the least noisy trained step and t_max = T the noisiest.
+    A network trained on diffusers' indices k is fed ``timestep(t) = t - 1`` by its wrapper; the
+    Denoiser passes process time, as for every process, since exact apply functions (the mixture
+    teacher, ``reparam``) read alpha(t) from it.
+
+    Between integers the sigma ratio s = sqrt((1 - abar) / abar) is linear in t (diffusers'
+    EulerDiscreteScheduler interpolates its sigmas so at fractional timesteps), and
+    alpha = 1 / sqrt(1 + s^2), sigma = s alpha. At integer t the tables are read with no
+    interpolation: alpha_bar(t) = float32(abar) and alpha(t) = float32(sqrt(abar)) exactly (each
+    off-table value is the table value plus a difference that vanishes exactly at the node).
+    Training times are uniform on the integers 1..T, as in DDPM.
+
+    Tables are computed once in float64 numpy; ``betas`` is stored as a tuple so the process stays
+    hashable (it is a jit static argument).
+    """
+
+    schedule: str = "linear"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_train_timesteps: int = 1000
+    betas: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if self.schedule == "given" and len(self.betas) != self.num_train_timesteps:
+            raise ValueError(f"num_train_timesteps={self.num_train_timesteps} must equal len(betas)={len(self.betas)} with schedule='given'")
+        self._tables  # validates the schedule fields
+
+    @functools.cached_property
+    def _tables(self) -> _DDPMTables:
+        betas = ddpm_betas(
+            self.schedule, beta_start=self.beta_start, beta_end=self.beta_end, num_train_timesteps=self.num_train_timesteps, betas=self.betas
+        )
+        abar = np.concatenate([[1.0], ddpm_alpha_bars(betas)])
+        s = np.sqrt((1.0 - abar) / abar)
+        s = np.append(s, 2.0 * s[-1] - s[-2])  # linear extrapolation past t_max
+        abar = np.append(abar, 1.0 / (1.0 + s[-1] ** 2))
+        f32 = lambda a: a.astype(np.float32)  # noqa: E731
+        return _DDPMTables(f32(s), f32(np.sqrt(abar)), f32(np.sqrt(1.0 - abar)), f32(abar))
+
+    @property
+    def t_min(self) -> float:
+        return 1.0
+
+    @property
+    def t_max(self) -> float:
+        return float(self.num_train_timesteps)
+
+    def timestep(self, t: ArrayLike) -> Array:
+        """The training index k = t - 1 that diffusers-style networks take as their timestep input."""
+        return _f32(t) - 1.0
+
+    def _node(self, t: ArrayLike) -> tuple[Array, Array, Array]:
+        """(k, s(t), s_k): the table node k = clip(floor(t), 0, T) and the sigma ratio at t and at k."""
+        t = _f32(t)
+        k = jnp.clip(jnp.floor(t), 0, self.num_train_timesteps).astype(jnp.int32)
+        s = jnp.asarray(self._tables.s)
+        return k, s[k] + (t - k) * (s[k + 1] - s[k]), s[k]
+
+    def _slope(self, t: ArrayLike) -> Array:
+        k, _, _ = self._node(t)
+        s = jnp.asarray(self._tables.s)
+        return s[k + 1] - s[k]
+
+    def sigma_ratio(self, t):
+        return self._node(t)[1]
+
+    def alpha_bar(self, t: ArrayLike) -> Array:
+        """abar(t) = 1 / (1 + s(t)^2); exactly float32(abar_{t-1}) at integer t."""
+        k, s, sk = self._node(t)
+        return jnp.asarray(self._tables.abar)[k] + (1.0 / (1.0 + s * s) - 1.0 / (1.0 + sk * sk))
+
+    def alpha(self, t):
+        k, s, sk = self._node(t)
+        return jnp.asarray(self._tables.alpha)[k] + (_rsqrt1p(s) - _rsqrt1p(sk))
+
+    def sigma(self, t):
+        k, s, sk = self._node(t)
+        return jnp.asarray(self._tables.sigma)[k] + (s * _rsqrt1p(s) - sk * _rsqrt1p(sk))
+
+    def logsnr(self, t):
+        return -2.0 * jnp.log(self.sigma_ratio(t))
+
+    def dalpha(self, t):
+        s = self.sigma_ratio(t)
+        return -s * _rsqrt1p(s) ** 3 * self._slope(t)
+
+    def dsigma(self, t):
+        return _rsqrt1p(self.sigma_ratio(t)) ** 3 * self._slope(t)
+
+    def t_from_sigma_ratio(self, s):
+        """Inverse of the piecewise-linear s(t): t = k + (s - s_k) / (s_{k+1} - s_k); exact at the nodes."""
+        s = _f32(s)
+        table = jnp.asarray(self._tables.s)
+        k = jnp.clip(jnp.searchsorted(table[:-1], s, side="right") - 1, 0, self.num_train_timesteps)
+        return k + (s - table[k]) / (table[k + 1] - table[k])
+
+    def t_from_logsnr(self, lam):
+        return self.t_from_sigma_ratio(jnp.exp(-0.5 * _f32(lam)))
+
+    def sample_t(self, rng, n):
+        return jax.random.randint(rng, (n,), 1, self.num_train_timesteps + 1).astype(jnp.float32)
+
+
 PROCESSES: dict[str, type[NoiseProcess]] = {
     "vp_cosine": VPCosine,
     "vp_linear": VPLinear,
@@ -321,6 +449,7 @@ PROCESSES: dict[str, type[NoiseProcess]] = {
     "edm": EDM,
     "rectified_flow": RectifiedFlow,
     "trigflow": TrigFlow,
+    "ddpm": DDPM,
 }
 
 

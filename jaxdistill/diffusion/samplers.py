@@ -123,14 +123,19 @@ def _dpmpp_2m(x0_fn, process, x, ts, rng, opts):
     x' = (sigma'/sigma) x - alpha' expm1(-h) D, D = x0_i + (h / (2 h_prev)) (x0_i - x0_{i-1}).
     The first step and any step with h = inf (landing on sigma = 0, where x' = x0) are
     first order; h_prev = inf (starting from alpha = 0) gives a first-order step as well.
+    With ``lower_order_final`` the last step is first order too when the grid has fewer than
+    15 steps (Lu et al. 2022b's sampler and diffusers' DPMSolverMultistepScheduler: it steadies
+    few-step sampling); it only matters for grids that end above sigma = 0.
     """
+    n = jnp.asarray(ts).shape[0] - 1
+    first_order_last = opts["lower_order_final"] and n < 15
 
     def step(carry, a):
         x, x0_prev, h_prev = carry
         t, t_next, i = a
         x0 = x0_fn(x, t)
         h = 0.5 * (process.logsnr(t_next) - process.logsnr(t))
-        second = (i > 0) & jnp.isfinite(h)
+        second = (i > 0) & jnp.isfinite(h) & ~(first_order_last & (i == n - 1))
         k = jnp.where(second, h / (2.0 * jnp.where(second, h_prev, 1.0)), 0.0)
         d = x0 + k * (x0 - x0_prev)
         ratio = process.sigma(t_next) / process.sigma(t)
@@ -204,18 +209,21 @@ def sample(
     s_tmin: float = 0.05,
     s_tmax: float = 50.0,
     s_noise: float = 1.003,
+    lower_order_final: bool = True,
 ) -> Array:
     """Integrate from x_init at ts[0] down the grid ``ts`` with ``method``; returns x at ts[-1].
 
     ``eta`` is DDIM's stochasticity (Python float; 0 = deterministic). ``s_churn``, ``s_tmin``,
     ``s_tmax`` (in sigma_ratio units) and ``s_noise`` are EDM's stochastic-sampler settings
-    (defaults: Karras et al. 2022, ImageNet-64). ``consistency`` returns its last x0 estimate.
+    (defaults: Karras et al. 2022, ImageNet-64). ``lower_order_final``: ``dpmpp_2m``'s last step
+    is first order on grids of fewer than 15 steps (default on, as in Lu et al. 2022b and
+    diffusers). ``consistency`` returns its last x0 estimate.
     """
     if method not in _SAMPLERS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {METHODS}")
     if rng is None and (method in STOCHASTIC or (method == "ddim" and eta != 0.0)):
         raise ValueError(f"sampler {method!r} is stochastic and needs rng")
-    opts = {"eta": eta, "s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise}
+    opts = {"eta": eta, "s_churn": s_churn, "s_tmin": s_tmin, "s_tmax": s_tmax, "s_noise": s_noise, "lower_order_final": lower_order_final}
     return _SAMPLERS[method](x0_fn, process, jnp.asarray(x_init, jnp.float32), ts, rng, opts)
 
 

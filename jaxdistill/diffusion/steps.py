@@ -11,6 +11,9 @@ Conventions shared by the grids spaced in sigma_ratio s = sigma/alpha (``karras`
 
 ``t_end`` is a Python float (it decides the grid's structure); the spaced grids are jitted
 with all arguments static (processes are hashable frozen dataclasses).
+
+The discrete DDPM process also has diffusers' spacings ``leading``, ``linspace``, ``trailing``
+(``ddpm_spacing_grid``): its scheduler's timesteps k at process times k + 1, then ``t_end``.
 """
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdistill.core.types import Array
-from jaxdistill.diffusion.process import NoiseProcess
+from jaxdistill.diffusion.ddpm_grid import SPACINGS, ddpm_timesteps
+from jaxdistill.diffusion.process import DDPM, NoiseProcess
 
 
 def karras_sigma(u, s_start, s_end, rho: float):
@@ -85,11 +90,43 @@ def uniform_grid(process: NoiseProcess, n: int, t_end: float = 0.0) -> Array:
     return jnp.linspace(process.t_max, t_end, n + 1, dtype=jnp.float32)
 
 
-GRIDS: dict[str, Callable[..., Array]] = {"karras": karras_grid, "uniform": uniform_grid, "logsnr": logsnr_grid}
+def ddpm_spacing_grid(
+    process: NoiseProcess,
+    n: int,
+    spacing: str = "trailing",
+    t_end: float = 0.0,
+    *,
+    steps_offset: int = 0,
+    scheduler: str = "ddim",
+) -> Array:
+    """diffusers' inference timesteps k_1 > ... > k_n of ``spacing`` as the process times k_i + 1,
+    then ``t_end`` (``ddpm_grid.ddpm_timesteps``; ``process`` must be a ``DDPM``).
+
+    Where each diffusers scheduler's last step lands: ``t_end = 0`` is clean data (DDIM's
+    ``set_alpha_to_one=True``, DPM-Solver's ``final_sigmas_type="zero"``, Euler's final sigma 0);
+    ``t_end = 1`` (= t_min, training index 0) is DDIM's ``set_alpha_to_one=False`` and
+    DPM-Solver's ``final_sigmas_type="sigma_min"``. ``t_end`` equal to the last timestep gives
+    a final step of length zero, as diffusers does then. ``scheduler``: "ddim" (also Euler's rule for
+    leading / trailing), "euler" (unrounded linspace), "dpmsolver".
+    """
+    if not isinstance(process, DDPM):
+        raise ValueError(f"grid {spacing!r} spaces the timesteps of the discrete DDPM process (process name 'ddpm'), not {type(process).__name__}")
+    ks = ddpm_timesteps(n, spacing, process.num_train_timesteps, steps_offset=steps_offset, scheduler=scheduler)
+    if not 0.0 <= t_end <= ks[-1] + 1.0:
+        raise ValueError(f"t_end={t_end} must lie in [0, {ks[-1] + 1.0}], the last timestep's time")
+    return jnp.asarray(np.append(ks + 1.0, t_end), jnp.float32)
+
+
+GRIDS: dict[str, Callable[..., Array]] = {
+    "karras": karras_grid,
+    "uniform": uniform_grid,
+    "logsnr": logsnr_grid,
+    **{name: functools.partial(ddpm_spacing_grid, spacing=name) for name in SPACINGS},
+}
 
 
 def get_grid(name: str, process: NoiseProcess, n: int, **kwargs) -> Array:
-    """Grid ``name`` ("karras", "uniform", "logsnr") with n steps (n + 1 points)."""
+    """Grid ``name`` ("karras", "uniform", "logsnr"; for DDPM also "leading", "linspace", "trailing") with n steps (n + 1 points)."""
     if name not in GRIDS:
         raise ValueError(f"unknown grid {name!r}; choose one of {tuple(GRIDS)}")
     return GRIDS[name](process, n, **kwargs)
