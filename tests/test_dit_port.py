@@ -72,6 +72,23 @@ def test_reader_returns_the_closed_form_weights():
         np.testing.assert_allclose(value, want[key], atol=1e-6, err_msg=key)  # pos_embed: DiT's table equals the port's
 
 
+def test_reader_layouts_dtypes_and_strides():
+    """torch_layouts.pt (reference.layouts): a training checkpoint's structure, strided tensors, dtypes."""
+    obj = read_pt(os.path.join(DATA, "torch_layouts.pt"))
+    base = reference.synthetic_value(0, (3, 4))
+    model, ema = obj["model"], obj["ema"]
+    np.testing.assert_array_equal(model["t"], base.T)
+    np.testing.assert_array_equal(model["slice"], base[1:, 2:])
+    np.testing.assert_array_equal(model["half"], base.astype(np.float16))
+    assert model["half"].dtype == np.float16 and ema["long"].dtype == np.int64
+    np.testing.assert_array_equal(model["bf16"], np.array([1.0, -2.5, 0.1875], np.float32))
+    np.testing.assert_array_equal(ema["long"], np.arange(5) - 2)
+    np.testing.assert_array_equal(ema["bool"], [True, False])
+    np.testing.assert_array_equal(ema["param"], base[0])
+    assert obj["args"].model == "DiT-XL/2" and float(obj["opt"]["state"][0]["step"]) == 3.0
+    assert select_state_dict(obj, "layouts.pt")[1] == "ema"
+
+
 def test_converted_port_reproduces_dit(tmp_path, capsys, expected):
     out = str(tmp_path / "tiny.npz")
     assert main(["convert", "--from", "dit-pt", PT, "--out", out, "--num-heads", "2"]) == 0

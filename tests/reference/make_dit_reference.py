@@ -6,6 +6,8 @@ PyTorch is needed by the tests: this script writes
 
 * ``tests/data/dit_tiny.pt``: the state dict of :data:`TINY` (``torch.save``), read back by the
   torch-free reader and converter;
+* ``tests/data/torch_layouts.pt``: :func:`layouts` (a DiT training checkpoint's structure with
+  small tensors of other dtypes and strides), for the reader's tests;
 * ``tests/data/dit_reference.npz``: for each model in :data:`MODELS`, the network's output on
   :func:`inputs` (``<name>_out``, NCHW) and each block's output tokens (``<name>_block<i>``,
   ``[B, T, D]``, from forward hooks).
@@ -56,6 +58,18 @@ def inputs(config: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, np.array([0, 17, 500, 999], np.int64), np.array([0, 3, n - 1, n], np.int64)
 
 
+def layouts(torch):
+    """``{"model", "ema", "opt", "args"}`` like DiT's train.py saves, holding a transposed
+    (non-contiguous) float32 tensor, a slice at a storage offset, float16, bfloat16 (values exact
+    in 8 bits), int64, bool and an ``nn.Parameter``; values from :func:`synthetic_value`."""
+    import argparse
+
+    base = torch.from_numpy(synthetic_value(0, (3, 4)))
+    model = {"t": base.t(), "slice": base[1:, 2:], "half": base.half(), "bf16": torch.tensor([1.0, -2.5, 0.1875]).bfloat16()}
+    ema = {"long": torch.arange(5) - 2, "bool": torch.tensor([True, False]), "param": torch.nn.Parameter(base[0])}
+    return {"model": model, "ema": ema, "opt": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 1e-4}]}, "args": argparse.Namespace(model="DiT-XL/2")}
+
+
 def main(dit_repo: str) -> None:
     import torch
 
@@ -78,6 +92,7 @@ def main(dit_repo: str) -> None:
             arrays[f"{name}_block{i}"] = tokens
         if name == "tiny":
             torch.save(model.state_dict(), os.path.join(DATA, "dit_tiny.pt"))
+    torch.save(layouts(torch), os.path.join(DATA, "torch_layouts.pt"))
     np.savez_compressed(os.path.join(DATA, "dit_reference.npz"), **arrays)
     print({k: v.shape for k, v in arrays.items()})
 
