@@ -193,6 +193,8 @@ def cmd_convert(args, overrides: list[str]) -> int:
     from jaxdistill.models.ports.convert import convert_checkpoint
 
     _output_file(args.out, "--out")
+    if os.path.abspath(args.out) == os.path.abspath(args.src):
+        raise ConfigError(f"--out {args.out!r} is the input {args.src!r}; name another file")
     options = dict(size=args.size, num_heads=args.num_heads, use_ema=not args.no_ema) if args.kind == "dit-pt" else {}
     print(convert_checkpoint(args.kind, args.src, args.out, **options))
     return 0
