@@ -158,6 +158,12 @@ def test_registry_and_checkpoint_layouts():
     assert select_state_dict({"model": other, "ema": state}, "c.pt", use_ema=False) == (other, "model")
     with pytest.raises(CheckpointFileError, match="holds no DiT state dict"):
         select_state_dict({"opt": {}}, "c.pt")
+    with pytest.raises(CheckpointFileError, match="c.pt. is not a DiT checkpoint: x_embedder.proj.weight has shape"):
+        convert_state_dict({**state, "x_embedder.proj.weight": state["x_embedder.proj.weight"][0]}, "c.pt", num_heads=2)
+    with pytest.raises(CheckpointFileError, match="c.pt.: pos_embed is not DiT's fixed sin-cos table"):
+        convert_state_dict({**state, "pos_embed": state["pos_embed"][:, ::-1]}, "c.pt", num_heads=2)
+    with pytest.raises(CheckpointFileError, match="c.pt.: blocks.1.attn.qkv.bias holds NaN"):
+        convert_state_dict({**state, "blocks.1.attn.qkv.bias": state["blocks.1.attn.qkv.bias"] * np.nan}, "c.pt", num_heads=2)
 
 
 def _disallowed_global_pt(path: str) -> None:

@@ -109,12 +109,18 @@ def _block_count(state: Mapping[str, np.ndarray]) -> int:
     return max(found) + 1 if found else 0
 
 
+# The entries the architecture is read from, with their number of dimensions.
+_READ_OFF = {"x_embedder.proj.weight": 4, "y_embedder.embedding_table.weight": 2, "final_layer.linear.weight": 2, POS_EMBED: 3, "blocks.0.mlp.fc1.weight": 2}
+
+
 def infer_architecture(state: Mapping[str, np.ndarray], source: str) -> dict[str, Any]:
     """DiT constructor fields read off the shapes of ``state`` (see the module docstring), plus
     ``input_size`` and ``in_channels``; ``num_heads`` and ``size`` only where a named size matches."""
-    for key in ("x_embedder.proj.weight", "y_embedder.embedding_table.weight", "final_layer.linear.weight", POS_EMBED, "blocks.0.mlp.fc1.weight"):
+    for key, ndim in _READ_OFF.items():
         if key not in state:
             raise CheckpointFileError(f"{source!r} is not a DiT checkpoint: it has no {key!r} (found {sorted(state)[:4]} ...)")
+        if np.ndim(state[key]) != ndim or 0 in np.shape(state[key]):
+            raise CheckpointFileError(f"{source!r} is not a DiT checkpoint: {key} has shape {np.shape(state[key])}, not {ndim}-D")
     hidden, channels, patch, patch_w = np.shape(state["x_embedder.proj.weight"])
     tokens = np.shape(state[POS_EMBED])[1]
     side = int(round(np.sqrt(tokens)))
@@ -138,6 +144,8 @@ def _describe(size: Optional[str], module: DiTPort) -> str:
 
 
 def _check_shapes(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], what: str, source: str) -> None:
+    """A CheckpointFileError unless ``state`` has exactly the keys and shapes ``expected`` of ``what``
+    (``source`` describes the checkpoint in the message)."""
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
     if missing or extra:
