@@ -1,4 +1,4 @@
-"""Command line: ``jaxdistill train | sample | eval | data | snapshot | restore | quickstart``.
+"""Command line: ``jaxdistill train | sample | eval | data | snapshot | restore | convert | quickstart``.
 
     jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
     jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
@@ -6,6 +6,7 @@
     jaxdistill data --config configs/digits/teacher.py --num 1000 --out digits.npz
     jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
+    jaxdistill convert --from dit-pt DiT-XL-2-256x256.pt --out dit_xl2.npz   # no PyTorch needed
     jaxdistill quickstart
 """
 from __future__ import annotations
@@ -188,6 +189,17 @@ def cmd_restore(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_convert(args, overrides: list[str]) -> int:
+    from jaxdistill.models.ports.convert import convert_checkpoint
+
+    _output_file(args.out, "--out")
+    if os.path.abspath(args.out) == os.path.abspath(args.src):
+        raise ConfigError(f"--out {args.out!r} is the input {args.src!r}; name another file")
+    options = dict(size=args.size, num_heads=args.num_heads, use_ema=not args.no_ema) if args.kind == "dit-pt" else {}
+    print(convert_checkpoint(args.kind, args.src, args.out, **options))
+    return 0
+
+
 def cmd_quickstart(args, overrides: list[str]) -> int:
     from jaxdistill.quickstart import DEFAULT_METHOD, run_quickstart
 
@@ -240,6 +252,15 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", required=True, help="a .npz written by 'jaxdistill snapshot'")
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt) into a jaxdistill .npz, without PyTorch")
+    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "edm2-pkl"), help="the checkpoint's kind (edm-pkl, edm2-pkl: not yet supported)")
+    p.add_argument("src", metavar="IN", help="the published checkpoint file")
+    p.add_argument("--out", required=True, help="output .npz (written only if every check passes)")
+    p.add_argument("--size", default=None, help="the DiT size it must be, e.g. XL/2 (default: inferred from the shapes)")
+    p.add_argument("--num-heads", type=int, default=None, help="attention heads of a DiT that is no named size")
+    p.add_argument("--no-ema", action="store_true", help="from a DiT training checkpoint, take 'model' instead of 'ema'")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("quickstart", help="train a teacher, distil a 1-step student, print quality vs NFE")
     p.add_argument("--workdir", default="runs/quickstart")

@@ -13,6 +13,10 @@ Config fields (``default_network_config(name)`` gives every default):
 * unet: ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``,
   ``num_heads``, ``num_groups``.
 * dit: ``patch_size``, ``hidden_size``, ``depth``, ``num_heads``, ``mlp_ratio``.
+* dit_port: the published DiT (:mod:`jaxdistill.models.ports.dit`), none of the common fields but
+  ``num_classes`` (1000) and ``num_times`` (1 only): ``size`` (``"XL/2"`` ... ``"S/8"``, or None
+  with every dimension given), ``patch_size`` / ``hidden_size`` / ``depth`` / ``num_heads``
+  (None: the size's), ``mlp_ratio``, ``learn_sigma``, ``return_variance``; ``t`` is the DDPM step.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ import numpy as np
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.models.dit import DiT
 from jaxdistill.models.mlp import ResidualMLP
+from jaxdistill.models.ports.dit import make_dit_port
 from jaxdistill.models.unet import UNet
 
 # Logical axis -> mesh axis. Flax assigns rules in order and never reuses a mesh
@@ -61,12 +66,21 @@ _DEFAULTS: dict[str, dict] = {
     "dit": dict(patch_size=2, hidden_size=256, depth=6, num_heads=4, mlp_ratio=4.0),
 }
 _MODULES = {"mlp": ResidualMLP, "unet": UNet, "dit": DiT}
+# Ports of published networks: their own fields only (the common ones above do not apply).
+_PORTS: dict[str, dict] = {
+    "dit_port": dict(
+        size="XL/2", patch_size=None, hidden_size=None, depth=None, num_heads=None, mlp_ratio=4.0,
+        num_classes=1000, learn_sigma=True, return_variance=False,
+    ),
+}
 
 
 def default_network_config(name: str) -> ml_collections.ConfigDict:
-    """Default hyper-parameters for ``name`` in {"mlp", "unet", "dit"}."""
+    """Default hyper-parameters for ``name`` in {"mlp", "unet", "dit", "dit_port"}."""
+    if name in _PORTS:
+        return ml_collections.ConfigDict(dict(name=name, num_times=1, **_PORTS[name]))
     if name not in _DEFAULTS:
-        raise ValueError(f"unknown network {name!r}; choose from {sorted(_DEFAULTS)}")
+        raise ValueError(f"unknown network {name!r}; choose from {sorted({**_DEFAULTS, **_PORTS})}")
     return ml_collections.ConfigDict(dict(name=name, **_COMMON, **_DEFAULTS[name]))
 
 
@@ -161,6 +175,10 @@ def make_network(config: ml_collections.ConfigDict) -> Network:
     kwargs = {k: v for k, v in cfg.items() if k not in ("name", "num_times")}
     if int(cfg.num_times) < 1:
         raise ValueError(f"num_times must be >= 1, got {cfg.num_times}")
+    if cfg.name in _PORTS:
+        if int(cfg.num_times) != 1:
+            raise ValueError(f"{cfg.name} takes one time input (num_times=1), not {cfg.num_times}")
+        return Network(make_dit_port(**kwargs), int(cfg.num_classes), 1)
     for key in ("channel_mult", "attn_resolutions"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])

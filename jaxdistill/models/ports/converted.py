@@ -1,0 +1,94 @@
+"""Converted checkpoints: a ported network's parameters and config in one ``.npz``.
+
+Entries: ``format`` (``"jaxdistill-converted-1"``), ``network`` (JSON: the registry config that
+builds the network, e.g. ``{"name": "dit_port", "size": "XL/2", ...}``), ``info`` (JSON: where
+it came from, ``event_shape`` of the inputs it was trained on) and ``params/<path>`` for every
+parameter (``params/blocks_3/attn/qkv/kernel``). Written to a temporary file in the target folder
+and renamed, so a failed write leaves nothing under the real name and never replaces a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.types import PyTree
+from jaxdistill.models.registry import Network, make_network
+
+FORMAT = "jaxdistill-converted-1"
+
+
+def _flatten(tree: PyTree) -> dict[str, Any]:
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(k.key for k in path): leaf for path, leaf in flat}
+
+
+def save_converted(path: str, params: PyTree, network: dict, info: dict) -> None:
+    """Write ``params`` (``{"params": ...}``), the ``network`` config and ``info`` to ``path`` (.npz)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in _flatten(params).items()}
+    meta = {"format": np.array(FORMAT), "network": np.array(json.dumps(network)), "info": np.array(json.dumps(info))}
+    fd, tmp = tempfile.mkstemp(prefix=".converting-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **meta, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_converted(path: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """``(network config, info, {param path: array})`` of a converted checkpoint."""
+    if not os.path.isfile(path):
+        raise CheckpointFileError(f"no converted checkpoint file {path!r}")
+    try:
+        with np.load(path) as data:
+            if "format" not in data.files or str(data["format"]) != FORMAT:
+                raise CheckpointFileError(f"{path!r} is not a converted checkpoint (no format {FORMAT!r}; write one with 'jaxdistill convert')")
+            network, info = json.loads(str(data["network"])), json.loads(str(data["info"]))
+            arrays = {k: data[k] for k in data.files if k.startswith("params/")}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise CheckpointFileError(f"{path!r} is not a readable converted checkpoint (.npz): {type(err).__name__}: {err}") from None
+    return network, info, arrays
+
+
+def load_converted(path: str, network_config: Optional[ml_collections.ConfigDict] = None) -> tuple[Network, PyTree, dict]:
+    """``(network, params, info)`` of the converted checkpoint at ``path``: the network its own
+    config builds, or ``network_config`` if given; every parameter is checked against the
+    network's abstract shapes (``jax.eval_shape``, nothing allocated) before any is used."""
+    stored, info, arrays = read_converted(path)
+    config = network_config if network_config is not None else ml_collections.ConfigDict(stored)
+    try:
+        network = make_network(config)
+    except (ValueError, KeyError) as err:
+        raise CheckpointFileError(f"{path!r}: its network config does not build: {err}") from None
+    example = jax.ShapeDtypeStruct((1, *info["event_shape"]), jnp.float32)
+    expected = _flatten(jax.eval_shape(network.init, jax.random.key(0), example))
+    missing, extra = sorted(set(expected) - set(arrays)), sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise CheckpointFileError(f"{path!r} does not match the network {config.get('name')!r}: it lacks {missing[:3]} and has extra {extra[:3]}")
+    for key in sorted(expected):
+        if tuple(arrays[key].shape) != tuple(expected[key].shape) or arrays[key].dtype != expected[key].dtype:
+            raise CheckpointFileError(
+                f"{path!r} does not match the network {config.get('name')!r}: {key} is {arrays[key].dtype}{list(arrays[key].shape)}, "
+                f"the network expects {expected[key].dtype}{list(expected[key].shape)}"
+            )
+    params: dict = {}
+    for key, value in arrays.items():
+        *parents, leaf = key.split("/")
+        node = params
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return network, params, info
