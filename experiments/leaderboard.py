@@ -113,7 +113,7 @@ def write_json(path: str, obj: dict) -> None:
 # Config fields that do not change what a run learns: bookkeeping, file locations, device layout,
 # and the seed (a row combines its method's seeds).
 BOOKKEEPING_FIELDS = (
-    "seed", "teacher.workdir", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.max_to_keep",
+    "seed", "teacher.workdir", "teacher.path", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.max_to_keep",
     "train.async_checkpoint", "train.num_plot_samples", "mesh", "distributed", "eval.num_samples",
 )
 

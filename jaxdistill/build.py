@@ -22,6 +22,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.eval.probe import MixtureProbe
 from jaxdistill.models import gaussian_mixture
+from jaxdistill.models.ports.converted import converted_teacher
 from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
@@ -83,7 +84,8 @@ def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, p
 
 def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) -> tuple[Denoiser, PyTree]:
     """The frozen teacher denoiser and its parameters, as the config's ``teacher`` says:
-    ``mixture`` is the exact mixture the data are drawn from, ``checkpoint`` a trained teacher run."""
+    ``mixture`` is the exact mixture the data are drawn from, ``checkpoint`` a trained teacher run,
+    ``converted`` a published network converted by ``jaxdistill convert``."""
     kind = config.teacher.kind
     if kind == "mixture":
         try:
@@ -101,9 +103,14 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
         if tuple(run.built.event_shape) != tuple(event_shape):
             raise ConfigError(f"teacher event shape {run.built.event_shape} does not match the data's {event_shape}")
         return run.built.objective.denoiser, run.trainable["model"].eval_params
+    if kind == "converted":
+        denoiser, params, info = converted_teacher(config.teacher.path)
+        if tuple(info["event_shape"]) != tuple(event_shape):
+            raise ConfigError(f"teacher.path={config.teacher.path!r} takes inputs of shape {tuple(info['event_shape'])}, the data's are {tuple(event_shape)}")
+        return denoiser, params
     if kind == OBJECT_TEACHER:
         raise ConfigError("this run's teacher was passed as an object; pass it again (teacher=(denoiser, params))")
-    raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture' or 'checkpoint' (it is {kind!r})")
+    raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture', 'checkpoint' or 'converted' (it is {kind!r})")
 
 
 @dataclasses.dataclass
@@ -153,7 +160,7 @@ class BuildContext:
         """A ConfigError if any of ``settings``' flags ``fields`` asks to start from the teacher's
         weights while the teacher has none (not a trained network)."""
         wanted = [f"{settings.section}.{f}" for f in fields if getattr(settings, f)]
-        if wanted and self.teacher_object is None and self.config.teacher.kind != "checkpoint":
+        if wanted and self.teacher_object is None and self.config.teacher.kind not in ("checkpoint", "converted"):
             raise ConfigError(
                 f"{settings.method}: {' / '.join(wanted)} need a trained network teacher (teacher.kind='checkpoint'); "
                 f"the exact mixture has no weights to copy — set {' and '.join(wanted)} to False"

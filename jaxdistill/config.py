@@ -8,6 +8,7 @@ seconds, used by tests and CI).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import inspect
@@ -21,12 +22,13 @@ from ml_collections import config_dict
 
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.state import default_optimizer_config
+from jaxdistill.diffusion.process import PROCESSES
 from jaxdistill.objectives import registry
 
 __all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config_file", "validate"]
 
 OBJECT_TEACHER = "object"  # teacher.kind of a teacher passed to build() as an object
-TEACHER_KINDS = ("none", "mixture", "checkpoint", OBJECT_TEACHER)
+TEACHER_KINDS = ("none", "mixture", "checkpoint", "converted", OBJECT_TEACHER)
 PRIOR_MEANS = ("data", "zero")
 
 
@@ -44,9 +46,10 @@ def base_config() -> ml_collections.ConfigDict:
     # data's mean, what the teacher saw at t_max) or "zero" (the published samplers' N(0, sigma^2 I)).
     c.prior_mean = "data"
     c.network = ml_collections.ConfigDict({"name": "mlp", "num_classes": 0})
-    # Frozen teacher for distillation: "mixture" (the exact mixture the data are drawn from) or
-    # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used).
-    c.teacher = ml_collections.ConfigDict({"kind": "none", "workdir": "", "guidance": config_dict.placeholder(float)})
+    # Frozen teacher for distillation: "mixture" (the exact mixture the data are drawn from),
+    # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used) or "converted"
+    # (a published network converted by `jaxdistill convert`, at teacher.path).
+    c.teacher = ml_collections.ConfigDict({"kind": "none", "workdir": "", "path": "", "guidance": config_dict.placeholder(float)})
     c.optim = default_optimizer_config()
     c.ema_decay = 0.999
     c.train = ml_collections.ConfigDict(
@@ -115,6 +118,8 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
                 raise ConfigError(f"unknown config key {'.'.join(walked + [part])!r} in override {item!r}{_suggest(part, node)}")
             node = node[part]
             walked.append(part)
+        if leaf not in node and walked == ["process"] and leaf in _process_fields(node):
+            node[leaf] = _process_fields(node)[leaf]  # a field of the named process, not yet in the section
         if leaf not in node:
             raise ConfigError(f"unknown config key {key!r}{_suggest(leaf, node)}")
         value = _parse_value(raw)
@@ -128,6 +133,15 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
         except (TypeError, ValueError) as err:
             raise ConfigError(f"bad value for {key}: {raw!r} ({err})") from err
     return config
+
+
+def _process_fields(section: ml_collections.ConfigDict) -> dict[str, Any]:
+    """{field: default} of the process ``section.name`` names (``diffusion.process.PROCESSES``), so
+    ``--config.process.name=ddpm --config.process.schedule=cosine`` may set fields the section lacks."""
+    cls = PROCESSES.get(section.get("name"))
+    if cls is None:
+        return {}
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.init and f.default is not dataclasses.MISSING}
 
 
 def _suggest(name: str, node: ml_collections.ConfigDict) -> str:
@@ -144,6 +158,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError(f"teacher.kind={config.teacher.kind!r} is not one of {TEACHER_KINDS}")
     if config.teacher.kind == "checkpoint" and not config.teacher.workdir:
         raise ConfigError("teacher.kind='checkpoint' needs teacher.workdir (the teacher run's --workdir)")
+    if config.teacher.kind == "converted" and not config.teacher.get("path"):
+        raise ConfigError("teacher.kind='converted' needs teacher.path (a file written by 'jaxdistill convert')")
     for field in ("batch_size",):
         if int(config[field]) <= 0:
             raise ConfigError(f"{field} must be positive, got {config[field]}")

@@ -48,6 +48,9 @@ VARIANTS = {
     "dpmpp_2m_sigma_min_no_lof": ("dpmpp_2m", "dpmsolver", 1.0, False),
 }
 TOLERANCE = 1e-4
+# Without lower_order_final, DPM-Solver's second-order last step onto sigma_min amplifies float32
+# rounding: 9.5e-5 measured on the cosine schedule's 4-step cases, so that variant gets 2e-4.
+TOLERANCES = {"dpmpp_2m_sigma_min_no_lof": 2e-4}
 
 
 @functools.lru_cache(maxsize=1)
@@ -79,7 +82,7 @@ def test_final_samples_match_diffusers_schedulers(variant, schedule):
         x_init = z if variant != "euler" or case["spacing"] == "leading" else process.sigma(ts[0]) * z
         x = _sample(mixture.params, x_init, ts, process=process, method=method, lower_order_final=lof)
         worst[(case["spacing"], case["steps"])] = float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(case["samples"]))))
-    assert max(worst.values()) < TOLERANCE, worst
+    assert max(worst.values()) < TOLERANCES.get(variant, TOLERANCE), worst
 
 
 def test_lower_order_final_changes_the_last_step_only_below_15_steps():
@@ -234,3 +237,19 @@ def test_a_bad_process_field_is_a_config_error_naming_it():
     c.process = {"name": "ddpm", "schedule": "squaredcos"}
     with pytest.raises(ConfigError, match="process: schedule must be one of"):
         make_process(c)
+
+
+def test_command_line_overrides_set_the_named_process_fields():
+    """--config.process.name=ddpm, then the DDPM fields the section did not have; an unknown field
+    or a DDPM field under another process stays an error naming the key."""
+    from jaxdistill.build import make_process
+    from jaxdistill.config import ConfigError, apply_overrides, base_config
+
+    c = apply_overrides(base_config(), ["process.name=ddpm", "process.schedule=cosine", "process.num_train_timesteps=500"])
+    assert make_process(c) == DDPM("cosine", num_train_timesteps=500)
+    c = apply_overrides(base_config(), ["process.t_max=40"])  # EDM's own fields too
+    assert make_process(c).t_max == 40.0
+    with pytest.raises(ConfigError, match="unknown config key 'process.schedule'"):
+        apply_overrides(base_config(), ["process.schedule=cosine"])
+    with pytest.raises(ConfigError, match="unknown config key 'process.beta'"):
+        apply_overrides(base_config(), ["process.name=ddpm", "process.beta=0.1"])

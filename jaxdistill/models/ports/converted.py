@@ -22,6 +22,8 @@ import numpy as np
 
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.core.types import PyTree
+from jaxdistill.diffusion.denoiser import Denoiser
+from jaxdistill.diffusion.process import DDPM
 from jaxdistill.models.registry import Network, make_network
 
 FORMAT = "jaxdistill-converted-1"
@@ -65,8 +67,9 @@ def read_converted(path: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
 
 def load_converted(path: str, network_config: Optional[ml_collections.ConfigDict] = None) -> tuple[Network, PyTree, dict]:
     """``(network, params, info)`` of the converted checkpoint at ``path``: the network its own
-    config builds, or ``network_config`` if given; every parameter is checked against the
-    network's abstract shapes (``jax.eval_shape``, nothing allocated) before any is used."""
+    config builds, or ``network_config`` if given (``info["network"]`` is the config used); every
+    parameter is checked against the network's abstract shapes (``jax.eval_shape``, nothing
+    allocated) before any is used."""
     stored, info, arrays = read_converted(path)
     config = network_config if network_config is not None else ml_collections.ConfigDict(stored)
     try:
@@ -91,4 +94,29 @@ def load_converted(path: str, network_config: Optional[ml_collections.ConfigDict
         for name in parents:
             node = node.setdefault(name, {})
         node[leaf] = value
-    return network, params, info
+    return network, params, {**info, "network": config.to_dict()}
+
+
+def _dit_teacher(network: Network) -> Denoiser:
+    """DiT (Peebles & Xie 2023) predicts eps of DDPM's linear schedule (beta 1e-4..0.02, T = 1000)
+    and takes the training index k = t - 1 of process time t (``DDPM.timestep``) as its timestep."""
+    process = DDPM("linear", 1e-4, 0.02, 1000)
+
+    def apply(params, x, t, cond=None, **kwargs):
+        return network.apply(params, x, process.timestep(t), cond, **kwargs)
+
+    return Denoiser(apply, process, "eps")
+
+
+# The process and prediction each port's published checkpoints were trained with.
+TEACHERS = {"dit_port": _dit_teacher}
+
+
+def converted_teacher(path: str) -> tuple[Denoiser, PyTree, dict]:
+    """``(denoiser, params, info)`` of the converted checkpoint at ``path`` as the teacher its
+    network was published as (``TEACHERS``: process, prediction, time input)."""
+    network, params, info = load_converted(path)
+    name = info["network"].get("name")
+    if name not in TEACHERS:
+        raise CheckpointFileError(f"{path!r} holds a {name!r} network, which is no teacher kind known here ({', '.join(TEACHERS)})")
+    return TEACHERS[name](network), params, info
