@@ -250,7 +250,7 @@ def load_run(
         config = _saved_config(checkpointer, step)
         built = build(_on_one_device(config), source=source, teacher=teacher)
         abstract = abstract_trainable(built)
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # addressable on every host
         shardings = jax.tree.map(lambda _: device, abstract)
         try:
             trainable = checkpointer.restore(step, abstract_like(abstract, shardings))

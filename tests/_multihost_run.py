@@ -9,6 +9,9 @@ Prints ``WORKER {json}`` with its process index/count and the CLI's exit code.
 *global* batches as the two processes (the concatenation of the shards ``source[0::2]`` and
 ``source[1::2]``, in process order). Prints ``REFERENCE {json}`` with its final loss and the
 largest parameter differences to each two-process run, restored from its checkpoint.
+
+Both train ``CONFIG`` (grid25 teacher training) unless the environment's ``MULTIHOST_JOB`` (JSON)
+names another ``config`` with ``overrides`` of its own, e.g. a DMD2 student of a checkpointed teacher.
 """
 import os
 import sys
@@ -33,8 +36,10 @@ OVERRIDES = {
     "train.sample_every": 12,
     "train.num_plot_samples": 64,
 }
-CONFIG = "configs/grid25/teacher.py:smoke"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JOB = json.loads(os.environ.get("MULTIHOST_JOB", '{"config": "configs/grid25/teacher.py:smoke"}'))
+CONFIG = JOB["config"]
+OVERRIDES = {**OVERRIDES, **JOB.get("overrides", {})}
 
 
 def worker(process_id: int, port: int, workdir: str, sigterm_at: int = -1) -> None:

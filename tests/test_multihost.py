@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def _tagged(stdout: str, tag: str) -> dict:
     return json.loads(lines[-1][len(tag) + 1 :])
 
 
-def _run_two_processes(workdir, sigterm_at: int = -1, timeout: int = 120) -> list[tuple[dict, str]]:
+def _run_two_processes(workdir, sigterm_at: int = -1, timeout: int = 120, env: Optional[dict] = None) -> list[tuple[dict, str]]:
     port = _free_port()
     procs = [
         subprocess.Popen(
@@ -34,6 +35,7 @@ def _run_two_processes(workdir, sigterm_at: int = -1, timeout: int = 120) -> lis
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
         for i in range(2)
     ]
@@ -114,3 +116,30 @@ def test_preempted_two_process_run_stops_together_and_resumes_like_one_process(r
     run the ~70 s fixture twice."""
     _check_preempting_one_process_stops_both_at_the_same_step(runs)
     _check_two_processes_train_like_one_process_on_the_same_global_batches(runs)
+
+
+def test_two_processes_distil_a_checkpointed_teacher_with_dmd2_like_one_process(tmp_path):
+    """DMD2 (generator, critic and GAN head) distilling a trained teacher restored from its
+    checkpoint on each process, FSDP over both processes' devices: the same parameters as one
+    process on one device fed the same global batches."""
+    teacher = tmp_path / "teacher"
+    cli = [sys.executable, "-m", "jaxdistill.cli", "train", "--config", "configs/grid25/teacher.py:smoke", "--workdir", str(teacher), "--quiet"]
+    root = os.path.dirname(os.path.dirname(HELPER))
+    done = subprocess.run(cli + ["--config.train.num_steps=40"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = {
+        "config": "configs/grid25/dmd2.py:smoke",
+        "overrides": {"teacher.kind": "checkpoint", "teacher.workdir": str(teacher), "dmd.init_from_teacher": True, "dmd.critic_from_teacher": True},
+    }
+    env = {**os.environ, "MULTIHOST_JOB": json.dumps(job)}
+    workdir = tmp_path / "dmd2"
+    for i, (info, out) in enumerate(_run_two_processes(workdir, timeout=180, env=env)):
+        assert info == {"rc": 0, "process_index": i, "process_count": 2, "local_devices": 2, "devices": 4}, out[-3000:]
+    out = subprocess.run([sys.executable, HELPER, "reference", str(tmp_path / "ref"), str(workdir)], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr[-4000:]
+    ref = _tagged(out.stdout, "REFERENCE")
+    lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+    np.testing.assert_allclose(lines[-1]["loss"], ref["loss"], rtol=1e-4)
+    run = ref["runs"][str(workdir)]
+    assert run["step"] == NUM_STEPS
+    assert run["max_abs_diff"] <= 1e-4 * max(run["max_abs"], 1.0), run

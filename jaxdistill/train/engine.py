@@ -257,7 +257,7 @@ class Trainer:
     def _place_frozen(self) -> tuple[PyTree, PyTree]:
         frozen = self.objective.prepare(self.frozen_host, derive(jax.random.key(self.seed), "prepare"))
         shardings = mesh_lib.state_shardings(frozen, self.mesh, min_fsdp_size=int(self.config.mesh.min_fsdp_size))
-        return jax.device_put(frozen, shardings), shardings
+        return mesh_lib.put_host_tree(frozen, shardings), shardings
 
     def _init_trainable(self, example_batch: dict, frozen: PyTree, frozen_sh: PyTree) -> tuple[Trainable, PyTree, int]:
         init_rng = derive(jax.random.key(self.seed), "init")

@@ -98,6 +98,20 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def put_host_tree(tree: PyTree, shardings: PyTree) -> PyTree:
+    """Place a tree every process holds whole and alike (a restored teacher, a pair set) with
+    ``shardings``: ``device_put`` on one process; on several, each process builds its addressable
+    shards from its own copy (``device_put`` refuses shardings over other hosts' devices)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def put(leaf, sharding):
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree, shardings)
+
+
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     """Assemble process-local numpy batches into global arrays split over the mesh."""
     sharding = batch_sharding(mesh)
