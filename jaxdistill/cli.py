@@ -196,6 +196,8 @@ def cmd_convert(args, overrides: list[str]) -> int:
     _output_file(args.out, "--out")
     if os.path.abspath(args.out) == os.path.abspath(args.src):
         raise ConfigError(f"--out {args.out!r} is the input {args.src!r}; name another file")
+    if args.kind != "dit-pt" and (args.size or args.num_heads or args.no_ema):
+        raise ConfigError(f"--size, --num-heads and --no-ema apply to --from dit-pt only; {args.src!r} is read as {args.kind}")
     options = dict(size=args.size, num_heads=args.num_heads, use_ema=not args.no_ema) if args.kind == "dit-pt" else {}
     print(convert_checkpoint(args.kind, args.src, args.out, **options))
     return 0

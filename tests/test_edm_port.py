@@ -14,9 +14,10 @@ It stores ``D = EDMPrecond(x, sigma, one_hot)``, the raw network output ``F``, p
 (forward hooks) and EDM's parameter counts of the published configurations in
 ``tests/data/edm_reference.npz`` (67 KB), and pickles ``ddpmpp_cond`` the way EDM's training loop
 writes ``network-snapshot-*.pkl`` into ``tests/data/edm_ddpmpp_tiny.pkl`` (118 KB; each
-persistent object's pickled module source replaced by a placeholder). Measured: max |port - EDM|
-= 3e-8 on D of scale 0.5 (ddpmpp_cond), 1e-7 on F of scale 0.12 and 1.5e-6 on ADM features of
-scale 2.8 (adm_cond): float32 rounding.
+persistent object's pickled module source replaced by a placeholder). Measured max |port - EDM|
+(float32 rounding; the tests allow 1e-5 of each array's scale): ddpmpp_cond D 3e-8 (scale 0.5),
+F 2e-8 (0.048), features 1.2e-7 (1.7); ddpmpp_uncond D 3e-8 (0.54), F 3e-8 (0.25), features
+7.5e-8 (0.51); adm_cond D 4.7e-8 (0.51), F 9.7e-8 (0.12), features 1.5e-6 (2.8).
 """
 import functools
 import importlib.util
@@ -81,10 +82,12 @@ def unet_arguments(precond_kwargs: dict) -> tuple[str, dict]:
 
 
 def check_against_reference(name: str, apply_fn, params, expected: dict) -> None:
-    """D through jaxdistill's Denoiser of kind "edm", and the features, against EDMPrecond's."""
+    """D through jaxdistill's Denoiser of kind "edm", the raw network output F (fed (c_in x, ln(sigma) / 4)
+    by that Denoiser) and the features against EDMPrecond's."""
     x, sigma, labels, _ = reference.inputs(reference.MODELS[name])
     denoiser = Denoiser(apply_fn, EDM(), "edm", sigma_data=0.5)
     assert_close(denoiser.x0(params, nhwc(x), sigma, labels), nhwc(expected[f"{name}_D"]), f"{name} D")
+    assert_close(denoiser.raw(params, nhwc(x), sigma, labels), nhwc(expected[f"{name}_F"]), f"{name} F")
     features = denoiser.features(params, nhwc(x), sigma, labels)
     count = len(reference.MODELS[name]["channel_mult"]) + 1
     assert len(features) == count
@@ -214,6 +217,7 @@ def _edited(path: str, old: bytes, new: bytes) -> None:
         ("global", ["refused to unpickle", "system, which an EDM network reader does not load"]),
         ("mismatch", ["does not match the DDPM++ (8 channels x (1, 2), 1 blocks, 10 classes)", "has shape"]),
         ("other", ["holds a XYZPrecond network"]),
+        ("dit_options", ["apply to --from dit-pt only"]),
     ],
 )
 def test_convert_bad_inputs(tmp_path, capsys, case, names):
@@ -231,11 +235,14 @@ def test_convert_bad_inputs(tmp_path, capsys, case, names):
         _edited(src, b"K\x04", b"K\x08")
     elif case == "other":
         _edited(src, b"EDMPrecond", b"XYZPrecond")
+    elif case == "dit_options":
+        src = PKL
     out = tmp_path / "out" / "edm.npz"
     out.parent.mkdir()
     out.write_bytes(b"an earlier conversion")
     capsys.readouterr()
-    assert main(["convert", "--from", "edm-pkl", src, "--out", str(out)]) == 2
+    extra = ["--size", "XL/2"] if case == "dit_options" else []
+    assert main(["convert", "--from", "edm-pkl", src, "--out", str(out), *extra]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("jaxdistill: error: ") and src in lines[0], lines
     for name in names:
