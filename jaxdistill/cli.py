@@ -7,6 +7,7 @@
     jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
     jaxdistill convert --from dit-pt DiT-XL-2-256x256.pt --out dit_xl2.npz   # no PyTorch needed
+    jaxdistill convert --from edm-pkl edm-cifar10-32x32-cond-vp.pkl --out edm_cifar10_cond.npz
     jaxdistill quickstart
 """
 from __future__ import annotations
@@ -195,6 +196,8 @@ def cmd_convert(args, overrides: list[str]) -> int:
     _output_file(args.out, "--out")
     if os.path.abspath(args.out) == os.path.abspath(args.src):
         raise ConfigError(f"--out {args.out!r} is the input {args.src!r}; name another file")
+    if args.kind != "dit-pt" and (args.size or args.num_heads or args.no_ema):
+        raise ConfigError(f"--size, --num-heads and --no-ema apply to --from dit-pt only; {args.src!r} is read as {args.kind}")
     options = dict(size=args.size, num_heads=args.num_heads, use_ema=not args.no_ema) if args.kind == "dit-pt" else {}
     print(convert_checkpoint(args.kind, args.src, args.out, **options))
     return 0
@@ -253,8 +256,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt) into a jaxdistill .npz, without PyTorch")
-    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "edm2-pkl"), help="the checkpoint's kind (edm-pkl, edm2-pkl: not yet supported)")
+    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt, EDM .pkl) into a jaxdistill .npz, without PyTorch")
+    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "edm2-pkl"), help="the checkpoint's kind (edm2-pkl: not yet supported)")
     p.add_argument("src", metavar="IN", help="the published checkpoint file")
     p.add_argument("--out", required=True, help="output .npz (written only if every check passes)")
     p.add_argument("--size", default=None, help="the DiT size it must be, e.g. XL/2 (default: inferred from the shapes)")

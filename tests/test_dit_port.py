@@ -223,7 +223,7 @@ def test_convert_bad_inputs(tmp_path, capsys, case, extra, names):
     out.write_bytes(b"an earlier conversion")
     if case == "same":
         src = str(out)
-    kind = "edm-pkl" if case == "edm" else "dit-pt"
+    kind = "edm2-pkl" if case == "edm" else "dit-pt"
     capsys.readouterr()
     assert main(["convert", "--from", kind, src, "--out", str(out), *extra]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

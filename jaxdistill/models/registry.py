@@ -17,6 +17,12 @@ Config fields (``default_network_config(name)`` gives every default):
   ``num_classes`` (1000) and ``num_times`` (1 only): ``size`` (``"XL/2"`` ... ``"S/8"``, or None
   with every dimension given), ``patch_size`` / ``hidden_size`` / ``depth`` / ``num_heads``
   (None: the size's), ``mlp_ratio``, ``learn_sigma``, ``return_variance``; ``t`` is the DDPM step.
+* edm_ddpmpp, edm_adm: EDM's DDPM++ and ADM (:mod:`jaxdistill.models.ports.edm`), the raw network
+  of a ``Denoiser`` of prediction kind ``"edm"`` (``t`` is ``c_noise = ln(sigma) / 4``): ``preset``
+  (``"cifar10_cond"``, ``"cifar10_uncond"`` for DDPM++, ``"imagenet64_cond"`` for ADM, or None for
+  EDM's defaults), and ``num_classes`` (EDM's ``label_dim``), ``augment_dim``, ``model_channels``,
+  ``channel_mult``, ``channel_mult_emb``, ``num_blocks``, ``attn_resolutions``, ``dropout`` (None:
+  the preset's); ``num_times`` 1 only.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from jaxdistill.core.types import Array, PyTree
 from jaxdistill.models.dit import DiT
 from jaxdistill.models.mlp import ResidualMLP
 from jaxdistill.models.ports.dit import make_dit_port
+from jaxdistill.models.ports.edm import make_edm_port
 from jaxdistill.models.unet import UNet
 
 # Logical axis -> mesh axis. Flax assigns rules in order and never reuses a mesh
@@ -72,11 +79,18 @@ _PORTS: dict[str, dict] = {
         size="XL/2", patch_size=None, hidden_size=None, depth=None, num_heads=None, mlp_ratio=4.0,
         num_classes=1000, learn_sigma=True, return_variance=False,
     ),
+    **{
+        f"edm_{arch}": dict(
+            preset=preset, num_classes=None, augment_dim=None, model_channels=None, channel_mult=None, channel_mult_emb=None,
+            num_blocks=None, attn_resolutions=None, dropout=None,
+        )
+        for arch, preset in (("ddpmpp", "cifar10_cond"), ("adm", "imagenet64_cond"))
+    },
 }
 
 
 def default_network_config(name: str) -> ml_collections.ConfigDict:
-    """Default hyper-parameters for ``name`` in {"mlp", "unet", "dit", "dit_port"}."""
+    """Default hyper-parameters for ``name`` in {"mlp", "unet", "dit", "dit_port", "edm_ddpmpp", "edm_adm"}."""
     if name in _PORTS:
         return ml_collections.ConfigDict(dict(name=name, num_times=1, **_PORTS[name]))
     if name not in _DEFAULTS:
@@ -178,7 +192,8 @@ def make_network(config: ml_collections.ConfigDict) -> Network:
     if cfg.name in _PORTS:
         if int(cfg.num_times) != 1:
             raise ValueError(f"{cfg.name} takes one time input (num_times=1), not {cfg.num_times}")
-        return Network(make_dit_port(**kwargs), int(cfg.num_classes), 1)
+        module = make_dit_port(**kwargs) if cfg.name == "dit_port" else make_edm_port(cfg.name.removeprefix("edm_"), **kwargs)
+        return Network(module, int(module.num_classes), 1)
     for key in ("channel_mult", "attn_resolutions"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])

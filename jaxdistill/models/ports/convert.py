@@ -1,8 +1,9 @@
 """``jaxdistill convert``: published checkpoints -> converted ``.npz`` (:mod:`.converted`).
 
-Kinds: ``dit-pt`` (facebookresearch/DiT ``.pt`` state dicts, read without PyTorch). ``edm-pkl``
-and ``edm2-pkl`` (NVlabs pickles) are named so the command lists them, and answer that they are
-not supported yet.
+Kinds: ``dit-pt`` (facebookresearch/DiT ``.pt`` state dicts, read without PyTorch) and ``edm-pkl``
+(NVlabs/edm network pickles, read without PyTorch or EDM's code; the network's architecture is
+read from the pickle). ``edm2-pkl`` is named so the command lists it, and answers that it is not
+supported yet.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Optional
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.models.ports.converted import save_converted
 from jaxdistill.models.ports.dit_checkpoint import convert_state_dict, select_state_dict
+from jaxdistill.models.ports.edm_checkpoint import convert_network, describe, select_network
+from jaxdistill.models.ports.edm_pickle import read_edm_pickle
 from jaxdistill.models.ports.torch_pt import read_pt
 
 KINDS = ("dit-pt", "edm-pkl", "edm2-pkl")
@@ -30,10 +33,22 @@ def convert_dit_pt(src: str, out: str, size: Optional[str] = None, num_heads: Op
     return f"read {named} ({how}; {which}, {fields['num_classes']} classes, inputs {tuple(event_shape)}) from {src}; wrote {out}"
 
 
+def convert_edm_pkl(src: str, out: str) -> str:
+    """Convert the EDM network pickle at ``src`` (its ``ema`` network) into ``out``; returns a
+    one-line summary. Every check runs before ``out`` is written, and the write is atomic."""
+    params, fields, event_shape, sigma_data = convert_network(select_network(read_edm_pickle(src), src), src)
+    info = {"from": "edm-pkl", "source": os.path.basename(src), "entry": "ema", "event_shape": event_shape, "prediction": "edm", "sigma_data": sigma_data}
+    network = {"name": f"edm_{fields['arch']}", "preset": None, **{k: v for k, v in fields.items() if k != "arch"}}
+    save_converted(out, params, network, info)
+    return f"read EDM's {describe(fields)} (from its constructor arguments; ema, inputs {tuple(event_shape)}, sigma_data {sigma_data}) from {src}; wrote {out}"
+
+
 def convert_checkpoint(kind: str, src: str, out: str, **options) -> str:
     """Convert ``src`` of ``kind`` (one of ``KINDS``) into ``out``; returns a one-line summary."""
     if kind == "dit-pt":
         return convert_dit_pt(src, out, **options)
+    if kind == "edm-pkl":
+        return convert_edm_pkl(src, out, **options)
     if kind in KINDS:
-        raise CheckpointFileError(f"--from {kind} is not supported yet (only dit-pt); {src!r} was not read")
+        raise CheckpointFileError(f"--from {kind} is not supported yet (only dit-pt and edm-pkl); {src!r} was not read")
     raise CheckpointFileError(f"unknown checkpoint kind {kind!r}; choose from {KINDS}")

@@ -24,21 +24,21 @@ import numpy as np
 
 from jaxdistill.core.errors import CheckpointFileError
 
-_STORAGE_DTYPES = {
+STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16, "BFloat16Storage": np.uint16,
     "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
     "ByteStorage": np.uint8, "BoolStorage": np.bool_,
 }
 
 
-class _StorageType:
+class StorageType:
     """Stand-in for a ``torch.<Dtype>Storage`` class named in the pickle."""
 
     def __init__(self, name: str):
         self.name = name
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *unused) -> np.ndarray:
+def rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *unused) -> np.ndarray:
     """``storage[offset + sum(i_k stride_k)]`` over the index grid ``size``, bounds-checked, copied."""
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
@@ -52,17 +52,27 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple
     return np.array(view)
 
 
-def _rebuild_parameter(data: np.ndarray, *unused) -> np.ndarray:
+def rebuild_parameter(data: np.ndarray, *unused) -> np.ndarray:
     return data
 
 
-_ALLOWED = {
+# The globals a pickle of tensors needs: the rebuilders and the storage types.
+TENSOR_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("argparse", "Namespace"): types.SimpleNamespace,
-    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+    ("torch._utils", "_rebuild_tensor_v2"): rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): rebuild_parameter,
+    **{("torch", name): StorageType(name) for name in STORAGE_DTYPES},
 }
+_ALLOWED = {**TENSOR_GLOBALS, ("argparse", "Namespace"): types.SimpleNamespace}
+
+
+def storage_array(storage: StorageType, raw: bytes, numel: int, byteorder: str = "little") -> np.ndarray:
+    """The ``numel`` elements of a storage of type ``storage`` from its raw bytes, in native byte order."""
+    dtype = np.dtype(STORAGE_DTYPES[storage.name]).newbyteorder("<" if byteorder == "little" else ">")
+    if len(raw) < numel * dtype.itemsize:
+        raise ValueError(f"a storage has {len(raw)} bytes, fewer than its {numel} elements need")
+    array = np.frombuffer(raw, dtype, count=numel).astype(dtype.newbyteorder("="))
+    return (array.astype(np.uint32) << 16).view(np.float32) if storage.name == "BFloat16Storage" else array
 
 
 class _Unpickler(pickle.Unpickler):
@@ -76,14 +86,9 @@ class _Unpickler(pickle.Unpickler):
         return _ALLOWED[(module, name)]
 
     def persistent_load(self, pid: Any) -> np.ndarray:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], StorageType)):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
-        dtype = np.dtype(_STORAGE_DTYPES[pid[1].name]).newbyteorder("<" if self.byteorder == "little" else ">")
-        raw = self.archive.read(f"{self.prefix}/data/{pid[2]}")
-        if len(raw) < int(pid[4]) * dtype.itemsize:
-            raise ValueError(f"storage {pid[2]} has {len(raw)} bytes, fewer than its {pid[4]} elements need")
-        array = np.frombuffer(raw, dtype, count=int(pid[4])).astype(dtype.newbyteorder("="))
-        return (array.astype(np.uint32) << 16).view(np.float32) if pid[1].name == "BFloat16Storage" else array
+        return storage_array(pid[1], self.archive.read(f"{self.prefix}/data/{pid[2]}"), int(pid[4]), self.byteorder)
 
 
 def read_pt(path: str) -> Any:
