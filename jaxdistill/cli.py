@@ -7,6 +7,7 @@
     jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
     jaxdistill convert --from dit-pt DiT-XL-2-256x256.pt --out dit_xl2.npz   # no PyTorch needed
+    jaxdistill convert --from fid-inception-pth pt_inception-2015-12-05-6726825d.pth --out inception_fid.npz
     jaxdistill quickstart
 """
 from __future__ import annotations
@@ -253,8 +254,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt) into a jaxdistill .npz, without PyTorch")
-    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "edm2-pkl"), help="the checkpoint's kind (edm-pkl, edm2-pkl: not yet supported)")
+    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt, FID Inception .pth) into a jaxdistill .npz, without PyTorch")
+    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "fid-inception-pth", "edm-pkl", "edm2-pkl"), help="the checkpoint's kind (edm-pkl, edm2-pkl: not yet supported)")
     p.add_argument("src", metavar="IN", help="the published checkpoint file")
     p.add_argument("--out", required=True, help="output .npz (written only if every check passes)")
     p.add_argument("--size", default=None, help="the DiT size it must be, e.g. XL/2 (default: inferred from the shapes)")

@@ -1,6 +1,7 @@
 """``jaxdistill convert``: published checkpoints -> converted ``.npz`` (:mod:`.converted`).
 
-Kinds: ``dit-pt`` (facebookresearch/DiT ``.pt`` state dicts, read without PyTorch). ``edm-pkl``
+Kinds: ``dit-pt`` (facebookresearch/DiT ``.pt`` state dicts, read without PyTorch),
+``fid-inception-pth`` (pytorch-fid's FID Inception weights, for :mod:`jaxdistill.eval.fid`). ``edm-pkl``
 and ``edm2-pkl`` (NVlabs pickles) are named so the command lists them, and answer that they are
 not supported yet.
 """
@@ -10,11 +11,12 @@ import os
 from typing import Optional
 
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.models.ports import fid_inception_checkpoint as fid_inception
 from jaxdistill.models.ports.converted import save_converted
 from jaxdistill.models.ports.dit_checkpoint import convert_state_dict, select_state_dict
 from jaxdistill.models.ports.torch_pt import read_pt
 
-KINDS = ("dit-pt", "edm-pkl", "edm2-pkl")
+KINDS = ("dit-pt", "fid-inception-pth", "edm-pkl", "edm2-pkl")
 
 
 def convert_dit_pt(src: str, out: str, size: Optional[str] = None, num_heads: Optional[int] = None, use_ema: bool = True) -> str:
@@ -30,10 +32,22 @@ def convert_dit_pt(src: str, out: str, size: Optional[str] = None, num_heads: Op
     return f"read {named} ({how}; {which}, {fields['num_classes']} classes, inputs {tuple(event_shape)}) from {src}; wrote {out}"
 
 
+def convert_fid_inception_pth(src: str, out: str) -> str:
+    """Convert pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` at ``src`` into ``out``
+    (checked before anything is written, written atomically); returns a one-line summary."""
+    params = fid_inception.convert_state_dict(read_pt(src), src)
+    sha256 = fid_inception.file_sha256(src)
+    fid_inception.save_inception(out, params, src, sha256)
+    published = "the published file" if sha256.startswith(fid_inception.WEIGHTS_SHA256_PREFIX) else f"not the published file (its sha256 starts with {fid_inception.WEIGHTS_SHA256_PREFIX})"
+    return f"read the FID Inception weights from {src} (sha256 {sha256[:12]}..., {published}); wrote {out}"
+
+
 def convert_checkpoint(kind: str, src: str, out: str, **options) -> str:
     """Convert ``src`` of ``kind`` (one of ``KINDS``) into ``out``; returns a one-line summary."""
     if kind == "dit-pt":
         return convert_dit_pt(src, out, **options)
+    if kind == "fid-inception-pth":
+        return convert_fid_inception_pth(src, out, **options)
     if kind in KINDS:
-        raise CheckpointFileError(f"--from {kind} is not supported yet (only dit-pt); {src!r} was not read")
+        raise CheckpointFileError(f"--from {kind} is not supported yet (only dit-pt and fid-inception-pth); {src!r} was not read")
     raise CheckpointFileError(f"unknown checkpoint kind {kind!r}; choose from {KINDS}")
