@@ -212,9 +212,14 @@ def cmd_fid_stats(args, overrides: list[str]) -> int:
     if (args.num is not None and args.num < 1) or args.batch < 1:
         raise ConfigError(f"--num and --batch must be positive, got --num {args.num} --batch {args.batch}")
     _output_file(args.out, "--out")
+    config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides)  # only its data section is read
+    if "data" not in config:
+        raise ConfigError(f"config {args.config} has no data section")
     features, digest = fid.load_features(args.inception, args.batch)
-    config = config_lib.load(args.config, overrides)
-    source = make_source(config.data)
+    try:
+        source = make_source(config.data)
+    except (ValueError, KeyError, ImportError, OSError) as err:
+        raise ConfigError(f"data section of {args.config}: {type(err).__name__}: {err}") from None
     num = len(source) if args.num is None else min(args.num, len(source))
     fid.inception_input(np.zeros((1, *np.shape(source[0]["x"])), np.float32))  # FID needs images: say so before the pass
     pool3, _ = fid.features_of(fid.image_batches(source, num, args.batch), features)
@@ -316,7 +321,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("fid-stats", help="pool3 mean and covariance of a config's data under the FID Inception network (.npz)")
-    p.add_argument("--config", required=True, help="the config whose data section names the images")
+    p.add_argument("--config", required=True, help="a config whose data section names the images (e.g. configs/fid/cifar10.py); nothing else of it is read")
     p.add_argument("--out", required=True, help="output .npz (written only when complete)")
     p.add_argument("--num", type=int, default=None, help="images to use (default: all of the data source)")
     p.add_argument("--inception", default=None, help="converted FID Inception weights (default: $JAXDISTILL_INCEPTION)")

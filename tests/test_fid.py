@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxdistill.cli import main
+from jaxdistill.config import load_config_file
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.data.sources import DigitsSource
 from jaxdistill.eval import fid
@@ -159,3 +160,13 @@ def test_fid_stats_and_eval_end_to_end(tmp_path, monkeypatch, capsys, inception)
     stored = fid.load_stats(stats)
     np.testing.assert_allclose(mu, stored["mu"], atol=1e-5)
     np.testing.assert_allclose(sigma, stored["sigma"], atol=1e-5)
+
+
+def test_stats_configs_name_the_published_sets(tmp_path, capsys):
+    configs = os.path.join(os.path.dirname(HERE), "configs", "fid")
+    assert load_config_file(os.path.join(configs, "cifar10.py")).data.to_dict()["dataset"] == "cifar10"
+    assert load_config_file(os.path.join(configs, "imagenet64.py")).data.dataset == "imagenet_resized/64x64"
+    bare = tmp_path / "bare.py"
+    bare.write_text("import ml_collections\n\ndef get_config():\n    return ml_collections.ConfigDict({'method': 'x'})\n")
+    assert main(["fid-stats", "--config", str(bare), "--out", str(tmp_path / "s.npz")]) == 2
+    assert "has no data section" in capsys.readouterr().err
