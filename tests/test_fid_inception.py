@@ -91,6 +91,7 @@ def test_network_reproduces_pytorch_fid(tmp_path, monkeypatch, capsys, state):
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "no checkpoint file"),
+    ("truncated", "is a corrupt PyTorch .pt file: ValueError: storage"),
     ("few", "lacks 468 of its 472 weights"),
     ("shape", "fc.bias has shape [1007], expected [1008]"),
     ("nan", "Mixed_6a.branch3x3.conv.weight holds NaN or inf"),
@@ -101,6 +102,8 @@ def test_convert_bad_inputs(tmp_path, monkeypatch, capsys, state, case, message)
     src = str(tmp_path / "in.pth")
     if case == "few":
         src = FEW
+    elif case == "truncated":  # the legacy format's storages cut short
+        open(src, "wb").write(open(FEW, "rb").read()[:4000])
     elif case != "missing":
         broken = dict(state)
         key = {"shape": "fc.bias", "nan": "Mixed_6a.branch3x3.conv.weight", "variance": "Mixed_5b.branch1x1.bn.running_var"}[case]
