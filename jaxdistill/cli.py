@@ -1,13 +1,16 @@
-"""Command line: ``jaxdistill train | sample | eval | data | snapshot | restore | convert | quickstart``.
+"""Command line: ``jaxdistill train | sample | eval | fid-stats | data | snapshot | restore | convert | quickstart``.
 
     jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
     jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
     jaxdistill eval --workdir runs/t [--nfes 1,2,4]
+    jaxdistill fid-stats --config CFG --out stats.npz --inception inception_fid.npz   # real data's pool3 mean, covariance
+    jaxdistill eval --workdir runs/t --metric fid --fid-stats stats.npz --inception inception_fid.npz  # 50,000 samples
     jaxdistill data --config configs/digits/teacher.py --num 1000 --out digits.npz
     jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
     jaxdistill convert --from dit-pt DiT-XL-2-256x256.pt --out dit_xl2.npz   # no PyTorch needed
     jaxdistill convert --from edm-pkl edm-cifar10-32x32-cond-vp.pkl --out edm_cifar10_cond.npz
+    jaxdistill convert --from fid-inception-pth pt_inception-2015-12-05-6726825d.pth --out inception_fid.npz
     jaxdistill quickstart
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from typing import Optional, Sequence
 
 from jaxdistill.core.errors import ConfigError
@@ -132,12 +136,60 @@ def cmd_sample(args, overrides: list[str]) -> int:
     return 0
 
 
+def _write_json(path: str, report: dict) -> None:
+    """Write ``report`` to ``path`` through a temporary file in its folder, so a failure leaves ``path`` as it was."""
+    _make_folder_of(path)
+    fd, tmp = tempfile.mkstemp(prefix=".writing-", suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def cmd_eval_fid(args) -> int:
+    import numpy as np
+
+    from jaxdistill.build import load_run
+    from jaxdistill.eval import fid
+
+    num = fid.NUM_SAMPLES if args.num is None else args.num
+    nfes = _parse_nfes(args.nfes)
+    if args.fid_stats is None:
+        raise ConfigError("--metric fid needs --fid-stats STATS.npz (write one with 'jaxdistill fid-stats --config CFG --out STATS.npz')")
+    out = _output_file(args.out or os.path.join(args.workdir, "fid.json"), "--out")
+    features, digest = fid.load_features(args.inception, args.batch)
+    stats = fid.load_stats(args.fid_stats, digest)
+    run = load_run(args.workdir, args.step)
+    nfes = list(nfes or run.built.objective.eval_nfes)
+    _require_nfes(run, nfes, "--nfes")
+    fid.inception_input(np.zeros((1, *run.built.objective.event_shape), np.float32))  # FID needs images: say so before sampling
+    generate = fid.run_generator(run, args.batch)
+    by_nfe = fid.evaluate_fid(generate, nfes, num, stats, features, args.batch)
+    report = {"method": run.config.method, "benchmark": run.config.data.name, "step": run.step, "num_samples": num,
+              "fid_stats": os.path.abspath(args.fid_stats), "fid_stats_info": stats["info"], "inception_sha256": digest,
+              "by_nfe": {str(k): v for k, v in by_nfe.items()}}
+    _write_json(out, report)
+    for nfe, values in by_nfe.items():
+        print(f"NFE {nfe}: " + ", ".join(f"{k}={v:.4g}" for k, v in values.items()))
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_eval(args, overrides: list[str]) -> int:
     from jaxdistill.build import load_run
     from jaxdistill.eval.benchmark import evaluate_run, format_table
 
     if args.num is not None and args.num < 1:
         raise ConfigError(f"--num must be a positive number of samples per NFE, got {args.num}")
+    if args.batch < 1:
+        raise ConfigError(f"--batch must be positive, got {args.batch}")
+    if args.metric == "fid":
+        return cmd_eval_fid(args)
+    if args.fid_stats or args.inception:
+        raise ConfigError("--fid-stats and --inception go with --metric fid")
     nfes = _parse_nfes(args.nfes)
     out = _output_file(args.out or os.path.join(args.workdir, "eval.json"), "--out")
     run = load_run(args.workdir, args.step)
@@ -148,6 +200,33 @@ def cmd_eval(args, overrides: list[str]) -> int:
         json.dump(report, f, indent=2)
     print(format_table(report))
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_fid_stats(args, overrides: list[str]) -> int:
+    import numpy as np
+
+    from jaxdistill import config as config_lib
+    from jaxdistill.data.sources import make_source
+    from jaxdistill.eval import fid
+
+    if (args.num is not None and args.num < 1) or args.batch < 1:
+        raise ConfigError(f"--num and --batch must be positive, got --num {args.num} --batch {args.batch}")
+    _output_file(args.out, "--out")
+    config = config_lib.apply_overrides(config_lib.load_config_file(args.config), overrides)  # only its data section is read
+    if "data" not in config:
+        raise ConfigError(f"config {args.config} has no data section")
+    features, digest = fid.load_features(args.inception, args.batch)
+    try:
+        source = make_source(config.data)
+    except (ValueError, KeyError, ImportError, OSError) as err:
+        raise ConfigError(f"data section of {args.config}: {type(err).__name__}: {err}") from None
+    num = len(source) if args.num is None else min(args.num, len(source))
+    fid.inception_input(np.zeros((1, *np.shape(source[0]["x"])), np.float32))  # FID needs images: say so before the pass
+    pool3, _ = fid.features_of(fid.image_batches(source, num, args.batch), features)
+    info = {"config": args.config, "data": config.data.to_dict(), "inception_sha256": digest}
+    fid.save_stats(args.out, pool3, info, keep_features=args.keep_features)
+    print(f"wrote the pool3 mean and covariance of {num} images of data source {config.data.name!r} to {args.out}")
     return 0
 
 
@@ -235,9 +314,23 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.add_argument("--nfes", default=None, help="comma-separated NFEs (default: the objective's own)")
     p.add_argument("--num", type=int, default=None, help="samples per NFE (default: config.eval.num_samples)")
-    p.add_argument("--out", default=None, help="output JSON (default: WORKDIR/eval.json; missing folders are created)")
+    p.add_argument("--out", default=None, help="output JSON (default: WORKDIR/eval.json, or WORKDIR/fid.json; missing folders are created)")
     p.add_argument("--step", type=int, default=None, help="the checkpoint step to read (default: the latest)")
+    p.add_argument("--metric", choices=("benchmark", "fid"), default="benchmark",
+                   help="benchmark: the benchmark's metrics (default); fid: FID, Inception score (and precision/recall) on the FID Inception's features, 50,000 samples per NFE unless --num")
+    p.add_argument("--fid-stats", default=None, help="with --metric fid: the real data's statistics (from 'jaxdistill fid-stats')")
+    p.add_argument("--inception", default=None, help="with --metric fid: converted FID Inception weights (default: $JAXDISTILL_INCEPTION)")
+    p.add_argument("--batch", type=int, default=250, help="with --metric fid: images per batch, generated and scored, split over the devices")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("fid-stats", help="pool3 mean and covariance of a config's data under the FID Inception network (.npz)")
+    p.add_argument("--config", required=True, help="a config whose data section names the images (e.g. configs/fid/cifar10.py); nothing else of it is read")
+    p.add_argument("--out", required=True, help="output .npz (written only when complete)")
+    p.add_argument("--num", type=int, default=None, help="images to use (default: all of the data source)")
+    p.add_argument("--inception", default=None, help="converted FID Inception weights (default: $JAXDISTILL_INCEPTION)")
+    p.add_argument("--batch", type=int, default=250, help="images per batch, split over the devices")
+    p.add_argument("--keep-features", action="store_true", help="also store the features (for precision/recall in 'eval --metric fid')")
+    p.set_defaults(func=cmd_fid_stats)
 
     p = sub.add_parser("data", help="dump real samples of a config's data source")
     p.add_argument("--config", required=True)
@@ -256,8 +349,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt, EDM .pkl) into a jaxdistill .npz, without PyTorch")
-    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "edm2-pkl"), help="the checkpoint's kind (edm2-pkl: not yet supported)")
+    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt, EDM .pkl, FID Inception .pth) into a jaxdistill .npz, without PyTorch")
+    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "fid-inception-pth", "edm2-pkl"), help="the checkpoint's kind (edm2-pkl: not yet supported)")
     p.add_argument("src", metavar="IN", help="the published checkpoint file")
     p.add_argument("--out", required=True, help="output .npz (written only if every check passes)")
     p.add_argument("--size", default=None, help="the DiT size it must be, e.g. XL/2 (default: inferred from the shapes)")
@@ -282,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         rest, overrides = _split_overrides(argv)
         args = make_parser().parse_args(rest)
-        if overrides and args.command not in ("train", "data", "quickstart"):
+        if overrides and args.command not in ("train", "data", "fid-stats", "quickstart"):
             raise ConfigError(f"'{args.command}' takes no --config.* overrides")
         return args.func(args, overrides)
     except (ConfigError, CheckpointError) as err:

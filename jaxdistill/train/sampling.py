@@ -35,8 +35,11 @@ def generate_samples(
     rng: jax.Array,
     labels: Optional[np.ndarray] = None,
     batch_size: int = 2048,
+    sharding: Optional[jax.sharding.Sharding] = None,
 ) -> np.ndarray:
-    """Draw ``num`` samples from the objective's generator, in jitted chunks."""
+    """Draw ``num`` samples from the objective's generator, in jitted chunks; with ``sharding`` (e.g.
+    split over a mesh's data axis; ``trainable`` and ``frozen`` replicated on that mesh) each
+    chunk's noise and labels are placed there, so the chunk runs on every device."""
     if labels is None:
         labels = class_labels(objective.num_classes, num)
     out = []
@@ -45,5 +48,7 @@ def generate_samples(
         chunk_rng = jax.random.fold_in(rng, i)
         z = objective.prior(derive(chunk_rng, "prior"), n)
         c = None if labels is None else jnp.asarray(labels[start : start + n])
+        if sharding is not None:
+            z, c = jax.device_put((z, c), sharding)
         out.append(np.asarray(_generate_chunk(objective, int(nfe), trainable, frozen, z, c, derive(chunk_rng, "sampler"))))
     return np.concatenate(out, axis=0)

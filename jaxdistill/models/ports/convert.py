@@ -1,9 +1,10 @@
 """``jaxdistill convert``: published checkpoints -> converted ``.npz`` (:mod:`.converted`).
 
-Kinds: ``dit-pt`` (facebookresearch/DiT ``.pt`` state dicts, read without PyTorch) and ``edm-pkl``
+Kinds: ``dit-pt`` (facebookresearch/DiT ``.pt`` state dicts, read without PyTorch), ``edm-pkl``
 (NVlabs/edm network pickles, read without PyTorch or EDM's code; the network's architecture is
-read from the pickle). ``edm2-pkl`` is named so the command lists it, and answers that it is not
-supported yet.
+read from the pickle) and ``fid-inception-pth`` (pytorch-fid's FID Inception weights, for
+:mod:`jaxdistill.eval.fid`). ``edm2-pkl`` is named so the command lists it, and answers that it is
+not supported yet.
 """
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import os
 from typing import Optional
 
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.models.ports import fid_inception_checkpoint as fid_inception
 from jaxdistill.models.ports.converted import save_converted
 from jaxdistill.models.ports.dit_checkpoint import convert_state_dict, select_state_dict
 from jaxdistill.models.ports.edm_checkpoint import convert_network, describe, select_network
 from jaxdistill.models.ports.edm_pickle import read_edm_pickle
 from jaxdistill.models.ports.torch_pt import read_pt
 
-KINDS = ("dit-pt", "edm-pkl", "edm2-pkl")
+KINDS = ("dit-pt", "fid-inception-pth", "edm-pkl", "edm2-pkl")
 
 
 def convert_dit_pt(src: str, out: str, size: Optional[str] = None, num_heads: Optional[int] = None, use_ema: bool = True) -> str:
@@ -43,12 +45,24 @@ def convert_edm_pkl(src: str, out: str) -> str:
     return f"read EDM's {describe(fields)} (from its constructor arguments; ema, inputs {tuple(event_shape)}, sigma_data {sigma_data}) from {src}; wrote {out}"
 
 
+def convert_fid_inception_pth(src: str, out: str) -> str:
+    """Convert pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` at ``src`` into ``out``
+    (checked before anything is written, written atomically); returns a one-line summary."""
+    params = fid_inception.convert_state_dict(read_pt(src), src)
+    sha256 = fid_inception.file_sha256(src)
+    fid_inception.save_inception(out, params, src, sha256)
+    published = "the published file" if sha256.startswith(fid_inception.WEIGHTS_SHA256_PREFIX) else f"not the published file (its sha256 starts with {fid_inception.WEIGHTS_SHA256_PREFIX})"
+    return f"read the FID Inception weights from {src} (sha256 {sha256[:12]}..., {published}); wrote {out}"
+
+
 def convert_checkpoint(kind: str, src: str, out: str, **options) -> str:
     """Convert ``src`` of ``kind`` (one of ``KINDS``) into ``out``; returns a one-line summary."""
     if kind == "dit-pt":
         return convert_dit_pt(src, out, **options)
     if kind == "edm-pkl":
         return convert_edm_pkl(src, out, **options)
+    if kind == "fid-inception-pth":
+        return convert_fid_inception_pth(src, out, **options)
     if kind in KINDS:
-        raise CheckpointFileError(f"--from {kind} is not supported yet (only dit-pt and edm-pkl); {src!r} was not read")
+        raise CheckpointFileError(f"--from {kind} is not supported yet (only dit-pt, edm-pkl and fid-inception-pth); {src!r} was not read")
     raise CheckpointFileError(f"unknown checkpoint kind {kind!r}; choose from {KINDS}")
