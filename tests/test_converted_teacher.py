@@ -89,3 +89,20 @@ def test_a_missing_or_mismatched_converted_teacher_is_a_one_line_error(converted
     err = capsys.readouterr().err.strip()
     assert "(8, 8, 4)" in err and "(8, 8, 3)" in err and len(err.splitlines()) == 1
     assert not os.path.exists(tmp_path / "b" / "checkpoints")
+
+
+def test_the_converted_edm_teacher_is_edms_preconditioned_denoiser(tmp_path):
+    """An EDM pickle converted and named as teacher.path: the teacher is EDMPrecond (its D on the
+    reference inputs), on the EDM process with the pickle's sigma_data."""
+    from test_edm_port import PKL, assert_close, nhwc, reference
+
+    from jaxdistill.diffusion.process import EDM
+    from jaxdistill.models.ports.converted import converted_teacher
+
+    out = str(tmp_path / "edm.npz")
+    assert main(["convert", "--from", "edm-pkl", PKL, "--out", out]) == 0
+    teacher, params, info = converted_teacher(out)
+    assert teacher.process == EDM() and teacher.prediction == "edm" and teacher.sigma_data == info["sigma_data"] == 0.5
+    with np.load(os.path.join(DATA, "edm_reference.npz")) as expected:
+        x, sigma, labels, _ = reference.inputs(reference.MODELS["ddpmpp_cond"])
+        assert_close(teacher.x0(params, nhwc(x), sigma, labels), nhwc(expected["ddpmpp_cond_D"]), "converted EDM teacher D")

@@ -23,7 +23,7 @@ import numpy as np
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.core.types import PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.diffusion.process import DDPM
+from jaxdistill.diffusion.process import DDPM, EDM
 from jaxdistill.models.registry import Network, make_network
 
 FORMAT = "jaxdistill-converted-1"
@@ -97,7 +97,13 @@ def load_converted(path: str, network_config: Optional[ml_collections.ConfigDict
     return network, params, {**info, "network": config.to_dict()}
 
 
-def _dit_teacher(network: Network) -> Denoiser:
+def _edm_teacher(network: Network, info: dict) -> Denoiser:
+    """EDM's networks (Karras et al. 2022) are the raw F of the EDM-preconditioned denoiser on
+    sigma in [0.002, 80] (``EDM()``), with the sigma_data their pickle records."""
+    return Denoiser(network.apply, EDM(), "edm", sigma_data=float(info.get("sigma_data", 0.5)))
+
+
+def _dit_teacher(network: Network, info: dict) -> Denoiser:
     """DiT (Peebles & Xie 2023) predicts eps of DDPM's linear schedule (beta 1e-4..0.02, T = 1000)
     and takes the training index k = t - 1 of process time t (``DDPM.timestep``) as its timestep."""
     process = DDPM("linear", 1e-4, 0.02, 1000)
@@ -109,7 +115,7 @@ def _dit_teacher(network: Network) -> Denoiser:
 
 
 # The process and prediction each port's published checkpoints were trained with.
-TEACHERS = {"dit_port": _dit_teacher}
+TEACHERS = {"dit_port": _dit_teacher, "edm_ddpmpp": _edm_teacher, "edm_adm": _edm_teacher}
 
 
 def converted_teacher(path: str) -> tuple[Denoiser, PyTree, dict]:
@@ -119,4 +125,4 @@ def converted_teacher(path: str) -> tuple[Denoiser, PyTree, dict]:
     name = info["network"].get("name")
     if name not in TEACHERS:
         raise CheckpointFileError(f"{path!r} holds a {name!r} network, which is no teacher kind known here ({', '.join(TEACHERS)})")
-    return TEACHERS[name](network), params, info
+    return TEACHERS[name](network, info), params, info
