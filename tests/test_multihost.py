@@ -125,7 +125,7 @@ def test_two_processes_distil_a_checkpointed_teacher_with_dmd2_like_one_process(
     teacher = tmp_path / "teacher"
     cli = [sys.executable, "-m", "jaxdistill.cli", "train", "--config", "configs/grid25/teacher.py:smoke", "--workdir", str(teacher), "--quiet"]
     root = os.path.dirname(os.path.dirname(HELPER))
-    done = subprocess.run(cli + ["--config.train.num_steps=40"], cwd=root, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cli + ["--config.train.num_steps=40"], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     job = {
         "config": "configs/grid25/dmd2.py:smoke",
@@ -133,9 +133,9 @@ def test_two_processes_distil_a_checkpointed_teacher_with_dmd2_like_one_process(
     }
     env = {**os.environ, "MULTIHOST_JOB": json.dumps(job)}
     workdir = tmp_path / "dmd2"
-    for i, (info, out) in enumerate(_run_two_processes(workdir, timeout=180, env=env)):
+    for i, (info, out) in enumerate(_run_two_processes(workdir, timeout=400, env=env)):
         assert info == {"rc": 0, "process_index": i, "process_count": 2, "local_devices": 2, "devices": 4}, out[-3000:]
-    out = subprocess.run([sys.executable, HELPER, "reference", str(tmp_path / "ref"), str(workdir)], capture_output=True, text=True, timeout=180, env=env)
+    out = subprocess.run([sys.executable, HELPER, "reference", str(tmp_path / "ref"), str(workdir)], capture_output=True, text=True, timeout=400, env=env)
     assert out.returncode == 0, out.stderr[-4000:]
     ref = _tagged(out.stdout, "REFERENCE")
     lines = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
