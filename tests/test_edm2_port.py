@@ -116,6 +116,7 @@ def test_reader_returns_the_pickled_network():
     for key, value in state.items():
         assert value.dtype == np.float16  # EDM2 pickles its networks in float16
         np.testing.assert_array_equal(value.astype(np.float32), want[key], err_msg=key)
+    assert select_network({**obj, "ema_0.050": net}, "tiny", "ema_0.050") is net  # --ema picks one of several networks
     assert ema_profile(PKL) == {"kimg": 2147, "ema_std": 0.13} and ema_profile("edm2-img512-xs-2147483-0.135.pkl") == {"kimg": 2147483, "ema_std": 0.135}
     assert ema_profile("tiny.pkl") is None
 
