@@ -10,6 +10,7 @@
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
     jaxdistill convert --from dit-pt DiT-XL-2-256x256.pt --out dit_xl2.npz   # no PyTorch needed
     jaxdistill convert --from edm-pkl edm-cifar10-32x32-cond-vp.pkl --out edm_cifar10_cond.npz
+    jaxdistill convert --from edm2-pkl edm2-img512-xs-2147483-0.135.pkl --out edm2_xs_fid.npz
     jaxdistill convert --from fid-inception-pth pt_inception-2015-12-05-6726825d.pth --out inception_fid.npz
     jaxdistill quickstart
 """
@@ -277,7 +278,10 @@ def cmd_convert(args, overrides: list[str]) -> int:
         raise ConfigError(f"--out {args.out!r} is the input {args.src!r}; name another file")
     if args.kind != "dit-pt" and (args.size or args.num_heads or args.no_ema):
         raise ConfigError(f"--size, --num-heads and --no-ema apply to --from dit-pt only; {args.src!r} is read as {args.kind}")
+    if args.kind != "edm2-pkl" and args.ema is not None:
+        raise ConfigError(f"--ema applies to --from edm2-pkl only; {args.src!r} is read as {args.kind}")
     options = dict(size=args.size, num_heads=args.num_heads, use_ema=not args.no_ema) if args.kind == "dit-pt" else {}
+    options.update({"ema": args.ema} if args.ema is not None else {})
     print(convert_checkpoint(args.kind, args.src, args.out, **options))
     return 0
 
@@ -349,13 +353,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt, EDM .pkl, FID Inception .pth) into a jaxdistill .npz, without PyTorch")
-    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "fid-inception-pth", "edm2-pkl"), help="the checkpoint's kind (edm2-pkl: not yet supported)")
+    p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt, EDM / EDM2 .pkl, FID Inception .pth) into a jaxdistill .npz, without PyTorch")
+    p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "fid-inception-pth", "edm2-pkl"), help="the checkpoint's kind")
     p.add_argument("src", metavar="IN", help="the published checkpoint file")
     p.add_argument("--out", required=True, help="output .npz (written only if every check passes)")
     p.add_argument("--size", default=None, help="the DiT size it must be, e.g. XL/2 (default: inferred from the shapes)")
     p.add_argument("--num-heads", type=int, default=None, help="attention heads of a DiT that is no named size")
     p.add_argument("--no-ema", action="store_true", help="from a DiT training checkpoint, take 'model' instead of 'ema'")
+    p.add_argument("--ema", default=None, help="from an EDM2 pickle, the entry holding the network (default: ema); the EMA profile is the file's")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("quickstart", help="train a teacher, distil a 1-step student, print quality vs NFE")

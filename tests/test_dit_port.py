@@ -196,7 +196,7 @@ def _corrupt_storage_pt(path: str) -> None:
         ("global", [], ["refused to unpickle", "system, which a checkpoint reader does not load"]),
         ("size", ["--size", "S/2"], ["DiT-S/2", "depth 2"]),
         ("heads", [], ["--num-heads"]),
-        ("edm", [], ["not supported yet"]),
+        ("edm", [], ["is a zip archive", "not an EDM2 network pickle"]),
         ("same", [], ["is the input"]),
     ],
 )

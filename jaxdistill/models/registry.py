@@ -23,6 +23,14 @@ Config fields (``default_network_config(name)`` gives every default):
   EDM's defaults), and ``num_classes`` (EDM's ``label_dim``), ``augment_dim``, ``model_channels``,
   ``channel_mult``, ``channel_mult_emb``, ``num_blocks``, ``attn_resolutions``, ``dropout`` (None:
   the preset's); ``num_times`` 1 only.
+* edm2: EDM2's magnitude-preserving UNet (:mod:`jaxdistill.models.ports.edm2`), likewise the raw
+  network of a ``Denoiser`` of kind ``"edm"``: ``size`` (``"XS"`` ... ``"XXL"``, the published
+  ImageNet-512 networks on 64x64x4 latents, or None for EDM2's class defaults), and
+  ``num_classes`` (EDM2's ``label_dim``), ``model_channels``, ``channel_mult``, ``num_blocks``,
+  ``attn_resolutions``, ``label_balance``, ``concat_balance``, ``channels_per_head``, ``dropout``,
+  ``res_balance``, ``attn_balance``, ``logvar_channels`` (None: the size's), ``channel_mult_noise``,
+  ``channel_mult_emb`` (None: EDM2's choice from ``channel_mult``), ``clip_act`` (None: no clipping);
+  ``num_times`` 1 only.
 """
 from __future__ import annotations
 
@@ -41,6 +49,8 @@ from jaxdistill.models.dit import DiT
 from jaxdistill.models.mlp import ResidualMLP
 from jaxdistill.models.ports.dit import make_dit_port
 from jaxdistill.models.ports.edm import make_edm_port
+from jaxdistill.models.ports.edm2 import DEFAULTS as EDM2_DEFAULTS
+from jaxdistill.models.ports.edm2 import make_edm2_port
 from jaxdistill.models.unet import UNet
 
 # Logical axis -> mesh axis. Flax assigns rules in order and never reuses a mesh
@@ -86,11 +96,13 @@ _PORTS: dict[str, dict] = {
         )
         for arch, preset in (("ddpmpp", "cifar10_cond"), ("adm", "imagenet64_cond"))
     },
+    "edm2": dict(size="XS", **{k: EDM2_DEFAULTS[k] if k in ("channel_mult_noise", "channel_mult_emb", "clip_act") else None for k in EDM2_DEFAULTS}),
 }
+_PORT_BUILDERS = {"dit_port": make_dit_port, "edm_ddpmpp": lambda **kw: make_edm_port("ddpmpp", **kw), "edm_adm": lambda **kw: make_edm_port("adm", **kw), "edm2": make_edm2_port}
 
 
 def default_network_config(name: str) -> ml_collections.ConfigDict:
-    """Default hyper-parameters for ``name`` in {"mlp", "unet", "dit", "dit_port", "edm_ddpmpp", "edm_adm"}."""
+    """Default hyper-parameters for ``name`` in {"mlp", "unet", "dit", "dit_port", "edm_ddpmpp", "edm_adm", "edm2"}."""
     if name in _PORTS:
         return ml_collections.ConfigDict(dict(name=name, num_times=1, **_PORTS[name]))
     if name not in _DEFAULTS:
@@ -192,7 +204,7 @@ def make_network(config: ml_collections.ConfigDict) -> Network:
     if cfg.name in _PORTS:
         if int(cfg.num_times) != 1:
             raise ValueError(f"{cfg.name} takes one time input (num_times=1), not {cfg.num_times}")
-        module = make_dit_port(**kwargs) if cfg.name == "dit_port" else make_edm_port(cfg.name.removeprefix("edm_"), **kwargs)
+        module = _PORT_BUILDERS[cfg.name](**kwargs)
         return Network(module, int(module.num_classes), 1)
     for key in ("channel_mult", "attn_resolutions"):
         if key in kwargs:

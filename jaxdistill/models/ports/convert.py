@@ -2,9 +2,9 @@
 
 Kinds: ``dit-pt`` (facebookresearch/DiT ``.pt`` state dicts, read without PyTorch), ``edm-pkl``
 (NVlabs/edm network pickles, read without PyTorch or EDM's code; the network's architecture is
-read from the pickle) and ``fid-inception-pth`` (pytorch-fid's FID Inception weights, for
-:mod:`jaxdistill.eval.fid`). ``edm2-pkl`` is named so the command lists it, and answers that it is
-not supported yet.
+read from the pickle), ``edm2-pkl`` (NVlabs/edm2 network pickles, likewise; ``ema`` picks the
+entry, the file the EMA profile) and ``fid-inception-pth`` (pytorch-fid's FID Inception weights,
+for :mod:`jaxdistill.eval.fid`).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import os
 from typing import Optional
 
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.models.ports import edm2_checkpoint as edm2
 from jaxdistill.models.ports import fid_inception_checkpoint as fid_inception
 from jaxdistill.models.ports.converted import save_converted
 from jaxdistill.models.ports.dit_checkpoint import convert_state_dict, select_state_dict
@@ -45,6 +46,19 @@ def convert_edm_pkl(src: str, out: str) -> str:
     return f"read EDM's {describe(fields)} (from its constructor arguments; ema, inputs {tuple(event_shape)}, sigma_data {sigma_data}) from {src}; wrote {out}"
 
 
+def convert_edm2_pkl(src: str, out: str, ema: str = "ema") -> str:
+    """Convert the ``Precond`` under ``ema`` of the EDM2 network pickle at ``src`` into ``out``;
+    returns a one-line summary. Every check runs before ``out`` is written, and the write is atomic."""
+    net = edm2.select_network(read_edm_pickle(src, "EDM2"), src, ema)
+    params, fields, event_shape, sigma_data, use_fp16 = edm2.convert_network(net, src)
+    profile = edm2.ema_profile(src) or {}
+    info = {"from": "edm2-pkl", "source": os.path.basename(src), "entry": ema, "event_shape": event_shape, "prediction": "edm", "sigma_data": sigma_data,
+            "use_fp16": use_fp16, **profile}
+    save_converted(out, params, {"name": "edm2", "size": edm2.size_of(fields), **fields}, info)
+    length = f", EMA std {profile['ema_std']} at {profile['kimg']} kimg" if profile else ""
+    return f"read {edm2.describe(fields)} (from its constructor arguments; {ema}{length}, inputs {tuple(event_shape)}, sigma_data {sigma_data}) from {src}; wrote {out}"
+
+
 def convert_fid_inception_pth(src: str, out: str) -> str:
     """Convert pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` at ``src`` into ``out``
     (checked before anything is written, written atomically); returns a one-line summary."""
@@ -61,8 +75,8 @@ def convert_checkpoint(kind: str, src: str, out: str, **options) -> str:
         return convert_dit_pt(src, out, **options)
     if kind == "edm-pkl":
         return convert_edm_pkl(src, out, **options)
+    if kind == "edm2-pkl":
+        return convert_edm2_pkl(src, out, **options)
     if kind == "fid-inception-pth":
         return convert_fid_inception_pth(src, out, **options)
-    if kind in KINDS:
-        raise CheckpointFileError(f"--from {kind} is not supported yet (only dit-pt, edm-pkl and fid-inception-pth); {src!r} was not read")
     raise CheckpointFileError(f"unknown checkpoint kind {kind!r}; choose from {KINDS}")

@@ -98,8 +98,8 @@ def load_converted(path: str, network_config: Optional[ml_collections.ConfigDict
 
 
 def _edm_teacher(network: Network, info: dict) -> Denoiser:
-    """EDM's networks (Karras et al. 2022) are the raw F of the EDM-preconditioned denoiser on
-    sigma in [0.002, 80] (``EDM()``), with the sigma_data their pickle records."""
+    """EDM's and EDM2's networks (Karras et al. 2022, 2024) are the raw F of the EDM-preconditioned
+    denoiser on sigma in [0.002, 80] (``EDM()``), with the sigma_data their pickle records."""
     return Denoiser(network.apply, EDM(), "edm", sigma_data=float(info.get("sigma_data", 0.5)))
 
 
@@ -115,7 +115,7 @@ def _dit_teacher(network: Network, info: dict) -> Denoiser:
 
 
 # The process and prediction each port's published checkpoints were trained with.
-TEACHERS = {"dit_port": _dit_teacher, "edm_ddpmpp": _edm_teacher, "edm_adm": _edm_teacher}
+TEACHERS = {"dit_port": _dit_teacher, "edm_ddpmpp": _edm_teacher, "edm_adm": _edm_teacher, "edm2": _edm_teacher}
 
 
 def converted_teacher(path: str) -> tuple[Denoiser, PyTree, dict]:

@@ -120,6 +120,8 @@ def select_network(obj: Any, source: str) -> PersistentObject:
         found = sorted(map(str, obj))[:6] if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointFileError(f"{source!r} is not an EDM network pickle (expected a dict with an 'ema' network; found {found})")
     ema = obj["ema"]
+    if ema.class_name == "Precond":
+        raise CheckpointFileError(f"{source!r} is an EDM2 network pickle (its 'ema' is EDM2's Precond), not EDM's; convert it with --from edm2-pkl")
     if ema.class_name != "EDMPrecond":
         raise CheckpointFileError(f"{source!r} holds a {ema.class_name} network; only EDMPrecond (EDM's own preconditioning) is supported")
     return ema
@@ -166,7 +168,7 @@ def network_config(ema: PersistentObject, source: str) -> tuple[PersistentObject
     return model, fields, event_shape, float(sigma_data)
 
 
-def _check_shapes(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], what: str, source: str) -> None:
+def check_shapes(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], what: str, source: str) -> None:
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or extra:
         lacks = f"lacks {len(missing)} entries of {what} ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})" if missing else ""
@@ -192,7 +194,7 @@ def convert_state_dict(state: Mapping[str, np.ndarray], fields: Mapping[str, Any
     except ValueError as err:
         raise CheckpointFileError(f"{source!r}: its network config does not build: {err}") from None
     what = f"the {describe(fields)} its constructor arguments describe"
-    _check_shapes(state, expected_shapes(module, event_shape[0], event_shape[2]), what, source)
+    check_shapes(state, expected_shapes(module, event_shape[0], event_shape[2]), what, source)
     for key, value in state.items():
         if key.endswith(".resample_filter") and not np.array_equal(np.asarray(value, np.float32), RESAMPLE_FILTER):
             raise CheckpointFileError(f"{source!r}: {key} is not EDM's [1, 1] resampling filter")

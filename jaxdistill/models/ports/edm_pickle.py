@@ -1,8 +1,9 @@
-"""Read NVlabs/edm network pickles (``edm-cifar10-32x32-cond-vp.pkl``, ``network-snapshot-*.pkl``)
-into inert records and numpy arrays, without PyTorch and without running any pickled code.
+"""Read NVlabs/edm and NVlabs/edm2 network pickles (``edm-cifar10-32x32-cond-vp.pkl``,
+``network-snapshot-*.pkl``, ``edm2-img512-xs-2147483-0.135.pkl``) into inert records and numpy
+arrays, without PyTorch and without running any pickled code.
 
 EDM's ``training_loop.py`` writes ``pickle.dump({"ema": net, "loss_fn", "augment_pipe",
-"dataset_kwargs"})``. Its networks are ``torch_utils.persistence`` classes: each object pickles as
+"dataset_kwargs"})``, EDM2's ``pickle.dump(EasyDict(encoder, dataset_kwargs, loss_fn, ema))``. Its networks are ``torch_utils.persistence`` classes: each object pickles as
 ``_reconstruct_persistent_obj(meta)``, ``meta = {type, version, module_src, class_name, state}``
 with ``state`` the object's ``__dict__`` (``_parameters``, ``_buffers``, ``_modules``, the
 constructor arguments ``_init_kwargs``); unpickling it for real would ``exec(module_src)``. Here
@@ -15,8 +16,9 @@ pickles as ``_rebuild_tensor_v2(storage, offset, size, stride, ...)`` whose stor
 an int64 element count and the raw little-endian bytes), read by :func:`load_storage`.
 
 Only those names resolve, plus ``collections.OrderedDict``, numeric numpy scalars (EDM keeps
-``np.sqrt(0.5)`` as a block's ``skip_scale``), ``builtins.set`` and ``dnnlib``'s ``EasyDict`` (as a
-dict). Any other global is refused with :class:`CheckpointFileError`.
+``np.sqrt(0.5)`` as a block's ``skip_scale``), numeric numpy arrays as :class:`PickledArray`
+records (EDM2's latent encoder keeps its ``scale`` and ``bias`` as arrays), ``builtins.set`` and
+``dnnlib``'s ``EasyDict`` (as a dict). Any other global is refused with :class:`CheckpointFileError`.
 """
 from __future__ import annotations
 
@@ -47,6 +49,23 @@ class TorchModule:
 
     def __setstate__(self, state: dict) -> None:
         self.state = state
+
+
+class PickledArray:
+    """A numpy array pickled with ``ndarray.__reduce__`` (``_reconstruct(ndarray, (0,), b"b")``, then
+    ``__setstate__((version, shape, dtype, fortran, raw bytes))``): numeric dtypes only, the values in ``array``."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype) and state[2].kind in "biufc" and isinstance(state[4], bytes)):
+            raise pickle.UnpicklingError("a numpy array that is not a plain numeric array")
+        _, shape, dtype, fortran, data = state
+        self.array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _array_shell(subtype: Any, shape: Any, dtype: Any) -> PickledArray:
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"a numpy array of type {subtype!r}")
+    return PickledArray()
 
 
 def _persistent(meta: Any) -> PersistentObject:
@@ -104,6 +123,9 @@ _ALLOWED = {
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy._core.multiarray", "_reconstruct"): _array_shell,
+    ("numpy.core.multiarray", "_reconstruct"): _array_shell,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("dnnlib.util", "EasyDict"): dict,
@@ -117,8 +139,9 @@ class _Unpickler(pickle.Unpickler):
         return _ALLOWED[(module, name)]
 
 
-def read_edm_pickle(path: str) -> Any:
-    """The object EDM pickled to ``path``, persistent objects as records and tensors as numpy arrays.
+def read_edm_pickle(path: str, kind: str = "EDM") -> Any:
+    """The object EDM (or EDM2: ``kind``, named in errors) pickled to ``path``, persistent objects as
+    records and tensors as numpy arrays.
 
     Raises :class:`CheckpointFileError` naming ``path`` for a missing file, a zip archive (a
     PyTorch ``.pt``), a truncated or corrupt pickle, or one naming a global outside the allowed set.
@@ -126,7 +149,7 @@ def read_edm_pickle(path: str) -> Any:
     try:
         with open(path, "rb") as f:
             if f.read(4) == b"PK\x03\x04":
-                raise CheckpointFileError(f"{path!r} is a zip archive (a PyTorch .pt file?), not an EDM network pickle (.pkl)")
+                raise CheckpointFileError(f"{path!r} is a zip archive (a PyTorch .pt file?), not an {kind} network pickle (.pkl)")
             f.seek(0)
             return _Unpickler(f).load()
     except CheckpointFileError:
@@ -134,14 +157,14 @@ def read_edm_pickle(path: str) -> Any:
     except FileNotFoundError:
         raise CheckpointFileError(f"no checkpoint file {path!r}") from None
     except IsADirectoryError:
-        raise CheckpointFileError(f"{path!r} is a folder, not an EDM network pickle") from None
+        raise CheckpointFileError(f"{path!r} is a folder, not an {kind} network pickle") from None
     except pickle.UnpicklingError as err:
         if "truncated" in str(err):
-            raise CheckpointFileError(f"{path!r} is a truncated EDM network pickle: {err}") from None
+            raise CheckpointFileError(f"{path!r} is a truncated {kind} network pickle: {err}") from None
         if str(err).startswith("invalid load key"):
-            raise CheckpointFileError(f"{path!r} is not a pickle, so not an EDM network pickle (.pkl): {err}") from None
-        raise CheckpointFileError(f"{path!r}: refused to unpickle as an EDM network pickle: {err}") from None
+            raise CheckpointFileError(f"{path!r} is not a pickle, so not an {kind} network pickle (.pkl): {err}") from None
+        raise CheckpointFileError(f"{path!r}: refused to unpickle as an {kind} network pickle: {err}") from None
     except EOFError:
-        raise CheckpointFileError(f"{path!r} is a truncated EDM network pickle (it ends before the pickle does)") from None
+        raise CheckpointFileError(f"{path!r} is a truncated {kind} network pickle (it ends before the pickle does)") from None
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OSError, UnicodeDecodeError, MemoryError, OverflowError) as err:
-        raise CheckpointFileError(f"{path!r} is a corrupt EDM network pickle: {type(err).__name__}: {err}") from None
+        raise CheckpointFileError(f"{path!r} is a corrupt {kind} network pickle: {type(err).__name__}: {err}") from None
