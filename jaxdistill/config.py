@@ -64,7 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
         )
     )
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "min_fsdp_size": 1024})
-    c.distributed = ml_collections.ConfigDict({"coordinator_address": "", "num_processes": 1, "process_id": 0})
+    # Multi-host: auto=True (or coordinator_address="auto") lets jax.distributed.initialize() detect a
+    # TPU VM slice or SLURM job; elsewhere give coordinator_address "host:port", num_processes, process_id.
+    c.distributed = ml_collections.ConfigDict({"auto": False, "coordinator_address": "", "num_processes": 1, "process_id": 0})
     # Evaluation of the trained network: sampler for multi-step networks, NFEs, guidance.
     c.eval = ml_collections.ConfigDict(
         {"sampler": "heun", "nfes": (1, 2, 4, 8, 16, 32, 64), "num_samples": 10_000, "guidance": config_dict.placeholder(float)}

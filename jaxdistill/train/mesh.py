@@ -119,10 +119,20 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
 
 
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
-    """Call ``jax.distributed.initialize`` when ``cfg.coordinator_address`` is set."""
-    if cfg.get("coordinator_address"):
+    """Join the processes of a multi-host run with ``jax.distributed.initialize``.
+
+    * ``cfg.auto`` (or ``coordinator_address="auto"``): called with no arguments, so JAX detects
+      the cluster itself (TPU VMs, SLURM, Open MPI); every host runs the same command.
+    * ``cfg.coordinator_address`` ``host:port``: with ``num_processes`` and ``process_id`` (other
+      clusters; each process gets its own ``process_id``).
+    * neither: a single process, nothing to do.
+    """
+    address = cfg.get("coordinator_address") or ""
+    if cfg.get("auto", False) or address == "auto":
+        jax.distributed.initialize()
+    elif address:
         jax.distributed.initialize(
-            coordinator_address=cfg.coordinator_address,
+            coordinator_address=address,
             num_processes=int(cfg.num_processes),
             process_id=int(cfg.process_id),
         )
