@@ -18,9 +18,13 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
-from jaxdistill.models.registry import default_network_config
+from jaxdistill.models.ports.convert import convert_edm_pkl
+from jaxdistill.models.ports.converted import save_converted
+from jaxdistill.models.registry import default_network_config, make_network
 from jaxdistill.objectives import registry
 
 FID_SAMPLES = 50_000  # FID against the training set's statistics, as every paper here reports it
@@ -94,13 +98,6 @@ def write_smoke_teacher(path: str, network: Optional[dict] = None, event_shape: 
     """Write a smoke teacher to ``path``: the tiny DDPM++ pickle converted (``network=None``, what
     ``jaxdistill convert --from edm-pkl tests/data/edm_ddpmpp_tiny.pkl --out PATH`` writes), or
     the EDM port ``network`` with random weights (``seed``) in the converted format. Returns ``path``."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxdistill.models.ports.convert import convert_edm_pkl
-    from jaxdistill.models.ports.converted import save_converted
-    from jaxdistill.models.registry import make_network
-
     if network is None:
         convert_edm_pkl(TINY_DDPMPP_PKL, path)
         return path
