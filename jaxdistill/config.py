@@ -22,7 +22,9 @@ from ml_collections import config_dict
 
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.state import default_optimizer_config
+from jaxdistill.diffusion.ddpm_grid import SPACINGS
 from jaxdistill.diffusion.process import PROCESSES
+from jaxdistill.diffusion.steps import GRIDS
 from jaxdistill.objectives import registry
 
 __all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config_file", "validate"]
@@ -67,9 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     # Multi-host: auto=True (or coordinator_address="auto") lets jax.distributed.initialize() detect a
     # TPU VM slice or SLURM job; elsewhere give coordinator_address "host:port", num_processes, process_id.
     c.distributed = ml_collections.ConfigDict({"auto": False, "coordinator_address": "", "num_processes": 1, "process_id": 0})
-    # Evaluation of the trained network: sampler for multi-step networks, NFEs, guidance.
+    # Evaluation of the trained network: sampler and its time grid for multi-step networks, NFEs, guidance.
     c.eval = ml_collections.ConfigDict(
-        {"sampler": "heun", "nfes": (1, 2, 4, 8, 16, 32, 64), "num_samples": 10_000, "guidance": config_dict.placeholder(float)}
+        {"sampler": "heun", "grid": "karras", "nfes": (1, 2, 4, 8, 16, 32, 64), "num_samples": 10_000, "guidance": config_dict.placeholder(float)}
     )
     c.denoising = registry.default_config("teacher")
     c.kd = registry.default_config("kd")
@@ -181,6 +183,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
     if num_devices is not None and config.batch_size % num_devices:
         raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {num_devices} devices")
+    grid = config.eval.get("grid", "karras")
+    if grid not in GRIDS:
+        raise ConfigError(f"eval.grid={grid!r} is not one of {tuple(GRIDS)}")
+    if grid in SPACINGS and config.method == "teacher" and config.process.name != "ddpm":
+        raise ConfigError(f"eval.grid={grid!r} spaces the discrete DDPM process's timesteps; process.name is {config.process.name!r}")
     if any(int(n) < 1 for n in config.eval.nfes):
         raise ConfigError(f"eval.nfes must be positive integers, got {tuple(config.eval.nfes)}")
     _check_mesh(config.mesh, num_devices)

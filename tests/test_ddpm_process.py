@@ -253,3 +253,26 @@ def test_command_line_overrides_set_the_named_process_fields():
         apply_overrides(base_config(), ["process.schedule=cosine"])
     with pytest.raises(ConfigError, match="unknown config key 'process.beta'"):
         apply_overrides(base_config(), ["process.name=ddpm", "process.beta=0.1"])
+
+
+def test_a_ddpm_teacher_evaluates_on_the_spacing_its_config_names():
+    """eval.grid = "trailing": the teacher objective's sampler runs on diffusers' trailing timesteps;
+    a spacing under a continuous process, or an unknown grid, is a ConfigError naming eval.grid."""
+    from jaxdistill import benchmarks
+    from jaxdistill.build import build
+    from jaxdistill.config import ConfigError, apply_overrides, base_config
+
+    c = apply_overrides(benchmarks.smoke(base_config()), ["process.name=ddpm", "eval.grid=trailing", "eval.sampler=ddim"])
+    built = build(c)
+    objective = built.objective
+    trainable = objective.init(jax.random.key(0), jax.tree.map(jnp.asarray, next(built.data_factory(0))), built.frozen)
+    z = objective.prior(jax.random.key(1), 8)
+    got = objective.generate(trainable, built.frozen, z, None, nfe=4, rng=jax.random.key(2))
+    params = trainable["model"].eval_params
+    ts = steps.get_grid("trailing", objective.process, 4, t_end=0.0)
+    want = samplers.sample(objective.x0_fn(params, None, None), objective.process, z, ts, "ddim")
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ConfigError, match="eval.grid='trailing' spaces"):
+        build(apply_overrides(benchmarks.smoke(base_config()), ["eval.grid=trailing"]))
+    with pytest.raises(ConfigError, match="eval.grid='cosine'"):
+        build(apply_overrides(benchmarks.smoke(base_config()), ["eval.grid=cosine"]))

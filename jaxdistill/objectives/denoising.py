@@ -87,6 +87,7 @@ class DenoisingObjective:
     num_classes: int = 0
     ema_decay: float = 0.999
     sampler: str = "heun"
+    grid: str = "karras"  # the sampler's time grid (diffusion.steps.GRIDS; DDPM also leading / linspace / trailing)
     guidance: Optional[float] = None
     eval_nfes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
     data_mean: Optional[tuple[float, ...]] = None  # the prior's mean is alpha(t_max) times this
@@ -143,7 +144,7 @@ class DenoisingObjective:
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         params = trainable["model"].eval_params
         guidance = self.guidance if cond is not None else None
-        return samplers.sample_nfe(self.x0_fn(params, cond, guidance), self.process, noise, nfe, self.sampler, rng=rng)
+        return samplers.sample_nfe(self.x0_fn(params, cond, guidance), self.process, noise, nfe, self.sampler, grid=self.grid, rng=rng)
 
 
 def build(ctx, settings: Denoising) -> tuple[DenoisingObjective, PyTree]:
@@ -159,6 +160,7 @@ def build(ctx, settings: Denoising) -> tuple[DenoisingObjective, PyTree]:
         num_classes=ctx.num_classes,
         ema_decay=float(config.ema_decay),
         sampler=config.eval.sampler,
+        grid=config.eval.get("grid", "karras"),
         guidance=config.eval.guidance,
         eval_nfes=tuple(int(n) for n in config.eval.nfes),
         data_mean=ctx.data_mean,
