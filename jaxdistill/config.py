@@ -65,7 +65,7 @@ def base_config() -> ml_collections.ConfigDict:
             num_plot_samples=2000,
         )
     )
-    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "min_fsdp_size": 1024})
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 1, "min_fsdp_size": 1024})
     # Multi-host: auto=True (or coordinator_address="auto") lets jax.distributed.initialize() detect a
     # TPU VM slice or SLURM job; elsewhere give coordinator_address "host:port", num_processes, process_id.
     c.distributed = ml_collections.ConfigDict({"auto": False, "coordinator_address": "", "num_processes": 1, "process_id": 0})
@@ -214,6 +214,8 @@ def _check_mesh(mesh: ml_collections.ConfigDict, num_devices: Optional[int]) -> 
         raise ConfigError(f"mesh.fsdp={fsdp} must be >= 1")
     if data != -1 and data < 1:
         raise ConfigError(f"mesh.data={data} must be >= 1, or -1 for every device mesh.fsdp leaves")
+    if int(mesh.get("dcn_data", 1)) < 1:
+        raise ConfigError(f"mesh.dcn_data={mesh.dcn_data} must be >= 1 (the number of slices the data axis spans)")
     needed = fsdp * max(data, 1)
     if num_devices is not None and needed > num_devices:
         sizes = f"mesh.fsdp={fsdp}" if data == -1 else f"mesh.data={data} x mesh.fsdp={fsdp}"

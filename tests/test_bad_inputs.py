@@ -11,7 +11,7 @@ from ml_collections import ConfigDict
 
 from jaxdistill.cli import main
 from jaxdistill.config import ConfigError
-from jaxdistill.train.mesh import mesh_shape
+from jaxdistill.train.mesh import make_mesh, mesh_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KD = os.path.join(ROOT, "configs", "grid25", "kd.py") + ":smoke"  # a one-step student, checkpoints at steps 10 and 20
@@ -64,6 +64,7 @@ def fails(argv: list[str], capsys, *names: str) -> str:
         ("mesh.data=2", ["mesh.data=2"]),
         ("mesh.fsdp=0", ["mesh.fsdp=0"]),
         ("mesh.data=0", ["mesh.data=0"]),
+        ("mesh.dcn_data=0", ["mesh.dcn_data=0"]),
         ("data.size=10", ["data.size=10", "batch_size=64"]),
         ("seed=-1", ["seed=-1"]),
         ("data.seed=-1", ["data.seed=-1"]),
@@ -82,6 +83,19 @@ def test_mesh_must_use_every_device():
     with pytest.raises(ConfigError, match="mesh.data"):
         mesh_shape(ConfigDict({"data": 3, "fsdp": 1}), 4)
     assert mesh_shape(ConfigDict({"data": -1, "fsdp": 2}), 4) == (2, 2)
+
+
+def test_the_mesh_lays_devices_out_with_jax_helpers_and_checks_its_slices():
+    """mesh.dcn_data (slices the data axis spans) must divide the data axis; one slice is JAX's
+    create_device_mesh layout of (data, fsdp)."""
+    import jax
+
+    devices = jax.devices()
+    mesh = make_mesh(ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 1}), devices)
+    assert mesh.axis_names == ("data", "fsdp") and dict(mesh.shape) == {"data": len(devices), "fsdp": 1}
+    assert sorted(d.id for d in mesh.devices.ravel()) == sorted(d.id for d in devices)
+    with pytest.raises(ConfigError, match="mesh.dcn_data=3"):
+        make_mesh(ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 3}), devices)
 
 
 @pytest.mark.parametrize("below", ["", "sub"])

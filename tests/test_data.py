@@ -175,3 +175,20 @@ def test_throughput(capsys):
     theirs = m / (time.perf_counter() - start)
     with capsys.disabled():
         print(f"\nbatch_iterator: {ours:,.0f} records/s; grain per-record batch: {theirs:,.0f} records/s")
+
+
+def test_prefetch_keeps_the_order_and_raises_the_readers_error():
+    src = MixtureSource(gm.grid25(), 500, seed=0)
+    direct = take(pipeline.batch_iterator(src, 64, seed=1, shard_index=0, shard_count=1, start_step=3), 12)
+    ahead = pipeline.prefetch(pipeline.batch_iterator(src, 64, seed=1, shard_index=0, shard_count=1, start_step=3), depth=2)
+    for x, y in zip(direct, take(ahead, 12)):
+        np.testing.assert_array_equal(x["x"], y["x"])
+    ahead.close()
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    assert list(pipeline.prefetch(iter([1, 2, 3]), place=lambda v: 10 * v)) == [10, 20, 30]
+    with pytest.raises(OSError, match="disk gone"):
+        list(pipeline.prefetch(failing()))

@@ -8,19 +8,24 @@ size and ``b = batch_size // shard_count``; records are then gathered in one vec
 (``source.get_batch``) when the source offers it, else record by record and stacked.
 
 Because batch ``s`` is a pure function of ``(seed, shard, s)``, ``start_step`` resumes the
-stream exactly, at no cost. Gathering from array-backed sources is vectorised, whereas
+stream exactly, at no cost. ``prefetch`` reads a stream ahead in a background thread (the
+engine places the next batches on the devices there while the step runs), in the same order. Gathering from array-backed sources is vectorised, whereas
 grain's own per-record ``batch`` stacks Python dicts (several times slower; see tests).
 """
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterator, Optional
+import queue
+import threading
+from typing import Any, Callable, Generator, Iterator, Optional, TypeVar
 
 import grain
 import jax
 import numpy as np
 
 Batch = dict[str, np.ndarray]
+T = TypeVar("T")
+_END = object()
 
 
 def gather(source: Any, indices: np.ndarray) -> Batch:
@@ -100,3 +105,41 @@ def batch_iterator(
         source, batch_size, seed=seed, shard_index=shard_index, shard_count=shard_count, drop_remainder=drop_remainder
     )
     return (stream[step] for step in itertools.count(int(start_step)))
+
+
+def prefetch(iterator: Iterator[Any], depth: int = 2, place: Callable[[Any], T] = lambda item: item) -> Generator[T, None, None]:
+    """``place(item)`` for the items of ``iterator`` in order, computed by a background thread at
+    most ``depth`` items ahead (``place``: e.g. a ``jax.device_put`` of the next global batch).
+    An error in the thread is raised here; closing the returned generator stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                if not put((place(item), None)):
+                    return
+            put((_END, None))
+        except BaseException as err:  # raised again in the consumer
+            put((_END, err))
+
+    threading.Thread(target=produce, daemon=True, name="jaxdistill-prefetch").start()
+    try:
+        while True:
+            item, err = ready.get()
+            if item is _END:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()

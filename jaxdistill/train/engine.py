@@ -8,12 +8,13 @@ SIGTERM/SIGINT. It never names a method: everything method-specific lives in the
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Objective, Trainable
 from jaxdistill.core.rng import derive, step_key
 from jaxdistill.core.types import Array, PyTree
+from jaxdistill.data.pipeline import prefetch
 from jaxdistill.plots import save_sample_figure
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, abstract_like
@@ -322,7 +324,8 @@ class Trainer:
         cfg = self.config.train
         writer = MetricsWriter(self.workdir, enabled=jax.process_index() == 0)
         writer.drop_after(start)
-        data: Iterator[dict] = self.data_factory(start)
+        # The next global batches are placed on the devices by a background thread while the step runs.
+        data = prefetch(self.data_factory(start), depth=2, place=lambda batch: mesh_lib.global_batch(batch, self.mesh))
         # Updates skipped since this call started, placed as the step returns it (one compilation).
         skipped_total = jax.device_put(jnp.zeros((), jnp.float32), mesh_lib.replicated(self.mesh))
         last: dict[str, float] = {}
@@ -334,9 +337,9 @@ class Trainer:
         if start == total:
             bar.write(f"checkpoint {start} in {self.checkpointer.directory} already reached train.num_steps={total}: nothing to train")
         t_last, step_last = time.perf_counter(), start
-        with _StopFlag(multiprocess=jax.process_count() > 1) as stop:
+        with _StopFlag(multiprocess=jax.process_count() > 1) as stop, contextlib.closing(data):  # closing stops the prefetch thread
             while step < total:
-                batch = mesh_lib.global_batch(next(data), self.mesh)
+                batch = next(data)
                 trainable, metrics = self._compiled_step(trainable, frozen, batch, jnp.asarray(step, jnp.int32), skipped_total)
                 skipped_total = metrics["skipped_total"]
                 step += 1

@@ -11,6 +11,10 @@ no rule matches get the default FSDP rule: shard the largest dimension divisible
 the ``fsdp`` axis size over ``fsdp`` when the leaf has at least ``min_fsdp_size``
 elements, else replicate. The default makes any apply-function shardable, including
 models that carry no annotations of their own.
+
+The device grid comes from JAX's topology-aware helpers (``mesh_utils.create_device_mesh``,
+and ``create_hybrid_device_mesh`` over ``mesh.dcn_data`` slices on a multi-slice pod, where
+the data axis spans slices over DCN and fsdp stays within a slice's ICI).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -44,10 +49,23 @@ def mesh_shape(cfg: Optional[ml_collections.ConfigDict], num_devices: int) -> tu
     return data, fsdp
 
 
+def device_grid(shape: tuple[int, int], devices: Sequence[jax.Device], dcn_data: int = 1) -> np.ndarray:
+    """Devices laid out as ``shape`` = (data, fsdp) by JAX's topology-aware helpers; with
+    ``dcn_data > 1`` slices the data axis is ``dcn_data`` slices (DCN) times ``data // dcn_data`` (ICI)."""
+    data, fsdp = shape
+    if dcn_data == 1:
+        return mesh_utils.create_device_mesh(shape, devices)
+    if dcn_data < 1 or data % dcn_data:
+        raise ConfigError(f"mesh.dcn_data={dcn_data} must be >= 1 and divide the data axis size {data}")
+    return mesh_utils.create_hybrid_device_mesh((data // dcn_data, fsdp), (dcn_data, 1), devices)
+
+
 def make_mesh(cfg: Optional[ml_collections.ConfigDict] = None, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-    """Mesh with axes (data, fsdp); ``cfg.data = -1`` takes all devices not used by fsdp."""
+    """Mesh with axes (data, fsdp); ``cfg.data = -1`` takes all devices not used by fsdp,
+    ``cfg.dcn_data`` (default 1) is the number of slices the data axis spans."""
     devices = list(jax.devices() if devices is None else devices)
-    return Mesh(np.asarray(devices).reshape(mesh_shape(cfg, len(devices))), MESH_AXES)
+    dcn_data = int(cfg.get("dcn_data", 1)) if cfg is not None else 1
+    return Mesh(device_grid(mesh_shape(cfg, len(devices)), devices, dcn_data), MESH_AXES)
 
 
 def key_path_str(path: tuple) -> str:
