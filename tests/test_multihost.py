@@ -63,7 +63,8 @@ def runs(tmp_path_factory):
     same workdir, and the one-process reference fed the same global batches."""
     root = tmp_path_factory.mktemp("multihost")
     workdir = root / "run"
-    preempted = _run_two_processes(workdir, sigterm_at=3)
+    # SIGTERM while batch 8 is read: the engine reads up to 3 batches ahead (prefetch), so at a step past 3
+    preempted = _run_two_processes(workdir, sigterm_at=8)
     after_preemption = sorted(os.listdir(workdir / "checkpoints"), key=int)
     resumed = _run_two_processes(workdir)
     out = subprocess.run(
