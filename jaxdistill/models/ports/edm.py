@@ -133,6 +133,17 @@ class UNetBlock(nn.Module):
         return x
 
 
+def class_label_rows(cond: Optional[Array], batch_size: int, num_classes: int) -> Array:
+    """EDM's and EDM2's ``class_labels`` [B, num_classes]: one-hot rows of integer labels, zeros for
+    ``cond < 0`` or ``None`` (unconditional); ``[B, num_classes]`` rows are used as they are."""
+    if cond is None:
+        return jnp.zeros((batch_size, num_classes), jnp.float32)
+    cond = jnp.asarray(cond)
+    if cond.ndim == 2:
+        return cond.astype(jnp.float32)
+    return (cond.astype(jnp.int32)[:, None] == jnp.arange(num_classes)[None, :]).astype(jnp.float32)
+
+
 class EDMUNetPort(nn.Module):
     """EDM's DDPM++ (``arch="ddpmpp"``) or ADM (``arch="adm"``) network; see the module docstring.
     :func:`make_edm_port` builds a published configuration (``EDM_PRESETS``).
@@ -155,14 +166,7 @@ class EDMUNetPort(nn.Module):
     dropout: float = 0.1
 
     def _labels(self, cond: Optional[Array], batch_size: int) -> Array:
-        """EDM's ``class_labels``: one-hot rows, zeros for ``cond < 0`` or ``None``."""
-        if cond is None:
-            return jnp.zeros((batch_size, self.num_classes), jnp.float32)
-        cond = jnp.asarray(cond)
-        if cond.ndim == 2:
-            return cond.astype(jnp.float32)
-        cond = cond.astype(jnp.int32)
-        return (cond[:, None] == jnp.arange(self.num_classes)[None, :]).astype(jnp.float32)
+        return class_label_rows(cond, batch_size, self.num_classes)
 
     def _embedding(self, t: Array, cond: Optional[Array], augment_labels: Optional[Array]) -> Array:
         b = t.shape[0]

@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdistill.core.types import Array
+from jaxdistill.models.ports.edm import class_label_rows
 
 EPS = 1e-4
 # EDM2's UNet / Block / Precond constructor defaults (networks_edm2.py).
@@ -213,13 +214,7 @@ class EDM2UNetPort(nn.Module):
     logvar_channels: int = 128
 
     def _labels(self, cond: Optional[Array], batch_size: int) -> Array:
-        """EDM2's ``class_labels``: one-hot rows, zeros for ``cond < 0`` or ``None``."""
-        if cond is None:
-            return jnp.zeros((batch_size, self.num_classes), jnp.float32)
-        cond = jnp.asarray(cond)
-        if cond.ndim == 2:
-            return cond.astype(jnp.float32)
-        return (cond.astype(jnp.int32)[:, None] == jnp.arange(self.num_classes)[None, :]).astype(jnp.float32)
+        return class_label_rows(cond, batch_size, self.num_classes)
 
     def _embedding(self, t: Array, cond: Optional[Array]) -> Array:
         blocks = [self.model_channels * m for m in self.channel_mult]

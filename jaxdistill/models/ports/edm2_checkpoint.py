@@ -44,6 +44,7 @@ import numpy as np
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.models.ports.edm2 import DEFAULTS, SIZES, EDM2UNetPort, make_edm2_port
 from jaxdistill.models.ports.edm_checkpoint import check_shapes, state_dict
+from jaxdistill.models.ports.edm_checkpoint import flax_path as edm_flax_path
 from jaxdistill.models.ports.edm_pickle import PersistentObject
 
 PREFIX = "unet."
@@ -53,11 +54,8 @@ _FLOATS = ("label_balance", "concat_balance", "dropout", "res_balance", "attn_ba
 
 
 def flax_path(key: str) -> tuple[str, ...]:
-    """The Flax parameter path of a state-dict key of EDM2's ``Precond``."""
-    parts = key[len(PREFIX):].split(".") if key.startswith(PREFIX) else key.split(".")
-    if parts[0] in ("enc", "dec") and len(parts) > 1:
-        parts = [f"{parts[0]}_{parts[1]}", *parts[2:]]
-    return (*parts[:-1], "kernel" if parts[-1] == "weight" else parts[-1])
+    """The Flax parameter path of a state-dict key of EDM2's ``Precond`` (EDM's map, its prefix)."""
+    return edm_flax_path(key, PREFIX)
 
 
 def torch_key(path: tuple[str, ...]) -> str:

@@ -42,10 +42,11 @@ _DDPMPP = dict(embedding_type="positional", encoder_type="standard", decoder_typ
 _UNET_ARGS = ("img_resolution", "in_channels", "out_channels", "label_dim", "label_dropout")
 
 
-def flax_path(key: str) -> tuple[str, ...]:
-    """The Flax parameter path of a state-dict key of ``EDMPrecond`` (``ndim``-free: a ``weight``
-    becomes ``kernel``; :func:`to_flax` renames a group norm's to ``scale``)."""
-    parts = key[len(PREFIX):].split(".") if key.startswith(PREFIX) else key.split(".")
+def flax_path(key: str, prefix: str = PREFIX) -> tuple[str, ...]:
+    """The Flax parameter path of a state-dict key of ``EDMPrecond`` (EDM2's ``Precond`` with its
+    ``prefix``; ``ndim``-free: a ``weight`` becomes ``kernel``; :func:`to_flax` renames a group
+    norm's to ``scale``)."""
+    parts = key[len(prefix):].split(".") if key.startswith(prefix) else key.split(".")
     if parts[0] in ("enc", "dec") and len(parts) > 1:
         parts = [f"{parts[0]}_{parts[1]}", *parts[2:]]
     return (*parts[:-1], "kernel" if parts[-1] == "weight" else parts[-1])
