@@ -21,12 +21,9 @@ from jaxdistill.config import base_config
 
 TEACHERS = {True: "checkpoints/edm-cifar10-32x32-cond-vp.npz", False: "checkpoints/edm-cifar10-32x32-uncond-vp.npz"}
 PRESETS = {True: "cifar10_cond", False: "cifar10_uncond"}
-# smoke: tests/data/edm_ddpmpp_tiny.pkl converted (jaxdistill convert --from edm-pkl tests/data/edm_ddpmpp_tiny.pkl --out ...)
+# smoke: a tiny DDPM++ with random weights (write_smoke_teacher())
 SMOKE_TEACHER = "checkpoints/smoke/edm-ddpmpp-tiny-8x8-cond.npz"
-SMOKE_NETWORK = dict(
-    name="edm_ddpmpp", preset=None, num_classes=10, model_channels=4, channel_mult=(1, 2), channel_mult_emb=4, num_blocks=1,
-    attn_resolutions=(4,), dropout=0.13, augment_dim=9,
-)
+SMOKE_NETWORK = images.TINY_DDPMPP
 
 
 def student(method: str, arg: Optional[str] = None, conditional: bool = True) -> ml_collections.ConfigDict:
@@ -40,5 +37,5 @@ def student(method: str, arg: Optional[str] = None, conditional: bool = True) ->
 
 
 def write_smoke_teacher(path: str = SMOKE_TEACHER) -> str:
-    """The smoke preset's teacher: EDM's tiny DDPM++ test pickle, converted."""
-    return images.write_smoke_teacher(path)
+    """The smoke preset's teacher: the tiny DDPM++ with random weights (seed 0), in the converted format."""
+    return images.write_smoke_teacher(path, SMOKE_NETWORK)
