@@ -59,6 +59,7 @@ def test_array_record_round_trip_images_and_floats(tmp_path):
         rec = src[9]  # shard 1, position 1
         np.testing.assert_array_equal(rec["x"], want[9])
         assert rec["label"] == LABELS[9] and rec["label"].dtype == np.int32
+    assert make_source(src.config()).files == src.files  # the config that rebuilds it (build(source=...) records it)
     single = ArrayRecordSource(files[2])  # one file: its 6 records
     np.testing.assert_array_equal(single.get_batch(np.arange(6))["x"], want[16:])
     floats = RNG.standard_normal((5, 3)).astype(np.float32)
@@ -97,6 +98,8 @@ def test_latent_round_trip_memory_mapped_with_scale_and_shift(tmp_path):
     np.testing.assert_array_equal(batch["x"], want)
     np.testing.assert_array_equal(batch["label"], LABELS[indices])
     np.testing.assert_array_equal(src[8]["x"], want[2])
+    again = make_source(src.config())  # a source passed as an object records the config that rebuilds it
+    np.testing.assert_array_equal(again.get_batch(indices)["x"], want)
     plain = LatentSource(folder)  # scale 1, shift 0: the stored values
     np.testing.assert_array_equal(plain.get_batch(np.arange(22))["x"], LATENTS.astype(np.float32))
     np.save(tmp_path / "only.npy", LATENTS[:5])  # a .npy shard holds x alone: unlabeled
@@ -242,8 +245,10 @@ def test_bad_paths_through_the_cli_exit_2(tmp_path, capsys):
     config = tmp_path / "cfg.py"
     config.write_text(CONFIG.format(data={"name": "latents", "path": str(tmp_path / "absent")}))
     assert main(["data", "--config", str(config), "--num", "4", "--out", str(tmp_path / "d.npz")]) == 2
-    err = capsys.readouterr().err
-    assert "absent" in err and "does not exist" in err
+    assert main(["train", "--config", str(config), "--workdir", str(tmp_path / "run"), "--quiet"]) == 2
+    for line in capsys.readouterr().err.strip().splitlines():
+        assert "absent" in line and "does not exist" in line
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
 CONFIG = '''

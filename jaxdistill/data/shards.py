@@ -23,7 +23,7 @@ from __future__ import annotations
 import glob
 import os
 import zipfile
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from flax import serialization
@@ -132,6 +132,7 @@ class ArrayRecordSource:
     construction: every shard must hold records of one shape, dtype and labelling."""
 
     def __init__(self, path: str):
+        self.path = path
         self.files = shard_files(path, f"*{ARRAY_RECORD_SUFFIX} shards", lambda f: f.endswith(ARRAY_RECORD_SUFFIX))
         self.readers = []
         for f in self.files:
@@ -178,6 +179,10 @@ class ArrayRecordSource:
                     raise ConfigError(f"{self.files[s]} record {position[row]} has shape {record['x'].shape}; expected {self.event_shape}")
                 x[row], labels[row] = record["x"], record["label"]
         return {"x": x, "label": labels}
+
+    def config(self) -> dict[str, Any]:
+        """The data config that rebuilds this source (``make_source``), recorded when it is passed as an object."""
+        return {"name": "array_record", "path": self.path}
 
     def __repr__(self) -> str:
         return f"ArrayRecordSource(len={len(self)}, shards={len(self.files)}, event_shape={self.event_shape})"
@@ -243,6 +248,7 @@ class LatentSource:
     ``latent_shift = -raw_mean * latent_scale`` per channel (docs/data.md)."""
 
     def __init__(self, path: str, latent_scale=None, latent_shift=None):
+        self.path = path
         self.files = shard_files(path, "*.npz / *.npy latent shards", lambda f: f.endswith(LATENT_SUFFIXES))
         shards = [open_latent_shard(f) for f in self.files]
         first_x, first_labels = shards[0]
@@ -279,6 +285,10 @@ class LatentSource:
             x[rows] = self.xs[s][position[rows]]
             labels[rows] = self.labels[s][position[rows]]
         return {"x": x * self.scale + self.shift, "label": labels}
+
+    def config(self) -> dict[str, Any]:
+        """The data config that rebuilds this source (``make_source``), recorded when it is passed as an object."""
+        return {"name": "latents", "path": self.path, "latent_scale": self.scale.tolist(), "latent_shift": self.shift.tolist()}
 
     def __repr__(self) -> str:
         return f"LatentSource(len={len(self)}, shards={len(self.files)}, event_shape={self.event_shape})"
