@@ -133,7 +133,8 @@ def test_resumed_stream_equals_uninterrupted_and_the_in_memory_one(tmp_path):
 
 
 class Spy:
-    """Wraps one shard reader and records the positions it is asked for."""
+    """Wraps one shard (an array_record reader or a latent memory map) and records the global
+    indices of the records read from it."""
 
     def __init__(self, inner, log, start):
         self.inner, self.log, self.start = inner, log, start
@@ -141,35 +142,45 @@ class Spy:
     def __len__(self):
         return len(self.inner)
 
-    def __getitems__(self, positions):
-        self.log.extend(self.start + p for p in positions)
+    def __getitems__(self, positions):  # ArrayRecordDataSource's batched read
+        self.log.extend(self.start + int(p) for p in positions)
         return self.inner.__getitems__(positions)
 
+    def __getitem__(self, positions):  # a memory map's fancy index
+        self.log.extend(self.start + int(p) for p in positions)
+        return self.inner[positions]
 
-def test_each_process_reads_only_its_slice(tmp_path):
-    """Two processes (shard_index 0 and 1 of 2): the records each reads from disk lie in its own slice
-    ``source[i::2]``, the slices are disjoint and cover every record in an epoch, and the global batch
-    (process-local batches in process order, as ``make_array_from_process_local_data`` lays them) holds
-    exactly the records those indices name."""
-    path = str(tmp_path / "ar")
-    write_array_record(path, IMAGES[:20], LABELS[:20], shard_size=8)
-    full = ArrayRecordSource(path).get_batch(np.arange(20))
-    read, streams = [], []
-    for p in range(2):
-        src, log = ArrayRecordSource(path), []
+
+def spied(kind, tmp_path, log):
+    """20 labeled images as array_record shards or latent shards of 8, 8 and 4 records, each shard spied on."""
+    if kind == "array_record":
+        write_array_record(str(tmp_path / "ar"), IMAGES[:20], LABELS[:20], shard_size=8)
+        src = ArrayRecordSource(str(tmp_path / "ar"))
         src.readers = [Spy(r, log, int(start)) for r, start in zip(src.readers, src.starts)]
-        read.append(log)
-        streams.append(pipeline.BatchStream(src, 4, seed=7, shard_index=p, shard_count=2))
-    assert streams[0].steps_per_epoch == 5
+    else:
+        src = LatentSource(latent_shards(tmp_path / "lat", x=uint8_to_unit(IMAGES[:20]), labels=LABELS[:20], sizes=(8, 8, 4)))
+        src.xs = [Spy(x, log, int(start)) for x, start in zip(src.xs, src.starts)]
+    return src
+
+
+@pytest.mark.parametrize("kind", ["array_record", "latents"])
+def test_each_process_reads_only_its_slice(tmp_path, kind):
+    """Two processes (shard_index 0 and 1 of 2): the records each reads from disk lie in its own slice
+    ``source[i::2]``, the slices are disjoint and cover every record once in an epoch, and the global
+    batch (process-local batches in process order, as ``make_array_from_process_local_data`` lays them)
+    holds exactly the records those indices name."""
+    full = ArraySource(uint8_to_unit(IMAGES[:20]), LABELS[:20])
+    read = [[], []]
+    streams = [pipeline.BatchStream(spied(kind, tmp_path, read[p]), 4, seed=7, shard_index=p, shard_count=2) for p in range(2)]
+    assert streams[0].steps_per_epoch == 5 and read == [[], []]  # building the streams reads no record
     for step in range(5):  # one epoch
         local = [stream[step] for stream in streams]
         indices = np.concatenate([stream.indices(step) for stream in streams])
-        global_x = np.concatenate([b["x"] for b in local])
-        np.testing.assert_array_equal(global_x, full["x"][indices])
-        np.testing.assert_array_equal(np.concatenate([b["label"] for b in local]), full["label"][indices])
+        np.testing.assert_array_equal(np.concatenate([b["x"] for b in local]), full.x[indices])
+        np.testing.assert_array_equal(np.concatenate([b["label"] for b in local]), full.labels[indices])
     for p in range(2):
         assert sorted(read[p]) == list(range(p, 20, 2))  # its own slice, each record once
-    assert not set(read[0]) & set(read[1]) and sorted(read[0] + read[1]) == list(range(20))
+    assert sorted(read[0] + read[1]) == list(range(20))
 
 
 def one_line_error(build, *fragments):
