@@ -216,6 +216,8 @@ def test_bad_array_record_inputs(tmp_path):
     mixed = write_raw(tmp_path / "mid.array_record", [encode_record(np.zeros(2, np.float32)), b"garbage"])
     src = ArrayRecordSource(mixed)
     one_line_error(lambda: src.get_batch(np.array([1])), "mid.array_record record 1", "not in the record format")
+    reshaped = write_raw(tmp_path / "reshaped.array_record", [encode_record(np.zeros(2, np.float32)), encode_record(np.zeros(3, np.float32))])
+    one_line_error(lambda: ArrayRecordSource(reshaped).get_batch(np.array([0, 1])), "reshaped.array_record record 1", "shape (3,); expected (2,)")
     shapes = tmp_path / "shapes"
     write_array_record(str(shapes / "a"), IMAGES[:2], LABELS[:2])
     write_array_record(str(shapes / "b"), IMAGES[:2, :2], LABELS[:2])

@@ -129,7 +129,8 @@ def write_array_record(path: str, xs: np.ndarray, labels: Optional[np.ndarray] =
 class ArrayRecordSource:
     """The ``encode_record`` records of the array_record shards of ``path`` (module docstring),
     read by grain's ``ArrayRecordDataSource``. The first record of every shard is checked at
-    construction: every shard must hold records of one shape, dtype and labelling."""
+    construction (every shard must hold records of one shape, all labeled or none); a record read
+    later that breaks the format or the shape is a ConfigError naming its file and position."""
 
     def __init__(self, path: str):
         self.path = path
