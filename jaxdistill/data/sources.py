@@ -17,16 +17,11 @@ import jax
 import numpy as np
 
 from jaxdistill.core.types import NULL_LABEL
+from jaxdistill.data.shards import ArrayRecordSource, LatentSource, Record, uint8_to_unit
 from jaxdistill.models import gaussian_mixture
 
-Record = dict[str, np.ndarray]
 OBJECT_SOURCE = "object"  # data config name of a source passed as an object that cannot describe itself
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-def uint8_to_unit(x: np.ndarray) -> np.ndarray:
-    """``uint8 [0, 255] -> float32 [-1, 1]``: ``x / 127.5 - 1``."""
-    return np.asarray(x, np.float32) / 127.5 - 1.0
 
 
 class ArraySource:
@@ -155,37 +150,43 @@ class NpzSource(ArraySource):
         super().__init__(uint8_to_unit(x) if x.dtype == np.uint8 else x, labels)
 
 
+def load_image_folder(root: str, image_size: int | Sequence[int], channels: int = 3) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``(x uint8 [N, H, W, C], labels int32 [N], classes)`` of the images under ``root/<class>/*``
+    (sorted class folders -> labels 0..C-1), or directly in ``root`` (labels -1, no classes),
+    read with PIL, resized to ``image_size`` (bilinear) and converted to ``channels`` (1: "L", 3: "RGB")."""
+    from PIL import Image
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root!r} does not exist")
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    dirs = [(os.path.join(root, c), i) for i, c in enumerate(classes)] or [(root, NULL_LABEL)]
+    files = [
+        (os.path.join(d, f), label)
+        for d, label in dirs
+        for f in sorted(os.listdir(d))
+        if f.lower().endswith(IMAGE_EXTENSIONS)
+    ]
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root!r}")
+    h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    mode = "L" if channels == 1 else "RGB"
+    x = np.empty((len(files), h, w, channels), np.uint8)
+    for i, (path, _) in enumerate(files):
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert(mode).resize((w, h), Image.BILINEAR))
+        x[i] = arr.reshape(h, w, channels)
+    return x, np.array([label for _, label in files], np.int32), classes
+
+
 class ImageFolderSource(ArraySource):
-    """Images under ``root/<class>/*`` (sorted class folders -> labels 0..C-1), or directly in
-    ``root`` (unlabeled). Loaded eagerly with PIL, resized to ``image_size`` (bilinear), converted
-    to ``channels`` (1: "L", 3: "RGB") and scaled to ``[-1, 1]``; ``x`` is ``[H, W, C]``."""
+    """The images of ``load_image_folder(root, image_size, channels)``, loaded eagerly and scaled
+    to ``[-1, 1]``; ``x`` is ``[H, W, C]``."""
 
     def __init__(self, root: str, image_size: int | Sequence[int], channels: int = 3):
-        from PIL import Image
-
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"image folder {root!r} does not exist")
-        classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-        dirs = [(os.path.join(root, c), i) for i, c in enumerate(classes)] or [(root, NULL_LABEL)]
-        files = [
-            (os.path.join(d, f), label)
-            for d, label in dirs
-            for f in sorted(os.listdir(d))
-            if f.lower().endswith(IMAGE_EXTENSIONS)
-        ]
-        if not files:
-            raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root!r}")
-        h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        mode = "L" if channels == 1 else "RGB"
-        x = np.empty((len(files), h, w, channels), np.uint8)
-        for i, (path, _) in enumerate(files):
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert(mode).resize((w, h), Image.BILINEAR))
-            x[i] = arr.reshape(h, w, channels)
-        super().__init__(uint8_to_unit(x), np.array([label for _, label in files], np.int32))
-        self.classes = classes
+        x, labels, self.classes = load_image_folder(root, image_size, channels)
+        super().__init__(uint8_to_unit(x), labels)
 
 
 class TfdsSource:
@@ -308,6 +309,8 @@ SOURCES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
         _required(c, "dataset"), c.get("split", "train"), c.get("image_key", "image"), c.get("label_key", "label"), c.get("data_dir", None),
         image_size=c.get("image_size", None), mock_examples=c.get("mock_examples", None),
     ),
+    "array_record": lambda c: ArrayRecordSource(_required(c, "path")),
+    "latents": lambda c: LatentSource(_required(c, "path"), c.get("latent_scale", None), c.get("latent_shift", None)),
 }
 
 
@@ -328,6 +331,10 @@ def make_source(config: Mapping[str, Any]):
     * ``tfds``: ``dataset``, ``split`` [train], ``image_key`` [image], ``label_key`` [label], ``data_dir`` [None],
       ``image_size`` [None: as stored], ``mock_examples`` [None: the prepared dataset; N: N random records
       of ``tfds.testing.mock_data``, for offline tests].
+    * ``array_record``: ``path`` (a file, a glob or a directory of ``*.array_record`` shards of
+      ``jaxdistill.data.shards.write_array_record``'s records);
+    * ``latents``: ``path`` (a file, a glob or a directory of ``.npz`` / ``.npy`` latent shards),
+      ``latent_scale`` [1], ``latent_shift`` [0] (scalars or one number per channel).
     """
     name = config.get("name", None)
     if name == OBJECT_SOURCE:
