@@ -26,7 +26,8 @@ from jaxdistill.core.phema import (
     sigma_rel_to_gamma,
 )
 from jaxdistill.core.state import NetState, default_optimizer_config, make_optimizer, update_count
-from jaxdistill.models.ports.converted import load_converted, save_converted
+from jaxdistill.models.ports.converted import converted_teacher, load_converted, read_converted, save_converted
+from jaxdistill.models.ports.phema_snapshots import _nest
 from jaxdistill.models.registry import default_network_config, make_network
 
 
@@ -248,3 +249,31 @@ def test_the_phema_command_refuses_bad_snapshots_with_one_line_errors(tmp_path, 
         assert not os.path.exists(out)
     assert main(["phema", "--snapshots", *paths, "--sigma-rel", "0.1", "--out", paths[1]]) == 2
     assert "is one of the snapshots" in capsys.readouterr().err
+
+
+def test_converted_edm2_snapshots_reconstruct_into_a_converted_edm2_teacher(tmp_path, capsys):
+    """The chain a user runs: ``convert --from edm2-pkl`` (the tiny EDM2 pickle of test_edm2_port,
+    its name carrying 2147 kimg and std 0.130), then ``phema`` over snapshots of that network."""
+    pkl = os.path.join(os.path.dirname(__file__), "data", "edm2_tiny-0002147-0.130.pkl")
+    base = str(tmp_path / "base.npz")
+    assert main(["convert", "--from", "edm2-pkl", pkl, "--out", base]) == 0
+    network, info, arrays = read_converted(base)
+    assert (info["kimg"], info["ema_std"]) == (2147, 0.13)
+    profiles = [(1000, 0.05), (1000, 0.10), (2147, 0.05), (2147, 0.10)]
+    paths, flats = [], []
+    for i, (kimg, std) in enumerate(profiles):
+        flat = {k: (v * (1.0 + 0.1 * i)).astype(v.dtype) for k, v in arrays.items()}  # distinct snapshots of one network
+        paths.append(str(tmp_path / f"snap-{kimg:07d}-{std:.3f}.npz"))
+        save_converted(paths[-1], _nest(flat), network, {**info, "kimg": kimg, "ema_std": std})
+        flats.append(flat)
+    out = str(tmp_path / "edm2_0.130.npz")
+    assert main(["phema", "--snapshots", *paths, "--sigma-rel", "0.13", "--out", out]) == 0
+    capsys.readouterr()
+    teacher, params, got = converted_teacher(out)  # shapes checked against the EDM2 port
+    assert (got["ema_std"], got["kimg"], got["sigma_data"], got["event_shape"]) == (0.13, 2147.0, info["sigma_data"], info["event_shape"])
+    weights = phema_weights([k for k, _ in profiles], [sigma_rel_to_gamma(s) for _, s in profiles], sigma_rel_to_gamma(0.13))
+    want = reconstruct(flats, weights)
+    flat_params = {"/".join(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    for key, value in want.items():
+        np.testing.assert_allclose(flat_params[key], value, rtol=1e-6, atol=1e-7)
+
