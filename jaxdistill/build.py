@@ -14,6 +14,7 @@ import ml_collections
 
 from jaxdistill.config import OBJECT_TEACHER, base_config, validate
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.phema import ema_rule
 from jaxdistill.core.state import make_optimizer
 from jaxdistill.core.types import PyTree
 from jaxdistill.data.pipeline import batch_iterator
@@ -29,7 +30,7 @@ from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_
 from jaxdistill.train.sampling import class_labels
 
 # Run-config fields added after runs were first saved, with the value that does what older runs did.
-LATER_FIELDS = {"prior_mean": "zero"}  # older runs sampled a zero-mean prior
+LATER_FIELDS = {"prior_mean": "zero", "ema_sigma_rel": None}  # older runs sampled a zero-mean prior and kept a constant-decay EMA
 
 
 @dataclasses.dataclass
@@ -143,7 +144,7 @@ class BuildContext:
 
     def run_fields(self) -> dict[str, Any]:
         """The objective fields every method takes from the run: optimiser, event shape, updates,
-        classes, the teacher's guidance, EMA decay, the evaluation NFEs and the prior's data mean."""
+        classes, the teacher's guidance, EMA rule (decay or power EMA), the evaluation NFEs and the prior's data mean."""
         c = self.config
         return dict(
             tx=self.optimizer(),
@@ -151,7 +152,7 @@ class BuildContext:
             total_steps=int(c.train.num_steps),
             num_classes=self.num_classes,
             guidance=c.teacher.guidance,
-            ema_decay=float(c.ema_decay),
+            ema_decay=ema_rule(c.ema_decay, c.get("ema_sigma_rel")),
             eval_nfes=tuple(int(n) for n in c.eval.nfes),
             data_mean=self.data_mean,
         )

@@ -1,4 +1,4 @@
-"""Command line: ``jaxdistill train | sample | eval | fid-stats | data | snapshot | restore | convert | quickstart``.
+"""Command line: ``jaxdistill train | sample | eval | fid-stats | data | snapshot | restore | convert | phema | quickstart``.
 
     jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
     jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
@@ -12,6 +12,7 @@
     jaxdistill convert --from edm-pkl edm-cifar10-32x32-cond-vp.pkl --out edm_cifar10_cond.npz
     jaxdistill convert --from edm2-pkl edm2-img512-xs-2147483-0.135.pkl --out edm2_xs_fid.npz
     jaxdistill convert --from fid-inception-pth pt_inception-2015-12-05-6726825d.pth --out inception_fid.npz
+    jaxdistill phema --snapshots snaps/*.npz --sigma-rel 0.15 --out edm2_xs_0.150.npz  # EDM2 post-hoc EMA
     jaxdistill quickstart
 """
 from __future__ import annotations
@@ -286,6 +287,16 @@ def cmd_convert(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_phema(args, overrides: list[str]) -> int:
+    from jaxdistill.models.ports.phema_snapshots import reconstruct_snapshots
+
+    _output_file(args.out, "--out")
+    if os.path.abspath(args.out) in map(os.path.abspath, args.snapshots):
+        raise ConfigError(f"--out {args.out!r} is one of the snapshots; name another file")
+    print(reconstruct_snapshots(args.snapshots, args.sigma_rel, args.out, kimg=args.kimg))
+    return 0
+
+
 def cmd_quickstart(args, overrides: list[str]) -> int:
     from jaxdistill.quickstart import DEFAULT_METHOD, run_quickstart
 
@@ -362,6 +373,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="from a DiT training checkpoint, take 'model' instead of 'ema'")
     p.add_argument("--ema", default=None, help="from an EDM2 pickle, the entry holding the network (default: ema); the EMA profile is the file's")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("phema", help="reconstruct an EDM2 power-function EMA of any length from converted EDM2 snapshots (post-hoc EMA)")
+    p.add_argument("--snapshots", nargs="+", required=True, help="converted EDM2 snapshots (jaxdistill convert --from edm2-pkl of <prefix>-<kimg>-<std>.pkl)")
+    p.add_argument("--sigma-rel", type=float, required=True, help="the EMA's relative std to reconstruct, in (0, 0.3003], e.g. 0.10")
+    p.add_argument("--kimg", type=float, default=None, help="the training time to reconstruct at (default: the latest snapshot's)")
+    p.add_argument("--out", required=True, help="output converted .npz (written only if every check passes)")
+    p.set_defaults(func=cmd_phema)
 
     p = sub.add_parser("quickstart", help="train a teacher, distil a 1-step student, print quality vs NFE")
     p.add_argument("--workdir", default="runs/quickstart")

@@ -21,6 +21,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.phema import SIGMA_REL_MAX
 from jaxdistill.core.state import default_optimizer_config
 from jaxdistill.diffusion.ddpm_grid import SPACINGS
 from jaxdistill.diffusion.process import PROCESSES
@@ -54,6 +55,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.teacher = ml_collections.ConfigDict({"kind": "none", "workdir": "", "path": "", "guidance": config_dict.placeholder(float)})
     c.optim = default_optimizer_config()
     c.ema_decay = 0.999
+    # Set: a power-function EMA of this relative width (EDM2; e.g. 0.05 or 0.10) replaces ema_decay.
+    c.ema_sigma_rel = config_dict.placeholder(float)
     c.train = ml_collections.ConfigDict(
         dict(
             num_steps=2000,
@@ -181,6 +184,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError(f"prior_mean={config.prior_mean!r} is not one of {PRIOR_MEANS}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise ConfigError(f"ema_decay must be in [0, 1), got {config.ema_decay}")
+    if config.get("ema_sigma_rel") is not None and not 0.0 < config.ema_sigma_rel <= SIGMA_REL_MAX:
+        raise ConfigError(f"ema_sigma_rel must be in (0, {SIGMA_REL_MAX:.4f}] (the widest power-function EMA), got {config.ema_sigma_rel}")
     if num_devices is not None and config.batch_size % num_devices:
         raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {num_devices} devices")
     grid = config.eval.get("grid", "karras")

@@ -14,6 +14,7 @@ import ml_collections
 import optax
 from flax import struct
 
+from jaxdistill.core.phema import PowerEma
 from jaxdistill.core.types import Array, PyTree
 
 
@@ -34,6 +35,9 @@ class NetState(struct.PyTreeNode):
         """One optimiser update; skipped (state unchanged) if any gradient is non-finite.
 
         EMA: ema <- decay * ema + (1 - decay) * params_new, applied only on accepted updates.
+        ``ema_decay`` is a constant or a :class:`PowerEma`, whose decay at the t-th accepted update
+        is (1 - 1/t)^(gamma + 1) (weight :meth:`PowerEma.weight`), t read from the optimiser's
+        update count (:func:`update_count`).
         Returns the new state and metrics ``grad_norm`` and ``skipped`` (0/1).
         """
         grad_norm = optax.tree.norm(grads)
@@ -42,8 +46,12 @@ class NetState(struct.PyTreeNode):
         params = optax.apply_updates(self.params, updates)
         ema = self.ema
         if ema is not None and ema_decay is not None:
-            d = jnp.asarray(ema_decay, jnp.float32)
-            ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+            if isinstance(ema_decay, PowerEma):
+                w = ema_decay.weight(update_count(self.opt_state) + 1)
+                ema = jax.tree.map(lambda e, p: (1.0 - w) * e + w * p, ema, params)
+            else:
+                d = jnp.asarray(ema_decay, jnp.float32)
+                ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
         elif ema is not None:
             ema = params
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -58,6 +66,15 @@ class NetState(struct.PyTreeNode):
     def eval_params(self) -> PyTree:
         """The parameters used for sampling: the EMA if kept, else the raw params."""
         return self.params if self.ema is None else self.ema
+
+
+def update_count(opt_state: PyTree) -> Array:
+    """The updates an optimiser state has taken: its first ``count`` field (optax's Adam and
+    schedules keep one; ``apply_gradients`` rolls it back with the rest on skipped updates)."""
+    found = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+    if not found:
+        raise ValueError("a power-function EMA reads the update count from the optimiser state, which has no 'count' field")
+    return found[0][1]
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict, clock: Optional[Callable[[Array], Array]] = None) -> optax.GradientTransformation:

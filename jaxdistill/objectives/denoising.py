@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxdistill.core.objective import Metrics, Trainable
+from jaxdistill.core.phema import EmaRule, ema_rule
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState
 from jaxdistill.core.types import NULL_LABEL, Array, Batch, PyTree
@@ -85,7 +86,7 @@ class DenoisingObjective:
     tx: optax.GradientTransformation
     event_shape: tuple[int, ...]
     num_classes: int = 0
-    ema_decay: float = 0.999
+    ema_decay: EmaRule = 0.999  # a constant decay or a power-function EMA (core.phema.PowerEma)
     sampler: str = "heun"
     grid: str = "karras"  # the sampler's time grid (diffusion.steps.GRIDS; DDPM also leading / linspace / trailing)
     guidance: Optional[float] = None
@@ -158,7 +159,7 @@ def build(ctx, settings: Denoising) -> tuple[DenoisingObjective, PyTree]:
         tx=ctx.optimizer(),
         event_shape=ctx.event_shape,
         num_classes=ctx.num_classes,
-        ema_decay=float(config.ema_decay),
+        ema_decay=ema_rule(config.ema_decay, config.get("ema_sigma_rel")),
         sampler=config.eval.sampler,
         grid=config.eval.get("grid", "karras"),
         guidance=config.eval.guidance,

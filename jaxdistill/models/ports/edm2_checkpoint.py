@@ -10,8 +10,7 @@ same layout; the published ``edm2-img512-{xs..xxl}-{fid,dino}.pkl`` (``generate_
 presets) are such reconstructions, one network each. So the EMA profile is chosen by choosing the
 file: every file of this layout converts (its ``ema`` entry, or the entry ``--ema`` names), and the
 std and training length its name carries (:func:`ema_profile`) are recorded. Post-hoc EMA
-reconstruction itself (mixing snapshots, ``training/phema.py``) is not done here: run
-``reconstruct_phema.py`` first.
+reconstruction from converted snapshots is ``jaxdistill phema`` (:mod:`.phema_snapshots`).
 
 The ``Precond``'s ``unet`` (class ``UNet``) records its constructor arguments (``_init_kwargs``),
 which give the port's config (:func:`infer_config`); ``Precond`` its ``sigma_data`` and
