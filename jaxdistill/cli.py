@@ -98,6 +98,8 @@ def _require_nfes(run, nfes: Sequence[int], flag: str) -> None:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
+    import jax
+
     from jaxdistill import config as config_lib
     from jaxdistill.build import build
     from jaxdistill.train.engine import Trainer
@@ -106,7 +108,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     _require_folder(args.workdir, "--workdir")
     config = config_lib.load(args.config, overrides)
     maybe_initialize_distributed(config.distributed)
-    mesh = make_mesh(config.mesh)
+    mesh = make_mesh(config_lib.validate(config, num_devices=jax.device_count()).mesh)  # mesh errors name the config field
     built = build(config, mesh=mesh)  # a checkpointed teacher is restored straight into its shardings on the mesh
     trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, mesh=mesh, show_progress=not args.quiet, probe=built.probe)
     result = trainer.train()
