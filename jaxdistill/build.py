@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Iterator, Optional
 
 import flax.linen as nn
@@ -14,6 +13,7 @@ import ml_collections
 
 from jaxdistill.config import OBJECT_TEACHER, base_config, validate
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.paths import PathLike, as_path
 from jaxdistill.core.phema import ema_rule
 from jaxdistill.core.state import make_optimizer
 from jaxdistill.core.types import PyTree
@@ -26,6 +26,7 @@ from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.ports.converted import converted_teacher
 from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
+from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from jaxdistill.train.sampling import class_labels
 
@@ -83,10 +84,12 @@ def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, p
     return denoiser, network.init
 
 
-def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]) -> tuple[Denoiser, PyTree]:
+def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...], mesh: Optional[jax.sharding.Mesh] = None) -> tuple[Denoiser, PyTree]:
     """The frozen teacher denoiser and its parameters, as the config's ``teacher`` says:
     ``mixture`` is the exact mixture the data are drawn from, ``checkpoint`` a trained teacher run,
-    ``converted`` a published network converted by ``jaxdistill convert``."""
+    ``converted`` a published network converted by ``jaxdistill convert``. With ``mesh``, a
+    checkpointed teacher's parameters are restored straight into their shardings on it
+    (``load_run``); without, onto one device."""
     kind = config.teacher.kind
     if kind == "mixture":
         try:
@@ -98,7 +101,7 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
         process = make_process(config)
         return Denoiser(gaussian_mixture.mixture_apply_fn(process), process, "x0"), mixture.params
     if kind == "checkpoint":
-        run = load_run(config.teacher.workdir)
+        run = load_run(config.teacher.workdir, mesh=mesh, min_fsdp_size=int(config.mesh.min_fsdp_size))
         if run.config.method != "teacher":
             raise ConfigError(f"teacher.workdir={config.teacher.workdir!r} is a {run.config.method!r} run, not a teacher")
         if tuple(run.built.event_shape) != tuple(event_shape):
@@ -122,6 +125,7 @@ class BuildContext:
     event_shape: tuple[int, ...]
     teacher_object: Optional[tuple[Denoiser, PyTree]] = None
     data_mean: Optional[tuple[float, ...]] = None  # flat; None: the prior is zero-mean (config.prior_mean)
+    mesh: Optional[jax.sharding.Mesh] = None  # the run's mesh: a checkpointed teacher is restored onto it
 
     @property
     def num_classes(self) -> int:
@@ -136,7 +140,7 @@ class BuildContext:
     def teacher(self) -> tuple[Denoiser, PyTree]:
         if self.teacher_object is not None:
             return self.teacher_object
-        return load_teacher(self.config, self.event_shape)
+        return load_teacher(self.config, self.event_shape, self.mesh)
 
     def network(self, process: NoiseProcess, prediction: str, num_times: int = 1):
         """(Denoiser, init_fn) of the config's network as a denoiser of ``process``."""
@@ -174,6 +178,7 @@ def build(
     source: Any = None,
     teacher: Optional[tuple[Denoiser, PyTree]] = None,
     network: Optional[nn.Module] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
 ) -> Built:
     """Objective, frozen arguments and data source for a run.
 
@@ -183,7 +188,9 @@ def build(
     contract). ``Built.config`` records them, and is the config to train with: a source that
     describes itself (``MixtureSource``) and a module-level network class are written into it, so
     ``load_run`` and ``jaxdistill eval`` read the run back; other objects are marked, and reading
-    the run back takes them again.
+    the run back takes them again. ``mesh``, the mesh the run will train on (``Trainer(mesh=)``),
+    restores a checkpointed teacher (``teacher.kind='checkpoint'``) straight into its shardings
+    there, with no copy of it on one device or host; without it, the teacher goes onto one device.
     """
     config = config.copy_and_resolve_references()
     if source is not None:
@@ -205,7 +212,7 @@ def build(
         raise ConfigError(f"the data source holds {len(source)} records, fewer than one batch (batch_size={config.batch_size}): lower batch_size or raise data.size")
     event_shape = tuple(source[0]["x"].shape)
     mean = tuple(float(m) for m in data_mean(source).ravel()) if config.prior_mean == "data" else None
-    objective, frozen = registry.build(BuildContext(config, event_shape, teacher, mean))
+    objective, frozen = registry.build(BuildContext(config, event_shape, teacher, mean, mesh))
     return Built(config, objective, frozen, event_shape, source)
 
 
@@ -233,17 +240,21 @@ class Run:
 
 
 def load_run(
-    workdir: str,
+    workdir: PathLike,
     step: Optional[int] = None,
     *,
     source: Any = None,
     teacher: Optional[tuple[Denoiser, PyTree]] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    min_fsdp_size: int = 1024,
 ) -> Run:
     """Rebuild the objective from the saved config and restore the latest checkpoint (or
     ``step``). A run trained on a source or teacher passed as an object that the config could not
-    record (``build``) takes it again here."""
-    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if not os.path.isdir(ckpt_dir):
+    record (``build``) takes it again here. The states are restored onto one device (a pod's run
+    reads back on a laptop), or with ``mesh`` straight into the shardings a Trainer on ``mesh``
+    gives them (``mesh.state_shardings``): each device reads only its own shards."""
+    ckpt_dir = as_path(workdir) / "checkpoints"
+    if not ckpt_dir.is_dir():
         raise CheckpointError(f"no checkpoints in {workdir!r}: train there first (jaxdistill train --workdir ...)")
     checkpointer = Checkpointer(ckpt_dir, async_save=False)
     try:
@@ -251,8 +262,11 @@ def load_run(
         config = _saved_config(checkpointer, step)
         built = build(_on_one_device(config), source=source, teacher=teacher)
         abstract = abstract_trainable(built)
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # addressable on every host
-        shardings = jax.tree.map(lambda _: device, abstract)
+        if mesh is None:
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # addressable on every host
+            shardings = jax.tree.map(lambda _: device, abstract)
+        else:
+            shardings = mesh_lib.state_shardings(abstract, mesh, min_fsdp_size=min_fsdp_size)
         try:
             trainable = checkpointer.restore(step, abstract_like(abstract, shardings))
         except CheckpointError as err:

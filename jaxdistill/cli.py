@@ -21,10 +21,10 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from typing import Optional, Sequence
 
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.paths import as_path, is_remote, write_text_atomic
 
 
 def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -58,7 +58,10 @@ def _parse_nfes(text: Optional[str]) -> Optional[list[int]]:
 
 
 def _file_in_the_way(path: str) -> Optional[str]:
-    """The file that keeps ``path`` from being a folder: ``path`` or the nearest existing folder above it."""
+    """The file that keeps ``path`` from being a folder: ``path`` or the nearest existing folder above
+    it (None for a remote path: an object store's folders are only name prefixes)."""
+    if is_remote(path):
+        return None
     found = os.path.abspath(path)
     while not os.path.exists(found):
         found = os.path.dirname(found)
@@ -74,9 +77,9 @@ def _require_folder(path: str, flag: str) -> None:
 
 def _output_file(path: str, flag: str) -> str:
     """``path``; a ConfigError naming ``flag`` if it is a folder or a file stands where its folder would be."""
-    if os.path.isdir(path):
+    if as_path(path).is_dir():
         raise ConfigError(f"{flag} {path!r} is a folder; name a file")
-    blocker = _file_in_the_way(os.path.dirname(os.path.abspath(path)))
+    blocker = _file_in_the_way(os.fspath(as_path(path).parent))
     if blocker:
         raise ConfigError(f"{flag} {path!r}: {blocker!r} is a file, not a folder")
     return path
@@ -84,7 +87,7 @@ def _output_file(path: str, flag: str) -> str:
 
 def _make_folder_of(path: str) -> None:
     """Create the folder of the output file ``path`` (and the folders above it) if missing."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    as_path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _require_nfes(run, nfes: Sequence[int], flag: str) -> None:
@@ -96,19 +99,22 @@ def _require_nfes(run, nfes: Sequence[int], flag: str) -> None:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
+    import jax
+
     from jaxdistill import config as config_lib
     from jaxdistill.build import build
     from jaxdistill.train.engine import Trainer
-    from jaxdistill.train.mesh import maybe_initialize_distributed
+    from jaxdistill.train.mesh import make_mesh, maybe_initialize_distributed
 
     _require_folder(args.workdir, "--workdir")
     config = config_lib.load(args.config, overrides)
     maybe_initialize_distributed(config.distributed)
-    built = build(config)
-    trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, show_progress=not args.quiet, probe=built.probe)
+    mesh = make_mesh(config_lib.validate(config, num_devices=jax.device_count()).mesh)  # mesh errors name the config field
+    built = build(config, mesh=mesh)  # a checkpointed teacher is restored straight into its shardings on the mesh
+    trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, mesh=mesh, show_progress=not args.quiet, probe=built.probe)
     result = trainer.train()
     status = "interrupted" if result.interrupted else "finished"
-    print(f"{status} at step {result.step}; checkpoint in {os.path.join(os.path.abspath(args.workdir), 'checkpoints')}")
+    print(f"{status} at step {result.step}; checkpoint in {as_path(args.workdir) / 'checkpoints'}")
     if result.last_metrics:
         print("last metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items()))
     return 0
@@ -124,14 +130,16 @@ def cmd_sample(args, overrides: list[str]) -> int:
 
     if args.num < 1 or args.nfe < 1:
         raise ConfigError(f"--num and --nfe must be positive, got --num {args.num} --nfe {args.nfe}")
-    out = _output_file(args.out or os.path.join(args.workdir, f"samples_nfe{args.nfe}.npz"), "--out")
+    out = _output_file(args.out or os.fspath(as_path(args.workdir) / f"samples_nfe{args.nfe}.npz"), "--out")
     run = load_run(args.workdir, args.step)
     _require_nfes(run, [args.nfe], "--nfe")
     samples = generate_samples(
         run.built.objective, run.trainable, run.frozen, args.num, nfe=args.nfe, rng=jax.random.key(args.seed)
     )
     _make_folder_of(out)
-    np.savez(out, x=samples)
+    out = out if out.endswith(".npz") else out + ".npz"  # as np.savez names a file
+    with as_path(out).open("wb") as f:
+        np.savez(f, x=samples)
     png = os.path.splitext(out)[0] + ".png"
     save_sample_figure(samples, png, title=f"{run.config.method} nfe={args.nfe} step {run.step}")
     print(f"wrote {args.num} samples to {out} and a plot to {png}")
@@ -140,15 +148,7 @@ def cmd_sample(args, overrides: list[str]) -> int:
 
 def _write_json(path: str, report: dict) -> None:
     """Write ``report`` to ``path`` through a temporary file in its folder, so a failure leaves ``path`` as it was."""
-    _make_folder_of(path)
-    fd, tmp = tempfile.mkstemp(prefix=".writing-", suffix=".json", dir=os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text_atomic(path, json.dumps(report, indent=2))
 
 
 def cmd_eval_fid(args) -> int:
@@ -161,7 +161,7 @@ def cmd_eval_fid(args) -> int:
     nfes = _parse_nfes(args.nfes)
     if args.fid_stats is None:
         raise ConfigError("--metric fid needs --fid-stats STATS.npz (write one with 'jaxdistill fid-stats --config CFG --out STATS.npz')")
-    out = _output_file(args.out or os.path.join(args.workdir, "fid.json"), "--out")
+    out = _output_file(args.out or os.fspath(as_path(args.workdir) / "fid.json"), "--out")
     features, digest = fid.load_features(args.inception, args.batch)
     stats = fid.load_stats(args.fid_stats, digest)
     run = load_run(args.workdir, args.step)
@@ -171,7 +171,7 @@ def cmd_eval_fid(args) -> int:
     generate = fid.run_generator(run, args.batch)
     by_nfe = fid.evaluate_fid(generate, nfes, num, stats, features, args.batch)
     report = {"method": run.config.method, "benchmark": run.config.data.name, "step": run.step, "num_samples": num,
-              "fid_stats": os.path.abspath(args.fid_stats), "fid_stats_info": stats["info"], "inception_sha256": digest,
+              "fid_stats": os.fspath(as_path(args.fid_stats)), "fid_stats_info": stats["info"], "inception_sha256": digest,
               "by_nfe": {str(k): v for k, v in by_nfe.items()}}
     _write_json(out, report)
     for nfe, values in by_nfe.items():
@@ -193,13 +193,12 @@ def cmd_eval(args, overrides: list[str]) -> int:
     if args.fid_stats or args.inception:
         raise ConfigError("--fid-stats and --inception go with --metric fid")
     nfes = _parse_nfes(args.nfes)
-    out = _output_file(args.out or os.path.join(args.workdir, "eval.json"), "--out")
+    out = _output_file(args.out or os.fspath(as_path(args.workdir) / "eval.json"), "--out")
     run = load_run(args.workdir, args.step)
     _require_nfes(run, nfes or [], "--nfes")
     report = evaluate_run(run, nfes=nfes, num_samples=args.num)
     _make_folder_of(out)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    as_path(out).write_text(json.dumps(report, indent=2))
     print(format_table(report))
     print(f"wrote {out}")
     return 0
@@ -248,7 +247,8 @@ def cmd_data(args, overrides: list[str]) -> int:
     x = np.stack([r["x"] for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
     _make_folder_of(args.out)
-    np.savez(args.out, x=x, label=labels)
+    with as_path(args.out if args.out.endswith(".npz") else args.out + ".npz").open("wb") as f:  # as np.savez names a file
+        np.savez(f, x=x, label=labels)
     print(f"wrote {n} samples of shape {x.shape[1:]} from data source {config.data.name!r} to {args.out}")
     return 0
 
@@ -275,7 +275,7 @@ def cmd_convert(args, overrides: list[str]) -> int:
     from jaxdistill.models.ports.convert import convert_checkpoint
 
     _output_file(args.out, "--out")
-    if os.path.abspath(args.out) == os.path.abspath(args.src):
+    if as_path(args.out) == as_path(args.src):
         raise ConfigError(f"--out {args.out!r} is the input {args.src!r}; name another file")
     if args.kind != "dit-pt" and (args.size or args.num_heads or args.no_ema):
         raise ConfigError(f"--size, --num-heads and --no-ema apply to --from dit-pt only; {args.src!r} is read as {args.kind}")

@@ -1,12 +1,15 @@
 """PNG figures: sample scatter plots / image grids and quality-vs-NFE curves."""
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import Mapping, Optional
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from jaxdistill.core.paths import PathLike, as_path
 
 
 def _subplots(figsize: tuple[float, float]):
@@ -16,10 +19,14 @@ def _subplots(figsize: tuple[float, float]):
     return fig, fig.subplots()
 
 
-def _finish(fig: Figure, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+def _finish(fig: Figure, path: PathLike) -> str:
+    """Render ``fig`` into memory, then write it to ``path`` (local or ``gs://...``); returns ``path`` as a string."""
+    target = as_path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=target.suffix[1:] or "png", dpi=110, bbox_inches="tight")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(buffer.getvalue())
+    return os.fspath(path)
 
 
 def image_grid(images: np.ndarray, ncols: Optional[int] = None) -> np.ndarray:
@@ -34,7 +41,7 @@ def image_grid(images: np.ndarray, ncols: Optional[int] = None) -> np.ndarray:
     return grid
 
 
-def save_sample_figure(samples: np.ndarray, path: str, *, title: str = "", reference: Optional[np.ndarray] = None) -> str:
+def save_sample_figure(samples: np.ndarray, path: PathLike, *, title: str = "", reference: Optional[np.ndarray] = None) -> str:
     """A scatter plot for 2-D samples, an image grid (first 100) for image-shaped ones."""
     samples = np.asarray(samples)
     if samples.ndim == 2 and samples.shape[1] == 2:
@@ -57,7 +64,7 @@ def save_sample_figure(samples: np.ndarray, path: str, *, title: str = "", refer
 
 def save_quality_vs_nfe(
     curves: Mapping[str, Mapping[int, float]],
-    path: str,
+    path: PathLike,
     *,
     metric: str,
     points: Optional[Mapping[str, Mapping[int, float]]] = None,

@@ -20,6 +20,7 @@ from jaxdistill import benchmarks
 from jaxdistill.benchmarks import grid25
 from jaxdistill.build import build, load_run
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.paths import as_path
 from jaxdistill.data.sources import MixtureSource
 from jaxdistill.eval.benchmark import Evaluator, evaluate_generator
 from jaxdistill.objectives import registry
@@ -111,8 +112,7 @@ def run_quickstart(workdir: str = "runs/quickstart", *, fast: bool = False, num_
     students = {f"{method} student": evaluate_generator(evaluator, _generator(student_run.built.objective, student_run), (1,))}
 
     report = {"noise_floor": evaluator.floor, "teacher": curves, "student": students}
-    with open(os.path.join(workdir, "quickstart.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    as_path(os.path.join(workdir, "quickstart.json")).write_text(json.dumps(report, indent=2))
     plot = save_quality_vs_nfe(
         {k: {n: v["sw2"] for n, v in c.items()} for k, c in curves.items()},
         os.path.join(workdir, "quality_vs_nfe.png"),

@@ -9,7 +9,6 @@ read exactly like the original: the arrays are stored bit for bit.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 import zlib
 from typing import Any, Optional
@@ -18,12 +17,13 @@ import jax
 import numpy as np
 
 from jaxdistill.build import abstract_trainable, build, config_from_json, load_run
+from jaxdistill.core.paths import PathLike, as_path, write_atomic
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError
 
 _META = ("config", "step", "info", "num_leaves")
 
 
-def save_snapshot(workdir: str, path: str, info: Optional[dict] = None, step: Optional[int] = None) -> None:
+def save_snapshot(workdir: PathLike, path: PathLike, info: Optional[dict] = None, step: Optional[int] = None) -> None:
     """Write the latest checkpoint of ``workdir`` (or ``step``) and ``info`` to ``path`` (.npz)."""
     run = load_run(workdir, step)
     leaves = jax.tree.leaves(jax.device_get(run.trainable))
@@ -34,23 +34,20 @@ def save_snapshot(workdir: str, path: str, info: Optional[dict] = None, step: Op
         "info": np.array(json.dumps(info or {})),
         "num_leaves": np.array(len(leaves)),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez_compressed(tmp, **meta, **arrays)
-    os.replace(tmp, path)  # a failed write never leaves a half snapshot under the real name
+    write_atomic(path, lambda f: np.savez_compressed(f, **meta, **arrays))  # a failed write never leaves a half snapshot under the real name
 
 
-def _require_file(path: str) -> None:
-    if not os.path.isfile(path):
+def _require_file(path: PathLike) -> None:
+    if not as_path(path).is_file():
         raise CheckpointError(f"no snapshot file {path!r}")
 
 
-def _read(path: str, leaves: bool = False) -> dict[str, Any]:
+def _read(path: PathLike, leaves: bool = False) -> dict[str, Any]:
     """The snapshot at ``path``: its JSON fields decoded, its step and, if ``leaves``, every leaf in
     tree order; a CheckpointError if it is no readable snapshot."""
     _require_file(path)
     try:
-        with np.load(path) as data:
+        with as_path(path).open("rb") as f, np.load(f) as data:
             missing = [k for k in _META if k not in data]
             if missing:
                 raise CheckpointError(f"{path!r} is not a jaxdistill snapshot (missing {missing})")
@@ -62,19 +59,19 @@ def _read(path: str, leaves: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"{path!r} is not a readable jaxdistill snapshot (.npz): {type(err).__name__}: {err}") from err
 
 
-def snapshot_config(path: str) -> dict:
+def snapshot_config(path: PathLike) -> dict:
     """The saved run config of a snapshot, as a JSON dict."""
     return _read(path)["config"]
 
 
-def restore_snapshot(path: str, workdir: str) -> dict:
+def restore_snapshot(path: PathLike, workdir: PathLike) -> dict:
     """Write the snapshot at ``path`` into ``workdir`` as a run checkpoint; returns its ``info``.
 
     Refuses a ``workdir`` that already holds checkpoints, so no saved work is overwritten.
     """
     _require_file(path)
-    ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-    if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    ckpt_dir = as_path(workdir) / "checkpoints"
+    if ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         raise CheckpointError(f"{workdir!r} already holds checkpoints; restore the snapshot into an empty folder")
     snapshot = _read(path, leaves=True)
     config, leaves = config_from_json(snapshot["config"]), snapshot["leaves"]

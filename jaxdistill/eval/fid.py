@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from typing import Callable, Iterator, Optional
@@ -27,6 +26,7 @@ import jax
 import numpy as np
 
 from jaxdistill.core.errors import CheckpointFileError, ConfigError
+from jaxdistill.core.paths import PathLike, as_path, write_atomic
 from jaxdistill.core.types import PyTree
 from jaxdistill.eval import metrics
 from jaxdistill.models.ports.fid_inception import NUM_FEATURES, FIDInceptionV3
@@ -109,33 +109,24 @@ def inception_score(logits: np.ndarray, splits: int = IS_SPLITS) -> tuple[float,
     return float(np.mean(scores)), float(np.std(scores))
 
 
-def save_stats(out: str, features: np.ndarray, info: dict, keep_features: bool = False) -> None:
+def save_stats(out: PathLike, features: np.ndarray, info: dict, keep_features: bool = False) -> None:
     """Write ``mu``, ``sigma`` (and ``features`` if asked) and ``info`` (JSON) to ``out``, atomically."""
     mu, sigma = gaussian_stats(features)
     arrays = {"format": np.array(STATS_FORMAT), "mu": mu, "sigma": sigma, "info": np.array(json.dumps({**info, "num": len(features)}))}
     if keep_features:
         arrays["features"] = np.asarray(features, np.float32)
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".fid-stats-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(out, lambda f: np.savez(f, **arrays))
 
 
-def load_stats(path: str, inception_sha256: Optional[str] = None) -> dict:
+def load_stats(path: PathLike, inception_sha256: Optional[str] = None) -> dict:
     """``{"mu", "sigma", "info", "features" (or None)}`` of a statistics file (this library's, or any
     ``.npz`` with pytorch-fid's ``mu`` and ``sigma``); a CheckpointFileError naming ``path`` if it is
     missing, unreadable, not 2048-D, or made with other Inception weights than ``inception_sha256``."""
     how = "write one with 'jaxdistill fid-stats --config CFG --out STATS.npz'"
-    if not os.path.isfile(path):
+    if not as_path(path).is_file():
         raise CheckpointFileError(f"no FID statistics file {path!r}: {how}")
     try:
-        with np.load(path) as data:
+        with as_path(path).open("rb") as f, np.load(f) as data:
             if "mu" not in data.files or "sigma" not in data.files:
                 raise CheckpointFileError(f"{path!r} is not an FID statistics file (expected arrays 'mu' and 'sigma'): {how}")
             stats = {"mu": data["mu"].astype(np.float64), "sigma": data["sigma"].astype(np.float64)}

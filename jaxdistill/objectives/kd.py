@@ -18,6 +18,7 @@ from typing import ClassVar, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from jaxdistill.core.objective import Metrics, Trainable
@@ -43,6 +44,14 @@ def teacher_ode(
     return samplers.sample_nfe(x0_fn, teacher.process, z, nfe, sampler, rng=rng)
 
 
+def _to_host(x: Array) -> np.ndarray:
+    """The whole of ``x`` as a numpy array on this process, gathered from the other processes when a
+    sharded teacher (``Trainer`` runs ``prepare`` on the placed one) left parts of it there."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
 def teacher_pair_set(sample_fn, prior_fn, teacher_params: PyTree, num_pairs: int, num_classes: int, rng: Array) -> dict:
     """``{"noise", "target"[, "label"]}``: ``num_pairs`` draws of (z, sample_fn(teacher_params, z, c, rng))
     with z = prior_fn(rng, n) and uniform labels c, built once in jitted chunks with a progress bar.
@@ -57,10 +66,10 @@ def teacher_pair_set(sample_fn, prior_fn, teacher_params: PyTree, num_pairs: int
         cond = None
         if num_classes > 0:
             cond = jax.random.randint(derive(key, "label"), (n,), 0, num_classes)
-            labels.append(np.asarray(cond))
-        noise.append(np.asarray(z))
+            labels.append(_to_host(cond))
+        noise.append(_to_host(z))
         out = sample(teacher_params, z, cond, derive(key, "sampler"))
-        targets.append(jax.tree.map(np.asarray, out if isinstance(out, dict) else {"target": out}))
+        targets.append(jax.tree.map(_to_host, out if isinstance(out, dict) else {"target": out}))
     pairs = {"noise": np.concatenate(noise), **jax.tree.map(lambda *parts: np.concatenate(parts), *targets)}
     if labels:
         pairs["label"] = np.concatenate(labels).astype(np.int32)

@@ -8,7 +8,6 @@ straight into the sharded abstract state, so a pod restores without gathering.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Mapping, Optional
 
 import jax
@@ -16,6 +15,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.paths import PathLike, as_path
 from jaxdistill.core.types import PyTree
 
 CONFIG_ITEM = "config"
@@ -35,10 +35,10 @@ class Checkpointer:
     (``close()`` or ``with Checkpointer(...) as ckpt:``): an open manager's threads outlive an
     error and fail at interpreter exit."""
 
-    def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: PathLike, *, max_to_keep: int = 3, async_save: bool = True):
         if max_to_keep < 1:  # orbax would delete every checkpoint, the one just saved included
             raise ConfigError(f"train.max_to_keep must be at least 1 (the checkpoints kept), got {max_to_keep}")
-        self.directory = os.path.abspath(directory)
+        self.directory = as_path(directory)  # absolute if local; a URI (gs://...) as given
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
         )
@@ -91,7 +91,7 @@ class Checkpointer:
 
     def is_committed(self, step: int) -> bool:
         """Whether checkpoint ``step`` is finalized on disk (its asynchronous save has committed)."""
-        return ocp.step.is_path_finalized(os.path.join(self.directory, str(step)))
+        return ocp.step.is_path_finalized(self.directory / str(step))
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -113,9 +113,8 @@ def _shapes(tree: PyTree) -> dict[str, tuple[int, ...]]:
     return {"/".join(map(name, path)): tuple(x.shape) for path, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def read_config_json(directory: str, step: int) -> dict[str, Any]:
-    path = os.path.join(directory, str(step), CONFIG_ITEM, "metadata")
-    if not os.path.exists(path):
+def read_config_json(directory: PathLike, step: int) -> dict[str, Any]:
+    path = as_path(directory) / str(step) / CONFIG_ITEM / "metadata"
+    if not path.exists():
         raise CheckpointError(f"checkpoint {directory}/{step} has no saved config ({path} missing)")
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(path.read_text())

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from jaxdistill.core.compilation import jit_once
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Objective, Trainable
+from jaxdistill.core.paths import PathLike, as_path, is_remote, write_text_atomic
 from jaxdistill.core.rng import derive, step_key
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.data.pipeline import prefetch
@@ -89,43 +90,60 @@ class _StopFlag:
 
 
 class MetricsWriter:
-    """Appends one JSON object per logged step to ``workdir/metrics.jsonl`` (and TensorBoard if available)."""
+    """Appends one JSON object per logged step to ``workdir/metrics.jsonl`` (and TensorBoard if
+    available). A remote file (``gs://``), which cannot be appended to, is rewritten whole at each
+    ``flush`` (the Trainer's checkpoints and its end): lines after the last checkpoint, which a
+    resume drops anyway, are lost with the process."""
 
-    def __init__(self, workdir: str, enabled: bool = True):
+    def __init__(self, workdir: PathLike, enabled: bool = True):
         self.enabled = enabled
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = as_path(workdir) / "metrics.jsonl"
+        self._remote_lines: Optional[list[str]] = None  # a remote file's lines, read once
+        self._unflushed = False
         self._tb = None
         if enabled:
             try:
                 from tensorboardX import SummaryWriter  # optional
 
-                self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+                self._tb = SummaryWriter(os.fspath(as_path(workdir) / "tensorboard"))
             except ImportError:
                 pass
+
+    def _read_lines(self) -> list[str]:
+        return self.path.read_text().splitlines() if self.path.exists() else []
 
     def drop_after(self, step: int) -> None:
         """Remove the lines of steps after ``step``, which a run logged past the checkpoint it now
         resumes from (and lines a kill cut short); rewrites the file atomically."""
-        if not self.enabled or not os.path.exists(self.path):
+        if not self.enabled or not self.path.exists():
             return
-        with open(self.path) as f:
-            lines = f.read().splitlines()
+        lines = self._read_lines()
         kept = [line for line in lines if (logged := _logged_step(line)) is not None and logged <= step]
-        if kept == lines:
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(line + "\n" for line in kept)
-        os.replace(tmp, self.path)
+        self._remote_lines = kept if is_remote(self.path) else None
+        if kept != lines:
+            write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        line = json.dumps({"step": step, **metrics})
+        if is_remote(self.path):
+            if self._remote_lines is None:
+                self._remote_lines = self._read_lines()
+            self._remote_lines.append(line)
+            self._unflushed = True
+        else:
+            with self.path.open("a") as f:
+                f.write(line + "\n")
         if self._tb is not None:
             for k, v in metrics.items():
                 self._tb.add_scalar(k, v, step)
+
+    def flush(self) -> None:
+        """Write a remote file's lines (a local file is appended to line by line)."""
+        if self._unflushed:
+            write_text_atomic(self.path, "".join(x + "\n" for x in self._remote_lines))
+            self._unflushed = False
 
 
 def _logged_step(line: str) -> Optional[int]:
@@ -145,9 +163,9 @@ class TrainClock:
     written before this record existed starts at 0. An unreadable record stops the run with a
     ``ConfigError`` naming the file: the leaderboard's train time must not silently restart."""
 
-    def __init__(self, workdir: str, start_step: int, started: float, enabled: bool = True):
+    def __init__(self, workdir: PathLike, start_step: int, started: float, enabled: bool = True):
         """``started``: ``time.perf_counter()`` when this call of the training began."""
-        self.path = os.path.join(workdir, "train_seconds.json")
+        self.path = as_path(workdir) / "train_seconds.json"
         self.enabled = enabled
         self.record = self._read()
         self.missing = start_step > 0 and str(start_step) not in self.record
@@ -156,11 +174,10 @@ class TrainClock:
         self._pending: dict[int, float] = {}
 
     def _read(self) -> dict[str, float]:
-        if not os.path.exists(self.path):
+        if not self.path.exists():
             return {}
         try:
-            with open(self.path) as f:
-                record = json.load(f)
+            record = json.loads(self.path.read_text())
             if not isinstance(record, dict):
                 raise ValueError(f"expected a JSON object, found {type(record).__name__}")
             return {str(k): float(v) for k, v in record.items()}
@@ -178,10 +195,7 @@ class TrainClock:
         """Record ``seconds`` (default: now) as the train time up to ``step``, whose checkpoint is committed."""
         self.record[str(step)] = self.seconds() if seconds is None else seconds
         if self.enabled:
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(self.record, f)
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, json.dumps(self.record))
 
     def saving(self, step: int) -> None:
         """Note the seconds up to ``step``, whose checkpoint is being saved; ``commit`` records them."""
@@ -228,7 +242,7 @@ class Trainer:
         objective: Objective,
         frozen: PyTree,
         config: ml_collections.ConfigDict,
-        workdir: str,
+        workdir: PathLike,
         data_factory,
         *,
         mesh: Optional[jax.sharding.Mesh] = None,
@@ -241,15 +255,15 @@ class Trainer:
         self.objective = objective
         self.probe = probe
         self.config = config
-        self.workdir = os.path.abspath(workdir)
+        self.workdir = os.fspath(as_path(workdir))  # absolute if local; a URI (gs://...) as given
         self.data_factory = data_factory
         self.mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
         self.show_progress = show_progress and jax.process_index() == 0
         self.seed = int(config.seed)
-        os.makedirs(self.workdir, exist_ok=True)
+        as_path(self.workdir).mkdir(parents=True, exist_ok=True)
         self.frozen_host = frozen
         self.checkpointer = Checkpointer(
-            os.path.join(self.workdir, "checkpoints"),
+            as_path(self.workdir) / "checkpoints",
             max_to_keep=int(config.train.max_to_keep),
             async_save=bool(config.train.async_checkpoint),
         )
@@ -257,9 +271,19 @@ class Trainer:
 
     # ----------------------------------------------------------------- placement
     def _place_frozen(self) -> tuple[PyTree, PyTree]:
-        frozen = self.objective.prepare(self.frozen_host, derive(jax.random.key(self.seed), "prepare"))
-        shardings = mesh_lib.state_shardings(frozen, self.mesh, min_fsdp_size=int(self.config.mesh.min_fsdp_size))
-        return mesh_lib.put_host_tree(frozen, shardings), shardings
+        """The frozen arguments placed with their shardings, then ``objective.prepare`` run under the
+        mesh on the placed teacher (its pair sets are computed by the sharded teacher) and what it
+        adds placed too. A teacher restored with ``build(mesh=)`` is already in place and not moved."""
+        placed = self._place(self.frozen_host)
+        with jax.set_mesh(self.mesh):  # arrays prepare() creates (prior noise) live on the mesh
+            frozen = self.objective.prepare(placed, derive(jax.random.key(self.seed), "prepare"))
+        return self._place(frozen), self._frozen_shardings(frozen)
+
+    def _frozen_shardings(self, frozen: PyTree) -> PyTree:
+        return mesh_lib.state_shardings(frozen, self.mesh, min_fsdp_size=int(self.config.mesh.min_fsdp_size))
+
+    def _place(self, frozen: PyTree) -> PyTree:
+        return mesh_lib.put_host_tree(frozen, self._frozen_shardings(frozen))
 
     def _init_trainable(self, example_batch: dict, frozen: PyTree, frozen_sh: PyTree) -> tuple[Trainable, PyTree, int]:
         init_rng = derive(jax.random.key(self.seed), "init")
@@ -357,9 +381,11 @@ class Trainer:
                 saved = False
                 if step % int(cfg.checkpoint_every) == 0 or step == total:
                     saved = self._save(step, trainable, clock)
+                    writer.flush()
                 if stop.should_stop(step) and step < total:
                     if not saved:  # orbax refuses to save a step twice
                         self._save(step, trainable, clock, force=True)
+                        writer.flush()
                     interrupted = True
                     bar.write(f"received signal {stop.signum}: saved checkpoint at step {step}; rerun to resume")
                     break
@@ -383,7 +409,7 @@ class Trainer:
         samples = np.asarray(generate_samples(self.objective, trainable, frozen, num, nfe=int(self.objective.eval_nfes[0]), rng=rng))
         if jax.process_index() != 0:
             return {}
-        save_sample_figure(samples, os.path.join(self.workdir, "samples", f"step_{step:07d}.png"), title=f"{self.objective.name} step {step}")
+        save_sample_figure(samples, as_path(self.workdir) / "samples" / f"step_{step:07d}.png", title=f"{self.objective.name} step {step}")
         if self.probe is None:
             return {}
         scores = self.probe(samples)

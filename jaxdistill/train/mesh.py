@@ -119,11 +119,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def put_host_tree(tree: PyTree, shardings: PyTree) -> PyTree:
     """Place a tree every process holds whole and alike (a restored teacher, a pair set) with
     ``shardings``: ``device_put`` on one process; on several, each process builds its addressable
-    shards from its own copy (``device_put`` refuses shardings over other hosts' devices)."""
+    shards from its own copy (``device_put`` refuses shardings over other hosts' devices). A leaf
+    that already has its sharding (a teacher restored into it) is left as it is."""
     if jax.process_count() == 1:
         return jax.device_put(tree, shardings)
 
     def put(leaf, sharding):
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(sharding, leaf.ndim):
+            return leaf
         host = np.asarray(leaf)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

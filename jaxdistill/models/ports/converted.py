@@ -4,13 +4,11 @@ Entries: ``format`` (``"jaxdistill-converted-1"``), ``network`` (JSON: the regis
 builds the network, e.g. ``{"name": "dit_port", "size": "XL/2", ...}``), ``info`` (JSON: where
 it came from, ``event_shape`` of the inputs it was trained on) and ``params/<path>`` for every
 parameter (``params/blocks_3/attn/qkv/kernel``). Written to a temporary file in the target folder
-and renamed, so a failed write leaves nothing under the real name and never replaces a file.
+and renamed (local paths or ``gs://...``, through ``etils.epath``), so a failed write leaves nothing under the real name and never replaces a file.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from typing import Any, Optional
@@ -21,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.paths import PathLike, as_path, write_atomic
 from jaxdistill.core.types import PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import DDPM, EDM
@@ -34,28 +33,19 @@ def _flatten(tree: PyTree) -> dict[str, Any]:
     return {"/".join(k.key for k in path): leaf for path, leaf in flat}
 
 
-def save_converted(path: str, params: PyTree, network: dict, info: dict) -> None:
+def save_converted(path: PathLike, params: PyTree, network: dict, info: dict) -> None:
     """Write ``params`` (``{"params": ...}``), the ``network`` config and ``info`` to ``path`` (.npz)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     arrays = {k: np.asarray(v) for k, v in _flatten(params).items()}
     meta = {"format": np.array(FORMAT), "network": np.array(json.dumps(network)), "info": np.array(json.dumps(info))}
-    fd, tmp = tempfile.mkstemp(prefix=".converting-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **meta, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, lambda f: np.savez(f, **meta, **arrays))
 
 
-def read_converted(path: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
+def read_converted(path: PathLike) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """``(network config, info, {param path: array})`` of a converted checkpoint."""
-    if not os.path.isfile(path):
+    if not as_path(path).is_file():
         raise CheckpointFileError(f"no converted checkpoint file {path!r}")
     try:
-        with np.load(path) as data:
+        with as_path(path).open("rb") as f, np.load(f) as data:
             if "format" not in data.files or str(data["format"]) != FORMAT:
                 raise CheckpointFileError(f"{path!r} is not a converted checkpoint (no format {FORMAT!r}; write one with 'jaxdistill convert')")
             network, info = json.loads(str(data["network"])), json.loads(str(data["info"]))
@@ -65,7 +55,7 @@ def read_converted(path: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
     return network, info, arrays
 
 
-def load_converted(path: str, network_config: Optional[ml_collections.ConfigDict] = None) -> tuple[Network, PyTree, dict]:
+def load_converted(path: PathLike, network_config: Optional[ml_collections.ConfigDict] = None) -> tuple[Network, PyTree, dict]:
     """``(network, params, info)`` of the converted checkpoint at ``path``: the network its own
     config builds, or ``network_config`` if given (``info["network"]`` is the config used); every
     parameter is checked against the network's abstract shapes (``jax.eval_shape``, nothing
@@ -118,7 +108,7 @@ def _dit_teacher(network: Network, info: dict) -> Denoiser:
 TEACHERS = {"dit_port": _dit_teacher, "edm_ddpmpp": _edm_teacher, "edm_adm": _edm_teacher, "edm2": _edm_teacher}
 
 
-def converted_teacher(path: str) -> tuple[Denoiser, PyTree, dict]:
+def converted_teacher(path: PathLike) -> tuple[Denoiser, PyTree, dict]:
     """``(denoiser, params, info)`` of the converted checkpoint at ``path`` as the teacher its
     network was published as (``TEACHERS``: process, prediction, time input)."""
     network, params, info = load_converted(path)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.paths import as_path
 from jaxdistill.core.types import PyTree
 from jaxdistill.models.ports.converted import read_converted, save_converted
 from jaxdistill.models.ports.fid_inception import FIDInceptionV3
@@ -137,7 +138,7 @@ def save_inception(out: str, params: PyTree, source: str, source_sha256: str) ->
 def load_inception(path: str) -> tuple[PyTree, dict]:
     """``(params, info)`` of converted FID Inception weights; a :class:`CheckpointFileError` naming
     ``path`` and how to make the file if it is missing, of another network or of other shapes."""
-    if not os.path.isfile(path):
+    if not as_path(path).is_file():
         raise CheckpointFileError(f"no FID Inception weights file {path!r}: {HOW_TO_GET}")
     network, info, arrays = read_converted(path)
     if network.get("name") != NETWORK_NAME:
