@@ -129,6 +129,11 @@ class BuildContext:
     def optimizer(self):
         return make_optimizer(self.config.optim)
 
+    @property
+    def microbatches(self) -> int:
+        """``train.microbatches`` (1 for runs saved before the field existed)."""
+        return int(self.config.train.get("microbatches", 1))
+
     def process(self) -> NoiseProcess:
         return make_process(self.config)
 
@@ -143,7 +148,8 @@ class BuildContext:
 
     def run_fields(self) -> dict[str, Any]:
         """The objective fields every method takes from the run: optimiser, event shape, updates,
-        classes, the teacher's guidance, EMA decay, the evaluation NFEs and the prior's data mean."""
+        classes, the teacher's guidance, EMA decay, the evaluation NFEs, the prior's data mean and
+        the microbatches each gradient accumulates over."""
         c = self.config
         return dict(
             tx=self.optimizer(),
@@ -154,6 +160,7 @@ class BuildContext:
             ema_decay=float(c.ema_decay),
             eval_nfes=tuple(int(n) for n in c.eval.nfes),
             data_mean=self.data_mean,
+            microbatches=self.microbatches,
         )
 
     def require_teacher_weights(self, settings: Any, *fields: str) -> None:
