@@ -6,7 +6,6 @@ EMA update per step whatever k; accumulation lowers the compiled step's temporar
 values and the losses that couple a batch's samples are ConfigErrors naming the field."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -87,25 +86,19 @@ def test_teacher_step_applies_the_mean_of_the_microbatch_gradients():
     assert largest(applied_grads(expected, by_hand(objective.loss, params, batch, RNG, 1))) > 1e-3
 
 
-@functools.lru_cache(maxsize=None)
-def dmd2(k: int):
-    """DMD2 on grid25 (GAN head on the critic) with two critic updates per generator update."""
-    return built("grid25/dmd2", k=k, dmd__critic_schedule=((0, 2),))
-
-
 def test_dmd2_critic_and_generator_updates_accumulate():
-    objective, frozen, batch = dmd2(2)
+    """One DMD2 step (GAN head on the critic, one critic update): the critic and head gradients on
+    each microbatch's own generator samples, then the generator's at the updated critic and head."""
+    objective, frozen, batch = built("grid25/dmd2", k=2, dmd__critic_schedule=((0, 1),))
     objective = with_sgd(objective, tx_critic=optax.sgd(1.0), tx_head=optax.sgd(1.0))
     assert objective.settings.gan_critic_weight > 0 and objective.settings.gan_generator_weight > 0
     trainable = jax.jit(objective.init)(RNG, batch, frozen)
     rng, step = jax.random.key(1), jnp.int32(3)
-    # one critic update: critic and head gradients on each microbatch's own generator samples
-    updated, _ = jax.jit(objective.critic_update)(trainable, frozen, batch, rng)
+    new, _ = jax.jit(objective.step)(trainable, frozen, batch, rng, step)
     nets = {k: trainable[k].params for k in ("critic", "head")}
     loss = lambda p, part, key: objective.critic_sample_loss(p, trainable["generator"].params, frozen, part, key)
-    assert_close(applied_grads(nets, {k: updated[k].params for k in nets}), by_hand(loss, nets, batch, rng, 2))
-    # the step's generator update, at the critic and head its critic phase left
-    new, _ = jax.jit(objective.step)(trainable, frozen, batch, rng, step)
+    critic_rng = jax.random.fold_in(derive(derive(rng, "critic"), "critic_phase"), 0)  # the phase's first update
+    assert_close(applied_grads(nets, {k: new[k].params for k in nets}), by_hand(loss, nets, batch, critic_rng, 2))
     nets = {k: new[k].params for k in ("critic", "head")}
     loss = lambda p, part, key: objective.generator_loss(p, nets, frozen, part, key, step)
     expected = by_hand(loss, trainable["generator"].params, batch, derive(rng, "generator"), 2)
@@ -156,7 +149,7 @@ def update_counts(state) -> set[int]:
 
 
 def test_one_optimiser_and_ema_update_per_step_whatever_k():
-    objective, frozen, batch = dmd2(4)
+    objective, frozen, batch = built("grid25/dmd2", k=4, dmd__critic_schedule=((0, 2),))
     trainable = jax.jit(objective.init)(RNG, batch, frozen)
     new, metrics = jax.jit(objective.step)(trainable, frozen, batch, RNG, jnp.int32(0))
     assert update_counts(new["generator"]) == {1} and update_counts(new["critic"]) == update_counts(new["head"]) == {2}
