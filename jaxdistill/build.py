@@ -134,6 +134,11 @@ class BuildContext:
     def optimizer(self):
         return make_optimizer(self.config.optim)
 
+    @property
+    def microbatches(self) -> int:
+        """``train.microbatches`` (1 for runs saved before the field existed)."""
+        return int(self.config.train.get("microbatches", 1))
+
     def process(self) -> NoiseProcess:
         return make_process(self.config)
 
@@ -148,7 +153,8 @@ class BuildContext:
 
     def run_fields(self) -> dict[str, Any]:
         """The objective fields every method takes from the run: optimiser, event shape, updates,
-        classes, the teacher's guidance, EMA rule (decay or power EMA), the evaluation NFEs and the prior's data mean."""
+        classes, the teacher's guidance, EMA rule (decay or power EMA), the evaluation NFEs, the prior's
+        data mean and the microbatches each gradient accumulates over."""
         c = self.config
         return dict(
             tx=self.optimizer(),
@@ -159,6 +165,7 @@ class BuildContext:
             ema_decay=ema_rule(c.ema_decay, c.get("ema_sigma_rel")),
             eval_nfes=tuple(int(n) for n in c.eval.nfes),
             data_mean=self.data_mean,
+            microbatches=self.microbatches,
         )
 
     def require_teacher_weights(self, settings: Any, *fields: str) -> None:

@@ -66,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
             max_to_keep=2,
             async_checkpoint=True,
             num_plot_samples=2000,
+            # Gradient accumulation: every gradient is the mean over this many microbatches of the
+            # batch, computed one after another (activation memory of batch_size / microbatches),
+            # then one optimiser, EMA and schedule step. docs/launch.md has the measured memory.
+            microbatches=1,
         )
     )
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 1, "min_fsdp_size": 1024})
@@ -188,6 +192,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError(f"ema_sigma_rel must be in (0, {SIGMA_REL_MAX:.4f}] (the widest power-function EMA), got {config.ema_sigma_rel}")
     if num_devices is not None and config.batch_size % num_devices:
         raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {num_devices} devices")
+    _check_microbatches(config, num_devices)
     grid = config.eval.get("grid", "karras")
     if grid not in GRIDS:
         raise ConfigError(f"eval.grid={grid!r} is not one of {tuple(GRIDS)}")
@@ -225,6 +230,17 @@ def _check_mesh(mesh: ml_collections.ConfigDict, num_devices: Optional[int]) -> 
     if num_devices is not None and needed > num_devices:
         sizes = f"mesh.fsdp={fsdp}" if data == -1 else f"mesh.data={data} x mesh.fsdp={fsdp}"
         raise ConfigError(f"{sizes} needs {needed} devices; there are {num_devices} (mesh.data=-1 takes every device mesh.fsdp leaves)")
+
+
+def _check_microbatches(config: ml_collections.ConfigDict, num_devices: Optional[int]) -> None:
+    """``train.microbatches`` k >= 1 splits every device's share of the batch evenly: k * devices divides batch_size."""
+    k = config.train.get("microbatches", 1)
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ConfigError(f"train.microbatches must be an integer >= 1 (1: no gradient accumulation), got {k!r}")
+    devices = num_devices or 1
+    if int(config.batch_size) % (k * devices):
+        share = f"each of the {devices} devices' {int(config.batch_size) // devices} examples" if devices > 1 else f"batch_size={config.batch_size}"
+        raise ConfigError(f"train.microbatches={k} must divide {share} (batch_size must be a multiple of microbatches x devices = {k * devices})")
 
 
 def _check_data_and_seeds(config: ml_collections.ConfigDict) -> None:

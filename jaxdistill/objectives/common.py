@@ -1,15 +1,17 @@
 """What several objectives share: option checks, parameter overlay for teacher initialisation,
-pass counts, noise-level draws, and ``StudentDistillation``, the base of the single-student methods."""
+pass counts, noise-level draws, gradient accumulation over microbatches, and
+``StudentDistillation``, the base of the single-student methods."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from jaxdistill.core.objective import Metrics
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
@@ -56,6 +58,54 @@ def lognormal_t(rng: Array, n: int, p_mean: float, p_std: float) -> Array:
     return jnp.exp(p_mean + p_std * jax.random.normal(rng, (n,), jnp.float32))
 
 
+def split_microbatches(tree: PyTree, k: int) -> PyTree:
+    """Every leaf [B, ...] as [k, B / k, ...], microbatch i holding rows i, i + k, i + 2k, ...
+
+    Strided rather than contiguous: a batch sharded over d devices in contiguous blocks of B / d
+    rows keeps every microbatch spread over all d devices when k divides B / d.
+    """
+
+    def split(a: Array) -> Array:
+        if a.ndim == 0 or a.shape[0] % k:
+            raise ValueError(f"train.microbatches={k} must divide the batch; got an argument of shape {a.shape}")
+        return jnp.swapaxes(a.reshape(a.shape[0] // k, k, *a.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, tree)
+
+
+def microbatch_grad(
+    loss_fn: Callable[[PyTree, PyTree, Array], tuple[Array, Metrics]], params: PyTree, batched: PyTree, rng: Array, microbatches: int = 1
+) -> tuple[PyTree, Metrics]:
+    """(grads, metrics) of ``loss_fn(params, batched, rng) -> (loss, metrics)``, accumulated over
+    ``microbatches`` = k microbatches of the batch-sized tree ``batched`` (``split_microbatches``).
+
+    k = 1 is ``jax.grad(loss_fn, has_aux=True)(params, batched, rng)``. For k > 1 a ``lax.scan``
+    computes microbatch i's gradient with key ``fold_in(rng, i)`` and returns
+    grad = 1/k sum_i grad L(params, batch_i, rng_i) and every metric's mean over the microbatches
+    (sums in float32), so a loss that is a mean over equally sized microbatches gets its
+    full-batch gradient and only one microbatch's activations are live at a time. Arguments that are
+    not batch-sized (targets, other networks' parameters, the step) belong in ``loss_fn``'s closure.
+    """
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if microbatches == 1:
+        return grad_fn(params, batched, rng)
+    if microbatches < 1:
+        raise ValueError(f"train.microbatches must be >= 1, got {microbatches}")
+    parts = split_microbatches(batched, microbatches)
+    first = jax.tree.map(lambda a: a[0], parts)
+    shapes = jax.eval_shape(grad_fn, params, first, rng)
+    wide = lambda s: jnp.promote_types(s.dtype, jnp.float32)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, wide(s)), shapes)
+
+    def body(total, xs):
+        i, part = xs
+        out = grad_fn(params, part, jax.random.fold_in(rng, i))
+        return jax.tree.map(lambda acc, x: acc + x.astype(acc.dtype), total, out), None
+
+    total, _ = jax.lax.scan(body, zeros, (jnp.arange(microbatches), parts))
+    return jax.tree.map(lambda acc, s: (acc / microbatches).astype(s.dtype), total, shapes)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StudentDistillation:
     """What every method that trains one student network shares (KD, PD, guided distillation,
@@ -75,6 +125,7 @@ class StudentDistillation:
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1,)
     data_mean: Optional[tuple[float, ...]] = None  # the prior's mean is alpha(t_max) times this
+    microbatches: int = 1  # train.microbatches: gradients accumulated over this many parts of the batch
 
     @property
     def name(self) -> str:

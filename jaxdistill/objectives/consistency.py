@@ -57,7 +57,7 @@ from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.process import broadcast_to
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
 from jaxdistill.losses import pseudo_huber, squared_l2
-from jaxdistill.objectives.common import StudentDistillation, check_choice, lognormal_t, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, lognormal_t, microbatch_grad, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 DISTANCES = ("l2", "pseudo_huber", "feature")
@@ -369,7 +369,8 @@ class ConsistencyObjective(StudentDistillation):
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         state = trainable["student"]
         target_params = trainable["target"] if self.settings.uses_target_network else jax.lax.stop_gradient(state.params)
-        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, target_params, frozen, batch, rng, step)
+        loss = lambda params, part, key: self.loss(params, target_params, frozen, part, key, step)
+        grads, metrics = microbatch_grad(loss, state.params, batch, rng, self.microbatches)
         state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
         out = {"student": state}
         if self.settings.uses_target_network:

@@ -33,7 +33,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import target_for
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.losses import mean_per_sample
-from jaxdistill.objectives.common import check_choice
+from jaxdistill.objectives.common import check_choice, microbatch_grad
 
 WEIGHTINGS = ("none", "min_snr")
 
@@ -92,6 +92,7 @@ class DenoisingObjective:
     guidance: Optional[float] = None
     eval_nfes: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)
     data_mean: Optional[tuple[float, ...]] = None  # the prior's mean is alpha(t_max) times this
+    microbatches: int = 1  # train.microbatches: gradients accumulated over this many parts of the batch
     name: ClassVar[str] = "teacher"
 
     @property
@@ -131,7 +132,7 @@ class DenoisingObjective:
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         state = trainable["model"]
-        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, batch, rng)
+        grads, metrics = microbatch_grad(self.loss, state.params, batch, rng, self.microbatches)
         state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
         return {"model": state}, {**metrics, **opt_metrics}
 
@@ -165,5 +166,6 @@ def build(ctx, settings: Denoising) -> tuple[DenoisingObjective, PyTree]:
         guidance=config.eval.guidance,
         eval_nfes=tuple(int(n) for n in config.eval.nfes),
         data_mean=ctx.data_mean,
+        microbatches=ctx.microbatches,
     )
     return objective, {}

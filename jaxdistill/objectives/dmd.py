@@ -183,6 +183,11 @@ class DistributionMatching(GeneratorDistillation):
             raise ValueError(f"{self.name} needs a teacher and a critic")
         if self.settings.uses_head and self.head is None:
             raise ValueError(f"{self.name} with GAN weights > 0 needs a discriminator head")
+        if self.microbatches > 1 and self.settings.method == "fdistill":
+            raise ValueError(
+                f"train.microbatches={self.microbatches} cannot accumulate fdistill: its density-ratio weights are normalised by "
+                "their mean over the whole batch, which couples the batch's samples; set train.microbatches=1"
+            )
 
     @property
     def normalised(self) -> bool:

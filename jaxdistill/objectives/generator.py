@@ -55,7 +55,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
 from jaxdistill.models.discriminator import DiscriminatorHead
-from jaxdistill.objectives.common import overlay_params
+from jaxdistill.objectives.common import microbatch_grad, overlay_params
 from jaxdistill.objectives.denoising import batch_labels, denoising_loss
 
 CRITIC_NETS = ("critic", "head")
@@ -151,6 +151,7 @@ class GeneratorDistillation:
     ema_decay: float = 0.999
     eval_nfes: Sequence[int] = (1,)
     data_mean: Optional[tuple[float, ...]] = None  # the prior's mean is alpha(t_max) times this
+    microbatches: int = 1  # train.microbatches: every gradient accumulated over this many parts of the batch
     # Whether the method's losses take a head's per-position logits [B, P] (GAN losses that
     # average every logit) or need one logit per sample (a density ratio, a per-sample weight).
     per_position_logits: ClassVar[bool] = False
@@ -318,13 +319,18 @@ class GeneratorDistillation:
         loss = jnp.mean(denoising_loss(self.critic, params["critic"], x_g, eps, t, cond, {"dropout": derive(rng, "dropout")}))
         return loss, {"critic_loss": loss}
 
+    def critic_sample_loss(self, params: dict, generator_params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
+        """``critic_loss`` on fresh stop-gradient generator samples drawn at the batch's labels."""
+        x_g, cond = self.generate_train(generator_params, batch, derive(rng, "critic_samples"))
+        return self.critic_loss(params, frozen, batch, jax.lax.stop_gradient(x_g), cond, rng)
+
     def critic_update(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Trainable, Metrics]:
-        """One update of the critic and head on fresh stop-gradient generator samples."""
-        x_g, cond = self.generate_train(trainable["generator"].params, batch, derive(rng, "critic_samples"))
-        x_g = jax.lax.stop_gradient(x_g)
+        """One update of the critic and head on fresh stop-gradient generator samples (drawn per
+        microbatch, so accumulation keeps only one microbatch's samples and activations live)."""
         names = [k for k in CRITIC_NETS if k in trainable]
         params = {k: trainable[k].params for k in names}
-        grads, metrics = jax.grad(self.critic_loss, has_aux=True)(params, frozen, batch, x_g, cond, rng)
+        loss = lambda p, part, key: self.critic_sample_loss(p, trainable["generator"].params, frozen, part, key)
+        grads, metrics = microbatch_grad(loss, params, batch, rng, self.microbatches)
         out = dict(trainable)
         for k in names:
             out[k], opt_metrics = trainable[k].apply_gradients(grads[k])
@@ -367,9 +373,8 @@ class GeneratorDistillation:
         if self.trains_critic_phase:
             trainable, metrics = self.critic_phase(trainable, frozen, batch, derive(rng, "critic"), step)
         nets = {k: jax.lax.stop_gradient(trainable[k].params) for k in CRITIC_NETS if k in trainable}
-        grads, gen_metrics = jax.grad(self.generator_loss, has_aux=True)(
-            trainable["generator"].params, nets, frozen, batch, derive(rng, "generator"), step
-        )
+        loss = lambda params, part, key: self.generator_loss(params, nets, frozen, part, key, step)
+        grads, gen_metrics = microbatch_grad(loss, trainable["generator"].params, batch, derive(rng, "generator"), self.microbatches)
         state, opt_metrics = trainable["generator"].apply_gradients(grads, self.ema_decay)
         return {**trainable, "generator": state}, {**metrics, **gen_metrics, **opt_metrics}
 

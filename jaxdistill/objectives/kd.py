@@ -29,7 +29,7 @@ from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import PREDICTIONS
 from jaxdistill.losses import mean_per_sample
-from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 PAIR_CHUNK = 1024
@@ -146,16 +146,17 @@ class KnowledgeDistillation(StudentDistillation):
         cond = pairs["label"][idx] if self.num_classes > 0 else None
         return pairs["noise"][idx], pairs["target"][idx], cond
 
-    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
+    def loss(self, params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
+        """mean_b || G(z_b, c_b) - ODE_T(z_b) ||^2 / d over the batch's (noise, teacher sample) pairs."""
         z, target, cond = self.minibatch(frozen, batch, rng)
-        target = jax.lax.stop_gradient(target)
+        loss = jnp.mean(mean_per_sample(jnp.square(self.one_step(params, z, cond) - jax.lax.stop_gradient(target))))
+        return loss, {"loss": loss}
 
-        def loss_fn(params):
-            return jnp.mean(mean_per_sample(jnp.square(self.one_step(params, z, cond) - target)))
-
-        loss, grads = jax.value_and_grad(loss_fn)(trainable["student"].params)
+    def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
+        loss = lambda params, part, key: self.loss(params, frozen, part, key)
+        grads, metrics = microbatch_grad(loss, trainable["student"].params, batch, rng, self.microbatches)
         state, opt_metrics = trainable["student"].apply_gradients(grads, self.ema_decay)
-        return {"student": state}, {"loss": loss, **opt_metrics}
+        return {"student": state}, {**metrics, **opt_metrics}
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         if nfe != 1:

@@ -39,7 +39,7 @@ from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import RectifiedFlow, broadcast_to
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.shortcut import TARGETS, build_flow_map
 
@@ -142,7 +142,8 @@ class MeanFlowObjective(StudentDistillation):
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         state = trainable["student"]
-        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, frozen, batch, rng)
+        loss = lambda params, part, key: self.loss(params, frozen, part, key)
+        grads, metrics = microbatch_grad(loss, state.params, batch, rng, self.microbatches)
         state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
         return {"student": state}, {**metrics, **opt_metrics}
 

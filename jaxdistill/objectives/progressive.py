@@ -69,7 +69,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, VPCosine, VPLinear, broadcast_to
 from jaxdistill.diffusion.steps import karras_sigma, sigma_ratio_range
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 GRIDS = ("karras", "uniform")
@@ -322,7 +322,8 @@ class StagedDistillation(StudentDistillation):
         finished = jnp.right_shift(jnp.int32(self.settings.start_steps), self.pd_stage(step))
         out = keep_snapshots(switch, finished, trainable)
         out["student"], out["stage_teacher"] = restart_at(switch, trainable["student"], trainable["stage_teacher"])
-        grads, metrics = jax.grad(self.loss, has_aux=True)(out["student"].params, frozen, out["stage_teacher"], batch, rng, step)
+        loss = lambda params, part, key: self.loss(params, frozen, out["stage_teacher"], part, key, step)
+        grads, metrics = microbatch_grad(loss, out["student"].params, batch, rng, self.microbatches)
         out["student"], opt_metrics = out["student"].apply_gradients(grads, self.ema_decay)
         return out, {**metrics, **opt_metrics}
 

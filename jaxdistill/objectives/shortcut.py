@@ -43,7 +43,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, RectifiedFlow, broadcast_to
 from jaxdistill.diffusion.reparam import reparameterize
 from jaxdistill.losses import squared_l2
-from jaxdistill.objectives.common import StudentDistillation, check_choice, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
 TARGETS = ("data", "teacher")
@@ -185,7 +185,8 @@ class ShortcutObjective(StudentDistillation):
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
         state = trainable["student"]
         target_params = state.eval_params if self.settings.target_ema else state.params
-        grads, metrics = jax.grad(self.loss, has_aux=True)(state.params, target_params, frozen, batch, rng)
+        loss = lambda params, part, key: self.loss(params, target_params, frozen, part, key)
+        grads, metrics = microbatch_grad(loss, state.params, batch, rng, self.microbatches)
         state, opt_metrics = state.apply_gradients(grads, self.ema_decay)
         return {"student": state}, {**metrics, **opt_metrics}
 

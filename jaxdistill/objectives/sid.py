@@ -167,6 +167,11 @@ class ScoreIdentityDistillation(GeneratorDistillation):
             raise ValueError(f"{self.name} needs a teacher and a critic")
         if self.settings.method == "sida" and self.head is None:
             raise ValueError("sida needs a discriminator head on the critic's features")
+        if self.microbatches > 1 and self.adversarial:
+            raise ValueError(
+                f"train.microbatches={self.microbatches} cannot accumulate sida: its adversarial terms multiply two means over "
+                "the whole batch (BCE times the mean loss weight), which couples the batch's samples; set train.microbatches=1"
+            )
 
     @property
     def adversarial(self) -> bool:
