@@ -24,6 +24,7 @@ from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.eval.probe import MixtureProbe
 from jaxdistill.models import gaussian_mixture
 from jaxdistill.models.ports.converted import converted_teacher
+from jaxdistill.models.precision import cast_floats, with_compute_dtype
 from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
 from jaxdistill.train import mesh as mesh_lib
@@ -31,7 +32,8 @@ from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_
 from jaxdistill.train.sampling import class_labels
 
 # Run-config fields added after runs were first saved, with the value that does what older runs did.
-LATER_FIELDS = {"prior_mean": "zero", "ema_sigma_rel": None}  # older runs sampled a zero-mean prior and kept a constant-decay EMA
+# Older runs sampled a zero-mean prior, kept a constant-decay EMA and computed in float32.
+LATER_FIELDS = {"prior_mean": "zero", "ema_sigma_rel": None, "precision": {"compute": "float32", "teacher_params": "float32"}}
 
 
 @dataclasses.dataclass
@@ -78,7 +80,7 @@ def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, p
     except (ValueError, KeyError) as err:
         raise ConfigError(f"network: {err}") from err
     try:
-        denoiser = Denoiser(network.apply, process, prediction, sigma_data=float(config.sigma_data))
+        denoiser = Denoiser(with_compute_dtype(network.apply, config.precision.compute), process, prediction, sigma_data=float(config.sigma_data))
     except ValueError as err:
         raise ConfigError(str(err)) from err
     return denoiser, network.init
@@ -106,15 +108,21 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
             raise ConfigError(f"teacher.workdir={config.teacher.workdir!r} is a {run.config.method!r} run, not a teacher")
         if tuple(run.built.event_shape) != tuple(event_shape):
             raise ConfigError(f"teacher event shape {run.built.event_shape} does not match the data's {event_shape}")
-        return run.built.objective.denoiser, run.trainable["model"].eval_params
+        return _computing(run.built.objective.denoiser, config), run.trainable["model"].eval_params
     if kind == "converted":
         denoiser, params, info = converted_teacher(config.teacher.path)
         if tuple(info["event_shape"]) != tuple(event_shape):
             raise ConfigError(f"teacher.path={config.teacher.path!r} takes inputs of shape {tuple(info['event_shape'])}, the data's are {tuple(event_shape)}")
-        return denoiser, params
+        return _computing(denoiser, config), params
     if kind == OBJECT_TEACHER:
         raise ConfigError("this run's teacher was passed as an object; pass it again (teacher=(denoiser, params))")
     raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture', 'checkpoint' or 'converted' (it is {kind!r})")
+
+
+def _computing(denoiser: Denoiser, config: ml_collections.ConfigDict) -> Denoiser:
+    """A network teacher computing in the run's ``precision.compute`` (a checkpoint teacher trained
+    in bfloat16 computes in bfloat16 either way)."""
+    return dataclasses.replace(denoiser, apply_fn=with_compute_dtype(denoiser.apply_fn, config.precision.compute))
 
 
 @dataclasses.dataclass
@@ -143,9 +151,10 @@ class BuildContext:
         return make_process(self.config)
 
     def teacher(self) -> tuple[Denoiser, PyTree]:
-        if self.teacher_object is not None:
-            return self.teacher_object
-        return load_teacher(self.config, self.event_shape, self.mesh)
+        """The teacher (object or ``load_teacher``), its weights stored in ``precision.teacher_params``."""
+        denoiser, params = self.teacher_object if self.teacher_object is not None else load_teacher(self.config, self.event_shape, self.mesh)
+        stored = self.config.precision.teacher_params
+        return denoiser, params if stored == "float32" else cast_floats(params, jnp.dtype(stored))
 
     def network(self, process: NoiseProcess, prediction: str, num_times: int = 1):
         """(Denoiser, init_fn) of the config's network as a denoiser of ``process``."""

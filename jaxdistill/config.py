@@ -26,6 +26,7 @@ from jaxdistill.core.state import default_optimizer_config
 from jaxdistill.diffusion.ddpm_grid import SPACINGS
 from jaxdistill.diffusion.process import PROCESSES
 from jaxdistill.diffusion.steps import GRIDS
+from jaxdistill.models.precision import DTYPES as PRECISIONS
 from jaxdistill.objectives import registry
 
 __all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config_file", "validate"]
@@ -53,6 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
     # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used) or "converted"
     # (a published network converted by `jaxdistill convert`, at teacher.path).
     c.teacher = ml_collections.ConfigDict({"kind": "none", "workdir": "", "path": "", "guidance": config_dict.placeholder(float)})
+    # Mixed precision (jaxdistill.models.precision): the networks compute in precision.compute; master
+    # weights, optimiser state and EMA stay float32. teacher_params="bfloat16" stores a network teacher's
+    # frozen weights in bfloat16 (half the bytes).
+    c.precision = ml_collections.ConfigDict({"compute": "float32", "teacher_params": "float32"})
     c.optim = default_optimizer_config()
     c.ema_decay = 0.999
     # Set: a power-function EMA of this relative width (EDM2; e.g. 0.05 or 0.10) replaces ema_decay.
@@ -202,7 +207,21 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError(f"eval.nfes must be positive integers, got {tuple(config.eval.nfes)}")
     _check_mesh(config.mesh, num_devices)
     _check_data_and_seeds(config)
+    _check_precision(config)
     return config
+
+
+def _check_precision(config: ml_collections.ConfigDict) -> None:
+    """Known dtype names; bfloat16 teacher weights only for a teacher that has network weights."""
+    for field in ("compute", "teacher_params"):
+        value = config.precision[field]
+        if value not in PRECISIONS:
+            raise ConfigError(f"precision.{field}={value!r} is not one of {PRECISIONS}")
+    if config.precision.teacher_params != "float32" and config.teacher.kind in ("none", "mixture"):
+        raise ConfigError(
+            f"precision.teacher_params={config.precision.teacher_params!r} stores a network teacher's weights; "
+            f"teacher.kind={config.teacher.kind!r} has none (set it to 'float32')"
+        )
 
 
 def _float_leaves(node: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tuple[str, float]]:

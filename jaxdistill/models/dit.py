@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from jaxdistill.core.types import Array
 from jaxdistill.models.embeddings import ConditionEmbedding, dense, sincos_2d
+from jaxdistill.models.remat import remat_block
 
 
 def _modulate(x: Array, shift: Array, scale: Array) -> Array:
@@ -63,6 +64,7 @@ class DiT(nn.Module):
       num_classes: 0 for unconditional, else labels plus a null class.
       time_embedding, time_scale: see :class:`~jaxdistill.models.embeddings.TimeEmbedding`.
       label_init_std: initial scale of the label table (:class:`~jaxdistill.models.embeddings.LabelEmbedding`).
+      remat: recompute each block's activations in the backward pass (:mod:`~jaxdistill.models.remat`).
     """
 
     patch_size: int = 2
@@ -75,6 +77,7 @@ class DiT(nn.Module):
     time_embedding: str = "sinusoidal"
     time_scale: float = 1000.0
     label_init_std: float = 0.02
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -103,7 +106,7 @@ class DiT(nn.Module):
 
         features = []
         for _ in range(self.depth):
-            tokens = DiTBlock(self.hidden_size, self.num_heads, self.mlp_ratio, self.dropout)(tokens, c, train)
+            tokens = remat_block(DiTBlock, self.remat, (3,))(self.hidden_size, self.num_heads, self.mlp_ratio, self.dropout)(tokens, c, train)
             features.append(tokens.reshape(b, gh, gw, self.hidden_size))
 
         shift, scale = jnp.split(dense(2 * self.hidden_size, ("embed", "mlp"), zero_init=True)(nn.silu(c)), 2, -1)

@@ -9,6 +9,9 @@ Config fields (``default_network_config(name)`` gives every default):
   scalar conditions, see ``ConditionEmbedding``); ``dropout``;
   ``time_embedding`` ("sinusoidal" | "fourier"); ``time_scale`` (multiplier of ``t``
   for sinusoidal features, 1000 suits ``t in [0, 1]``; Fourier-frequency std otherwise).
+* ``remat`` (unet, dit and the ports; False): ``flax.linen.remat`` around each residual /
+  attention / transformer block, so its activations are recomputed in the backward pass
+  (:mod:`jaxdistill.models.remat`); parameter names are unchanged.
 * mlp: ``width``, ``depth``, ``mlp_ratio``, ``use_layer_norm``.
 * unet: ``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attn_resolutions``,
   ``num_heads``, ``num_groups``.
@@ -79,24 +82,25 @@ _DEFAULTS: dict[str, dict] = {
         attn_resolutions=(8,),
         num_heads=4,
         num_groups=32,
+        remat=False,
     ),
-    "dit": dict(patch_size=2, hidden_size=256, depth=6, num_heads=4, mlp_ratio=4.0),
+    "dit": dict(patch_size=2, hidden_size=256, depth=6, num_heads=4, mlp_ratio=4.0, remat=False),
 }
 _MODULES = {"mlp": ResidualMLP, "unet": UNet, "dit": DiT}
 # Ports of published networks: their own fields only (the common ones above do not apply).
 _PORTS: dict[str, dict] = {
     "dit_port": dict(
         size="XL/2", patch_size=None, hidden_size=None, depth=None, num_heads=None, mlp_ratio=4.0,
-        num_classes=1000, learn_sigma=True, return_variance=False,
+        num_classes=1000, learn_sigma=True, return_variance=False, remat=False,
     ),
     **{
         f"edm_{arch}": dict(
             preset=preset, num_classes=None, augment_dim=None, model_channels=None, channel_mult=None, channel_mult_emb=None,
-            num_blocks=None, attn_resolutions=None, dropout=None,
+            num_blocks=None, attn_resolutions=None, dropout=None, remat=False,
         )
         for arch, preset in (("ddpmpp", "cifar10_cond"), ("adm", "imagenet64_cond"))
     },
-    "edm2": dict(size="XS", **{k: EDM2_DEFAULTS[k] if k in ("channel_mult_noise", "channel_mult_emb", "clip_act") else None for k in EDM2_DEFAULTS}),
+    "edm2": dict(size="XS", **{k: EDM2_DEFAULTS[k] if k in ("channel_mult_noise", "channel_mult_emb", "clip_act") else None for k in EDM2_DEFAULTS}, remat=False),
 }
 _PORT_BUILDERS = {"dit_port": make_dit_port, "edm_ddpmpp": lambda **kw: make_edm_port("ddpmpp", **kw), "edm_adm": lambda **kw: make_edm_port("adm", **kw), "edm2": make_edm2_port}
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from jaxdistill.core.types import Array
 from jaxdistill.models.embeddings import ConditionEmbedding, conv, dense, group_count
+from jaxdistill.models.remat import remat_block
 
 
 class ResBlock(nn.Module):
@@ -72,6 +73,7 @@ class UNet(nn.Module):
       num_classes: 0 for unconditional, else labels plus a null class.
       time_embedding, time_scale: see :class:`~jaxdistill.models.embeddings.TimeEmbedding`.
       label_init_std: initial scale of the label table (:class:`~jaxdistill.models.embeddings.LabelEmbedding`).
+      remat: recompute each res/attention block's activations in the backward pass (:mod:`~jaxdistill.models.remat`).
     """
 
     base_channels: int = 64
@@ -85,6 +87,7 @@ class UNet(nn.Module):
     time_embedding: str = "sinusoidal"
     time_scale: float = 1000.0
     label_init_std: float = 0.02
+    remat: bool = False
 
     @nn.compact
     def __call__(
@@ -106,11 +109,11 @@ class UNet(nn.Module):
         )(t, cond, x.shape[0])
 
         def res(h: Array, ch: int) -> Array:
-            return ResBlock(ch, self.dropout, self.num_groups)(h, emb, train)
+            return remat_block(ResBlock, self.remat, (3,))(ch, self.dropout, self.num_groups)(h, emb, train)
 
         def maybe_attn(h: Array) -> Array:
             if h.shape[1] in self.attn_resolutions:
-                return AttentionBlock(self.num_heads, self.num_groups)(h)
+                return remat_block(AttentionBlock, self.remat)(self.num_heads, self.num_groups)(h)
             return h
 
         h = conv(self.base_channels, in_axis="io")(x)
@@ -127,7 +130,7 @@ class UNet(nn.Module):
                 skips.append(h)
 
         h = res(h, h.shape[-1])
-        h = AttentionBlock(self.num_heads, self.num_groups)(h) if self.attn_resolutions else h
+        h = remat_block(AttentionBlock, self.remat)(self.num_heads, self.num_groups)(h) if self.attn_resolutions else h
         h = res(h, h.shape[-1])
         features.append(h)
 

@@ -24,7 +24,8 @@ def check_choice(label: str, value, choices) -> None:
 
 
 def overlay_params(init: PyTree, source: PyTree) -> PyTree:
-    """``init`` with every leaf that ``source`` has at the same path and shape replaced by a copy of it.
+    """``init`` with every leaf that ``source`` has at the same path and shape replaced by a copy of it
+    in ``init``'s dtype (float32 master weights from a teacher stored in bfloat16).
 
     A student with extra conditioning inputs (``num_times > 1``) initialised this way from a
     plain teacher computes the teacher's function, since the extra embeddings start at zero.
@@ -36,7 +37,7 @@ def overlay_params(init: PyTree, source: PyTree) -> PyTree:
     if not shared:
         raise ValueError("the student and teacher networks share no parameter: init_from_teacher needs the same architecture")
     for k in shared:
-        flat_init[k] = jnp.array(flat_src[k], copy=True)
+        flat_init[k] = jnp.array(flat_src[k], dtype=jnp.result_type(flat_init[k]), copy=True)
     return traverse_util.unflatten_dict(flat_init)
 
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from jaxdistill.core.types import Array
 from jaxdistill.models.embeddings import dense, sincos_2d, sinusoidal_embedding
+from jaxdistill.models.remat import remat_block
 
 # DiT's named sizes (models.py's DiT_XL_2 ... DiT_S_8): depth, width D, heads; the patch is the suffix.
 _WIDTHS = {"XL": dict(depth=28, hidden_size=1152, num_heads=16), "L": dict(depth=24, hidden_size=1024, num_heads=16),
@@ -169,6 +170,7 @@ class DiTPort(nn.Module):
       num_classes: class labels ``0..num_classes-1`` (1000 for ImageNet) plus the null class.
       learn_sigma: the checkpoint predicts the variance too (``2C`` output channels).
       return_variance: return all ``2C`` channels instead of the eps prediction alone.
+      remat: recompute each block's activations in the backward pass (:mod:`~jaxdistill.models.remat`).
     """
 
     patch_size: int
@@ -179,6 +181,7 @@ class DiTPort(nn.Module):
     num_classes: int = 1000
     learn_sigma: bool = True
     return_variance: bool = False
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: Array, t: Array, cond: Optional[Array] = None, *, train: bool = False, return_features: bool = False):
@@ -202,7 +205,7 @@ class DiTPort(nn.Module):
         c = c + LabelEmbedder(self.num_classes, self.hidden_size, name="y_embedder")(cond, b)
         features = []
         for i in range(self.depth):
-            tokens = DiTBlock(self.num_heads, self.mlp_ratio, name=f"blocks_{i}")(tokens, c)
+            tokens = remat_block(DiTBlock, self.remat)(self.num_heads, self.mlp_ratio, name=f"blocks_{i}")(tokens, c)
             features.append(tokens.reshape(b, gh, gw, self.hidden_size))
 
         out_ch = 2 * ch if self.learn_sigma else ch

@@ -54,6 +54,7 @@ import jax.numpy as jnp
 
 from jaxdistill.core.types import Array
 from jaxdistill.models.embeddings import conv, dense
+from jaxdistill.models.remat import remat_block
 
 ARCHS = ("ddpmpp", "adm")
 # Per architecture: constructor defaults of EDM's SongUNet / DhariwalUNet, and its UNet-block settings.
@@ -153,6 +154,7 @@ class EDMUNetPort(nn.Module):
       num_classes: EDM's ``label_dim`` (0 = unconditional network).
       augment_dim, model_channels, channel_mult, channel_mult_emb, num_blocks, attn_resolutions,
       dropout: EDM's constructor arguments of the same names (``ARCH_DEFAULTS``).
+      remat: recompute each ``UNetBlock``'s activations in the backward pass (:mod:`~jaxdistill.models.remat`).
     """
 
     arch: str = "ddpmpp"
@@ -164,6 +166,7 @@ class EDMUNetPort(nn.Module):
     num_blocks: int = 4
     attn_resolutions: tuple[int, ...] = (16,)
     dropout: float = 0.1
+    remat: bool = False
 
     def _labels(self, cond: Optional[Array], batch_size: int) -> Array:
         return class_label_rows(cond, batch_size, self.num_classes)
@@ -211,7 +214,7 @@ class EDMUNetPort(nn.Module):
         emb = self._embedding(jnp.broadcast_to(t, (b,)), cond, augment_labels)
 
         def block(h: Array, out: int, name: str, attention: bool = False, **kw) -> Array:
-            return UNetBlock(out, self.arch, num_heads=self._heads(out, attention), dropout=self.dropout, name=name, **kw)(h, emb, train)
+            return remat_block(UNetBlock, self.remat, (3,))(out, self.arch, num_heads=self._heads(out, attention), dropout=self.dropout, name=name, **kw)(h, emb, train)
 
         ddpmpp = self.arch == "ddpmpp"
         skips, features = [], []

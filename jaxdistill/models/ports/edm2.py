@@ -60,6 +60,7 @@ import jax.numpy as jnp
 
 from jaxdistill.core.types import Array
 from jaxdistill.models.ports.edm import class_label_rows
+from jaxdistill.models.remat import remat_block
 
 EPS = 1e-4
 # EDM2's UNet / Block / Precond constructor defaults (networks_edm2.py).
@@ -195,6 +196,7 @@ class EDM2UNetPort(nn.Module):
       attn_resolutions, label_balance, concat_balance: EDM2's ``UNet`` arguments.
       channels_per_head, dropout, res_balance, attn_balance, clip_act: its ``Block`` arguments.
       logvar_channels: its ``Precond``'s (width of the uncertainty head's Fourier features).
+      remat: recompute each ``Block``'s activations in the backward pass (:mod:`~jaxdistill.models.remat`).
     """
 
     num_classes: int = 0
@@ -212,6 +214,7 @@ class EDM2UNetPort(nn.Module):
     attn_balance: float = 0.3
     clip_act: Optional[float] = 256.0
     logvar_channels: int = 128
+    remat: bool = False
 
     def _labels(self, cond: Optional[Array], batch_size: int) -> Array:
         return class_label_rows(cond, batch_size, self.num_classes)
@@ -244,7 +247,7 @@ class EDM2UNetPort(nn.Module):
 
         def block(h: Array, out: int, name: str, flavor: str, attention: bool = False, mode: str = "keep") -> Array:
             heads = out // self.channels_per_head if attention else 0
-            return Block(out, flavor, mode, heads, name=name, **settings)(h, emb, train)
+            return remat_block(Block, self.remat, (3,))(out, flavor, mode, heads, name=name, **settings)(h, emb, train)
 
         h = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)
         skips, features = [], []
@@ -286,7 +289,7 @@ def make_edm2_port(size: Optional[str] = None, **fields) -> EDM2UNetPort:
     ``clip_act``, whose None is EDM2's own setting)."""
     if size is not None and size not in SIZES:
         raise ValueError(f"unknown EDM2 size {size!r}; choose from {list(SIZES)}")
-    known = set(DEFAULTS)
+    known = set(DEFAULTS) | {"remat"}
     if set(fields) - known:
         raise ValueError(f"EDM2UNetPort has no fields {sorted(set(fields) - known)}; its fields are {sorted(known)}")
     nullable = ("channel_mult_noise", "channel_mult_emb", "clip_act")
