@@ -21,7 +21,8 @@ CPU only, 2 cores shared with other jobs: the timed networks are width-reduced (
 the output) and timings are medians of several calls after a warm-up call. Writes
 ``results/step_cost.json`` and ``results/step_cost.md``.
 
-Usage: python experiments/step_cost.py [--quick] [--repeats 5] [--out results/step_cost]
+Usage: python experiments/step_cost.py [--quick] [--repeats 5] [--networks ddpmpp,dit_s2] [--parts timing,memory,memory-compiled]
+       [--critic-loop unrolled|loop] [--out results/step_cost]; python experiments/step_cost.py --merge A.json B.json --out results/step_cost
 """
 from __future__ import annotations
 
@@ -69,6 +70,7 @@ NETWORKS = {
     ),
 }
 METHODS = ("kd", "dmd2")
+PARTS = ("timing", "memory", "memory-compiled")
 
 
 def method_config(method: str, network: dict, teacher_path: str, batch: int):
@@ -294,7 +296,8 @@ def write_markdown(path: str, result: dict) -> None:
         "# Step cost: the compiled step against its network passes, and FSDP memory",
         "",
         f"Written by `python experiments/step_cost.py{' --quick' if result['quick'] else ''}` (issue 26 §5); {env['date']}, jax {env['jax']}, "
-        f"{env['device']} ({env['cores']} cores shared with other jobs), {result['repeats']} timed calls after one warm-up, medians.",
+        f"{env['device']} ({env['cores']} cores shared with other jobs), {result['repeats']} timed calls after one warm-up, medians."
+        + (f" Joined with `--merge` from runs of parts of it (`--networks`, `--parts`, `--critic-loop {result['critic_loop']}`): {', '.join(result['merged_from'])}." if result.get("merged_from") else ""),
         "",
         "Objectives built through `jaxdistill.build.build`: DMD2 from `configs/cifar10/dmd2.py` (5 critic updates per generator",
         f"update, GAN head, one-step generator; `critic_loop=\"{result['critic_loop']}\"`), KD from `cifar10.student(\"kd\")`",
@@ -335,7 +338,25 @@ def write_markdown(path: str, result: dict) -> None:
             + (f"{r['trainable_ratio_from_analysis']:.3f} | {mib(r['argument_bytes'])} | {mib(r['output_bytes'])} | {mib(r['temp_bytes'])} | "
                f"{r['all_gathers']} / {r['reduce_scatters']} / {r['all_reduces']} | {r['compile_s']:.1f} |" if compiled else "- | - | - | - | - | - |")
         )
-    lines += ["", *result.get("notes", [])]
+    lines += ["", "## Reading", ""]
+    for r in result["timing"]:
+        residual = r["step_s"] - r["passes_s"] - r["optimiser_s"]
+        verdict = "meets" if r["ratio"] <= 1.15 else "misses"
+        lines.append(
+            f"- {r['network']} {r['method']}: step / passes {r['ratio']:.2f} {verdict} the goal 1.15; the optimiser updates are "
+            f"{r['optimiser_s'] / r['step_s']:.0%} of the step, the rest of the step outside passes and optimiser {residual:+.3f} s ({residual / r['step_s']:+.0%})."
+        )
+    for r in result["fsdp"]:
+        verdict = "meets" if r["trainable_ratio"] <= 1.05 else "misses"
+        lines.append(f"- {r['network']} ({r['size']}) on {r['mesh']}: trainable bytes per device {r['trainable_ratio']:.3f} x total / fsdp, {verdict} the goal 1.05.")
+    lines += [
+        "",
+        "Caveats: CPU timings on 2 cores shared with other jobs (the load average is recorded in the JSON where known) are noisy;",
+        "the networks are width-reduced, so fixed per-call costs and the elementwise optimiser work weigh more than at the",
+        "published sizes; with `critic_loop=\"loop\"` the critic updates run inside `lax.fori_loop`, where XLA:CPU runs",
+        "convolution gradients slower than outside control flow (`experiments/critic_phase_timing.py`), which inflates DDPM++'s",
+        "DMD2 step on CPU only. Rerun on an accelerator (`python experiments/step_cost.py`, default sizes) for the numbers the goals are about.",
+    ]
     with open(path, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")
 
@@ -348,6 +369,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "results", "step_cost"), help="output path without extension (.json and .md are written)")
     parser.add_argument("--critic-loop", default="unrolled", choices=("unrolled", "loop"), help="DMD2's critic_loop in the timed step (unrolled: the CPU default)")
     parser.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated subset of " + ", ".join(NETWORKS))
+    parser.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of " + ", ".join(PARTS) + " (memory: from the shardings; memory-compiled: the compiled FSDP step's memory_analysis)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="write --out from the results of earlier runs (e.g. one per --networks) instead of measuring")
     parser.add_argument("--fsdp-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", default="dmd2", help=argparse.SUPPRESS)
@@ -367,19 +389,23 @@ def main() -> None:
     started = time.perf_counter()
     result = {
         "quick": args.quick, "repeats": repeats, "critic_loop": args.critic_loop,
-        "environment": {"jax": jax.__version__, "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})", "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+        "environment": {"jax": jax.__version__, "device": f"{jax.devices()[0].platform} ({platform.processor() or platform.machine()})", "cores": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
         "timing": [], "fsdp": [], "seconds": 0.0,
     }
-    cases = args.networks.split(",")
-    for case in cases:  # results are rewritten after every row, so an interrupted run keeps what it measured
+    cases, parts = args.networks.split(","), args.parts.split(",")
+    if set(parts) - set(PARTS) or set(cases) - set(NETWORKS):
+        raise SystemExit(f"--parts takes {PARTS}, --networks {tuple(NETWORKS)}; got {args.parts!r}, {args.networks!r}")
+    for case in cases if "timing" in parts else ():  # results are rewritten after every row, so an interrupted run keeps what it measured
         for method in METHODS:
             row = measure(method, case, size, batch, repeats, args.critic_loop)
             result["timing"].append(row)
             result["seconds"] = time.perf_counter() - started
             write_results(args.out, result)
             print(f"{case} {method}: step {row['step_s']:.3f} s, passes {row['passes_s']:.3f} s, ratio {row['ratio']:.2f}", flush=True)
-    for case in cases:  # the published and timed sizes from the shardings alone, then the timed size's step compiled on the issue's mesh
-        for data, n, compiled, net_size in ((1, 8, False, "full"), (2, 4, False, "full"), (1, 8, False, size), (2, 4, True, size)):
+    for case in cases:  # the published size from the shardings alone, then the timed size's step compiled on the issue's mesh
+        for data, n, compiled, net_size in ((1, 8, False, "full"), (2, 4, False, "full"), (2, 4, True, size)):
+            if ("memory-compiled" if compiled else "memory") not in parts:
+                continue
             row = fsdp_in_subprocess("dmd2", case, net_size, data, n, compile_step=compiled)
             result["fsdp"].append(row)
             result["seconds"] = time.perf_counter() - started
@@ -395,6 +421,7 @@ def merge_results(paths: list[str]) -> dict:
         with open(path) as f:
             runs.append(json.load(f))
     settings = {k: runs[0][k] for k in ("quick", "repeats", "critic_loop", "environment")}
+    settings["environment"] = next((r["environment"] for r in runs if r["timing"]), settings["environment"])
     if any({k: r[k] for k in ("quick", "repeats", "critic_loop")} != {k: settings[k] for k in ("quick", "repeats", "critic_loop")} for r in runs):
         raise SystemExit(f"--merge: the runs {paths} were made with different --quick / --repeats / --critic-loop")
     return {**settings, "timing": [t for r in runs for t in r["timing"]], "fsdp": [m for r in runs for m in r["fsdp"]],
