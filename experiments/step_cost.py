@@ -424,7 +424,10 @@ def merge_results(paths: list[str]) -> dict:
     settings["environment"] = next((r["environment"] for r in runs if r["timing"]), settings["environment"])
     if any({k: r[k] for k in ("quick", "repeats", "critic_loop")} != {k: settings[k] for k in ("quick", "repeats", "critic_loop")} for r in runs):
         raise SystemExit(f"--merge: the runs {paths} were made with different --quick / --repeats / --critic-loop")
-    return {**settings, "timing": [t for r in runs for t in r["timing"]], "fsdp": [m for r in runs for m in r["fsdp"]],
+    fsdp = {}  # one row per (network, size, mesh, compiled or not): the first run's
+    for row in (m for r in runs for m in r["fsdp"]):
+        fsdp.setdefault((row["method"], row["network"], row["size"], row["mesh"], "argument_bytes" in row), row)
+    return {**settings, "timing": [t for r in runs for t in r["timing"]], "fsdp": list(fsdp.values()),
             "seconds": sum(r["seconds"] for r in runs), "merged_from": [os.path.basename(p) for p in paths]}
 
 
