@@ -179,7 +179,9 @@ def test_critic_phase_runs_the_scheduled_number_of_updates_and_the_generator_pha
     for step, n in ((0, 2), (7, 1)):
         manual = trainable
         for i in range(n):
-            manual, _ = critic_fn(manual, built.frozen, batch, jax.random.fold_in(derive(derive(rng, "critic"), "critic_phase"), i))
+            key = jax.random.fold_in(derive(derive(rng, "critic"), "critic_phase"), i)
+            x_g, cond = obj.generate_train(trainable["generator"].params, batch, derive(key, "critic_samples"))
+            manual, _ = critic_fn(manual, built.frozen, batch, x_g, cond, key)
         out, metrics = step_fn(trainable, built.frozen, batch, rng, jnp.int32(step))
         assert float(metrics["critic_updates"]) == n
         for name in ("critic", "head"):  # exactly n critic updates, untouched by the generator phase

@@ -88,7 +88,7 @@ def test_teacher_step_applies_the_mean_of_the_microbatch_gradients():
 
 def test_dmd2_critic_and_generator_updates_accumulate():
     """One DMD2 step (GAN head on the critic, one critic update): the critic and head gradients on
-    each microbatch's own generator samples, then the generator's at the updated critic and head."""
+    the generator samples of the whole batch split with it, then the generator's at the updated critic and head."""
     objective, frozen, batch = built("grid25/dmd2", k=2, dmd__critic_schedule=((0, 1),))
     objective = with_sgd(objective, tx_critic=optax.sgd(1.0), tx_head=optax.sgd(1.0))
     assert objective.settings.gan_critic_weight > 0 and objective.settings.gan_generator_weight > 0
@@ -96,9 +96,11 @@ def test_dmd2_critic_and_generator_updates_accumulate():
     rng, step = jax.random.key(1), jnp.int32(3)
     new, _ = jax.jit(objective.step)(trainable, frozen, batch, rng, step)
     nets = {k: trainable[k].params for k in ("critic", "head")}
-    loss = lambda p, part, key: objective.critic_sample_loss(p, trainable["generator"].params, frozen, part, key)
     critic_rng = jax.random.fold_in(derive(derive(rng, "critic"), "critic_phase"), 0)  # the phase's first update
-    assert_close(applied_grads(nets, {k: new[k].params for k in nets}), by_hand(loss, nets, batch, critic_rng, 2))
+    x_g, cond = objective.generate_train(trainable["generator"].params, batch, derive(critic_rng, "critic_samples"))
+    loss = lambda p, part, key: objective.critic_loss(p, frozen, part["batch"], part["x_g"], part["cond"], key)
+    both = {"batch": batch, "x_g": x_g, "cond": cond}
+    assert_close(applied_grads(nets, {k: new[k].params for k in nets}), by_hand(loss, nets, both, critic_rng, 2))
     nets = {k: new[k].params for k in ("critic", "head")}
     loss = lambda p, part, key: objective.generator_loss(p, nets, frozen, part, key, step)
     expected = by_hand(loss, trainable["generator"].params, batch, derive(rng, "generator"), 2)

@@ -283,8 +283,7 @@ class DistributionMatching(GeneratorDistillation):
         real_t, _ = self.noised(batch["x"], derive(rng, "gan_real_noise"), t)
         fake_t, _ = self.noised(x_g, derive(rng, "gan_fake_noise"), t)
         # the generator samples were drawn at the batch's labels, so both sides share ``cond``
-        logit_real = self.head_logits(params, frozen, real_t, t, cond)
-        logit_fake = self.head_logits(params, frozen, fake_t, t, cond)
+        logit_real, logit_fake = self.real_fake_logits(params, frozen, real_t, fake_t, t, cond)
         gan = discriminator_loss(logit_real, logit_fake, "nonsaturating")
         metrics = {**metrics, "gan_critic_loss": gan, "logit_real": jnp.mean(logit_real), "logit_fake": jnp.mean(logit_fake)}
         return loss + self.settings.gan_critic_weight * gan, metrics

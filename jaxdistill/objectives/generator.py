@@ -11,7 +11,10 @@ discriminator **head** on some backbone's features. One jit-compiled step runs
    ``"unrolled"`` (the largest ``n`` updates, those beyond ``n(step)`` discarded) or ``"loop"``
    (a ``lax.fori_loop`` to ``n(step)``: one compiled update whatever ``n``, and no work beyond
    ``n(step)``); ``"auto"`` unrolls on CPU, where convolution gradients inside control flow run
-   much slower (``experiments/critic_phase_timing.py``), and loops on accelerators;
+   much slower (``experiments/critic_phase_timing.py``), and loops on accelerators. The
+   generator does not change during the phase, so the samples of all its updates come from one
+   batched generator forward before the first (``critic_samples``; a looped phase with a varying
+   schedule draws them inside the loop instead, so it never generates beyond ``n(step)``);
 2. *generator phase*: one update of G on the method's ``generator_loss``, then G's EMA.
 
 Subclasses supply ``generator_loss`` (and optionally ``critic_loss``, which defaults to
@@ -319,18 +322,21 @@ class GeneratorDistillation:
         loss = jnp.mean(denoising_loss(self.critic, params["critic"], x_g, eps, t, cond, {"dropout": derive(rng, "dropout")}))
         return loss, {"critic_loss": loss}
 
-    def critic_sample_loss(self, params: dict, generator_params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
-        """``critic_loss`` on fresh stop-gradient generator samples drawn at the batch's labels."""
-        x_g, cond = self.generate_train(generator_params, batch, derive(rng, "critic_samples"))
-        return self.critic_loss(params, frozen, batch, jax.lax.stop_gradient(x_g), cond, rng)
+    def critic_samples(self, generator_params: PyTree, batch: Batch, rngs: Array) -> Array:
+        """x_g [M, B, ...]: stop-gradient generator samples (at the batch's labels) for the M
+        critic updates whose keys are ``rngs`` [M], update i's what ``generate_train`` draws on
+        derive(rngs[i], "critic_samples"), in one batched generator forward (``vmap`` folds M
+        into the networks' batch dimension)."""
+        draw = lambda key: self.generate_train(generator_params, batch, derive(key, "critic_samples"))[0]
+        return jax.lax.stop_gradient(jax.vmap(draw)(rngs))
 
-    def critic_update(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Trainable, Metrics]:
-        """One update of the critic and head on fresh stop-gradient generator samples (drawn per
-        microbatch, so accumulation keeps only one microbatch's samples and activations live)."""
+    def critic_update(self, trainable: Trainable, frozen: PyTree, batch: Batch, x_g: Array, cond: Optional[Array], rng: Array) -> tuple[Trainable, Metrics]:
+        """One update of the critic and head on the stop-gradient generator samples ``x_g`` drawn at
+        the labels ``cond``, the gradient accumulated over ``microbatches`` parts of batch, samples and labels."""
         names = [k for k in CRITIC_NETS if k in trainable]
         params = {k: trainable[k].params for k in names}
-        loss = lambda p, part, key: self.critic_sample_loss(p, trainable["generator"].params, frozen, part, key)
-        grads, metrics = microbatch_grad(loss, params, batch, rng, self.microbatches)
+        loss = lambda p, part, key: self.critic_loss(p, frozen, part["batch"], part["x_g"], part["cond"], key)
+        grads, metrics = microbatch_grad(loss, params, {"batch": batch, "x_g": x_g, "cond": cond}, rng, self.microbatches)
         out = dict(trainable)
         for k in names:
             out[k], opt_metrics = trainable[k].apply_gradients(grads[k])
@@ -338,30 +344,48 @@ class GeneratorDistillation:
         return out, metrics
 
     def critic_phase(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        """``critic_updates(step)`` critic updates, update i on key fold_in(rng, i). Looped
-        (``loops_critic_updates``): a ``lax.fori_loop`` to n(step). Unrolled: the schedule's
-        maximum, update i kept where i < n(step) (so a varying schedule computes its maximum every
-        step); on XLA:CPU this is the fast form, as convolution gradients inside control flow run
-        much slower there (``experiments/critic_phase_timing.py`` measures it; README has the numbers)."""
+        """``critic_updates(step)`` critic updates, update i on key fold_in(rng, i) and samples
+        ``critic_samples`` draws for that key. Looped (``loops_critic_updates``): a
+        ``lax.fori_loop`` to n(step). Unrolled: the schedule's maximum, update i kept where
+        i < n(step) (so a varying schedule computes its maximum every step); on XLA:CPU this is
+        the fast form, as convolution gradients inside control flow run much slower there
+        (``experiments/critic_phase_timing.py`` measures it; README has the numbers)."""
         n = critic_updates(self.settings.critic_schedule, step)
         varying = len({int(k) for _, k in self.settings.critic_schedule}) > 1
-        update_rng = lambda i: jax.random.fold_in(derive(rng, "critic_phase"), i)
+        keys = jax.vmap(lambda i: jax.random.fold_in(derive(rng, "critic_phase"), i))(jnp.arange(self.max_critic_updates))
+        generator_params = trainable["generator"].params
+        # Drawn per update where a looped varying phase must do no generator work beyond n(step), and
+        # under accumulation, where M batches of samples at once would outgrow a microbatch's memory.
+        if (self.loops_critic_updates and varying) or self.microbatches > 1:
+            x_g = lambda i: self.critic_samples(generator_params, batch, keys[i][None])[0]
+        else:
+            x_all = self.critic_samples(generator_params, batch, keys)
+            x_g = lambda i: x_all[i]
+        cond = batch_labels(batch, self.num_classes)
+        update = lambda state, i: self.critic_update(state, frozen, batch, x_g(i), cond, keys[i])
         metrics: Metrics = {}
         if varying or self.loops_critic_updates:  # metrics of the updates skipped at n(step) = 0
-            _, metric_shapes = jax.eval_shape(self.critic_update, trainable, frozen, batch, rng)
+            _, metric_shapes = jax.eval_shape(update, trainable, 0)
             metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
         if self.loops_critic_updates:
-            body = lambda i, carry: self.critic_update(carry[0], frozen, batch, update_rng(i))
+            body = lambda i, carry: update(carry[0], i)
             trainable, metrics = jax.lax.fori_loop(0, n, body, (trainable, metrics))
             return trainable, {**metrics, "critic_updates": n.astype(jnp.float32)}
         for i in range(self.max_critic_updates):
-            updated, update_metrics = self.critic_update(trainable, frozen, batch, update_rng(i))
+            updated, update_metrics = update(trainable, i)
             if varying:
                 keep = i < n
                 updated = jax.tree.map(lambda new, old: jnp.where(keep, new, old), updated, trainable)
                 update_metrics = jax.tree.map(lambda new, old: jnp.where(keep, new, old), update_metrics, metrics)
             trainable, metrics = updated, update_metrics
         return trainable, {**metrics, "critic_updates": n.astype(jnp.float32)}
+
+    def real_fake_logits(self, params: dict, frozen: PyTree, real_t: Array, fake_t: Array, t: Array, cond: Optional[Array]) -> tuple[Array, Array]:
+        """(D(real_t), D(fake_t)) at the same times and labels, from one feature pass and head
+        call on concat([real_t, fake_t]) (networks and heads act per sample)."""
+        both = lambda a: None if a is None else jnp.concatenate([a, a])
+        logits = self.head_logits(params, frozen, jnp.concatenate([real_t, fake_t]), both(t), both(cond))
+        return logits[: real_t.shape[0]], logits[real_t.shape[0] :]
 
     # ------------------------------------------------------------------- step
     def generator_loss(self, params: PyTree, nets: dict, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Array, Metrics]:

@@ -201,8 +201,7 @@ class ScoreIdentityDistillation(GeneratorDistillation):
         # The base's DSM draws (same keys): SiDA noises real and fake with the DSM's sigma and noise.
         t = self.process.sample_t(derive(rng, "critic_time"), x_g.shape[0])
         eps = jax.random.normal(derive(rng, "critic_noise"), x_g.shape, x_g.dtype)
-        logit_real = self.head_logits(params, frozen, self.process.add_noise(batch["x"], eps, t), t, cond)
-        logit_fake = self.head_logits(params, frozen, self.process.add_noise(x_g, eps, t), t, cond)
+        logit_real, logit_fake = self.real_fake_logits(params, frozen, self.process.add_noise(batch["x"], eps, t), self.process.add_noise(x_g, eps, t), t, cond)
         bce = 0.5 * discriminator_loss(logit_real, logit_fake, "nonsaturating")
         weight = jnp.mean(edm_weight(self.process.sigma_ratio(t), self.critic.sigma_data)) / math.prod(self.event_shape)
         adv = weight * bce
