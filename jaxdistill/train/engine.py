@@ -28,6 +28,7 @@ from jaxdistill.core.objective import Objective, Trainable
 from jaxdistill.core.rng import derive, step_key
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.data.pipeline import prefetch
+from jaxdistill.models.sharding import activation_mesh
 from jaxdistill.plots import save_sample_figure
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, abstract_like
@@ -281,8 +282,11 @@ class Trainer:
         seed = self.seed
         objective = self.objective
 
+        mesh = self.mesh
+
         def train_step(trainable, frozen, batch, step, skipped_total):
-            new, metrics = objective.step(trainable, frozen, batch, step_key(seed, step), step)
+            with activation_mesh(mesh):
+                new, metrics = objective.step(trainable, frozen, batch, step_key(seed, step), step)
             return keep_finite(trainable, new, metrics, skipped_total)
 
         replicated = mesh_lib.replicated(self.mesh)
