@@ -8,9 +8,11 @@ Usage: python experiments/fsdp_collectives.py [--nets mlp,unet,dit] [--method dm
 
 XLA:CPU forms no ``reduce-scatter`` (GPU and TPU run ReduceScatterCreator); its gradient
 reduction is an ``all-reduce`` whose result is ``dynamic-slice``d to the device's fsdp shard: of the
-``full_all_reduce`` (non-scalar float all-reduces over all 8 devices, right after SPMD partitioning),
+``full_all_reduce`` (float all-reduces over all 8 devices of arrays the default rule would shard,
+right after SPMD partitioning),
 ``sliced_full_all_reduce`` reach a dynamic-slice. ``gather_constraints`` counts the parameters the
-networks gather whole (one per parameter per pass), the bound on ``all_gather``.
+networks gather whole (one per parameter per pass), the bound on ``all_gather``. Results and the
+before/after comparison: docs/launch.md, "FSDP: what the compiled step communicates".
 """
 from __future__ import annotations
 
