@@ -16,7 +16,9 @@ before/after comparison: docs/launch.md, "FSDP: what the compiled step communica
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -25,6 +27,7 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
 # No LLVM optimisation (the counts come from the SPMD partitioner, which runs before it); the train
 # step's HLO right after SPMD partitioning is written to DUMP, before collectives are combined and fused.
 DUMP = tempfile.mkdtemp(prefix="fsdp-collectives-")
+atexit.register(shutil.rmtree, DUMP, ignore_errors=True)
 os.environ["XLA_FLAGS"] += (
     f" --xla_backend_optimization_level=0 --xla_dump_to={DUMP} --xla_dump_hlo_pass_re=spmd-partitioning"
     " --xla_dump_hlo_module_re=.*train_step.*"
