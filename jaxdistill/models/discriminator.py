@@ -17,9 +17,11 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from jaxdistill.core.types import NULL_LABEL, Array
+from jaxdistill.core.types import NULL_LABEL, Array, PyTree
+from jaxdistill.models.sharding import constrain_batch, gather_params
 
 
 def positions(features: Sequence[Array]) -> list[Array]:
@@ -56,3 +58,10 @@ class DiscriminatorHead(nn.Module):
         h = nn.silu(nn.Dense(self.hidden)(h))
         logit = nn.Dense(1)(h)[..., 0]
         return logit if embed is None else logit + jnp.sum(embed * h, axis=-1)
+
+
+def apply_head(head: DiscriminatorHead, params: PyTree, features: Sequence[Array], cond: Optional[Array]) -> Array:
+    """``head.apply(params, features, cond)`` with the FSDP constraints of ``models.sharding``:
+    parameters gathered whole, features, labels and logits split by example."""
+    features, cond = jax.tree.map(constrain_batch, (list(features), cond))
+    return constrain_batch(head.apply(gather_params(params), features, cond))

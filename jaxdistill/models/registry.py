@@ -54,6 +54,7 @@ from jaxdistill.models.ports.dit import make_dit_port
 from jaxdistill.models.ports.edm import make_edm_port
 from jaxdistill.models.ports.edm2 import DEFAULTS as EDM2_DEFAULTS
 from jaxdistill.models.ports.edm2 import make_edm2_port
+from jaxdistill.models.sharding import constrain_batch, gather_params
 from jaxdistill.models.unet import UNet
 
 # Logical axis -> mesh axis. Flax assigns rules in order and never reuses a mesh
@@ -153,10 +154,11 @@ class Network:
         rngs: Optional[Mapping[str, Array]] = None,
         return_features: bool = False,
     ):
-        """Network output (shape of ``x``); with ``return_features`` also intermediate features."""
-        return self.module.apply(
-            params, x, t, cond, train=train, rngs=rngs, return_features=return_features
-        )
+        """Network output (shape of ``x``); with ``return_features`` also intermediate features.
+        Inputs and outputs are split by example over the mesh of :func:`sharding.activation_mesh`."""
+        x, t, cond = jax.tree.map(constrain_batch, (x, t, cond))
+        out = self.module.apply(gather_params(params), x, t, cond, train=train, rngs=rngs, return_features=return_features)
+        return jax.tree.map(constrain_batch, out)
 
 
 def network_config(module: nn.Module, num_classes: int = 0) -> ml_collections.ConfigDict:

@@ -69,6 +69,7 @@ from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.types import NULL_LABEL, Array, Batch, PyTree
 from jaxdistill.losses import GAN_LOSSES, discriminator_loss, generator_gan_loss, r1_penalty, squared_l2
+from jaxdistill.models.discriminator import apply_head
 from jaxdistill.objectives.common import check_choice, teacher_passes
 from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
@@ -241,7 +242,7 @@ class AdversarialDistillation(GeneratorDistillation):
         real = self.discriminator_view(batch["x"], t, derive(rng, "disc_real_noise"))
         fake = self.discriminator_view(x_g, t, derive(rng, "disc_fake_noise"))
         features_real = self.head_features({}, frozen, real, t, cond)
-        logit_fn = lambda f: self.head.apply(params["head"], f, cond)
+        logit_fn = lambda f: apply_head(self.head, params["head"], f, cond)
         logit_real = logit_fn(features_real)
         logit_fake = logit_fn(self.head_features({}, frozen, fake, t, cond))
         loss = discriminator_loss(logit_real, logit_fake, self.settings.gan_loss)

@@ -57,7 +57,7 @@ from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
-from jaxdistill.models.discriminator import DiscriminatorHead
+from jaxdistill.models.discriminator import DiscriminatorHead, apply_head
 from jaxdistill.objectives.common import microbatch_grad, overlay_params
 from jaxdistill.objectives.denoising import batch_labels, denoising_loss
 
@@ -272,7 +272,7 @@ class GeneratorDistillation:
 
     def head_logits(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> Array:
         """The discriminator's logits D(features of x_t at t) with the head ``params["head"]``."""
-        return self.head.apply(params["head"], self.head_features(params, frozen, x_t, t, cond), cond)
+        return apply_head(self.head, params["head"], self.head_features(params, frozen, x_t, t, cond), cond)
 
     # -------------------------------------------------------------- generator
     def generator_x0(self, params: PyTree, x: Array, t: Array, cond: Optional[Array]) -> Array:

@@ -29,6 +29,7 @@ from jaxdistill.core.paths import PathLike, as_path, is_remote, write_text_atomi
 from jaxdistill.core.rng import derive, step_key
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.data.pipeline import prefetch
+from jaxdistill.models.sharding import activation_mesh
 from jaxdistill.plots import save_sample_figure
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, abstract_like
@@ -305,8 +306,11 @@ class Trainer:
         seed = self.seed
         objective = self.objective
 
+        mesh = self.mesh
+
         def train_step(trainable, frozen, batch, step, skipped_total):
-            new, metrics = objective.step(trainable, frozen, batch, step_key(seed, step), step)
+            with activation_mesh(mesh):
+                new, metrics = objective.step(trainable, frozen, batch, step_key(seed, step), step)
             return keep_finite(trainable, new, metrics, skipped_total)
 
         replicated = mesh_lib.replicated(self.mesh)
