@@ -17,7 +17,7 @@ script reports
   bytes per device against total / fsdp (goal <= 1.05 x), read from the state shardings for the
   published widths too (abstract shapes only).
 
-CPU only, 2 cores shared with other jobs: the timed networks are width-reduced (below, stated in
+On a CPU the timed networks are width-reduced (below, stated in
 the output) and timings are medians of several calls after a warm-up call. Writes
 ``results/step_cost.json`` and ``results/step_cost.md``.
 
@@ -296,7 +296,7 @@ def write_markdown(path: str, result: dict) -> None:
         "# Step cost: the compiled step against its network passes, and FSDP memory",
         "",
         f"Written by `python experiments/step_cost.py{' --quick' if result['quick'] else ''}` (issue 26 §5); {env['date']}, jax {env['jax']}, "
-        f"{env['device']} ({env['cores']} cores shared with other jobs), {result['repeats']} timed calls after one warm-up, medians."
+        f"{env['device']} ({env['cores']} cores, 1-minute load average {env.get('load_average_1min', float('nan')):.1f} at the start), {result['repeats']} timed calls after one warm-up, medians."
         + (f" Joined with `--merge` from runs of parts of it (`--networks`, `--parts`, `--critic-loop {result['critic_loop']}`): {', '.join(result['merged_from'])}." if result.get("merged_from") else ""),
         "",
         "Objectives built through `jaxdistill.build.build`: DMD2 from `configs/cifar10/dmd2.py` (5 critic updates per generator",
@@ -351,7 +351,7 @@ def write_markdown(path: str, result: dict) -> None:
         lines.append(f"- {r['network']} ({r['size']}) on {r['mesh']}: trainable bytes per device {r['trainable_ratio']:.3f} x total / fsdp, {verdict} the goal 1.05.")
     lines += [
         "",
-        "Caveats: CPU timings on 2 cores shared with other jobs (the load average is recorded in the JSON where known) are noisy;",
+        "Caveats: CPU timings on a few cores are noisy, the more so the higher the load average (in the JSON of each merged run);",
         "the networks are width-reduced, so fixed per-call costs and the elementwise optimiser work weigh more than at the",
         "published sizes; with `critic_loop=\"loop\"` the critic updates run inside `lax.fori_loop`, where XLA:CPU runs",
         "convolution gradients slower than outside control flow (`experiments/critic_phase_timing.py`), which inflates DDPM++'s",
