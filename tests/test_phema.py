@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from flax import traverse_util
 from protocol_checks import config
 
 from jaxdistill.build import _run_config_problem, build, config_from_json
@@ -27,7 +28,6 @@ from jaxdistill.core.phema import (
 )
 from jaxdistill.core.state import NetState, default_optimizer_config, make_optimizer, update_count
 from jaxdistill.models.ports.converted import converted_teacher, load_converted, read_converted, save_converted
-from jaxdistill.models.ports.phema_snapshots import _nest
 from jaxdistill.models.registry import default_network_config, make_network
 
 
@@ -264,7 +264,7 @@ def test_converted_edm2_snapshots_reconstruct_into_a_converted_edm2_teacher(tmp_
     for i, (kimg, std) in enumerate(profiles):
         flat = {k: (v * (1.0 + 0.1 * i)).astype(v.dtype) for k, v in arrays.items()}  # distinct snapshots of one network
         paths.append(str(tmp_path / f"snap-{kimg:07d}-{std:.3f}.npz"))
-        save_converted(paths[-1], _nest(flat), network, {**info, "kimg": kimg, "ema_std": std})
+        save_converted(paths[-1], traverse_util.unflatten_dict(flat, sep="/"), network, {**info, "kimg": kimg, "ema_std": std})
         flats.append(flat)
     out = str(tmp_path / "edm2_0.130.npz")
     assert main(["phema", "--snapshots", *paths, "--sigma-rel", "0.13", "--out", out]) == 0

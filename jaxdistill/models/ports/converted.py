@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import traverse_util
 
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.core.paths import PathLike, as_path, write_atomic
@@ -77,14 +78,7 @@ def load_converted(path: PathLike, network_config: Optional[ml_collections.Confi
                 f"{path!r} does not match the network {config.get('name')!r}: {key} is {arrays[key].dtype}{list(arrays[key].shape)}, "
                 f"the network expects {expected[key].dtype}{list(expected[key].shape)}"
             )
-    params: dict = {}
-    for key, value in arrays.items():
-        *parents, leaf = key.split("/")
-        node = params
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = value
-    return network, params, {**info, "network": config.to_dict()}
+    return network, traverse_util.unflatten_dict(arrays, sep="/"), {**info, "network": config.to_dict()}
 
 
 def _edm_teacher(network: Network, info: dict) -> Denoiser:

@@ -18,6 +18,7 @@ import zlib
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+from flax import traverse_util
 
 from jaxdistill.core.errors import CheckpointFileError, ConfigError
 from jaxdistill.core.phema import fit_error, phema_weights, reconstruct, sigma_rel_to_gamma
@@ -40,18 +41,6 @@ def snapshot_profile(path: str) -> tuple[float, float]:
             f"{path!r} records no EMA profile (info has no 'kimg' / 'ema_std'); convert an EDM2 snapshot named <prefix>-<kimg>-<std>.pkl"
         )
     return float(info["kimg"]), float(info["ema_std"])
-
-
-def _nest(flat: dict[str, np.ndarray]) -> dict:
-    """``{"params/a/b": x}`` -> ``{"params": {"a": {"b": x}}}``."""
-    tree: dict = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split("/")
-        node = tree
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = value
-    return tree
 
 
 def reconstruct_snapshots(paths: Sequence[str], sigma_rel: float, out: str, kimg: Optional[float] = None) -> str:
@@ -91,7 +80,7 @@ def reconstruct_snapshots(paths: Sequence[str], sigma_rel: float, out: str, kimg
     error = fit_error(times[used], gammas[used], weights[used], target_gamma, target_time)
     sources = [{"source": os.path.basename(paths[i]), "kimg": times[i], "ema_std": profiles[i][1], "weight": float(weights[i])} for i in used]
     info = {**info, "from": "phema", "source": f"{len(used)} snapshots", "kimg": target_time, "ema_std": float(sigma_rel), "phema": sources, "phema_fit_error": error}
-    save_converted(out, _nest(flat), network, info)
+    save_converted(out, traverse_util.unflatten_dict(flat, sep="/"), network, info)
     return (
         f"reconstructed EMA std {sigma_rel} at {target_time:g} kimg from {len(used)} snapshots "
         f"(weights {min(weights[used]):.3g} .. {max(weights[used]):.3g}, profile fit error {error:.2e}); wrote {out}"
