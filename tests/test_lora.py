@@ -1,4 +1,5 @@
 """LoRA adapters (Hu et al. 2021) over Flax kernels and their diffusers LoRA files."""
+import diffusers
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,7 @@ import pytest
 from flax import traverse_util
 from safetensors.numpy import load_file, save_file
 
-from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.errors import CheckpointFileError, ConfigError
 from jaxdistill.core.state import NetState
 from jaxdistill.models.lora import (
     LORA_FILE_NAME,
@@ -20,8 +21,6 @@ from jaxdistill.models.lora import (
     select_kernels,
     unmerge,
 )
-
-diffusers = pytest.importorskip("diffusers")
 
 
 class DenseConv(nn.Module):
@@ -155,7 +154,7 @@ def test_the_unet_keys_are_diffusers_torch_names(unet, tmp_path):
         assert (prefix, weight) == ("unet", "weight")
         # diffusers' own PyTorch -> Flax renaming of the module's weight must land on the adapted kernel.
         pt_key = tuple(rename_key(".".join([*module, "weight"])).split("."))
-        flax_key, _ = rename_key_and_reshape_tensor(pt_key, np.zeros(flat[pt_key[:-1] + ("kernel",)].shape[::-1]), flat)
+        flax_key, _ = rename_key_and_reshape_tensor(pt_key, np.zeros((1,) * (len(shape))), flat)
         assert flax_key in kernels, key
         *window, fan_in, fan_out = flat[flax_key].shape
         expected = (4, fan_in, *window) if factor == "lora_A" else (fan_out, 4, *([1] * len(window)))
@@ -178,5 +177,18 @@ def test_a_lora_file_for_another_network_is_a_one_line_error_naming_file_and_key
         import_diffusers_lora(tmp_path / "other.safetensors", params)
     with pytest.raises(CheckpointFileError, match=r"missing\.safetensors.*does not exist"):
         import_diffusers_lora(tmp_path / "missing.safetensors", params)
+    with pytest.raises(ConfigError, match=r"is a folder; name the file"):
+        export_diffusers_lora({}, spec, tmp_path)
     with pytest.raises(ValueError, match=r"lora.targets .*match no kernel; the network's kernels include"):
         init_lora(params, LoraSpec(targets=(r"no_such_layer$",)), jax.random.key(0))
+
+
+def test_import_reads_lora_alpha_from_diffusers_adapter_metadata(small, tmp_path):
+    _, _, base, spec, lora = small
+    path = tmp_path / "with_metadata.safetensors"
+    export_diffusers_lora(lora, spec, path)
+    tensors = load_file(path)
+    save_file(tensors, str(path), metadata={"format": "pt", "lora_adapter_metadata": '{"unet.r": 2, "unet.lora_alpha": 8}'})
+    _, read_spec = import_diffusers_lora(path, base)
+    assert (read_spec.rank, read_spec.alpha, read_spec.scale) == (2, 8.0, 4.0)
+    assert read_spec.targets == ("^params/conv$", "^params/query$")

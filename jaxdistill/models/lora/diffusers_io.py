@@ -27,7 +27,7 @@ import tempfile
 import numpy as np
 from flax import traverse_util
 
-from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.errors import CheckpointFileError, ConfigError
 from jaxdistill.core.paths import PathLike
 from jaxdistill.core.types import PyTree
 from jaxdistill.models.lora.adapters import LoraSpec, module_path
@@ -60,6 +60,8 @@ def export_diffusers_lora(lora: PyTree, spec: LoraSpec, path: PathLike, prefix: 
     The file appears whole or not at all. Returns each key's shape."""
     from safetensors.numpy import save_file
 
+    if os.path.isdir(path):
+        raise ConfigError(f"LoRA export path {os.fspath(path)!r} is a folder; name the file, e.g. {os.path.join(path, LORA_FILE_NAME)!r}")
     flat = traverse_util.flatten_dict(lora)
     tensors = {}
     for module in sorted({k[:-1] for k in flat}):
