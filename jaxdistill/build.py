@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxdistill.config import OBJECT_TEACHER, base_config, validate
+from jaxdistill.config import OBJECT_TEACHER, base_config, lora_spec, validate
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.paths import PathLike, as_path
 from jaxdistill.core.phema import ema_rule
@@ -23,17 +23,23 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.eval.probe import MixtureProbe
 from jaxdistill.models import gaussian_mixture
+from jaxdistill.models.lora import ATTENTION_TARGETS
 from jaxdistill.models.ports.converted import converted_teacher
 from jaxdistill.models.precision import cast_floats, with_compute_dtype
 from jaxdistill.models.registry import make_network, network_config
 from jaxdistill.objectives import registry
+from jaxdistill.objectives.lora_student import LoraStudent
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from jaxdistill.train.sampling import class_labels
 
 # Run-config fields added after runs were first saved, with the value that does what older runs did.
-# Older runs sampled a zero-mean prior, kept a constant-decay EMA and computed in float32.
-LATER_FIELDS = {"prior_mean": "zero", "ema_sigma_rel": None, "precision": {"compute": "float32", "teacher_params": "float32"}}
+# Older runs sampled a zero-mean prior, kept a constant-decay EMA, computed in float32 and trained
+# their students in full (lora.rank 0).
+LATER_FIELDS = {
+    "prior_mean": "zero", "ema_sigma_rel": None, "precision": {"compute": "float32", "teacher_params": "float32"},
+    "lora": {"rank": 0, "alpha": None, "targets": list(ATTENTION_TARGETS)},
+}
 
 
 @dataclasses.dataclass
@@ -229,6 +235,12 @@ def build(
     event_shape = tuple(source[0]["x"].shape)
     mean = tuple(float(m) for m in data_mean(source).ravel()) if config.prior_mean == "data" else None
     objective, frozen = registry.build(BuildContext(config, event_shape, teacher, mean, mesh))
+    spec = lora_spec(config)
+    if spec is not None:
+        try:
+            objective = LoraStudent.wrap(objective, frozen, jnp.asarray(source[0]["x"])[None], spec)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     return Built(config, objective, frozen, event_shape, source)
 
 

@@ -26,6 +26,7 @@ from jaxdistill.core.state import default_optimizer_config
 from jaxdistill.diffusion.ddpm_grid import SPACINGS
 from jaxdistill.diffusion.process import PROCESSES
 from jaxdistill.diffusion.steps import GRIDS
+from jaxdistill.models.lora import ATTENTION_TARGETS, LoraSpec
 from jaxdistill.models.precision import DTYPES as PRECISIONS
 from jaxdistill.objectives import registry
 
@@ -58,6 +59,10 @@ def base_config() -> ml_collections.ConfigDict:
     # weights, optimiser state and EMA stay float32. teacher_params="bfloat16" stores a network teacher's
     # frozen weights in bfloat16 (half the bytes).
     c.precision = ml_collections.ConfigDict({"compute": "float32", "teacher_params": "float32"})
+    # LoRA student (Hu et al. 2021; docs/lora.md): rank > 0 trains a single-student method's student as
+    # low-rank adapters (scale alpha / rank; alpha None: = rank) on the network teacher's frozen weights, on
+    # the kernels whose module path matches one of targets (regular expressions); rank 0 trains it in full.
+    c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": config_dict.placeholder(float), "targets": ATTENTION_TARGETS})
     c.optim = default_optimizer_config()
     c.ema_decay = 0.999
     # Set: a power-function EMA of this relative width (EDM2; e.g. 0.05 or 0.10) replaces ema_decay.
@@ -208,7 +213,20 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _check_mesh(config.mesh, num_devices)
     _check_data_and_seeds(config)
     _check_precision(config)
+    lora_spec(config)
     return config
+
+
+def lora_spec(config: ml_collections.ConfigDict) -> Optional[LoraSpec]:
+    """The run's LoRA student settings, or None when ``lora.rank`` is 0 (or the run predates the field)."""
+    lora = config.get("lora")
+    if lora is None or int(lora.rank) == 0:
+        return None
+    alpha = float(lora.rank) if lora.get("alpha") is None else float(lora.alpha)
+    try:
+        return LoraSpec(rank=int(lora.rank), alpha=alpha, targets=tuple(lora.targets))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_precision(config: ml_collections.ConfigDict) -> None:

@@ -3,6 +3,7 @@ import diffusers
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -192,3 +193,69 @@ def test_import_reads_lora_alpha_from_diffusers_adapter_metadata(small, tmp_path
     _, read_spec = import_diffusers_lora(path, base)
     assert (read_spec.rank, read_spec.alpha, read_spec.scale) == (2, 8.0, 4.0)
     assert read_spec.targets == ("^params/conv$", "^params/query$")
+
+
+@pytest.fixture(scope="module")
+def lora_kd():
+    """A KD run whose student is a rank-2 LoRA on a small MLP network teacher."""
+    from jaxdistill import benchmarks
+    from jaxdistill.build import build, make_process, network_denoiser
+    from jaxdistill.config import base_config
+
+    c = benchmarks.smoke(benchmarks.with_method(base_config(), "kd"))
+    c.network = ml_collections.ConfigDict({"name": "mlp", "num_classes": 0, "width": 16, "depth": 1})
+    c.kd.num_pairs, c.kd.teacher_nfe, c.kd.init_from_teacher = 0, 2, True
+    c.batch_size, c.eval.nfes, c.optim.warmup_steps = 8, (1,), 0
+    teacher, init_fn = network_denoiser(c, make_process(c), "edm")
+    # Perturbed: a freshly initialised network has a zero output layer, which would stop every gradient behind it.
+    fresh = init_fn(jax.random.key(7), jnp.zeros((1, 2)))
+    teacher_params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(p.size), p.shape), fresh)
+    c.lora = ml_collections.ConfigDict({"rank": 2, "alpha": 4.0, "targets": (r"Dense_\d+$",)})
+    return build(c, teacher=(teacher, teacher_params))
+
+
+def test_a_lora_config_trains_only_adapters_on_the_teachers_weights(lora_kd):
+    from jaxdistill.objectives.lora_student import LoraStudent
+
+    built = lora_kd
+    assert isinstance(built.objective, LoraStudent) and built.objective.name == "kd"
+    batch = next(built.data_factory(0))
+    trainable = built.objective.init(jax.random.key(0), batch, built.frozen)
+    student = trainable["student"]
+    assert {k[-1] for k in traverse_util.flatten_dict(student.params)} == {"lora_A", "lora_B"}
+    assert jax.tree.structure(student.ema) == jax.tree.structure(student.params)
+    noise = built.objective.prior(jax.random.key(1), 4)
+    # B = 0: the LoRA student is the full student initialised from the teacher, exactly.
+    np.testing.assert_array_equal(
+        built.objective.generate(trainable, built.frozen, noise, None, nfe=1, rng=jax.random.key(2)),
+        built.objective.inner.one_step(built.frozen["teacher"], noise, None),
+    )
+    step = jax.jit(built.objective.step)
+    new, metrics = step(trainable, built.frozen, jax.tree.map(jnp.asarray, batch), jax.random.key(3), jnp.int32(0))
+    assert jax.tree.structure(new) == jax.tree.structure(trainable) and float(metrics["skipped"]) == 0.0
+    before, after = traverse_util.flatten_dict(student.params), traverse_util.flatten_dict(new["student"].params)
+    for k in before:
+        if k[-1] == "lora_A":  # dL/dA = scale * dL/dW B^T is zero while B = 0
+            np.testing.assert_array_equal(after[k], before[k])
+        else:
+            assert float(jnp.max(jnp.abs(after[k] - before[k]))) > 0, k
+
+
+def test_a_lora_config_the_method_or_teacher_cannot_take_is_a_config_error(lora_kd):
+    from jaxdistill.build import build, config_from_json
+    from jaxdistill.config import lora_spec, validate
+
+    built = lora_kd
+    c = built.config.copy_and_resolve_references()
+    saved = c.to_dict()  # a run saved before the lora field existed reads back with a fully trained student
+    del saved["lora"]
+    assert lora_spec(c) is not None and lora_spec(config_from_json(saved)) is None
+    c.lora.targets = (r"no_such_layer$",)
+    with pytest.raises(ConfigError, match=r"lora.targets .* match no kernel"):
+        build(c, teacher=(built.objective.teacher, built.frozen["teacher"]))
+    c.lora.targets, c.lora.alpha = (r"Dense_\d+$",), -1.0
+    with pytest.raises(ConfigError, match=r"lora.alpha must be positive"):
+        validate(c)
+    c.lora.alpha, c.teacher.kind = None, "mixture"
+    with pytest.raises(ConfigError, match=r"needs a network teacher of the student's architecture"):
+        build(c)
