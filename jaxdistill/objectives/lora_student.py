@@ -1,7 +1,7 @@
 """A single-student method trained as a LoRA (Hu et al. 2021) on the teacher's weights.
 
 ``LoraStudent`` wraps any :class:`StudentDistillation` objective (KD, progressive distillation,
-consistency models, MeanFlow, ...) whose student has the teacher's architecture. The student's
+consistency distillation, ECT, ...) whose student has the teacher's architecture. The student's
 parameters, optimiser state and EMA are the LoRA factors only; inside every traced ``init``,
 ``step`` and ``generate`` the wrapped objective gets a student whose network computes with
 ``merge(frozen["teacher"], lora)`` = W + (alpha / r) A @ B, so the base weights are the frozen
