@@ -26,9 +26,8 @@ from flax import traverse_util
 
 from jaxdistill.core.types import Array, PyTree
 
-# Attention projections under the names diffusers' Flax UNet (to_q ... to_out_0) and Flax's own
-# attention (query ... out) give them.
-ATTENTION_TARGETS: tuple[str, ...] = (r"(^|/)(to_q|to_k|to_v|to_out_0|query|key|value|out)$",)
+# The attention projections of diffusers' Flax UNet and transformer blocks (to_q, to_k, to_v, to_out_0).
+ATTENTION_TARGETS: tuple[str, ...] = (r"(^|/)(to_q|to_k|to_v|to_out_0)$",)
 
 
 @dataclasses.dataclass(frozen=True)
