@@ -254,7 +254,7 @@ def test_resume_after_a_lost_shard_or_a_crash_gives_the_same_files(sd, image_cac
 
     def crashing(batch):
         calls.append(len(batch))
-        if len(calls) == 4:  # shard 0 takes two calls, shard 1 fails in its second
+        if len(calls) == 5:  # the empty prompt, shard 0's two batches, shard 1's first; its second fails
             raise RuntimeError("interrupted")
         return encoders.encode_prompts(batch)
 

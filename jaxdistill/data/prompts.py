@@ -3,8 +3,8 @@
 Each source is a random-access sequence of records ``{"prompt": str, "image": ...}`` where
 ``image`` is ``None`` (text-only data, e.g. SwiftBrush), a path to an image file (JSONL) or a
 ``uint8 [H, W, C]`` array (TFDS), for methods that need real images (DMD2's GAN term, ADD).
-``describe()`` names the source and its content (a file's sha256, a dataset's name, split and
-size): ``jaxdistill cache`` records it in its manifest and refuses to add shards of other prompts.
+``describe()`` names the source and its content (a file's name and sha256, a dataset's name,
+split and size): ``jaxdistill cache`` records it in its manifest and refuses to add shards of other prompts.
 
 ``open_prompts(spec, ...)`` picks the source from ``spec``: ``tfds:NAME[:SPLIT]``, a ``*.jsonl``
 file, or any other file read as plain text (one prompt a line, blank lines skipped).
@@ -69,7 +69,7 @@ class TextFilePrompts(ListPrompts):
             prompts = [line.strip() for line in f if line.strip()]
         if not prompts:
             raise ConfigError(f"prompt file {path!r} holds no prompts (blank lines are skipped); expected one prompt a line")
-        super().__init__(prompts, description={"kind": "text", "path": os.path.abspath(path), "sha256": _file_sha256(path)})
+        super().__init__(prompts, description={"kind": "text", "file": os.path.basename(path), "sha256": _file_sha256(path)})
 
 
 class JsonlPrompts(ListPrompts):
@@ -108,7 +108,7 @@ class JsonlPrompts(ListPrompts):
                     images.append(image)
         if not prompts:
             raise ConfigError(f"prompt file {path!r} holds no prompts (blank lines are skipped); expected one JSON object a line")
-        description = {"kind": "jsonl", "path": os.path.abspath(path), "sha256": _file_sha256(path), "field": field, "image_field": image_field}
+        description = {"kind": "jsonl", "file": os.path.basename(path), "sha256": _file_sha256(path), "field": field, "image_field": image_field}
         super().__init__(prompts, images if image_field else None, description)
 
 

@@ -148,22 +148,28 @@ def _shard_ranges(num_records: int, shard_size: int) -> list[tuple[int, int]]:
     return [(a, min(a + shard_size, num_records)) for a in range(0, num_records, shard_size)]
 
 
-def _encode_in_batches(encode: Callable[[Any], Any], items: list, batch_size: int) -> Any:
-    """``encode`` over ``items`` in batches of exactly ``batch_size`` (the last padded by repeating
-    its last item, so one compiled shape serves every batch), concatenated without the padding."""
-    outputs = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
-        outputs.append((len(chunk), encode(padded)))
-    first = outputs[0][1]
-    if isinstance(first, Mapping):
-        return {k: np.concatenate([np.asarray(out[k])[:n] for n, out in outputs]) for k in first}
-    return np.concatenate([np.asarray(out)[:n] for n, out in outputs])
-
-
 def _cond_arrays(encoded: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
     return {f"{COND_PREFIX}{k}": np.asarray(v, dtype) for k, v in encoded.items()}
+
+
+def _encode_records(records: list, encoders: Encoders, with_images: bool, resolution: int, dtype: str) -> dict[str, np.ndarray]:
+    """The shard arrays (``cond.<key>``, and ``x`` with images) of one batch of prompt records."""
+    arrays = _cond_arrays(encoders.encode_prompts([r["prompt"] for r in records]), dtype)
+    if with_images:
+        arrays["x"] = np.asarray(encoders.encode_images(np.stack([load_image(r["image"], resolution) for r in records])), dtype)
+    return arrays
+
+
+def _encode_shard(prompts, a: int, b: int, batch_size: int, encode: Callable[[list], dict[str, np.ndarray]], bar) -> dict[str, np.ndarray]:
+    """The arrays of records ``[a, b)``, encoded in batches of exactly ``batch_size`` (the last
+    padded by repeating its last record, so one compiled shape serves every batch)."""
+    parts = []
+    for start in range(a, b, batch_size):
+        chunk = [prompts[i] for i in range(start, min(start + batch_size, b))]
+        encoded = encode(chunk + [chunk[-1]] * (batch_size - len(chunk)))
+        parts.append({k: v[: len(chunk)] for k, v in encoded.items()})
+        bar.update(len(chunk))
+    return {"index": np.arange(a, b, dtype=np.int64), **{k: np.concatenate([part[k] for part in parts]) for k in parts[0]}}
 
 
 def write_cache(
@@ -172,7 +178,7 @@ def write_cache(
     encoders: Encoders,
     *,
     batch_size: int = 64,
-    shard_size: int = 4096,
+    shard_size: int = 1024,
     with_images: bool = False,
     dtype: str = "float32",
     process_index: Optional[int] = None,
@@ -221,16 +227,8 @@ def write_cache(
     todo = [k for k in range(process_index, len(ranges), process_count) if not os.path.isfile(os.path.join(folder, manifest["shards"][k]))]
     with tqdm(total=sum(ranges[k][1] - ranges[k][0] for k in todo), desc="cache", unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
         for k in todo:
-            a, b = ranges[k]
-            records = [prompts[i] for i in range(a, b)]
-            arrays = {"index": np.arange(a, b, dtype=np.int64)}
-            arrays.update(_cond_arrays(_encode_in_batches(encoders.encode_prompts, [r["prompt"] for r in records], batch_size), dtype))
-            if with_images:
-                images = [load_image(r["image"], resolution) for r in records]
-                latents = _encode_in_batches(lambda batch: encoders.encode_images(np.stack(batch)), images, batch_size)
-                arrays["x"] = np.asarray(latents, dtype)
+            arrays = _encode_shard(prompts, *ranges[k], batch_size, lambda batch: _encode_records(batch, encoders, with_images, resolution, dtype), bar)
             write_atomic(os.path.join(folder, manifest["shards"][k]), lambda f: write_npz(f, arrays))
-            bar.update(b - a)
     return manifest
 
 
