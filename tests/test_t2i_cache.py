@@ -303,18 +303,20 @@ def test_cli_caches_text_only_and_refuses_bad_input_with_exit_2(sd, image_cache,
     text = tmp_path / "prompts.txt"
     text.write_text("\n".join(PROMPTS[:5]) + "\n")
     out = str(tmp_path / "text_cache")
-    assert main(["cache", "--diffusers", folder, "--prompts", str(text), "--out", out, "--shard-size", "2", "--batch-size", "2", "--quiet"]) == 0
+    assert main(["cache", "--diffusers", folder, "--prompts", str(text), "--out", out, "--shard-size", "2", "--batch-size", "2", "--dtype", "float16", "--quiet"]) == 0
     source = T2ICacheSource(out)
-    assert source.settings["images"] is False and source.event_shape == (8, 8, 4) and len(source) == 5
+    assert source.settings["images"] is False and source.settings["dtype"] == "float16" and source.event_shape == (8, 8, 4) and len(source) == 5
     batch = source.get_batch(np.arange(5))
     np.testing.assert_array_equal(batch["x"], np.zeros((5, 8, 8, 4), np.float32))  # text-only: latent-shaped zeros
-    np.testing.assert_allclose(batch["cond"]["embeddings"], encoders.encode_prompts(PROMPTS[:5])["embeddings"], rtol=1e-5, atol=1e-5)
+    assert batch["cond"]["embeddings"].dtype == np.float32  # stored as float16, read as float32
+    np.testing.assert_allclose(batch["cond"]["embeddings"], encoders.encode_prompts(PROMPTS[:5])["embeddings"], rtol=2e-3, atol=2e-3)
     capsys.readouterr()
     before = folder_bytes(image_cache)
     cases = [
         (["--prompts", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "new")], ["nope.txt", "missing"]),
         (["--prompts", sd[2], "--images", "file", "--out", image_cache, "--resolution", "8"], [os.path.join(image_cache, MANIFEST), "resolution: manifest 16, this run 8"]),
         (["--prompts", str(text), "--out", str(tmp_path / "new"), "--resolution", "15"], ["multiple of the VAE's downsampling factor 2"]),
+        (["--prompts", str(text), "--out", str(tmp_path / "new"), "--max-length", "9"], ["max_length 9 exceeds the 8 positions", "text_encoder"]),
     ]
     for args, fragments in cases:
         assert main(["cache", "--diffusers", folder, "--quiet", *args]) == 2
@@ -322,6 +324,16 @@ def test_cli_caches_text_only_and_refuses_bad_input_with_exit_2(sd, image_cache,
         assert err.count("\n") == 1 and all(f in err for f in fragments), err
     assert main(["cache", "--diffusers", str(tmp_path), "--prompts", str(text), "--out", str(tmp_path / "new")]) == 2
     assert os.path.join(str(tmp_path), "text_encoder", "config.json") + " is missing" in capsys.readouterr().err
+    broken = tmp_path / "no_vae_weights"  # the VAE's config without its weights
+    for sub in ("text_encoder", "tokenizer"):
+        os.makedirs(broken / sub)
+        for name in os.listdir(os.path.join(folder, sub)):
+            os.symlink(os.path.join(folder, sub, name), broken / sub / name)
+    os.makedirs(broken / "vae")
+    (broken / "vae" / "config.json").write_bytes(open(os.path.join(folder, "vae", "config.json"), "rb").read())
+    assert main(["cache", "--diffusers", str(broken), "--prompts", str(text), "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(broken / "vae") + " could not be loaded as FlaxAutoencoderKL" in err, err
     assert not os.path.exists(tmp_path / "new") and folder_bytes(image_cache) == before
 
 

@@ -198,6 +198,8 @@ def write_cache(
         raise ConfigError(f"batch_size and shard_size must be positive, got {batch_size} and {shard_size}")
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if len(prompts) == 0:
+        raise ConfigError(f"the prompts {prompts.describe()} are empty")
     if with_images and prompts[0]["image"] is None:
         raise ConfigError(f"the prompts {prompts.describe()} carry no images; name the image field (--images FIELD)")
     settings = cache_settings(prompts, encoders, shard_size, with_images, dtype)
@@ -325,19 +327,30 @@ def load_diffusers_encoders(folder: str, resolution: Optional[int] = None, max_l
     from diffusers import FlaxAutoencoderKL
     from transformers import CLIPTokenizer, FlaxCLIPTextModel
 
-    def from_pt(sub: str, flax_weights: str) -> bool:
-        return not os.path.isfile(os.path.join(folder, sub, flax_weights))
+    def load(sub: str, flax_weights: Optional[str], loader: Callable[..., Any], **kwargs) -> Any:
+        """``loader.from_pretrained`` of ``sub`` (PyTorch weights converted where no Flax weights are); its errors as one line naming ``sub``."""
+        if flax_weights is not None:
+            kwargs["from_pt"] = not os.path.isfile(os.path.join(folder, sub, flax_weights))
+        try:
+            return loader.from_pretrained(folder, subfolder=sub, **kwargs)
+        except (OSError, ValueError, ImportError, KeyError) as err:  # transformers / diffusers raise these for missing or foreign weights
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ConfigError(f"{os.path.join(folder, sub)} could not be loaded as {loader.__name__} ({type(err).__name__}: {first})") from None
 
-    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-    text_encoder, text_params = FlaxCLIPTextModel.from_pretrained(
-        folder, subfolder="text_encoder", _do_init=False, from_pt=from_pt("text_encoder", "flax_model.msgpack")
-    )
-    vae, vae_params = FlaxAutoencoderKL.from_pretrained(folder, subfolder="vae", from_pt=from_pt("vae", "diffusion_flax_model.msgpack"))
+    tokenizer = load("tokenizer", None, CLIPTokenizer)
+    text_encoder, text_params = load("text_encoder", "flax_model.msgpack", FlaxCLIPTextModel, _do_init=False)
+    vae, vae_params = load("vae", "diffusion_flax_model.msgpack", FlaxAutoencoderKL)
     max_length = int(max_length or tokenizer.model_max_length)
+    if max_length > text_encoder.config.max_position_embeddings:
+        raise ConfigError(
+            f"max_length {max_length} exceeds the {text_encoder.config.max_position_embeddings} positions of {os.path.join(folder, 'text_encoder')}"
+        )
+    if len(tokenizer) > text_encoder.config.vocab_size:
+        raise ConfigError(f"{os.path.join(folder, 'tokenizer')} has {len(tokenizer)} tokens; {os.path.join(folder, 'text_encoder')} embeds {text_encoder.config.vocab_size}")
     resolution = int(resolution or vae.config.sample_size)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if resolution % factor:
-        raise ConfigError(f"--resolution {resolution} must be a multiple of the VAE's downsampling factor {factor} ({os.path.join(folder, 'vae')})")
+        raise ConfigError(f"resolution {resolution} must be a multiple of the VAE's downsampling factor {factor} ({os.path.join(folder, 'vae')})")
     scale = float(vae.config.scaling_factor)
 
     text_fn = jax.jit(lambda params, ids: text_encoder(ids, params=params).last_hidden_state)
