@@ -242,7 +242,7 @@ def test_each_process_reads_only_its_slice_of_the_cache(image_cache):
         for stream in streams:
             np.testing.assert_array_equal(stream[step]["cond"]["embeddings"], whole["cond"]["embeddings"][stream.indices(step)])
     assert set(read[0]) <= set(range(0, 10, 2)) and set(read[1]) <= set(range(1, 10, 2))
-    assert len(read[0]) == len(read[1]) == 4  # 2 steps of 2 records each, records 8 and 9 left for the next epoch
+    assert len(read[0]) == len(read[1]) == 4  # an epoch: 2 steps of 2 records from each slice of 5 (one left over, drop_remainder)
 
 
 def test_resume_after_a_lost_shard_or_a_crash_gives_the_same_files(sd, image_cache, tmp_path):
