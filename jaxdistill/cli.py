@@ -1,4 +1,4 @@
-"""Command line: ``jaxdistill train | sample | eval | fid-stats | data | snapshot | restore | convert | phema | quickstart``.
+"""Command line: ``jaxdistill train | sample | eval | fid-stats | data | cache | snapshot | restore | convert | phema | quickstart``.
 
     jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
     jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
@@ -6,6 +6,7 @@
     jaxdistill fid-stats --config CFG --out stats.npz --inception inception_fid.npz   # real data's pool3 mean, covariance
     jaxdistill eval --workdir runs/t --metric fid --fid-stats stats.npz --inception inception_fid.npz  # 50,000 samples
     jaxdistill data --config configs/digits/teacher.py --num 1000 --out digits.npz
+    jaxdistill cache --diffusers sd15/ --prompts prompts.jsonl --out cache/sd15 [--images image]  # text embeddings (and latents) once
     jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
     jaxdistill convert --from dit-pt DiT-XL-2-256x256.pt --out dit_xl2.npz   # no PyTorch needed
@@ -253,6 +254,25 @@ def cmd_data(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_cache(args, overrides: list[str]) -> int:
+    from jaxdistill.data.prompts import open_prompts
+    from jaxdistill.data.t2i_cache import load_diffusers_encoders, write_cache
+
+    for flag, value in (("--batch-size", args.batch_size), ("--shard-size", args.shard_size), ("--resolution", args.resolution), ("--max-length", args.max_length)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be positive, got {value}")
+    _require_folder(args.out, "--out")
+    prompts = open_prompts(args.prompts, field=args.prompt_field, image_field=args.images)
+    encoders = load_diffusers_encoders(args.diffusers, args.resolution, args.max_length)
+    manifest = write_cache(
+        args.out, prompts, encoders, batch_size=args.batch_size, shard_size=args.shard_size, with_images=args.images is not None,
+        dtype=args.dtype, process_index=args.process_index, process_count=args.process_count, progress=not args.quiet,
+    )
+    done = sum(os.path.isfile(os.path.join(args.out, name)) for name in manifest["shards"])
+    print(f"{args.out}: {done} of {len(manifest['shards'])} shards of {manifest['num_records']} prompts written (manifest: {os.path.join(args.out, 'manifest.json')})")
+    return 0
+
+
 def cmd_snapshot(args, overrides: list[str]) -> int:
     from jaxdistill.snapshot import save_snapshot
 
@@ -352,6 +372,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("cache", help="encode prompts (and images) once with a diffusers model's text encoder and VAE: shards + manifest.json for data.name='t2i_cache'")
+    p.add_argument("--diffusers", required=True, help="a diffusers Stable Diffusion folder (text_encoder/, tokenizer/, vae/)")
+    p.add_argument("--prompts", required=True, help="a text file (one prompt a line), a .jsonl file, or tfds:NAME[:SPLIT]")
+    p.add_argument("--out", required=True, help="the cache folder (a rerun with the same arguments finishes it)")
+    p.add_argument("--prompt-field", default=None, help="JSONL / TFDS field of the prompt (default: prompt or caption / caption)")
+    p.add_argument("--images", default=None, metavar="FIELD", help="also encode the images under this JSONL / TFDS field into VAE latents")
+    p.add_argument("--resolution", type=int, default=None, help="image side the latents are encoded at (default: the VAE's sample_size)")
+    p.add_argument("--max-length", type=int, default=None, help="prompt tokens (default: the tokenizer's model_max_length)")
+    p.add_argument("--batch-size", type=int, default=64, help="prompts (images) per encoder call")
+    p.add_argument("--shard-size", type=int, default=1024, help="records per shard file (SD 1.5 in float32: ~240 MB of embeddings)")
+    p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage dtype of embeddings and latents")
+    p.add_argument("--process-index", type=int, default=None, help="this process's index: it writes shards i, i+n, ... (default: jax.process_index())")
+    p.add_argument("--process-count", type=int, default=None, help="the number of processes writing the cache (default: jax.process_count())")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("snapshot", help="write a run's latest checkpoint (every network state) to one .npz")
     p.add_argument("--workdir", required=True)

@@ -190,7 +190,7 @@ class ArrayRecordSource:
 
 
 # ---------------------------------------------------------------------- latents
-def _memmap_npz_member(path: str, zf: zipfile.ZipFile, member: str) -> np.ndarray:
+def memmap_npz_member(path: str, zf: zipfile.ZipFile, member: str) -> np.ndarray:
     """Memory-map the array ``member`` of an uncompressed ``.npz``: its ``.npy`` bytes lie unchanged
     in the zip file after the local file header (30 bytes + name + extra field)."""
     info = zf.getinfo(member)
@@ -222,7 +222,7 @@ def open_latent_shard(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
             names = zf.namelist()
             if "x.npy" not in names:
                 raise ConfigError(f"{path} has no 'x' (arrays {sorted(n[:-4] for n in names)}); expected 'x' [N, ...] and optionally 'label' [N]")
-            x = _memmap_npz_member(path, zf, "x.npy")
+            x = memmap_npz_member(path, zf, "x.npy")
         labels = None
         if "label.npy" in names:
             with np.load(path, allow_pickle=False) as npz:

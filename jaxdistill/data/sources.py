@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.data.shards import ArrayRecordSource, LatentSource, Record, uint8_to_unit
+from jaxdistill.data.t2i_cache import T2ICacheSource
 from jaxdistill.models import gaussian_mixture
 
 OBJECT_SOURCE = "object"  # data config name of a source passed as an object that cannot describe itself
@@ -311,6 +312,7 @@ SOURCES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     ),
     "array_record": lambda c: ArrayRecordSource(_required(c, "path")),
     "latents": lambda c: LatentSource(_required(c, "path"), c.get("latent_scale", None), c.get("latent_shift", None)),
+    "t2i_cache": lambda c: T2ICacheSource(_required(c, "path")),
 }
 
 
@@ -334,7 +336,9 @@ def make_source(config: Mapping[str, Any]):
     * ``array_record``: ``path`` (a file, a glob or a directory of ``*.array_record`` shards of
       ``jaxdistill.data.shards.write_array_record``'s records);
     * ``latents``: ``path`` (a file, a glob or a directory of ``.npz`` / ``.npy`` latent shards),
-      ``latent_scale`` [1], ``latent_shift`` [0] (scalars or one number per channel).
+      ``latent_scale`` [1], ``latent_shift`` [0] (scalars or one number per channel);
+    * ``t2i_cache``: ``path`` (a folder written by ``jaxdistill cache``): latents as ``x``, text
+      embeddings as ``cond`` (``jaxdistill.data.t2i_cache``).
     """
     name = config.get("name", None)
     if name == OBJECT_SOURCE:

@@ -61,8 +61,12 @@ def drop_labels(rng: Array, labels: Array, p: float) -> Array:
     return jnp.where(drop, NULL_LABEL, labels)
 
 
-def batch_labels(batch: Batch, num_classes: int) -> Optional[Array]:
-    """The batch's labels for a conditional objective, ``None`` for an unconditional one."""
+def batch_labels(batch: Batch, num_classes: int) -> Optional[PyTree]:
+    """The batch's conditioning: its ``cond`` entry when the data carry one (an array or a dict of
+    arrays, e.g. a text-to-image cache's text embeddings), else its labels for a conditional
+    objective, ``None`` for an unconditional one."""
+    if "cond" in batch:
+        return batch["cond"]
     return batch["label"].astype(jnp.int32) if num_classes > 0 else None
 
 

@@ -134,9 +134,10 @@ def put_host_tree(tree: PyTree, shardings: PyTree) -> PyTree:
 
 
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
-    """Assemble process-local numpy batches into global arrays split over the mesh."""
+    """Assemble process-local numpy batches (dicts of arrays, nested for dict conditioning) into
+    global arrays split over the mesh along their first axis."""
     sharding = batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
+    return jax.tree.map(lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), local_batch)
 
 
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:

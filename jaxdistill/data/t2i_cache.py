@@ -1,0 +1,378 @@
+"""Text-to-image cache: text embeddings (and VAE latents) encoded once, read back as training data.
+
+Distilling a latent text-to-image model (LCM, DMD2, SwiftBrush, ...) needs, per step, the text
+encoder's embeddings of the batch's prompts and, for methods that use real images, the VAE
+latents of those images. ``write_cache`` computes both once and stores them in shard files, so
+training never runs the text encoder or the VAE encoder.
+
+A cache folder holds
+
+* ``manifest.json``: ``settings`` (the encoders' own settings: text encoder, its config hash,
+  ``max_length``, ``resolution``, VAE scaling factor, ...; plus the shard size, the storage dtype,
+  whether images were encoded, and what the prompts are), ``num_records``, ``shards`` (file
+  names, in order) and ``latent_shape``;
+* ``shard-KKKKK-of-NNNNN.npz``: the records ``[k S, min((k+1) S, N))`` as uncompressed arrays
+  ``index`` int64 ``[n]``, ``cond.<key> [n, ...]`` for each array ``encode_prompts`` returns
+  (``embeddings [n, L, D]``; SDXL adds ``pooled [n, D]``) and, with images, ``x [n, h, w, c]``
+  (``encode_images``: the VAE posterior's mean times the scaling factor);
+* ``null_cond.npz``: the ``cond.<key>`` arrays of the empty prompt (classifier-free guidance).
+
+Each shard is written atomically (``core.paths.write_atomic``) with fixed zip timestamps, so a
+file is complete or absent and rewriting it gives the same bytes. A rerun skips the shards that
+exist (resume); process ``i`` of ``n`` writes shards ``i, i + n, ...`` (several hosts); a rerun
+whose settings differ from the manifest's is refused before anything is written.
+
+``T2ICacheSource`` (``data.name = "t2i_cache"``) reads a finished cache as records ``{"x": latents
+(zeros of the latent shape for a text-only cache), "label": -1, "cond": {key: array}}``,
+memory-mapping the shards so that each process reads only its own records.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from typing import IO, Any, Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.paths import write_atomic, write_text_atomic
+from jaxdistill.core.types import NULL_LABEL
+from jaxdistill.data.shards import _locate, _starts, memmap_npz_member
+
+MANIFEST = "manifest.json"
+NULL_COND = "null_cond.npz"
+FORMAT = "jaxdistill.t2i_cache/1"
+COND_PREFIX = "cond."
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same arrays give the same file bytes
+DTYPES = ("float32", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoders:
+    """The frozen encoders of a latent text-to-image model, as the cache uses them.
+
+    ``encode_prompts(prompts) -> {"embeddings": [B, L, D], ...}``; ``encode_images(images NHWC in
+    [-1, 1]) -> latents [B, h, w, c]``; ``settings``: a JSON-able description of what they are,
+    which must include ``resolution`` (the image side the latents are encoded at)."""
+
+    encode_prompts: Callable[[list[str]], Mapping[str, np.ndarray]]
+    encode_images: Callable[[np.ndarray], np.ndarray]
+    settings: Mapping[str, Any]
+
+
+def shard_name(k: int, count: int) -> str:
+    return f"shard-{k:05d}-of-{count:05d}.npz"
+
+
+def write_npz(f: IO[bytes], arrays: Mapping[str, np.ndarray]) -> None:
+    """``arrays`` as an uncompressed ``.npz`` (what ``np.load`` reads and ``memmap_npz_member``
+    maps) whose bytes depend on the arrays alone (``np.savez`` stamps the current time)."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+        for name, array in arrays.items():
+            with zf.open(zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_TIME), "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def load_image(image: Any, resolution: int) -> np.ndarray:
+    """An image (a file path or a ``uint8 [H, W, C]`` array) as float32 ``[resolution, resolution,
+    3]`` in ``[-1, 1]``: RGB, the shorter side resized to ``resolution`` (bicubic), centre-cropped
+    (the preprocessing of Stable Diffusion's training data, Rombach et al. 2022)."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as opened:
+            pil = opened.convert("RGB")
+    else:
+        array = np.asarray(image)
+        pil = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array).convert("RGB")
+    w, h = pil.size
+    scale = resolution / min(w, h)
+    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    pil = pil.resize(size, Image.BICUBIC)
+    left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+    pil = pil.crop((left, top, left + resolution, top + resolution))
+    return np.asarray(pil, np.float32) / 127.5 - 1.0
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), so settings compare equal after a round trip."""
+    return json.loads(json.dumps(value))
+
+
+def cache_settings(prompts, encoders: Encoders, shard_size: int, with_images: bool, dtype: str) -> dict[str, Any]:
+    """The settings a cache is written with: the encoders', the storage layout and the prompts."""
+    if "resolution" not in encoders.settings:
+        raise ValueError("Encoders.settings must include 'resolution' (the image side the latents are encoded at)")
+    own = {"shard_size": int(shard_size), "images": bool(with_images), "dtype": dtype, "prompts": prompts.describe()}
+    clash = sorted(set(own) & set(encoders.settings))
+    if clash:
+        raise ValueError(f"Encoders.settings may not set the cache's own settings {clash}")
+    return _jsonable({**encoders.settings, **own})
+
+
+def read_manifest(folder: str) -> Optional[dict[str, Any]]:
+    """The manifest of the cache in ``folder``, ``None`` if there is none; a ConfigError if unreadable."""
+    path = os.path.join(folder, MANIFEST)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} is not readable JSON ({type(err).__name__}); expected a manifest written by 'jaxdistill cache'") from None
+    keys = ("format", "settings", "num_records", "shards", "latent_shape")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or any(k not in manifest for k in keys):
+        raise ConfigError(f"{path} is not a text-to-image cache manifest; expected format {FORMAT!r} with fields {list(keys)}")
+    return manifest
+
+
+def check_settings(folder: str, manifest: Mapping[str, Any], settings: Mapping[str, Any]) -> None:
+    """A one-line ConfigError naming the manifest and every setting in which ``settings`` differ from it."""
+    old = manifest["settings"]
+    differing = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
+    if differing:
+        details = "; ".join(f"{k}: manifest {old.get(k)!r}, this run {settings.get(k)!r}" for k in differing)
+        raise ConfigError(
+            f"{os.path.join(folder, MANIFEST)} was written with other settings ({details}); nothing was changed: "
+            "write this cache to another --out folder"
+        )
+
+
+def _shard_ranges(num_records: int, shard_size: int) -> list[tuple[int, int]]:
+    return [(a, min(a + shard_size, num_records)) for a in range(0, num_records, shard_size)]
+
+
+def _cond_arrays(encoded: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    return {f"{COND_PREFIX}{k}": np.asarray(v, dtype) for k, v in encoded.items()}
+
+
+def _encode_records(records: list, encoders: Encoders, with_images: bool, resolution: int, dtype: str) -> dict[str, np.ndarray]:
+    """The shard arrays (``cond.<key>``, and ``x`` with images) of one batch of prompt records."""
+    arrays = _cond_arrays(encoders.encode_prompts([r["prompt"] for r in records]), dtype)
+    if with_images:
+        arrays["x"] = np.asarray(encoders.encode_images(np.stack([load_image(r["image"], resolution) for r in records])), dtype)
+    return arrays
+
+
+def _encode_shard(prompts, a: int, b: int, batch_size: int, encode: Callable[[list], dict[str, np.ndarray]], bar) -> dict[str, np.ndarray]:
+    """The arrays of records ``[a, b)``, encoded in batches of exactly ``batch_size`` (the last
+    padded by repeating its last record, so one compiled shape serves every batch)."""
+    parts = []
+    for start in range(a, b, batch_size):
+        chunk = [prompts[i] for i in range(start, min(start + batch_size, b))]
+        encoded = encode(chunk + [chunk[-1]] * (batch_size - len(chunk)))
+        parts.append({k: v[: len(chunk)] for k, v in encoded.items()})
+        bar.update(len(chunk))
+    return {"index": np.arange(a, b, dtype=np.int64), **{k: np.concatenate([part[k] for part in parts]) for k in parts[0]}}
+
+
+def write_cache(
+    folder: str,
+    prompts,
+    encoders: Encoders,
+    *,
+    batch_size: int = 64,
+    shard_size: int = 1024,
+    with_images: bool = False,
+    dtype: str = "float32",
+    process_index: Optional[int] = None,
+    process_count: Optional[int] = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode ``prompts`` (a ``jaxdistill.data.prompts`` source; with ``with_images``, its images
+    too) with ``encoders`` into the cache ``folder`` (module docstring) and return its manifest.
+
+    Process ``process_index`` of ``process_count`` (defaults: JAX's) writes shards
+    ``process_index::process_count`` that are not there yet; the others are left as they are."""
+    process_index = jax.process_index() if process_index is None else int(process_index)
+    process_count = jax.process_count() if process_count is None else int(process_count)
+    if not 0 <= process_index < process_count:
+        raise ConfigError(f"process_index {process_index} not in [0, {process_count})")
+    if batch_size < 1 or shard_size < 1:
+        raise ConfigError(f"batch_size and shard_size must be positive, got {batch_size} and {shard_size}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    if len(prompts) == 0:
+        raise ConfigError(f"the prompts {prompts.describe()} are empty")
+    if with_images and prompts[0]["image"] is None:
+        raise ConfigError(f"the prompts {prompts.describe()} carry no images; name the image field (--images FIELD)")
+    settings = cache_settings(prompts, encoders, shard_size, with_images, dtype)
+    resolution = int(settings["resolution"])
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        check_settings(folder, manifest, settings)
+    else:
+        stray = sorted(f for f in os.listdir(folder) if not f.startswith(".") and f != NULL_COND) if os.path.isdir(folder) else []
+        if stray:
+            raise ConfigError(f"cache folder {folder!r} holds files but no {MANIFEST} (e.g. {stray[0]!r}); name a new or empty folder")
+        ranges = _shard_ranges(len(prompts), shard_size)
+        latent_shape = np.shape(encoders.encode_images(np.zeros((1, resolution, resolution, 3), np.float32)))[1:]
+        manifest = {
+            "format": FORMAT,
+            "settings": settings,
+            "num_records": len(prompts),
+            "shards": [shard_name(k, len(ranges)) for k in range(len(ranges))],
+            "shard_records": [b - a for a, b in ranges],
+            "latent_shape": list(latent_shape),
+        }
+        null = _cond_arrays(encoders.encode_prompts([""]), dtype)
+        write_atomic(os.path.join(folder, NULL_COND), lambda f: write_npz(f, {k: v[0] for k, v in null.items()}))
+        write_text_atomic(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=2))
+
+    ranges = _shard_ranges(int(manifest["num_records"]), shard_size)
+    todo = [k for k in range(process_index, len(ranges), process_count) if not os.path.isfile(os.path.join(folder, manifest["shards"][k]))]
+    with tqdm(total=sum(ranges[k][1] - ranges[k][0] for k in todo), desc="cache", unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
+        for k in todo:
+            arrays = _encode_shard(prompts, *ranges[k], batch_size, lambda batch: _encode_records(batch, encoders, with_images, resolution, dtype), bar)
+            write_atomic(os.path.join(folder, manifest["shards"][k]), lambda f: write_npz(f, arrays))
+    return manifest
+
+
+def _open_npz(path: str) -> dict[str, np.ndarray]:
+    """Every member of an uncompressed ``.npz``, memory-mapped, by name without ``.npy``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {name[: -len(".npy")]: memmap_npz_member(path, zf, name) for name in zf.namelist()}
+    except ConfigError:
+        raise
+    except Exception as err:  # zipfile / numpy on a file of another kind
+        raise ConfigError(f"{path} is not a readable cache shard ({type(err).__name__}); expected an uncompressed .npz written by 'jaxdistill cache'") from None
+
+
+class T2ICacheSource:
+    """The records of the cache in ``path`` (module docstring): ``{"x": float32 latents [h, w, c],
+    "label": -1, "cond": {key: float32 array}}``, read by index from memory-mapped shards.
+    ``null_cond`` holds the empty prompt's ``cond``; ``settings`` the manifest's settings."""
+
+    def __init__(self, path: str):
+        self.path = path
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise ConfigError(f"data.path {path!r} holds no {MANIFEST}; expected a folder written by 'jaxdistill cache'")
+        self.settings = manifest["settings"]
+        files = [os.path.join(path, name) for name in manifest["shards"]]
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            raise ConfigError(
+                f"{path}: {len(missing)} of {len(files)} shards are missing (e.g. {missing[0]}): the cache is unfinished; "
+                "rerun 'jaxdistill cache' with the same arguments to finish it"
+            )
+        self.shards = [_open_npz(f) for f in files]
+        self.starts = _starts(manifest["shard_records"])
+        self.has_images = bool(self.settings["images"])
+        self.event_shape = tuple(manifest["latent_shape"])
+        first = self.shards[0]
+        for f, shard, a, b in zip(files, self.shards, self.starts[:-1], self.starts[1:]):
+            if sorted(shard) != sorted(first) or not np.array_equal(shard.get("index"), np.arange(a, b)):
+                raise ConfigError(f"{f}: arrays {sorted(shard)} for records {a}..{b - 1}; expected {sorted(first)} with index {a}..{b - 1}")
+            for name, array in shard.items():
+                if array.shape[1:] != first[name].shape[1:]:
+                    raise ConfigError(f"{f}: {name} has records of shape {array.shape[1:]}; expected {first[name].shape[1:]} like {files[0]}")
+        if self.has_images and tuple(first["x"].shape[1:]) != self.event_shape:
+            raise ConfigError(f"{files[0]}: latents of shape {first['x'].shape[1:]}; the manifest says {self.event_shape}")
+        self.cond_keys = sorted(name[len(COND_PREFIX):] for name in first if name.startswith(COND_PREFIX))
+        null = _open_npz(os.path.join(path, NULL_COND))
+        self.null_cond = {k: np.asarray(null[COND_PREFIX + k], np.float32) for k in self.cond_keys}
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        batch = self.get_batch(np.array([index]))
+        return {"x": batch["x"][0], "label": batch["label"][0], "cond": {k: v[0] for k, v in batch["cond"].items()}}
+
+    def get_batch(self, indices: np.ndarray) -> dict[str, Any]:
+        """Records ``indices`` stacked, gathered from each shard's memory maps."""
+        shard, position = _locate(self.starts, indices)
+        n = len(shard)
+        x = np.zeros((n, *self.event_shape), np.float32)
+        cond = {k: np.empty((n, *self.shards[0][COND_PREFIX + k].shape[1:]), np.float32) for k in self.cond_keys}
+        for s in np.unique(shard):
+            rows = np.flatnonzero(shard == s)
+            arrays = self.shards[s]
+            if self.has_images:
+                x[rows] = arrays["x"][position[rows]]
+            for k in self.cond_keys:
+                cond[k][rows] = arrays[COND_PREFIX + k][position[rows]]
+        return {"x": x, "label": np.full(n, NULL_LABEL, np.int32), "cond": cond}
+
+    def config(self) -> dict[str, Any]:
+        """The data config that rebuilds this source (``make_source``)."""
+        return {"name": "t2i_cache", "path": self.path}
+
+    def __repr__(self) -> str:
+        return f"T2ICacheSource(len={len(self)}, shards={len(self.shards)}, event_shape={self.event_shape}, cond={self.cond_keys})"
+
+
+def load_diffusers_encoders(folder: str, resolution: Optional[int] = None, max_length: Optional[int] = None) -> Encoders:
+    """The text encoder (with its tokenizer) and VAE encoder of a Stable Diffusion 1.x / 2.x
+    diffusers folder (``text_encoder/``, ``tokenizer/``, ``vae/``; Flax weights, or PyTorch
+    weights converted by ``from_pt``) as ``Encoders``: prompts padded / truncated to
+    ``max_length`` tokens (default: the tokenizer's) -> the CLIP text encoder's last hidden state
+    (Rombach et al. 2022); images -> the VAE posterior's mean times ``scaling_factor``.
+    ``resolution`` defaults to the VAE's ``sample_size``. (A stand-in for the shared loader in
+    ``jaxdistill.models.hf``, kept to this one function.)"""
+    folder = os.path.abspath(folder)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"diffusers folder {folder!r} does not exist; expected a Stable Diffusion folder with text_encoder/, tokenizer/ and vae/")
+    for sub, needed in (("text_encoder", "config.json"), ("tokenizer", "vocab.json"), ("vae", "config.json")):
+        if not os.path.isfile(os.path.join(folder, sub, needed)):
+            raise ConfigError(f"{os.path.join(folder, sub, needed)} is missing; expected a diffusers Stable Diffusion folder with text_encoder/, tokenizer/ and vae/")
+    from diffusers import FlaxAutoencoderKL
+    from transformers import CLIPTokenizer, FlaxCLIPTextModel
+
+    def load(sub: str, flax_weights: Optional[str], loader: Callable[..., Any], **kwargs) -> Any:
+        """``loader.from_pretrained`` of ``sub`` (PyTorch weights converted where no Flax weights are); its errors as one line naming ``sub``."""
+        if flax_weights is not None:
+            kwargs["from_pt"] = not os.path.isfile(os.path.join(folder, sub, flax_weights))
+        try:
+            return loader.from_pretrained(folder, subfolder=sub, **kwargs)
+        except (OSError, ValueError, ImportError, KeyError) as err:  # transformers / diffusers raise these for missing or foreign weights
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ConfigError(f"{os.path.join(folder, sub)} could not be loaded as {loader.__name__} ({type(err).__name__}: {first})") from None
+
+    tokenizer = load("tokenizer", None, CLIPTokenizer)
+    text_encoder, text_params = load("text_encoder", "flax_model.msgpack", FlaxCLIPTextModel, _do_init=False)
+    vae, vae_params = load("vae", "diffusion_flax_model.msgpack", FlaxAutoencoderKL)
+    max_length = int(max_length or tokenizer.model_max_length)
+    if max_length > text_encoder.config.max_position_embeddings:
+        raise ConfigError(
+            f"max_length {max_length} exceeds the {text_encoder.config.max_position_embeddings} positions of {os.path.join(folder, 'text_encoder')}"
+        )
+    if len(tokenizer) > text_encoder.config.vocab_size:
+        raise ConfigError(f"{os.path.join(folder, 'tokenizer')} has {len(tokenizer)} tokens; {os.path.join(folder, 'text_encoder')} embeds {text_encoder.config.vocab_size}")
+    resolution = int(resolution or vae.config.sample_size)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    if resolution % factor:
+        raise ConfigError(f"resolution {resolution} must be a multiple of the VAE's downsampling factor {factor} ({os.path.join(folder, 'vae')})")
+    scale = float(vae.config.scaling_factor)
+
+    text_fn = jax.jit(lambda params, ids: text_encoder(ids, params=params).last_hidden_state)
+    latent_fn = jax.jit(lambda params, x: vae.apply({"params": params}, jnp.transpose(x, (0, 3, 1, 2)), method=vae.encode).latent_dist.mean * scale)
+
+    def encode_prompts(prompts: list[str]) -> dict[str, np.ndarray]:
+        ids = tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="np").input_ids
+        return {"embeddings": np.asarray(text_fn(text_params, ids))}
+
+    def encode_images(images: np.ndarray) -> np.ndarray:
+        return np.asarray(latent_fn(vae_params, jnp.asarray(images, jnp.float32)))
+
+    def config_sha256(sub: str) -> str:
+        with open(os.path.join(folder, sub, "config.json"), "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    settings = {
+        "text_encoder": f"{os.path.basename(folder)}/text_encoder",
+        "text_encoder_config_sha256": config_sha256("text_encoder"),
+        "max_length": max_length,
+        "resolution": resolution,
+        "vae_config_sha256": config_sha256("vae"),
+        "vae_scaling_factor": scale,
+    }
+    return Encoders(encode_prompts, encode_images, settings)
