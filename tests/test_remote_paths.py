@@ -7,14 +7,19 @@ TensorStore arrays, which talk to GCS directly, are pointed at the same folder (
 instead of the ``gcs`` one; GCS-only API calls of Orbax, the hierarchical-namespace query and its
 bucket ``rmtree``, answer as a flat bucket would). The working directory is an empty folder that
 must stay empty: a path the library handled with ``os.path`` / ``open`` instead of epath would land
-there (``os.path.abspath("gs://b/x")`` is ``<cwd>/gs:/b/x``).
+there (``os.path.abspath("gs://b/x")`` is ``<cwd>/gs:/b/x``). array_record's reader, which has
+its own GCS client, opens the same folder; the local cache for remote latent shards is a folder of
+the test's (``$JAXDISTILL_CACHE``).
 """
+import hashlib
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
+from array_record.python import array_record_module
 from etils import epath
 from etils.epath import testing as epath_testing
 from orbax.checkpoint._src.path import gcs_utils
@@ -25,6 +30,8 @@ from jaxdistill.cli import main
 from jaxdistill.core.paths import as_path, write_text_atomic
 from jaxdistill.eval import fid
 from jaxdistill.models.ports.converted import read_converted, save_converted
+from jaxdistill.models.ports.fid_inception_checkpoint import file_sha256
+from jaxdistill.models.ports.torch_pt import read_pt
 from jaxdistill.snapshot import restore_snapshot, save_snapshot
 from jaxdistill.train.engine import Trainer
 
@@ -51,6 +58,9 @@ def bucket(tmp_path, monkeypatch):
     monkeypatch.setattr(gcs_utils, "get_kvstore_for_gcs", lambda path: {"driver": "file", "path": local(path)})
     monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
     monkeypatch.setattr(gcs_utils, "rmtree", lambda path, missing_ok=False: epath.Path(path).rmtree(missing_ok=missing_ok))
+    reader = array_record_module.ArrayRecordReader
+    monkeypatch.setattr(array_record_module, "ArrayRecordReader", lambda path, *args, **kwargs: reader(local(path), *args, **kwargs))
+    monkeypatch.setenv("JAXDISTILL_CACHE", str(tmp_path / "cache"))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -118,3 +128,62 @@ def test_converted_checkpoints_and_fid_statistics_round_trip_on_gs(bucket):
     np.testing.assert_array_equal(stats["mu"], mu)
     np.testing.assert_array_equal(stats["sigma"], sigma)
     assert sorted(os.listdir(bucket / "teachers")) == ["net.npz"] and sorted(os.listdir(bucket / "stats")) == ["cifar.npz"]
+
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
+def _upload(bucket, name: str, local_file: str) -> str:
+    """Copy ``local_file`` into the fake bucket as ``name``; its ``gs://`` URI."""
+    (bucket / name).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(local_file, bucket / name)
+    return f"{BUCKET}/{name}"
+
+
+def _arrays(path: str) -> dict[str, np.ndarray]:
+    with as_path(path).open("rb") as f, np.load(f) as data:
+        return {k: data[k] for k in data.files if k != "info"}
+
+
+@pytest.mark.parametrize("kind, src, extra", [
+    ("dit-pt", "dit_tiny.pt", ["--num-heads", "2"]),
+    ("edm-pkl", "edm_ddpmpp_tiny.pkl", []),
+    ("edm2-pkl", "edm2_tiny-0002147-0.130.pkl", []),
+])
+def test_convert_reads_and_writes_gs_as_a_local_file(bucket, tmp_path, capsys, kind, src, extra):
+    remote = _upload(bucket, f"published/{src}", os.path.join(DATA, src))
+    assert main(["convert", "--from", kind, remote, "--out", f"{BUCKET}/converted/net.npz", *extra]) == 0
+    assert main(["convert", "--from", kind, os.path.join(DATA, src), "--out", str(tmp_path / "net.npz"), *extra]) == 0
+    got, want = _arrays(f"{BUCKET}/converted/net.npz"), _arrays(str(tmp_path / "net.npz"))
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    assert os.listdir(bucket / "converted") == ["net.npz"]
+    capsys.readouterr()
+    assert main(["convert", "--from", kind, f"{BUCKET}/published/missing-0000001-0.100.pkl", "--out", f"{BUCKET}/converted/net.npz", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{BUCKET}/published/missing-0000001-0.100.pkl" in err and len(err.splitlines()) == 1
+    np.testing.assert_array_equal(_arrays(f"{BUCKET}/converted/net.npz")[sorted(want)[0]], want[sorted(want)[0]])  # kept
+
+
+def test_the_legacy_pth_reader_and_its_digest_read_gs(bucket):
+    """pytorch-fid's Inception file is in torch's legacy (pre-zip) format: read through epath, streamed."""
+    local = os.path.join(DATA, "fid_inception_few.pth")
+    remote = _upload(bucket, "fid_inception_few.pth", local)
+    got, want = read_pt(remote), read_pt(local)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    assert file_sha256(remote) == file_sha256(local) == hashlib.sha256(open(local, "rb").read()).hexdigest()
+
+
+def test_phema_reads_snapshots_and_writes_on_gs(bucket, tmp_path):
+    pkl = os.path.join(DATA, "edm2_tiny-0002147-0.130.pkl")
+    assert main(["convert", "--from", "edm2-pkl", pkl, "--out", str(tmp_path / "snap.npz")]) == 0
+    snapshot = _upload(bucket, "snaps/snap.npz", str(tmp_path / "snap.npz"))
+    assert main(["phema", "--snapshots", snapshot, "--sigma-rel", "0.13", "--out", f"{BUCKET}/phema.npz"]) == 0
+    assert main(["phema", "--snapshots", str(tmp_path / "snap.npz"), "--sigma-rel", "0.13", "--out", str(tmp_path / "phema.npz")]) == 0
+    got, want = _arrays(f"{BUCKET}/phema.npz"), _arrays(str(tmp_path / "phema.npz"))
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key])
+    assert main(["phema", "--snapshots", snapshot, "--sigma-rel", "0.13", "--out", snapshot]) == 2  # the input is never the output
