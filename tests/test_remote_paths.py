@@ -224,6 +224,8 @@ def test_each_process_reads_only_its_slice_of_a_gs_array_record_source(bucket, a
     """Two processes' batch streams over array_record shards on gs equal a local source's, and the
     reader is asked only for the slice's records (and record 0 of each shard, checked on opening)."""
     x, labels = _records()
+    with pytest.raises(ValueError, match=f"writes local files only, got the URI '{BUCKET}/ar'"):
+        write_array_record(f"{BUCKET}/ar", x, labels)
     write_array_record(str(bucket / "ar"), x, labels, shard_size=16)  # 3 shards: 16, 16, 8 records
     local = ArrayRecordSource(str(bucket / "ar"))
     array_record_reads.clear()

@@ -33,7 +33,7 @@ from flax import serialization
 from grain.sources import ArrayRecordDataSource
 
 from jaxdistill.core.errors import ConfigError
-from jaxdistill.core.paths import as_path, cache_root, files_in, glob_files, local_copy
+from jaxdistill.core.paths import as_path, cache_root, files_in, glob_files, is_remote, local_copy
 from jaxdistill.core.types import NULL_LABEL
 
 Record = dict[str, np.ndarray]
@@ -107,8 +107,12 @@ def write_array_record(path: str, xs: np.ndarray, labels: Optional[np.ndarray] =
     """Write ``xs`` (``uint8`` images ``[N, H, W, C]`` or float arrays ``[N, ...]``) and optional
     integer ``labels [N]`` into the directory ``path`` as ``data-SSSSS-of-TTTTT.array_record``
     shards of at most ``shard_size`` records (``encode_record``; group size 1 for random access).
-    Returns the files written, in order."""
+    Returns the files written, in order. ``path`` is local (array_record has no GCS writer): copy
+    the shards to a bucket afterwards."""
     from array_record.python.array_record_module import ArrayRecordWriter  # grain's dependency except on Windows: imported when writing
+
+    if is_remote(path):
+        raise ValueError(f"write_array_record writes local files only, got the URI {path!r}: write the shards locally, then copy them to the bucket")
 
     xs = np.asarray(xs)
     if xs.ndim < 2 or len(xs) == 0:
