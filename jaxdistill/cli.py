@@ -25,7 +25,7 @@ import sys
 from typing import Optional, Sequence
 
 from jaxdistill.core.errors import ConfigError
-from jaxdistill.core.paths import as_path, is_remote, write_text_atomic
+from jaxdistill.core.paths import as_path, is_remote, same_path, write_atomic, write_text_atomic
 
 
 def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -247,9 +247,7 @@ def cmd_data(args, overrides: list[str]) -> int:
     records = [source[i] for i in range(n)]
     x = np.stack([r["x"] for r in records])
     labels = np.asarray([r["label"] for r in records], np.int32)
-    _make_folder_of(args.out)
-    with as_path(args.out if args.out.endswith(".npz") else args.out + ".npz").open("wb") as f:  # as np.savez names a file
-        np.savez(f, x=x, label=labels)
+    write_atomic(args.out if args.out.endswith(".npz") else args.out + ".npz", lambda f: np.savez(f, x=x, label=labels))  # as np.savez names a file
     print(f"wrote {n} samples of shape {x.shape[1:]} from data source {config.data.name!r} to {args.out}")
     return 0
 
@@ -295,7 +293,7 @@ def cmd_convert(args, overrides: list[str]) -> int:
     from jaxdistill.models.ports.convert import convert_checkpoint
 
     _output_file(args.out, "--out")
-    if as_path(args.out) == as_path(args.src):
+    if same_path(args.out, args.src):
         raise ConfigError(f"--out {args.out!r} is the input {args.src!r}; name another file")
     if args.kind != "dit-pt" and (args.size or args.num_heads or args.no_ema):
         raise ConfigError(f"--size, --num-heads and --no-ema apply to --from dit-pt only; {args.src!r} is read as {args.kind}")
@@ -311,7 +309,7 @@ def cmd_phema(args, overrides: list[str]) -> int:
     from jaxdistill.models.ports.phema_snapshots import reconstruct_snapshots
 
     _output_file(args.out, "--out")
-    if os.path.abspath(args.out) in map(os.path.abspath, args.snapshots):
+    if any(same_path(args.out, snapshot) for snapshot in args.snapshots):
         raise ConfigError(f"--out {args.out!r} is one of the snapshots; name another file")
     print(reconstruct_snapshots(args.snapshots, args.sigma_rel, args.out, kimg=args.kimg))
     return 0

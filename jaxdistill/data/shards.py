@@ -16,11 +16,14 @@ so under ``jaxdistill.data.pipeline`` each process touches only its own slice
   ``x`` alone (unlabeled). ``x`` is memory-mapped; each record is ``latent_scale * x +
   latent_shift`` with per-channel (last axis) or scalar scale and shift, e.g. SD-VAE's ``0.18215``.
 
-Shards are the files of ``path`` (a file, a glob, or a directory), in sorted order.
+Shards are the files of ``path`` (a file, a glob, or a directory), in sorted order; ``path`` may
+be a URI (``gs://bucket/...``, :mod:`jaxdistill.core.paths`). Remote array_record shards are read
+record by record by array_record's own GCS reader, so each process fetches only its slice; a remote
+latent shard cannot be memory-mapped, so it is copied whole, once per machine, into the local cache
+(:func:`~jaxdistill.core.paths.local_copy`) and memory-mapped there.
 """
 from __future__ import annotations
 
-import glob
 import os
 import zipfile
 from typing import Any, Optional, Sequence
@@ -30,6 +33,7 @@ from flax import serialization
 from grain.sources import ArrayRecordDataSource
 
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.paths import as_path, cache_root, files_in, glob_files, is_remote, local_copy
 from jaxdistill.core.types import NULL_LABEL
 
 Record = dict[str, np.ndarray]
@@ -46,10 +50,10 @@ def shard_files(path: str, what: str, matches) -> list[str]:
     """The sorted shard files of ``path``: the file itself, the files a glob matches, or the files
     of a directory whose names ``matches``; ``what`` names the expected files in errors."""
     if any(ch in path for ch in "*?["):
-        files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
-    elif os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if matches(f) and os.path.isfile(os.path.join(path, f)))
-    elif os.path.isfile(path):
+        files = glob_files(path)
+    elif as_path(path).is_dir():
+        files = files_in(path, matches)
+    elif as_path(path).is_file():
         files = [path]
     else:
         raise ConfigError(f"data.path {path!r} does not exist (expected {what})")
@@ -103,8 +107,12 @@ def write_array_record(path: str, xs: np.ndarray, labels: Optional[np.ndarray] =
     """Write ``xs`` (``uint8`` images ``[N, H, W, C]`` or float arrays ``[N, ...]``) and optional
     integer ``labels [N]`` into the directory ``path`` as ``data-SSSSS-of-TTTTT.array_record``
     shards of at most ``shard_size`` records (``encode_record``; group size 1 for random access).
-    Returns the files written, in order."""
+    Returns the files written, in order. ``path`` is local (array_record has no GCS writer): copy
+    the shards to a bucket afterwards."""
     from array_record.python.array_record_module import ArrayRecordWriter  # grain's dependency except on Windows: imported when writing
+
+    if is_remote(path):
+        raise ValueError(f"write_array_record writes local files only, got the URI {path!r}: write the shards locally, then copy them to the bucket")
 
     xs = np.asarray(xs)
     if xs.ndim < 2 or len(xs) == 0:
@@ -190,13 +198,14 @@ class ArrayRecordSource:
 
 
 # ---------------------------------------------------------------------- latents
-def memmap_npz_member(path: str, zf: zipfile.ZipFile, member: str) -> np.ndarray:
-    """Memory-map the array ``member`` of an uncompressed ``.npz``: its ``.npy`` bytes lie unchanged
-    in the zip file after the local file header (30 bytes + name + extra field)."""
+def memmap_npz_member(path: str, local: str, zf: zipfile.ZipFile, member: str) -> np.ndarray:
+    """Memory-map the array ``member`` of an uncompressed ``.npz`` (``path``, read at the local file
+    ``local``): its ``.npy`` bytes lie unchanged in the zip file after the local file header (30
+    bytes + name + extra field)."""
     info = zf.getinfo(member)
     if info.compress_type != zipfile.ZIP_STORED:
         raise ConfigError(f"{path}: {member} is compressed (np.savez_compressed) and cannot be memory-mapped; write the shard with np.savez")
-    with open(path, "rb") as f:
+    with open(local, "rb") as f:
         f.seek(info.header_offset)
         header = f.read(30)
         name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
@@ -209,23 +218,27 @@ def memmap_npz_member(path: str, zf: zipfile.ZipFile, member: str) -> np.ndarray
         offset = f.tell()
     if dtype.hasobject:
         raise ConfigError(f"{path}: {member} holds Python objects; expected a float array")
-    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
+    return np.memmap(local, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
 
 
 def open_latent_shard(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """``(x memory-mapped, labels or None)`` of one latent shard (``.npy``: ``x`` alone;
-    ``.npz``: ``x`` and optionally ``label``)."""
+    ``.npz``: ``x`` and optionally ``label``); a remote shard is memory-mapped from its local copy."""
+    try:
+        local = local_copy(path)
+    except OSError as err:
+        raise ConfigError(f"{path}: could not copy the shard to the local cache {cache_root()!r} ({type(err).__name__}: {err})") from None
     try:
         if path.endswith(".npy"):
-            return np.load(path, mmap_mode="r", allow_pickle=False), None
-        with zipfile.ZipFile(path) as zf:
+            return np.load(local, mmap_mode="r", allow_pickle=False), None
+        with zipfile.ZipFile(local) as zf:
             names = zf.namelist()
             if "x.npy" not in names:
                 raise ConfigError(f"{path} has no 'x' (arrays {sorted(n[:-4] for n in names)}); expected 'x' [N, ...] and optionally 'label' [N]")
-            x = memmap_npz_member(path, zf, "x.npy")
+            x = memmap_npz_member(path, local, zf, "x.npy")
         labels = None
         if "label.npy" in names:
-            with np.load(path, allow_pickle=False) as npz:
+            with np.load(local, allow_pickle=False) as npz:
                 labels = npz["label"]
     except ConfigError:
         raise

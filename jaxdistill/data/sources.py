@@ -10,12 +10,12 @@ docstring for the fields of each ``config.name``.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
 
+from jaxdistill.core.paths import as_path, files_in
 from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.data.shards import ArrayRecordSource, LatentSource, Record, uint8_to_unit
 from jaxdistill.data.t2i_cache import T2ICacheSource
@@ -141,7 +141,7 @@ class NpzSource(ArraySource):
     file; ``label_key=None`` means unlabeled."""
 
     def __init__(self, path: str, x_key: str = "x", label_key: Optional[str] = "label"):
-        with np.load(path) as data:
+        with as_path(path).open("rb") as f, np.load(f) as data:
             wanted = [k for k in (x_key, label_key) if k is not None]
             missing = [k for k in wanted if k not in data.files]
             if missing:
@@ -159,23 +159,18 @@ def load_image_folder(root: str, image_size: int | Sequence[int], channels: int 
 
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if not os.path.isdir(root):
+    if not as_path(root).is_dir():
         raise FileNotFoundError(f"image folder {root!r} does not exist")
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-    dirs = [(os.path.join(root, c), i) for i, c in enumerate(classes)] or [(root, NULL_LABEL)]
-    files = [
-        (os.path.join(d, f), label)
-        for d, label in dirs
-        for f in sorted(os.listdir(d))
-        if f.lower().endswith(IMAGE_EXTENSIONS)
-    ]
+    classes = sorted(d.name for d in as_path(root).iterdir() if d.is_dir())
+    dirs = [(as_path(root) / c, i) for i, c in enumerate(classes)] or [(as_path(root), NULL_LABEL)]
+    files = [(path, label) for d, label in dirs for path in files_in(d, lambda name: name.lower().endswith(IMAGE_EXTENSIONS))]
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root!r}")
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     mode = "L" if channels == 1 else "RGB"
     x = np.empty((len(files), h, w, channels), np.uint8)
     for i, (path, _) in enumerate(files):
-        with Image.open(path) as img:
+        with as_path(path).open("rb") as f, Image.open(f) as img:
             arr = np.asarray(img.convert(mode).resize((w, h), Image.BILINEAR))
         x[i] = arr.reshape(h, w, channels)
     return x, np.array([label for _, label in files], np.int32), classes

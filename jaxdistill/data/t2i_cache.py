@@ -238,7 +238,7 @@ def _open_npz(path: str) -> dict[str, np.ndarray]:
     """Every member of an uncompressed ``.npz``, memory-mapped, by name without ``.npy``."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return {name[: -len(".npy")]: memmap_npz_member(path, zf, name) for name in zf.namelist()}
+            return {name[: -len(".npy")]: memmap_npz_member(path, path, zf, name) for name in zf.namelist()}
     except ConfigError:
         raise
     except Exception as err:  # zipfile / numpy on a file of another kind

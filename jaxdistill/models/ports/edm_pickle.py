@@ -30,6 +30,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.paths import as_path
 from jaxdistill.models.ports.torch_pt import TENSOR_GLOBALS, StorageType, storage_array
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
@@ -147,7 +148,7 @@ def read_edm_pickle(path: str, kind: str = "EDM") -> Any:
     PyTorch ``.pt``), a truncated or corrupt pickle, or one naming a global outside the allowed set.
     """
     try:
-        with open(path, "rb") as f:
+        with as_path(path).open("rb") as f:
             if f.read(4) == b"PK\x03\x04":
                 raise CheckpointFileError(f"{path!r} is a zip archive (a PyTorch .pt file?), not an {kind} network pickle (.pkl)")
             f.seek(0)

@@ -112,8 +112,9 @@ def convert_state_dict(state: Any, src: str) -> PyTree:
 
 
 def file_sha256(path: str) -> str:
+    """sha256 of the bytes of the file ``path`` (local or a URI), read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with as_path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

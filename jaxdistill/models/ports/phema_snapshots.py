@@ -21,16 +21,17 @@ import numpy as np
 from flax import traverse_util
 
 from jaxdistill.core.errors import CheckpointFileError, ConfigError
+from jaxdistill.core.paths import as_path
 from jaxdistill.core.phema import fit_error, phema_weights, reconstruct, sigma_rel_to_gamma
 from jaxdistill.models.ports.converted import FORMAT, read_converted, save_converted
 
 
 def snapshot_profile(path: str) -> tuple[float, float]:
     """``(kimg, ema_std)`` recorded in the converted snapshot at ``path`` (reads only its info)."""
-    if not os.path.isfile(path):
+    if not as_path(path).is_file():
         raise CheckpointFileError(f"no converted snapshot file {path!r}")
     try:
-        with np.load(path) as data:
+        with as_path(path).open("rb") as f, np.load(f) as data:
             if "format" not in data.files or str(data["format"]) != FORMAT:
                 raise CheckpointFileError(f"{path!r} is not a converted checkpoint (no format {FORMAT!r}; write one with 'jaxdistill convert')")
             info = json.loads(str(data["info"]))
@@ -49,7 +50,7 @@ def reconstruct_snapshots(paths: Sequence[str], sigma_rel: float, out: str, kimg
     Every input is checked (same network, same parameters) before ``out`` is written, atomically."""
     if not paths:
         raise ConfigError("phema needs at least one converted snapshot; none given")
-    if len(set(map(os.path.abspath, paths))) != len(paths):
+    if len(set(map(as_path, paths))) != len(paths):
         raise ConfigError("a snapshot is given twice; give each once")
     target_gamma = sigma_rel_to_gamma(sigma_rel)
     profiles = [snapshot_profile(p) for p in paths]

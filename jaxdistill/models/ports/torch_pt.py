@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.paths import as_path
 
 STORAGE_DTYPES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16, "BFloat16Storage": np.uint16,
@@ -171,12 +172,13 @@ def read_pt(path: str) -> Any:
     pickle that names anything outside the allowed tensor/storage/dict types.
     """
     try:
-        with open(path, "rb") as file:
+        with as_path(path).open("rb") as file:
             if file.read(4) != b"PK\x03\x04":
                 file.seek(0)
                 return _read_legacy(file, path)
-        with zipfile.ZipFile(path) as archive:
-            return _read_zip(archive, path)
+            file.seek(0)
+            with zipfile.ZipFile(file) as archive:
+                return _read_zip(archive, path)
     except CheckpointFileError:
         raise
     except FileNotFoundError:
