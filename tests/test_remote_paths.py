@@ -261,7 +261,7 @@ def test_gs_latent_shards_are_copied_once_to_the_local_cache_and_memory_mapped(b
     np.testing.assert_array_equal(batch["x"], 0.5 * np.stack([xs[1][6], xs[0][0], xs[1][1]]))
     np.testing.assert_array_equal(batch["label"], [-1, -1, -1])
     cache = tmp_path / "cache" / "remote"
-    copies = sorted(os.listdir(cache))
+    copies = sorted(os.listdir(cache), key=lambda name: name.split("-", 1)[1])  # hash-prefixed: order by shard name
     assert len(copies) == 2 and copies[0].endswith("-a.npz") and copies[1].endswith("-b.npy")
     stamps = [os.stat(cache / c).st_mtime_ns for c in copies]
     make_source(config)  # a second run reuses the copies
