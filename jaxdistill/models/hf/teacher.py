@@ -21,6 +21,7 @@ SDXL: Podell et al. 2023) is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Optional, Sequence
 
@@ -111,19 +112,32 @@ class SDTeacher:
     def _token_ids(self, tokenizer, prompts: Sequence[str]) -> np.ndarray:
         return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="np").input_ids
 
+    @functools.cached_property
+    def _text_fns(self) -> tuple:
+        """Per text encoder, jit-compiled ids -> (last hidden state, penultimate hidden state, projected pooled or None)."""
+        def outputs(encoder, params, ids):
+            out = encoder(ids, params=params, output_hidden_states=True)
+            return out["last_hidden_state"], out["hidden_states"][-2], out.get("text_embeds")
+
+        return tuple(jax.jit(functools.partial(outputs, encoder)) for encoder in self.text_encoders)
+
+    @functools.cached_property
+    def _vae_fns(self) -> tuple:
+        """Jit-compiled NCHW images -> posterior mean (NHWC), and NCHW latents -> NCHW images."""
+        encode = lambda params, images: self.vae.apply({"params": params}, images, method=self.vae.encode).latent_dist.mean  # noqa: E731
+        decode = lambda params, latents: self.vae.apply({"params": params}, latents, method=self.vae.decode).sample  # noqa: E731
+        return jax.jit(encode), jax.jit(decode)
+
     def encode_prompts(self, prompts: list[str]) -> dict[str, np.ndarray]:
         """``{"prompt_embeds": [B, L, D]}`` (SDXL also ``"pooled_prompt_embeds": [B, P]``), float32,
         as diffusers' Flax pipelines compute them."""
         if isinstance(prompts, str) or not len(prompts):
             raise ValueError(f"encode_prompts takes a non-empty list of strings, got {prompts!r}")
+        outs = [fn(params, self._token_ids(tokenizer, prompts)) for fn, params, tokenizer in zip(self._text_fns, self.text_encoder_params, self.tokenizers)]
         if not self.sdxl:
-            (encoder,), (params,), (tokenizer,) = self.text_encoders, self.text_encoder_params, self.tokenizers
-            return {"prompt_embeds": np.asarray(encoder(self._token_ids(tokenizer, prompts), params=params)[0], np.float32)}
-        hidden, pooled = [], None
-        for encoder, params, tokenizer in zip(self.text_encoders, self.text_encoder_params, self.tokenizers):
-            out = encoder(self._token_ids(tokenizer, prompts), params=params, output_hidden_states=True)
-            hidden.append(np.asarray(out["hidden_states"][-2], np.float32))
-            pooled = out.get("text_embeds", pooled)
+            return {"prompt_embeds": np.asarray(outs[0][0], np.float32)}
+        hidden = [np.asarray(penultimate, np.float32) for _, penultimate, _ in outs]
+        pooled = outs[-1][2]
         return {"prompt_embeds": np.concatenate(hidden, axis=-1), "pooled_prompt_embeds": np.asarray(pooled, np.float32)}
 
     def time_ids(self, batch: int, image_size: Optional[tuple[int, int]] = None) -> np.ndarray:
@@ -154,14 +168,14 @@ class SDTeacher:
         images = jnp.asarray(images, jnp.float32)
         if images.ndim != 4 or images.shape[-1] != int(self.vae.in_channels):
             raise ValueError(f"encode_images takes NHWC images with {self.vae.in_channels} channels, got shape {images.shape}")
-        posterior = self.vae.apply({"params": self.vae_params}, jnp.transpose(images, (0, 3, 1, 2)), method=self.vae.encode).latent_dist
-        latents = (posterior.mean - self._shift) * self.vae.scaling_factor  # diffusers' Flax VAE returns NHWC latents
+        mean = self._vae_fns[0](self.vae_params, jnp.transpose(images, (0, 3, 1, 2)))  # diffusers' Flax VAE returns NHWC latents
+        latents = (mean - self._shift) * self.vae.scaling_factor
         return np.asarray(latents, np.float32)
 
     def decode_latents(self, latents: Array) -> np.ndarray:
         """NHWC images (about [-1, 1], unclipped) of latents [B, h, w, C]: decode(latents / scaling_factor + shift_factor)."""
         latents = jnp.asarray(latents, jnp.float32) / self.vae.scaling_factor + self._shift
-        images = self.vae.apply({"params": self.vae_params}, jnp.transpose(latents, (0, 3, 1, 2)), method=self.vae.decode).sample
+        images = self._vae_fns[1](self.vae_params, jnp.transpose(latents, (0, 3, 1, 2)))
         return np.asarray(jnp.transpose(images, (0, 2, 3, 1)), np.float32)
 
     @property
