@@ -15,11 +15,12 @@ import pytest
 from jaxdistill.build import load_teacher
 from jaxdistill.cli import main
 from jaxdistill.config import load_config_file
-from jaxdistill.core.conditioning import TextCondition
+from jaxdistill.core.conditioning import TextCondition, guidance_batch
 from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.diffusion import samplers, steps
 from jaxdistill.diffusion.process import DDPM
-from jaxdistill.models.hf.folder import check_folder
+from jaxdistill.models.hf.folder import check_folder, scheduler_settings
 from jaxdistill.models.hf.teacher import load_sd_teacher
 from jaxdistill.models.hf.tiny import write_tiny_sd
 from jaxdistill.models.hf.unet import guidance_scale_embedding, unet_network
@@ -195,6 +196,27 @@ def test_pytorch_safetensors_convert_without_torch_to_the_same_teacher(sd15, tmp
     ):
         assert jax.tree.structure(ours) == jax.tree.structure(theirs)
         jax.tree.map(np.testing.assert_array_equal, ours, theirs)
+
+
+def test_guidance_batches_text_with_its_negative_prompt_and_labels_with_the_null_label():
+    embeds, neg, pooled, neg_pooled, ids = jnp.full((2, 3, 4), 1.0), jnp.full((2, 3, 4), 2.0), jnp.full((2, 5), 3.0), jnp.full((2, 5), 4.0), jnp.ones((2, 6))
+    both = guidance_batch(TextCondition(embeds, pooled, ids, neg, neg_pooled))
+    np.testing.assert_array_equal(both.embeds, jnp.concatenate([embeds, neg]))
+    np.testing.assert_array_equal(both.pooled, jnp.concatenate([pooled, neg_pooled]))
+    np.testing.assert_array_equal(both.time_ids, jnp.ones((4, 6)))  # the negative branch keeps the time ids
+    assert both.negative_embeds is None and both.negative_pooled is None
+    np.testing.assert_array_equal(guidance_batch(jnp.array([3, 7])), [3, 7, NULL_LABEL, NULL_LABEL])
+    with pytest.raises(ValueError, match="pooled"):
+        guidance_batch(TextCondition(embeds, pooled, ids, neg))
+    with pytest.raises(ValueError, match="cond is None"):
+        guidance_batch(None)
+
+
+def test_a_v_prediction_folder_is_a_v_teacher(tmp_path):
+    settings = check_folder(write_tiny_sd(tmp_path / "sd2", "sd2v")).configs["scheduler"]
+    assert scheduler_settings(settings).prediction == "v"
+    with pytest.raises(CheckpointFileError, match="rescale_betas_zero_snr"):
+        scheduler_settings({**settings, "rescale_betas_zero_snr": True}, "sched.json")
 
 
 def _break(folder: str, how: str) -> tuple[str, ...]:
