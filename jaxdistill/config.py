@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.prior_mean = "data"
     c.network = ml_collections.ConfigDict({"name": "mlp", "num_classes": 0})
     # Frozen teacher for distillation: "mixture" (the exact mixture the data are drawn from),
-    # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used) or "converted"
+    # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used), "converted"
     # (a published network converted by `jaxdistill convert`, at teacher.path) or "diffusers" (the UNet of a
     # diffusers Stable Diffusion folder at teacher.path, jaxdistill.models.hf; the data are its latents).
     c.teacher = ml_collections.ConfigDict({"kind": "none", "workdir": "", "path": "", "guidance": config_dict.placeholder(float)})

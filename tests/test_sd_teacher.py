@@ -219,6 +219,19 @@ def test_a_v_prediction_folder_is_a_v_teacher(tmp_path):
         scheduler_settings({**settings, "rescale_betas_zero_snr": True}, "sched.json")
 
 
+def test_a_hub_id_resolves_to_its_snapshot_in_the_local_cache(sd15, tmp_path, monkeypatch):
+    path, _ = sd15
+    repo = tmp_path / "hub" / "models--someone--tiny-sd"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    shutil.copytree(path, repo / "snapshots" / "0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert check_folder("someone/tiny-sd").path == str(repo / "snapshots" / "0123abcd")
+    with pytest.raises(CheckpointFileError, match="someone/other.*local Hugging Face cache"):
+        check_folder("someone/other")
+
+
 def _break(folder: str, how: str) -> tuple[str, ...]:
     """Damage a copy of a tiny folder; returns what the error must name."""
     def edit(file, **fields):

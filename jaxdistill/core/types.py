@@ -6,7 +6,9 @@ Conventions
 * ``t`` is the noise process's own time, a float32 array of shape ``[B]``.
 * ``cond`` is an int32 class-label array ``[B]`` or ``None``. The label
   ``NULL_LABEL`` (= -1) marks an unconditional sample (used by classifier-free
-  guidance and label dropout).
+  guidance and label dropout). Text-to-image networks take a
+  ``core.conditioning.TextCondition`` instead, whose unconditional branch is
+  the negative (or empty) prompt.
 * Every network is used through a pure apply-function with one signature::
 
       apply(params, x, t, cond, *, train=False, rngs=None) -> output

@@ -84,11 +84,29 @@ def _weights_format(folder: str, name: str) -> str:
     raise CheckpointFileError(f"{sub!r} has no weights: expected {FLAX_WEIGHTS[base]} (Flax) or {TORCH_FREE_WEIGHTS[base]}")
 
 
-def check_folder(path: str) -> FolderInfo:
-    """Check the diffusers Stable Diffusion folder at ``path`` from its JSON files alone (see the module docstring)."""
+def resolve_folder(path: str) -> str:
+    """``path`` if it is a folder; else a hub repository id (``owner/name``) looked up in the local
+    Hugging Face cache (``huggingface_hub.snapshot_download(local_files_only=True)``, never the network)."""
     path = os.fspath(path)
+    if os.path.isdir(path) or path.count("/") != 1 or path.startswith((".", "/")):
+        return path
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(path, local_files_only=True)
+    except (LocalEntryNotFoundError, ValueError):
+        return path
+
+
+def check_folder(path: str) -> FolderInfo:
+    """Check the diffusers Stable Diffusion folder at ``path`` (or a hub id in the local cache,
+    ``resolve_folder``) from its JSON files alone (see the module docstring)."""
+    path = resolve_folder(path)
     if not os.path.isdir(path):
-        raise CheckpointFileError(f"diffusers folder {path!r} does not exist (expected a Stable Diffusion folder with model_index.json)")
+        raise CheckpointFileError(
+            f"diffusers folder {path!r} does not exist, nor is it in the local Hugging Face cache (expected a Stable Diffusion folder with model_index.json)"
+        )
     index = _read_json(os.path.join(path, "model_index.json"), "a diffusers pipeline folder's index of components")
     sdxl = "text_encoder_2" in index
     names = COMPONENTS + (SDXL_COMPONENTS if sdxl else ())
