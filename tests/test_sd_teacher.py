@@ -50,9 +50,17 @@ def test_the_wrapper_is_the_diffusers_unet_in_nhwc_with_mid_and_up_block_feature
     x, k = _latents(1), jnp.array([3.0, 640.0])
     out, features = jax.jit(functools.partial(teacher.network.apply, return_features=True))(teacher.unet_params, x, k, cond.conditional())
     added = {"text_embeds": cond.pooled, "time_ids": cond.time_ids} if teacher.sdxl else None
-    ref = jax.jit(lambda p, x: unet.apply({"params": p}, x, k, cond.embeds, added_cond_kwargs=added).sample)(params, jnp.transpose(x, (0, 3, 1, 2)))
+    taps = lambda module, method: method == "__call__" and module.path in (("mid_block",), ("up_blocks_0",))  # noqa: E731
+
+    @jax.jit
+    def reference(p, x):
+        out, state = unet.apply({"params": p}, x, k, cond.embeds, added_cond_kwargs=added, capture_intermediates=taps, mutable=["intermediates"])
+        return out.sample, [state["intermediates"][name]["__call__"][0] for name in ("mid_block", "up_blocks_0")]
+
+    ref, ref_features = reference(params, jnp.transpose(x, (0, 3, 1, 2)))
     np.testing.assert_array_equal(out, jnp.transpose(ref, (0, 2, 3, 1)))
-    assert [f.shape for f in features] == [(2, 8, 8, 64)] * 2  # mid block, then the one up block
+    assert [f.shape for f in features] == [(2, 8, 8, 64)] * 2  # mid block, then the one up block, NHWC as diffusers computes
+    jax.tree.map(np.testing.assert_array_equal, features, ref_features)
     # The teacher feeds diffusers' index k = t - 1 of process time t.
     assert teacher.scheduler.process == DDPM("scaled_linear", 0.00085, 0.012, 1000)
     np.testing.assert_array_equal(jax.jit(teacher.denoiser().raw)(teacher.unet_params, x, k + 1.0, cond.conditional()), out)

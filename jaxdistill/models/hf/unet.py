@@ -20,6 +20,7 @@ before the UNet's time MLP.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Optional
@@ -30,8 +31,6 @@ import jax.numpy as jnp
 from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.types import Array
 from jaxdistill.models.registry import Network
-
-FEATURE_BLOCKS = ("mid_block", "up_blocks")
 
 
 def guidance_scale_embedding(w: Array, dim: int) -> Array:
@@ -82,27 +81,14 @@ class DiffusersUNet(nn.Module):
         if return_features:
             interceptors.append(record)
         sample = jnp.transpose(x, (0, 3, 1, 2))
-        with _intercepting(interceptors):
+        with contextlib.ExitStack() as stack:
+            for interceptor in interceptors:
+                stack.enter_context(nn.intercept_methods(interceptor))
             out = self.unet(sample, timesteps, cond.embeds, added_cond_kwargs=added, train=train).sample
         out = jnp.transpose(out, (0, 2, 3, 1))
         if not return_features:
             return out
         return out, [f for _, f in features]
-
-
-class _intercepting:
-    """Nest ``nn.intercept_methods`` for each interceptor (none: a no-op)."""
-
-    def __init__(self, interceptors):
-        self._contexts = [nn.intercept_methods(i) for i in interceptors]
-
-    def __enter__(self):
-        for c in self._contexts:
-            c.__enter__()
-
-    def __exit__(self, *exc):
-        for c in reversed(self._contexts):
-            c.__exit__(*exc)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
