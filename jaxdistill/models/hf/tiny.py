@@ -15,7 +15,7 @@ chosen so a UNet call on 8x8x4 latents takes milliseconds on a CPU; the UNet kee
 since its GroupNorm has 32 groups and with one channel per group it would cancel the timestep
 embedding (a per-channel shift). Weights are drawn with numpy
 from the shapes ``jax.eval_shape`` gives (compiling the classes' own initialisers takes tens of
-seconds on a CPU): kernels and embeddings N(0, 1 / fan_in), norm scales 1, biases 0.
+seconds on a CPU): kernels and embeddings N(0, 1 / fan_in), norm scales 1 + N(0, 0.1^2), biases N(0, 0.1^2).
 """
 from __future__ import annotations
 
@@ -42,14 +42,13 @@ _SCHEDULER = dict(
 
 
 def _random_params(shapes: PyTree, seed: int) -> PyTree:
-    """numpy float32 weights for the abstract tree ``shapes``: norm scales 1, biases 0, the rest N(0, 1 / fan_in)."""
+    """numpy float32 weights for the abstract tree ``shapes``: norm scales 1 + N(0, 0.1^2), biases
+    N(0, 0.1^2), the rest N(0, 1 / fan_in) (no two parameters alike, so a misplaced one shows)."""
     rng = np.random.default_rng(seed)
     flat = {}
     for path, leaf in traverse_util.flatten_dict(shapes).items():
-        if path[-1] == "scale":
-            flat[path] = np.ones(leaf.shape, np.float32)
-        elif path[-1] == "bias":
-            flat[path] = np.zeros(leaf.shape, np.float32)
+        if path[-1] in ("scale", "bias"):
+            flat[path] = (float(path[-1] == "scale") + 0.1 * rng.standard_normal(leaf.shape)).astype(np.float32)
         else:
             fan_in = int(np.prod(leaf.shape[:-1])) or 1
             flat[path] = (rng.standard_normal(leaf.shape) / np.sqrt(fan_in)).astype(np.float32)
