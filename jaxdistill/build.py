@@ -23,6 +23,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.eval.probe import MixtureProbe
 from jaxdistill.models import gaussian_mixture
+from jaxdistill.models.hf.teacher import load_sd_teacher
 from jaxdistill.models.lora import ATTENTION_TARGETS
 from jaxdistill.models.ports.converted import converted_teacher
 from jaxdistill.models.precision import cast_floats, with_compute_dtype
@@ -95,7 +96,8 @@ def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, p
 def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...], mesh: Optional[jax.sharding.Mesh] = None) -> tuple[Denoiser, PyTree]:
     """The frozen teacher denoiser and its parameters, as the config's ``teacher`` says:
     ``mixture`` is the exact mixture the data are drawn from, ``checkpoint`` a trained teacher run,
-    ``converted`` a published network converted by ``jaxdistill convert``. With ``mesh``, a
+    ``converted`` a published network converted by ``jaxdistill convert``, ``diffusers`` the UNet
+    of a diffusers Stable Diffusion folder (``models.hf``; inputs are its latents). With ``mesh``, a
     checkpointed teacher's parameters are restored straight into their shardings on it
     (``load_run``); without, onto one device."""
     kind = config.teacher.kind
@@ -120,9 +122,14 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
         if tuple(info["event_shape"]) != tuple(event_shape):
             raise ConfigError(f"teacher.path={config.teacher.path!r} takes inputs of shape {tuple(info['event_shape'])}, the data's are {tuple(event_shape)}")
         return _computing(denoiser, config), params
+    if kind == "diffusers":
+        sd = load_sd_teacher(config.teacher.path)
+        if event_shape[-1] != sd.latent_channels:
+            raise ConfigError(f"teacher.path={config.teacher.path!r} denoises latents of {sd.latent_channels} channels, the data's event shape is {tuple(event_shape)}")
+        return _computing(sd.denoiser(), config), sd.unet_params
     if kind == OBJECT_TEACHER:
         raise ConfigError("this run's teacher was passed as an object; pass it again (teacher=(denoiser, params))")
-    raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture', 'checkpoint' or 'converted' (it is {kind!r})")
+    raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture', 'checkpoint', 'converted' or 'diffusers' (it is {kind!r})")
 
 
 def _computing(denoiser: Denoiser, config: ml_collections.ConfigDict) -> Denoiser:
@@ -187,7 +194,7 @@ class BuildContext:
         """A ConfigError if any of ``settings``' flags ``fields`` asks to start from the teacher's
         weights while the teacher has none (not a trained network)."""
         wanted = [f"{settings.section}.{f}" for f in fields if getattr(settings, f)]
-        if wanted and self.teacher_object is None and self.config.teacher.kind not in ("checkpoint", "converted"):
+        if wanted and self.teacher_object is None and self.config.teacher.kind not in ("checkpoint", "converted", "diffusers"):
             raise ConfigError(
                 f"{settings.method}: {' / '.join(wanted)} need a trained network teacher (teacher.kind='checkpoint'); "
                 f"the exact mixture has no weights to copy — set {' and '.join(wanted)} to False"

@@ -33,7 +33,7 @@ from jaxdistill.objectives import registry
 __all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config_file", "validate"]
 
 OBJECT_TEACHER = "object"  # teacher.kind of a teacher passed to build() as an object
-TEACHER_KINDS = ("none", "mixture", "checkpoint", "converted", OBJECT_TEACHER)
+TEACHER_KINDS = ("none", "mixture", "checkpoint", "converted", "diffusers", OBJECT_TEACHER)
 PRIOR_MEANS = ("data", "zero")
 
 
@@ -52,8 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.prior_mean = "data"
     c.network = ml_collections.ConfigDict({"name": "mlp", "num_classes": 0})
     # Frozen teacher for distillation: "mixture" (the exact mixture the data are drawn from),
-    # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used) or "converted"
-    # (a published network converted by `jaxdistill convert`, at teacher.path).
+    # "checkpoint" (a trained denoising run's workdir; its EMA parameters are used), "converted"
+    # (a published network converted by `jaxdistill convert`, at teacher.path) or "diffusers" (the UNet of a
+    # diffusers Stable Diffusion folder at teacher.path, jaxdistill.models.hf; the data are its latents).
     c.teacher = ml_collections.ConfigDict({"kind": "none", "workdir": "", "path": "", "guidance": config_dict.placeholder(float)})
     # Mixed precision (jaxdistill.models.precision): the networks compute in precision.compute; master
     # weights, optimiser state and EMA stay float32. teacher_params="bfloat16" stores a network teacher's
@@ -181,6 +182,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
         raise ConfigError("teacher.kind='checkpoint' needs teacher.workdir (the teacher run's --workdir)")
     if config.teacher.kind == "converted" and not config.teacher.get("path"):
         raise ConfigError("teacher.kind='converted' needs teacher.path (a file written by 'jaxdistill convert')")
+    if config.teacher.kind == "diffusers" and not config.teacher.get("path"):
+        raise ConfigError("teacher.kind='diffusers' needs teacher.path (a diffusers Stable Diffusion folder with model_index.json)")
     for field in ("batch_size",):
         if int(config[field]) <= 0:
             raise ConfigError(f"{field} must be positive, got {config[field]}")

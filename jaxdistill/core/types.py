@@ -6,9 +6,10 @@ Conventions
 * ``t`` is the noise process's own time, a float32 array of shape ``[B]``.
 * ``cond`` is an int32 class-label array ``[B]`` or ``None``. The label
   ``NULL_LABEL`` (= -1) marks an unconditional sample (used by classifier-free
-  guidance and label dropout). Data that carry a ``"cond"`` entry (text
-  embeddings of ``jaxdistill.data.t2i_cache``: a dict of ``[B, ...]`` arrays)
-  pass it as ``cond`` instead.
+  guidance and label dropout). Text-to-image networks take a
+  ``core.conditioning.TextCondition`` instead, whose unconditional branch is
+  the negative (or empty) prompt; batches of a text-to-image cache
+  (``jaxdistill.data.t2i_cache``) carry it as their ``"cond"`` entry.
 * Every network is used through a pure apply-function with one signature::
 
       apply(params, x, t, cond, *, train=False, rngs=None) -> output

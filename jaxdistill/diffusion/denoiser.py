@@ -4,6 +4,9 @@ Classifier-free guidance (Ho & Salimans 2022) uses one convention throughout:
 
     x0_cfg = x0_u + w (x0_c - x0_u),   w = 1 is the plain conditional model, w = 0 the unconditional one.
 
+The unconditional branch is ``core.conditioning.unconditional(cond)``: ``NULL_LABEL`` for class
+labels, the negative (or empty) prompt's embeddings for a ``TextCondition``.
+
 Because eps, v, the score and the PF-ODE velocity are all affine in x0 at fixed (x, t),
 the same formula holds in any of those parameterisations.
 
@@ -18,7 +21,8 @@ from typing import Mapping, Optional
 
 import jax.numpy as jnp
 
-from jaxdistill.core.types import NULL_LABEL, ApplyFn, Array, PyTree
+from jaxdistill.core.conditioning import guidance_batch
+from jaxdistill.core.types import ApplyFn, Array, PyTree
 from jaxdistill.diffusion.predict import PRECONDITIONED, PREDICTIONS, edm_inputs, eps_from_x0, to_x0
 from jaxdistill.diffusion.process import NoiseProcess, broadcast_to
 
@@ -105,13 +109,13 @@ class Denoiser:
     ) -> Array:
         """E[x0 | x_t]; with ``guidance`` w (float or [B]) the CFG estimate x0_u + w (x0_c - x0_u).
 
-        The guided estimate is one network call on the batch [x; x] with labels [cond; NULL_LABEL].
+        The guided estimate is one network call on the batch [x; x] with conditions
+        [cond; unconditional(cond)] (labels: NULL_LABEL; text: the negative prompt).
         """
         t = self._t(t, x)
         if guidance is None:
             return self._x0(params, x, t, cond, train, rngs, extra)
-        if cond is None:
-            raise ValueError("classifier-free guidance needs class labels (cond is None)")
+        both_cond = guidance_batch(cond)
         if extra is not None:
             extra = jnp.asarray(extra, jnp.float32)
             extra = jnp.concatenate([extra, extra]) if extra.ndim > 0 else extra
@@ -119,7 +123,7 @@ class Denoiser:
             params,
             jnp.concatenate([x, x]),
             jnp.concatenate([t, t]),
-            jnp.concatenate([cond, jnp.full_like(cond, NULL_LABEL)]),
+            both_cond,
             train,
             rngs,
             extra,

@@ -65,9 +65,10 @@ from typing import ClassVar, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxdistill.core.conditioning import unconditional
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
-from jaxdistill.core.types import NULL_LABEL, Array, Batch, PyTree
+from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.losses import GAN_LOSSES, discriminator_loss, generator_gan_loss, r1_penalty, squared_l2
 from jaxdistill.models.discriminator import apply_head
 from jaxdistill.objectives.common import check_choice, teacher_passes
@@ -222,8 +223,7 @@ class AdversarialDistillation(GeneratorDistillation):
         """The frozen teacher's features of x_t at t: unconditional for ADD (a fixed feature
         network); for LADD conditional, plus the noise-level column ln(s(t)) / 4."""
         if self.settings.method == "add":
-            null = None if cond is None else jnp.full_like(cond, NULL_LABEL)
-            return self.teacher.features(frozen["teacher"], x_t, t, null)
+            return self.teacher.features(frozen["teacher"], x_t, t, unconditional(cond))
         features = self.teacher.features(frozen["teacher"], x_t, t, cond)
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x_t.shape[0],))
         return features + [(jnp.log(self.process.sigma_ratio(t)) / 4.0)[:, None]]
