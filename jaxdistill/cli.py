@@ -254,14 +254,15 @@ def cmd_data(args, overrides: list[str]) -> int:
 
 def cmd_cache(args, overrides: list[str]) -> int:
     from jaxdistill.data.prompts import open_prompts
-    from jaxdistill.data.t2i_cache import load_diffusers_encoders, write_cache
+    from jaxdistill.data.t2i_cache import teacher_encoders, write_cache
+    from jaxdistill.models.hf.teacher import load_sd_teacher
 
-    for flag, value in (("--batch-size", args.batch_size), ("--shard-size", args.shard_size), ("--resolution", args.resolution), ("--max-length", args.max_length)):
+    for flag, value in (("--batch-size", args.batch_size), ("--shard-size", args.shard_size), ("--resolution", args.resolution)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be positive, got {value}")
     _require_folder(args.out, "--out")
     prompts = open_prompts(args.prompts, field=args.prompt_field, image_field=args.images)
-    encoders = load_diffusers_encoders(args.diffusers, args.resolution, args.max_length)
+    encoders = teacher_encoders(load_sd_teacher(args.diffusers), args.resolution)
     manifest = write_cache(
         args.out, prompts, encoders, batch_size=args.batch_size, shard_size=args.shard_size, with_images=args.images is not None,
         dtype=args.dtype, process_index=args.process_index, process_count=args.process_count, progress=not args.quiet,
@@ -372,13 +373,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("cache", help="encode prompts (and images) once with a diffusers model's text encoder and VAE: shards + manifest.json for data.name='t2i_cache'")
-    p.add_argument("--diffusers", required=True, help="a diffusers Stable Diffusion folder (text_encoder/, tokenizer/, vae/)")
+    p.add_argument("--diffusers", required=True, help="a diffusers Stable Diffusion folder (1.x, 2.x or XL; its text encoders and VAE are used)")
     p.add_argument("--prompts", required=True, help="a text file (one prompt a line), a .jsonl file, or tfds:NAME[:SPLIT]")
     p.add_argument("--out", required=True, help="the cache folder (a rerun with the same arguments finishes it)")
     p.add_argument("--prompt-field", default=None, help="JSONL / TFDS field of the prompt (default: prompt or caption / caption)")
     p.add_argument("--images", default=None, metavar="FIELD", help="also encode the images under this JSONL / TFDS field into VAE latents")
-    p.add_argument("--resolution", type=int, default=None, help="image side the latents are encoded at (default: the VAE's sample_size)")
-    p.add_argument("--max-length", type=int, default=None, help="prompt tokens (default: the tokenizer's model_max_length)")
+    p.add_argument("--resolution", type=int, default=None, help="image side the latents are encoded at (default: the UNet's sample size times the VAE's factor)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts (images) per encoder call")
     p.add_argument("--shard-size", type=int, default=1024, help="records per shard file (SD 1.5 in float32: ~240 MB of embeddings)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage dtype of embeddings and latents")

@@ -1,5 +1,5 @@
 """Prompt sources and the text-to-image cache (jaxdistill.data.prompts, jaxdistill.data.t2i_cache)
-on a tiny random Stable Diffusion folder (CLIP text encoder, tokenizer, VAE) saved by the tests:
+on a tiny random Stable Diffusion folder (models.hf.tiny) saved by the tests:
 contents equal direct encoding, resume and two processes give the same bytes as one run, other
 settings are refused with nothing touched, the data source and the CLI."""
 import dataclasses
@@ -14,54 +14,28 @@ import pytest
 from PIL import Image
 
 from jaxdistill.cli import main
+from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.data import pipeline
 from jaxdistill.data.prompts import JsonlPrompts, ListPrompts, TextFilePrompts, TfdsPrompts, open_prompts
 from jaxdistill.data.sources import make_source
-from jaxdistill.data.t2i_cache import MANIFEST, T2ICacheSource, load_diffusers_encoders, load_image, write_cache
+from jaxdistill.data.t2i_cache import MANIFEST, T2ICacheSource, load_image, teacher_encoders, write_cache
+from jaxdistill.models.hf.teacher import load_sd_teacher
+from jaxdistill.models.hf.tiny import IMAGE_SIZE, PROMPT_LENGTH, write_tiny_sd
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.train import mesh as mesh_lib
 
-RESOLUTION, MAX_LENGTH = 16, 8
+RESOLUTION, MAX_LENGTH = IMAGE_SIZE, PROMPT_LENGTH  # the tiny folder's 16x16 images, 8 prompt tokens
 PROMPTS = ["a cat", "a dog on a mat", "red", "blue sky", "x", "green tree", "a b c", "moon", "sun and sea", "zebra"]
 CACHE = dict(batch_size=3, shard_size=4, progress=False)  # 10 records: shards of 4, 4, 2; a padded last batch
-
-
-def tiny_diffusers_folder(root):
-    """A Stable Diffusion folder of seeded random tiny components: a character-level CLIP
-    tokenizer, a 2-layer CLIP text encoder (width 16) and a 2-level VAE (downsampling 2, 4 latent channels)."""
-    from diffusers import FlaxAutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTokenizer, FlaxCLIPTextModel
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "!": 2}
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab.update({c: 3 + i for i, c in enumerate(letters)})
-    vocab.update({c + "</w>": 3 + len(letters) + i for i, c in enumerate(letters)})
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=MAX_LENGTH, pad_token="!")
-    tokenizer.save_pretrained(str(root / "sd" / "tokenizer"))
-    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                            max_position_embeddings=MAX_LENGTH, pad_token_id=2, bos_token_id=0, eos_token_id=1, projection_dim=8)
-    rs = np.random.default_rng(0)  # seeded random weights of the parameters' shapes: compiling the VAE's init alone costs ~25 s
-
-    def random_params(init):
-        return jax.tree.map(lambda s: (0.3 * rs.standard_normal(s.shape)).astype(np.float32), jax.eval_shape(init, jax.random.key(0)))
-
-    text_encoder = FlaxCLIPTextModel(config, _do_init=False)
-    text_encoder.save_pretrained(str(root / "sd" / "text_encoder"), params=random_params(lambda key: text_encoder.init_weights(key, (1, MAX_LENGTH))))
-    vae = FlaxAutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                            block_out_channels=(8, 8), layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=RESOLUTION)
-    vae.save_pretrained(str(root / "sd" / "vae"), params=random_params(vae.init_weights))
-    return str(root / "sd")
 
 
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
     """(folder, encoders, a JSONL of PROMPTS with one 16x16 image each)."""
     root = tmp_path_factory.mktemp("t2i")
-    folder = tiny_diffusers_folder(root)
+    folder = write_tiny_sd(root / "sd", "sd15")
     rs = np.random.default_rng(1)
     os.makedirs(root / "images")
     lines = []
@@ -69,7 +43,7 @@ def sd(tmp_path_factory):
         Image.fromarray(rs.integers(0, 256, (RESOLUTION, RESOLUTION, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
         lines.append(json.dumps({"caption": prompt, "file": f"images/{i}.png"}))
     (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    return folder, load_diffusers_encoders(folder), str(root / "prompts.jsonl")
+    return folder, teacher_encoders(load_sd_teacher(folder)), str(root / "prompts.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -205,20 +179,29 @@ def test_cache_equals_direct_encoding_and_feeds_the_data_source(sd, image_cache)
     assert manifest["num_records"] == 10 and manifest["shard_records"] == [4, 4, 2] and manifest["latent_shape"] == [8, 8, 4]
     assert {k: manifest["settings"][k] for k in ("resolution", "max_length", "images", "shard_size")} == {"resolution": 16, "max_length": 8, "images": True, "shard_size": 4}
     source = make_source(ml_collections.ConfigDict({"name": "t2i_cache", "path": image_cache}))
-    assert isinstance(source, T2ICacheSource) and len(source) == 10 and source.cond_keys == ["embeddings"]
+    assert isinstance(source, T2ICacheSource) and len(source) == 10 and source.cond_keys == ["prompt_embeds"]
     order = np.array([9, 0, 5, 4, 3])  # across the three shards
     batch = source.get_batch(order)
     np.testing.assert_allclose(batch["x"], latents[order], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(batch["cond"]["embeddings"], embeddings[order], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batch["cond"]["embeds"], embeddings[order], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(batch["label"], np.full(5, NULL_LABEL))
-    np.testing.assert_allclose(source.null_cond["embeddings"], embeddings[-1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(source.null_cond["prompt_embeds"], embeddings[-1], rtol=1e-5, atol=1e-5)
     record = source[7]
-    np.testing.assert_allclose(record["cond"]["embeddings"], embeddings[7], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(record["cond"]["embeds"], embeddings[7], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(record["x"], latents[7], rtol=1e-5, atol=1e-5)
     # the trainer's cond is the batch's "cond"; the global batch keeps its dict structure
-    assert batch_labels(batch, num_classes=0) is batch["cond"]
+    np.testing.assert_allclose(batch["cond"]["negative_embeds"], np.repeat(embeddings[-1:], 5, axis=0), rtol=1e-5, atol=1e-5)
+    assert sorted(batch["cond"]) == ["embeds", "negative_embeds"]  # SD 1.x: no pooled embeddings or time ids
+    # the trainer's cond is the batch's TextCondition, and it guides the teacher as text_condition does
+    cond = batch_labels(batch, num_classes=0)
+    assert isinstance(cond, TextCondition) and cond.embeds is batch["cond"]["embeds"]
+    teacher = load_sd_teacher(folder)
+    x, t = jax.random.normal(jax.random.key(0), (5, *manifest["latent_shape"])), jnp.full((5,), 500.0)
+    guided = teacher.denoiser().x0(teacher.unet_params, x, t, cond, guidance=3.0)
+    direct = teacher.denoiser().x0(teacher.unet_params, x, t, teacher.text_condition([PROMPTS[i] for i in order]), guidance=3.0)
+    np.testing.assert_allclose(guided, direct, rtol=1e-4, atol=1e-5)
     placed = mesh_lib.global_batch(batch, mesh_lib.make_mesh(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 1, "min_fsdp_size": 1024})))
-    np.testing.assert_array_equal(np.asarray(placed["cond"]["embeddings"]), batch["cond"]["embeddings"])
+    np.testing.assert_array_equal(np.asarray(placed["cond"]["embeds"]), batch["cond"]["embeds"])
 
 
 def test_each_process_reads_only_its_slice_of_the_cache(image_cache):
@@ -234,13 +217,13 @@ def test_each_process_reads_only_its_slice_of_the_cache(image_cache):
 
     sources = [T2ICacheSource(image_cache) for _ in range(2)]
     for p, source in enumerate(sources):
-        source.shards = [{k: Spy(v, read[p], int(start)) if k == "cond.embeddings" else v for k, v in shard.items()}
+        source.shards = [{k: Spy(v, read[p], int(start)) if k == "cond.prompt_embeds" else v for k, v in shard.items()}
                          for shard, start in zip(source.shards, source.starts)]
     streams = [pipeline.BatchStream(source, 4, seed=3, shard_index=p, shard_count=2) for p, source in enumerate(sources)]
     whole = T2ICacheSource(image_cache).get_batch(np.arange(10))
     for step in range(streams[0].steps_per_epoch):
         for stream in streams:
-            np.testing.assert_array_equal(stream[step]["cond"]["embeddings"], whole["cond"]["embeddings"][stream.indices(step)])
+            np.testing.assert_array_equal(stream[step]["cond"]["embeds"], whole["cond"]["embeds"][stream.indices(step)])
     assert set(read[0]) <= set(range(0, 10, 2)) and set(read[1]) <= set(range(1, 10, 2))
     assert len(read[0]) == len(read[1]) == 4  # an epoch: 2 steps of 2 records from each slice of 5 (one left over, drop_remainder)
 
@@ -308,32 +291,34 @@ def test_cli_caches_text_only_and_refuses_bad_input_with_exit_2(sd, image_cache,
     assert source.settings["images"] is False and source.settings["dtype"] == "float16" and source.event_shape == (8, 8, 4) and len(source) == 5
     batch = source.get_batch(np.arange(5))
     np.testing.assert_array_equal(batch["x"], np.zeros((5, 8, 8, 4), np.float32))  # text-only: latent-shaped zeros
-    assert batch["cond"]["embeddings"].dtype == np.float32  # stored as float16, read as float32
-    np.testing.assert_allclose(batch["cond"]["embeddings"], encoders.encode_prompts(PROMPTS[:5])["embeddings"], rtol=2e-3, atol=2e-3)
+    assert batch["cond"]["embeds"].dtype == np.float32  # stored as float16, read as float32
+    np.testing.assert_allclose(batch["cond"]["embeds"], encoders.encode_prompts(PROMPTS[:5])["prompt_embeds"], rtol=2e-3, atol=2e-3)
     capsys.readouterr()
     before = folder_bytes(image_cache)
     cases = [
         (["--prompts", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "new")], ["nope.txt", "missing"]),
         (["--prompts", sd[2], "--images", "file", "--out", image_cache, "--resolution", "8"], [os.path.join(image_cache, MANIFEST), "resolution: manifest 16, this run 8"]),
         (["--prompts", str(text), "--out", str(tmp_path / "new"), "--resolution", "15"], ["multiple of the VAE's downsampling factor 2"]),
-        (["--prompts", str(text), "--out", str(tmp_path / "new"), "--max-length", "9"], ["max_length 9 exceeds the 8 positions", "text_encoder"]),
     ]
     for args, fragments in cases:
         assert main(["cache", "--diffusers", folder, "--quiet", *args]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and all(f in err for f in fragments), err
     assert main(["cache", "--diffusers", str(tmp_path), "--prompts", str(text), "--out", str(tmp_path / "new")]) == 2
-    assert os.path.join(str(tmp_path), "text_encoder", "config.json") + " is missing" in capsys.readouterr().err
-    broken = tmp_path / "no_vae_weights"  # the VAE's config without its weights
-    for sub in ("text_encoder", "tokenizer"):
-        os.makedirs(broken / sub)
-        for name in os.listdir(os.path.join(folder, sub)):
-            os.symlink(os.path.join(folder, sub, name), broken / sub / name)
-    os.makedirs(broken / "vae")
-    (broken / "vae" / "config.json").write_bytes(open(os.path.join(folder, "vae", "config.json"), "rb").read())
+    assert os.path.join(str(tmp_path), "model_index.json") + "' is missing" in capsys.readouterr().err
+    broken = tmp_path / "no_vae_weights"  # every component, but the VAE's config without its weights
+    os.makedirs(broken)
+    for name in os.listdir(folder):
+        if not os.path.isdir(os.path.join(folder, name)):
+            os.symlink(os.path.join(folder, name), broken / name)
+            continue
+        os.makedirs(broken / name)
+        for item in os.listdir(os.path.join(folder, name)):
+            if name != "vae" or item == "config.json":
+                os.symlink(os.path.join(folder, name, item), broken / name / item)
     assert main(["cache", "--diffusers", str(broken), "--prompts", str(text), "--out", str(tmp_path / "new")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and str(broken / "vae") + " could not be loaded as FlaxAutoencoderKL" in err, err
+    assert err.count("\n") == 1 and "vae" in err and "has no weights" in err, err
     assert not os.path.exists(tmp_path / "new") and folder_bytes(image_cache) == before
 
 

@@ -51,6 +51,12 @@ class TextCondition:
         return TextCondition(self.negative_embeds, self.negative_pooled, self.time_ids)
 
 
+def as_condition(cond):
+    """A batch's ``cond`` entry as networks take it: a dict of ``TextCondition`` fields (a
+    text-to-image cache's batches) becomes the ``TextCondition``; anything else is returned as is."""
+    return TextCondition(**cond) if isinstance(cond, dict) else cond
+
+
 def unconditional(cond: Condition) -> Condition:
     """The unconditional counterpart of ``cond``: ``NULL_LABEL`` for labels, the negative prompt for text, None for None."""
     if cond is None:

@@ -13,7 +13,7 @@ A cache folder holds
   names, in order) and ``latent_shape``;
 * ``shard-KKKKK-of-NNNNN.npz``: the records ``[k S, min((k+1) S, N))`` as uncompressed arrays
   ``index`` int64 ``[n]``, ``cond.<key> [n, ...]`` for each array ``encode_prompts`` returns
-  (``embeddings [n, L, D]``; SDXL adds ``pooled [n, D]``) and, with images, ``x [n, h, w, c]``
+  (``prompt_embeds [n, L, D]``; SDXL adds ``pooled_prompt_embeds [n, P]``) and, with images, ``x [n, h, w, c]``
   (``encode_images``: the VAE posterior's mean times the scaling factor);
 * ``null_cond.npz``: the ``cond.<key>`` arrays of the empty prompt (classifier-free guidance).
 
@@ -23,7 +23,7 @@ exist (resume); process ``i`` of ``n`` writes shards ``i, i + n, ...`` (several 
 whose settings differ from the manifest's is refused before anything is written.
 
 ``T2ICacheSource`` (``data.name = "t2i_cache"``) reads a finished cache as records ``{"x": latents
-(zeros of the latent shape for a text-only cache), "label": -1, "cond": {key: array}}``,
+(zeros of the latent shape for a text-only cache), "label": -1, "cond": {TextCondition field: array}}``,
 memory-mapping the shards so that each process reads only its own records.
 """
 from __future__ import annotations
@@ -33,10 +33,9 @@ import hashlib
 import json
 import os
 import zipfile
-from typing import IO, Any, Callable, Mapping, Optional
+from typing import IO, TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -45,19 +44,24 @@ from jaxdistill.core.paths import write_atomic, write_text_atomic
 from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.data.shards import _locate, _starts, memmap_npz_member
 
+if TYPE_CHECKING:
+    from jaxdistill.models.hf.teacher import SDTeacher
+
 MANIFEST = "manifest.json"
 NULL_COND = "null_cond.npz"
 FORMAT = "jaxdistill.t2i_cache/1"
 COND_PREFIX = "cond."
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: the same arrays give the same file bytes
 DTYPES = ("float32", "float16")
+# encode_prompts' arrays -> the TextCondition fields they fill, for the prompt and (from the empty prompt) the negative branch
+CONDITION_FIELDS = {"prompt_embeds": ("embeds", "negative_embeds"), "pooled_prompt_embeds": ("pooled", "negative_pooled")}
 
 
 @dataclasses.dataclass(frozen=True)
 class Encoders:
     """The frozen encoders of a latent text-to-image model, as the cache uses them.
 
-    ``encode_prompts(prompts) -> {"embeddings": [B, L, D], ...}``; ``encode_images(images NHWC in
+    ``encode_prompts(prompts) -> {"prompt_embeds": [B, L, D], ...}``; ``encode_images(images NHWC in
     [-1, 1]) -> latents [B, h, w, c]``; ``settings``: a JSON-able description of what they are,
     which must include ``resolution`` (the image side the latents are encoded at)."""
 
@@ -247,7 +251,9 @@ def _open_npz(path: str) -> dict[str, np.ndarray]:
 
 class T2ICacheSource:
     """The records of the cache in ``path`` (module docstring): ``{"x": float32 latents [h, w, c],
-    "label": -1, "cond": {key: float32 array}}``, read by index from memory-mapped shards.
+    "label": -1, "cond": {field: float32 array}}``, read by index from memory-mapped shards, where
+    ``cond`` holds the fields of a ``core.conditioning.TextCondition`` (``embeds``, with the empty
+    prompt's as ``negative_embeds``; SDXL also ``pooled``, ``negative_pooled`` and ``time_ids``).
     ``null_cond`` holds the empty prompt's ``cond``; ``settings`` the manifest's settings."""
 
     def __init__(self, path: str):
@@ -279,6 +285,10 @@ class T2ICacheSource:
         self.cond_keys = sorted(name[len(COND_PREFIX):] for name in first if name.startswith(COND_PREFIX))
         null = _open_npz(os.path.join(path, NULL_COND))
         self.null_cond = {k: np.asarray(null[COND_PREFIX + k], np.float32) for k in self.cond_keys}
+        unknown = sorted(set(self.cond_keys) - set(CONDITION_FIELDS))
+        if unknown:
+            raise ConfigError(f"{files[0]}: text arrays {unknown} are not Stable Diffusion encodings; expected {sorted(CONDITION_FIELDS)}")
+        self.time_ids = np.asarray(self.settings["time_ids"], np.float32) if "time_ids" in self.settings else None
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -292,14 +302,20 @@ class T2ICacheSource:
         shard, position = _locate(self.starts, indices)
         n = len(shard)
         x = np.zeros((n, *self.event_shape), np.float32)
-        cond = {k: np.empty((n, *self.shards[0][COND_PREFIX + k].shape[1:]), np.float32) for k in self.cond_keys}
+        text = {k: np.empty((n, *self.shards[0][COND_PREFIX + k].shape[1:]), np.float32) for k in self.cond_keys}
         for s in np.unique(shard):
             rows = np.flatnonzero(shard == s)
             arrays = self.shards[s]
             if self.has_images:
                 x[rows] = arrays["x"][position[rows]]
             for k in self.cond_keys:
-                cond[k][rows] = arrays[COND_PREFIX + k][position[rows]]
+                text[k][rows] = arrays[COND_PREFIX + k][position[rows]]
+        cond = {}
+        for k, array in text.items():
+            field, negative = CONDITION_FIELDS[k]
+            cond[field], cond[negative] = array, np.repeat(self.null_cond[k][None], n, axis=0)
+        if self.time_ids is not None:
+            cond["time_ids"] = np.tile(self.time_ids, (n, 1))
         return {"x": x, "label": np.full(n, NULL_LABEL, np.int32), "cond": cond}
 
     def config(self) -> dict[str, Any]:
@@ -310,69 +326,29 @@ class T2ICacheSource:
         return f"T2ICacheSource(len={len(self)}, shards={len(self.shards)}, event_shape={self.event_shape}, cond={self.cond_keys})"
 
 
-def load_diffusers_encoders(folder: str, resolution: Optional[int] = None, max_length: Optional[int] = None) -> Encoders:
-    """The text encoder (with its tokenizer) and VAE encoder of a Stable Diffusion 1.x / 2.x
-    diffusers folder (``text_encoder/``, ``tokenizer/``, ``vae/``; Flax weights, or PyTorch
-    weights converted by ``from_pt``) as ``Encoders``: prompts padded / truncated to
-    ``max_length`` tokens (default: the tokenizer's) -> the CLIP text encoder's last hidden state
-    (Rombach et al. 2022); images -> the VAE posterior's mean times ``scaling_factor``.
-    ``resolution`` defaults to the VAE's ``sample_size``. (A stand-in for the shared loader in
-    ``jaxdistill.models.hf``, kept to this one function.)"""
-    folder = os.path.abspath(folder)
-    if not os.path.isdir(folder):
-        raise ConfigError(f"diffusers folder {folder!r} does not exist; expected a Stable Diffusion folder with text_encoder/, tokenizer/ and vae/")
-    for sub, needed in (("text_encoder", "config.json"), ("tokenizer", "vocab.json"), ("vae", "config.json")):
-        if not os.path.isfile(os.path.join(folder, sub, needed)):
-            raise ConfigError(f"{os.path.join(folder, sub, needed)} is missing; expected a diffusers Stable Diffusion folder with text_encoder/, tokenizer/ and vae/")
-    from diffusers import FlaxAutoencoderKL
-    from transformers import CLIPTokenizer, FlaxCLIPTextModel
-
-    def load(sub: str, flax_weights: Optional[str], loader: Callable[..., Any], **kwargs) -> Any:
-        """``loader.from_pretrained`` of ``sub`` (PyTorch weights converted where no Flax weights are); its errors as one line naming ``sub``."""
-        if flax_weights is not None:
-            kwargs["from_pt"] = not os.path.isfile(os.path.join(folder, sub, flax_weights))
-        try:
-            return loader.from_pretrained(folder, subfolder=sub, **kwargs)
-        except (OSError, ValueError, ImportError, KeyError) as err:  # transformers / diffusers raise these for missing or foreign weights
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            raise ConfigError(f"{os.path.join(folder, sub)} could not be loaded as {loader.__name__} ({type(err).__name__}: {first})") from None
-
-    tokenizer = load("tokenizer", None, CLIPTokenizer)
-    text_encoder, text_params = load("text_encoder", "flax_model.msgpack", FlaxCLIPTextModel, _do_init=False)
-    vae, vae_params = load("vae", "diffusion_flax_model.msgpack", FlaxAutoencoderKL)
-    max_length = int(max_length or tokenizer.model_max_length)
-    if max_length > text_encoder.config.max_position_embeddings:
-        raise ConfigError(
-            f"max_length {max_length} exceeds the {text_encoder.config.max_position_embeddings} positions of {os.path.join(folder, 'text_encoder')}"
-        )
-    if len(tokenizer) > text_encoder.config.vocab_size:
-        raise ConfigError(f"{os.path.join(folder, 'tokenizer')} has {len(tokenizer)} tokens; {os.path.join(folder, 'text_encoder')} embeds {text_encoder.config.vocab_size}")
-    resolution = int(resolution or vae.config.sample_size)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+def teacher_encoders(teacher: "SDTeacher", resolution: Optional[int] = None) -> Encoders:
+    """``Encoders`` of a loaded Stable Diffusion teacher (``models.hf.load_sd_teacher``): its
+    ``encode_prompts`` (``prompt_embeds``; SDXL also ``pooled_prompt_embeds``) and ``encode_images``
+    at ``resolution`` pixels (default: the UNet's sample size times the VAE's factor). ``settings``
+    name the text encoders and VAE by the sha256 of their configs, and hold SDXL's time ids."""
+    factor = teacher.vae_scale_factor
+    vae_folder = os.path.join(teacher.info.path, "vae")
+    resolution = int(resolution or int(teacher.network.module.unet.sample_size) * factor)
     if resolution % factor:
-        raise ConfigError(f"resolution {resolution} must be a multiple of the VAE's downsampling factor {factor} ({os.path.join(folder, 'vae')})")
-    scale = float(vae.config.scaling_factor)
-
-    text_fn = jax.jit(lambda params, ids: text_encoder(ids, params=params).last_hidden_state)
-    latent_fn = jax.jit(lambda params, x: vae.apply({"params": params}, jnp.transpose(x, (0, 3, 1, 2)), method=vae.encode).latent_dist.mean * scale)
-
-    def encode_prompts(prompts: list[str]) -> dict[str, np.ndarray]:
-        ids = tokenizer(list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="np").input_ids
-        return {"embeddings": np.asarray(text_fn(text_params, ids))}
-
-    def encode_images(images: np.ndarray) -> np.ndarray:
-        return np.asarray(latent_fn(vae_params, jnp.asarray(images, jnp.float32)))
+        raise ConfigError(f"resolution {resolution} must be a multiple of the VAE's downsampling factor {factor} ({vae_folder})")
 
     def config_sha256(sub: str) -> str:
-        with open(os.path.join(folder, sub, "config.json"), "rb") as f:
-            return hashlib.sha256(f.read()).hexdigest()
+        return hashlib.sha256(json.dumps(teacher.info.configs[sub], sort_keys=True).encode()).hexdigest()
 
+    encoders = [name for name in ("text_encoder", "text_encoder_2") if name in teacher.info.configs]
     settings = {
-        "text_encoder": f"{os.path.basename(folder)}/text_encoder",
-        "text_encoder_config_sha256": config_sha256("text_encoder"),
-        "max_length": max_length,
+        "text_encoders": [f"{os.path.basename(teacher.info.path)}/{name}" for name in encoders],
+        "text_encoder_config_sha256": [config_sha256(name) for name in encoders],
+        "max_length": int(teacher.tokenizers[0].model_max_length),
         "resolution": resolution,
         "vae_config_sha256": config_sha256("vae"),
-        "vae_scaling_factor": scale,
+        "vae_scaling_factor": float(teacher.vae.scaling_factor),
     }
-    return Encoders(encode_prompts, encode_images, settings)
+    if teacher.sdxl:
+        settings["time_ids"] = teacher.time_ids(1, (resolution, resolution))[0].tolist()
+    return Encoders(teacher.encode_prompts, teacher.encode_images, settings)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdistill.core.conditioning import as_condition
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.phema import EmaRule, ema_rule
 from jaxdistill.core.rng import derive
@@ -62,11 +63,11 @@ def drop_labels(rng: Array, labels: Array, p: float) -> Array:
 
 
 def batch_labels(batch: Batch, num_classes: int) -> Optional[PyTree]:
-    """The batch's conditioning: its ``cond`` entry when the data carry one (an array or a dict of
-    arrays, e.g. a text-to-image cache's text embeddings), else its labels for a conditional
+    """The batch's conditioning: its ``cond`` entry when the data carry one (a text-to-image cache's
+    ``TextCondition`` fields become the ``TextCondition``), else its labels for a conditional
     objective, ``None`` for an unconditional one."""
     if "cond" in batch:
-        return batch["cond"]
+        return as_condition(batch["cond"])
     return batch["label"].astype(jnp.int32) if num_classes > 0 else None
 
 
