@@ -2,7 +2,9 @@
 CPU devices (mesh data 2 x fsdp 4) for an MLP, a UNet and a DiT student, each with a randomly
 initialised teacher of the same network. Prints per network the all-gathers, all-to-alls,
 all-reduces and reduce-scatters in ``compiled.as_text()``, the compile's "involuntary full
-rematerialization" warnings, and the per-device parameter + optimiser bytes against total / fsdp.
+rematerialization" warnings, the state and teacher leaves sharded along the dimension their logical
+annotation chose instead of the default rule's (``annotated_leaves``, ``mesh.logical_axis_rules``),
+and the per-device parameter + optimiser bytes against total / fsdp.
 
 Usage: python experiments/fsdp_collectives.py [--nets mlp,unet,dit] [--method dmd2] [--tiny] [--json]
 
@@ -198,7 +200,7 @@ def compile_report(net: str, method: str = "dmd2", tiny: bool = False) -> dict:
     built = build(config, teacher=random_teacher(config))
     mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:8])
     with tempfile.TemporaryDirectory() as workdir:
-        trainer = Trainer(built.objective, built.frozen, built.config, workdir, built.data_factory, mesh=mesh, show_progress=False)
+        trainer = Trainer(built.objective, built.frozen, built.config, workdir, built.data_factory, mesh=mesh, show_progress=False, annotated=built.annotated)
         frozen, frozen_sh = trainer._place_frozen()
         batch = mesh_lib.global_batch(next(iter(built.data_factory(0))), mesh)
         trainable, state_sh, _ = trainer._init_trainable(batch, frozen, frozen_sh)
@@ -212,12 +214,15 @@ def compile_report(net: str, method: str = "dmd2", tiny: bool = False) -> dict:
     reductions, sliced = gradient_reductions(partitioned_hlo(), mesh, int(config.mesh.min_fsdp_size))
     held, total = shard_bytes(trainable)
     fsdp_leaves = [x for x in jax.tree.leaves(trainable) if "fsdp" in jax.tree.leaves(tuple(x.sharding.spec))]
+    heuristic = lambda x: mesh_lib.fsdp_spec(x.shape, mesh.shape["fsdp"], int(config.mesh.min_fsdp_size))
+    annotated = [x for x in jax.tree.leaves((trainable, frozen)) if x.sharding.spec != heuristic(x)]
     return {
         "net": net,
         "method": method,
         "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(trainable))),
         "state_leaves": len(jax.tree.leaves(trainable)),
         "fsdp_leaves": len(fsdp_leaves),
+        "annotated_leaves": len(annotated),  # trainable + frozen leaves split where their annotation says, not the default rule
         "all_gather": count_ops(hlo, "all-gather"),
         "all_to_all": count_ops(hlo, "all-to-all"),
         "all_reduce": count_ops(hlo, "all-reduce"),

@@ -122,7 +122,7 @@ def median_seconds(fn, args: tuple, repeats: int) -> float:
 def engine_step(built, folder: str):
     """(trainer, compiled step, placed trainable, frozen, batch, compile seconds) as the engine runs it."""
     mesh = mesh_lib.make_mesh(built.config.mesh)
-    trainer = Trainer(built.objective, built.frozen, built.config, os.path.join(folder, "run"), built.data_factory, mesh=mesh, show_progress=False)
+    trainer = Trainer(built.objective, built.frozen, built.config, os.path.join(folder, "run"), built.data_factory, mesh=mesh, show_progress=False, annotated=built.annotated)
     frozen, frozen_sh = trainer._place_frozen()
     batch = mesh_lib.global_batch(next(iter(built.data_factory(0))), mesh)
     trainable, state_sh, _ = trainer._init_trainable(batch, frozen, frozen_sh)
@@ -242,14 +242,15 @@ def fsdp_memory(method: str, case: str, size: str, data: int, fsdp: int, compile
         example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), next(iter(built.data_factory(0))))
         frozen = built.objective.prepare(built.frozen, jax.random.key(0))
         abstract = jax.eval_shape(built.objective.init, jax.random.key(0), example, frozen)
-        state_sh = mesh_lib.state_shardings(abstract, mesh, min_fsdp_size=min_size)
-        frozen_sh = mesh_lib.state_shardings(frozen, mesh, min_fsdp_size=min_size)
+        rules = dict(min_fsdp_size=min_size, annotated=built.annotated, logical_axis_rules=mesh_lib.logical_rules(built.config.mesh))
+        state_sh = mesh_lib.state_shardings(abstract, mesh, **rules)
+        frozen_sh = mesh_lib.state_shardings(frozen, mesh, **rules)
         total, per_device = tree_bytes(abstract), per_device_bytes(abstract, state_sh)
         out = {"method": method, "network": case, "size": size, "mesh": f"data {data} x fsdp {fsdp}", "trainable_bytes": total,
                "trainable_bytes_per_device": per_device, "trainable_ratio": per_device / (total / fsdp),
                "frozen_bytes": tree_bytes(frozen), "frozen_bytes_per_device": per_device_bytes(frozen, frozen_sh)}
         if compile_step:
-            trainer = Trainer(built.objective, built.frozen, built.config, os.path.join(folder, "run"), built.data_factory, mesh=mesh, show_progress=False)
+            trainer = Trainer(built.objective, built.frozen, built.config, os.path.join(folder, "run"), built.data_factory, mesh=mesh, show_progress=False, annotated=built.annotated)
             batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(mesh), example)
             place = lambda tree, sh: jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, sh)
             start = time.perf_counter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,7 @@ from jaxdistill.models.hf.teacher import load_sd_teacher
 from jaxdistill.models.lora import ATTENTION_TARGETS
 from jaxdistill.models.ports.converted import converted_teacher
 from jaxdistill.models.precision import cast_floats, with_compute_dtype
-from jaxdistill.models.registry import make_network, network_config
+from jaxdistill.models.registry import Network, make_network, network_config
 from jaxdistill.objectives import registry
 from jaxdistill.objectives.lora_student import LoraStudent
 from jaxdistill.train import mesh as mesh_lib
@@ -52,6 +52,16 @@ class Built:
     frozen: PyTree
     event_shape: tuple[int, ...]
     source: object
+    # The networks this build made (student, critic, a checkpointed or converted teacher's), whose
+    # logical axis annotations shard the states they back (``annotated``).
+    networks: tuple[Network, ...] = ()
+
+    @functools.cached_property
+    def annotated(self) -> tuple[mesh_lib.Annotated, ...]:
+        """``networks`` at the run's input shape, for ``Trainer(annotated=)`` and ``mesh.state_shardings``
+        (their parameter trees are traced only where a mesh shards over fsdp)."""
+        example = jax.ShapeDtypeStruct((1, *self.event_shape), jnp.float32)
+        return tuple(mesh_lib.Annotated(network, example) for network in self.networks)
 
     def data_factory(self, start_step: int = 0) -> Iterator[dict]:
         return batch_iterator(
@@ -78,19 +88,28 @@ def make_process(config: ml_collections.ConfigDict) -> NoiseProcess:
         raise ConfigError(f"process: {err}") from err
 
 
-def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, prediction: str, num_times: int = 1):
-    """(Denoiser, init_fn) for the config's network with ``num_times`` time-like inputs."""
+def config_network(config: ml_collections.ConfigDict, num_times: int = 1) -> Network:
+    """The config's network with ``num_times`` time-like inputs."""
     net_config = config.network.copy_and_resolve_references()
     net_config.num_times = num_times
     try:
-        network = make_network(net_config)
+        return make_network(net_config)
     except (ValueError, KeyError) as err:
         raise ConfigError(f"network: {err}") from err
+
+
+def network_as_denoiser(network: Network, config: ml_collections.ConfigDict, process: NoiseProcess, prediction: str) -> Denoiser:
+    """``network`` as a denoiser of ``process`` computing in ``precision.compute``."""
     try:
-        denoiser = Denoiser(with_compute_dtype(network.apply, config.precision.compute), process, prediction, sigma_data=float(config.sigma_data))
+        return Denoiser(with_compute_dtype(network.apply, config.precision.compute), process, prediction, sigma_data=float(config.sigma_data))
     except ValueError as err:
         raise ConfigError(str(err)) from err
-    return denoiser, network.init
+
+
+def network_denoiser(config: ml_collections.ConfigDict, process: NoiseProcess, prediction: str, num_times: int = 1):
+    """(Denoiser, init_fn) for the config's network with ``num_times`` time-like inputs."""
+    network = config_network(config, num_times)
+    return network_as_denoiser(network, config, process, prediction), network.init
 
 
 def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...], mesh: Optional[jax.sharding.Mesh] = None) -> tuple[Denoiser, PyTree]:
@@ -99,7 +118,15 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
     ``converted`` a published network converted by ``jaxdistill convert``, ``diffusers`` the UNet
     of a diffusers Stable Diffusion folder (``models.hf``; inputs are its latents). With ``mesh``, a
     checkpointed teacher's parameters are restored straight into their shardings on it
-    (``load_run``); without, onto one device."""
+    (``load_run``, with the config's ``mesh`` rules); without, onto one device."""
+    denoiser, params, _ = teacher_with_networks(config, event_shape, mesh)
+    return denoiser, params
+
+
+def teacher_with_networks(
+    config: ml_collections.ConfigDict, event_shape: tuple[int, ...], mesh: Optional[jax.sharding.Mesh] = None
+) -> tuple[Denoiser, PyTree, tuple[Network, ...]]:
+    """``load_teacher`` and the networks behind the teacher's parameters (none for the mixture)."""
     kind = config.teacher.kind
     if kind == "mixture":
         try:
@@ -109,24 +136,25 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
         if mixture is None:
             raise ConfigError(f"teacher.kind='mixture' distils the exact mixture the data are drawn from; data.name={config.data.name!r} is no mixture")
         process = make_process(config)
-        return Denoiser(gaussian_mixture.mixture_apply_fn(process), process, "x0"), mixture.params
+        return Denoiser(gaussian_mixture.mixture_apply_fn(process), process, "x0"), mixture.params, ()
     if kind == "checkpoint":
-        run = load_run(config.teacher.workdir, mesh=mesh, min_fsdp_size=int(config.mesh.min_fsdp_size))
+        rules = mesh_lib.logical_rules(config.mesh)
+        run = load_run(config.teacher.workdir, mesh=mesh, min_fsdp_size=int(config.mesh.min_fsdp_size), logical_axis_rules=rules)
         if run.config.method != "teacher":
             raise ConfigError(f"teacher.workdir={config.teacher.workdir!r} is a {run.config.method!r} run, not a teacher")
         if tuple(run.built.event_shape) != tuple(event_shape):
             raise ConfigError(f"teacher event shape {run.built.event_shape} does not match the data's {event_shape}")
-        return _computing(run.built.objective.denoiser, config), run.trainable["model"].eval_params
+        return _computing(run.built.objective.denoiser, config), run.trainable["model"].eval_params, run.built.networks
     if kind == "converted":
         denoiser, params, info = converted_teacher(config.teacher.path)
         if tuple(info["event_shape"]) != tuple(event_shape):
             raise ConfigError(f"teacher.path={config.teacher.path!r} takes inputs of shape {tuple(info['event_shape'])}, the data's are {tuple(event_shape)}")
-        return _computing(denoiser, config), params
-    if kind == "diffusers":
+        return _computing(denoiser, config), params, (make_network(ml_collections.ConfigDict(info["network"])),)
+    if kind == "diffusers":  # diffusers' Flax classes carry no logical axis annotations: no networks to record
         sd = load_sd_teacher(config.teacher.path)
         if event_shape[-1] != sd.latent_channels:
             raise ConfigError(f"teacher.path={config.teacher.path!r} denoises latents of {sd.latent_channels} channels, the data's event shape is {tuple(event_shape)}")
-        return _computing(sd.denoiser(), config), sd.unet_params
+        return _computing(sd.denoiser(), config), sd.unet_params, ()
     if kind == OBJECT_TEACHER:
         raise ConfigError("this run's teacher was passed as an object; pass it again (teacher=(denoiser, params))")
     raise ConfigError(f"method {config.method!r} needs a teacher: set teacher.kind to 'mixture', 'checkpoint', 'converted' or 'diffusers' (it is {kind!r})")
@@ -147,6 +175,7 @@ class BuildContext:
     teacher_object: Optional[tuple[Denoiser, PyTree]] = None
     data_mean: Optional[tuple[float, ...]] = None  # flat; None: the prior is zero-mean (config.prior_mean)
     mesh: Optional[jax.sharding.Mesh] = None  # the run's mesh: a checkpointed teacher is restored onto it
+    networks: list[Network] = dataclasses.field(default_factory=list)  # every network made so far (``Built.networks``)
 
     @property
     def num_classes(self) -> int:
@@ -165,13 +194,19 @@ class BuildContext:
 
     def teacher(self) -> tuple[Denoiser, PyTree]:
         """The teacher (object or ``load_teacher``), its weights stored in ``precision.teacher_params``."""
-        denoiser, params = self.teacher_object if self.teacher_object is not None else load_teacher(self.config, self.event_shape, self.mesh)
+        if self.teacher_object is not None:
+            denoiser, params = self.teacher_object
+        else:
+            denoiser, params, networks = teacher_with_networks(self.config, self.event_shape, self.mesh)
+            self.networks.extend(networks)
         stored = self.config.precision.teacher_params
         return denoiser, params if stored == "float32" else cast_floats(params, jnp.dtype(stored))
 
     def network(self, process: NoiseProcess, prediction: str, num_times: int = 1):
         """(Denoiser, init_fn) of the config's network as a denoiser of ``process``."""
-        return network_denoiser(self.config, process, prediction, num_times)
+        network = config_network(self.config, num_times)
+        self.networks.append(network)
+        return network_as_denoiser(network, self.config, process, prediction), network.init
 
     def run_fields(self) -> dict[str, Any]:
         """The objective fields every method takes from the run: optimiser, event shape, updates,
@@ -241,14 +276,15 @@ def build(
         raise ConfigError(f"the data source holds {len(source)} records, fewer than one batch (batch_size={config.batch_size}): lower batch_size or raise data.size")
     event_shape = tuple(source[0]["x"].shape)
     mean = tuple(float(m) for m in data_mean(source).ravel()) if config.prior_mean == "data" else None
-    objective, frozen = registry.build(BuildContext(config, event_shape, teacher, mean, mesh))
+    context = BuildContext(config, event_shape, teacher, mean, mesh)
+    objective, frozen = registry.build(context)
     spec = lora_spec(config)
     if spec is not None:
         try:
             objective = LoraStudent.wrap(objective, frozen, jnp.asarray(source[0]["x"])[None], spec)
         except ValueError as err:
             raise ConfigError(str(err)) from err
-    return Built(config, objective, frozen, event_shape, source)
+    return Built(config, objective, frozen, event_shape, source, tuple(context.networks))
 
 
 @dataclasses.dataclass
@@ -282,12 +318,15 @@ def load_run(
     teacher: Optional[tuple[Denoiser, PyTree]] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
     min_fsdp_size: int = 1024,
+    logical_axis_rules: Optional[Sequence[tuple[str, Optional[str]]]] = None,
 ) -> Run:
     """Rebuild the objective from the saved config and restore the latest checkpoint (or
     ``step``). A run trained on a source or teacher passed as an object that the config could not
     record (``build``) takes it again here. The states are restored onto one device (a pod's run
     reads back on a laptop), or with ``mesh`` straight into the shardings a Trainer on ``mesh``
-    gives them (``mesh.state_shardings``): each device reads only its own shards."""
+    gives them (``mesh.state_shardings`` with the run's networks' annotations and
+    ``logical_axis_rules``, default the saved config's ``mesh.logical_axis_rules``): each device
+    reads only its own shards."""
     ckpt_dir = as_path(workdir) / "checkpoints"
     if not ckpt_dir.is_dir():
         raise CheckpointError(f"no checkpoints in {workdir!r}: train there first (jaxdistill train --workdir ...)")
@@ -301,7 +340,8 @@ def load_run(
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # addressable on every host
             shardings = jax.tree.map(lambda _: device, abstract)
         else:
-            shardings = mesh_lib.state_shardings(abstract, mesh, min_fsdp_size=min_fsdp_size)
+            rules = mesh_lib.logical_rules(config.mesh) if logical_axis_rules is None else tuple(logical_axis_rules)
+            shardings = mesh_lib.state_shardings(abstract, mesh, min_fsdp_size=min_fsdp_size, annotated=built.annotated, logical_axis_rules=rules)
         try:
             trainable = checkpointer.restore(step, abstract_like(abstract, shardings))
         except CheckpointError as err:

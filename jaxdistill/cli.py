@@ -112,7 +112,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     maybe_initialize_distributed(config.distributed)
     mesh = make_mesh(config_lib.validate(config, num_devices=jax.device_count()).mesh)  # mesh errors name the config field
     built = build(config, mesh=mesh)  # a checkpointed teacher is restored straight into its shardings on the mesh
-    trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, mesh=mesh, show_progress=not args.quiet, probe=built.probe)
+    trainer = Trainer(built.objective, built.frozen, config, args.workdir, built.data_factory, mesh=mesh, show_progress=not args.quiet, probe=built.probe, annotated=built.annotated)
     result = trainer.train()
     status = "interrupted" if result.interrupted else "finished"
     print(f"{status} at step {result.step}; checkpoint in {as_path(args.workdir) / 'checkpoints'}")

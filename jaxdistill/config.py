@@ -28,6 +28,7 @@ from jaxdistill.diffusion.process import PROCESSES
 from jaxdistill.diffusion.steps import GRIDS
 from jaxdistill.models.lora import ATTENTION_TARGETS, LoraSpec
 from jaxdistill.models.precision import DTYPES as PRECISIONS
+from jaxdistill.models.registry import LOGICAL_AXIS_RULES
 from jaxdistill.objectives import registry
 
 __all__ = ["ConfigError", "apply_overrides", "base_config", "load", "load_config_file", "validate"]
@@ -84,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
         )
     )
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "dcn_data": 1, "min_fsdp_size": 1024})
+    # Flax logical axis rules, (logical name, "fsdp" or None) in priority order: which dimension of
+    # an annotated kernel ("embed", "mlp", "heads", ...) is sharded over fsdp (docs/launch.md, FSDP).
+    c.mesh.logical_axis_rules = LOGICAL_AXIS_RULES
     # Multi-host: auto=True (or coordinator_address="auto") lets jax.distributed.initialize() detect a
     # TPU VM slice or SLURM job; elsewhere give coordinator_address "host:port", num_processes, process_id.
     c.distributed = ml_collections.ConfigDict({"auto": False, "coordinator_address": "", "num_processes": 1, "process_id": 0})
@@ -266,10 +270,21 @@ def _check_mesh(mesh: ml_collections.ConfigDict, num_devices: Optional[int]) -> 
         raise ConfigError(f"mesh.data={data} must be >= 1, or -1 for every device mesh.fsdp leaves")
     if int(mesh.get("dcn_data", 1)) < 1:
         raise ConfigError(f"mesh.dcn_data={mesh.dcn_data} must be >= 1 (the number of slices the data axis spans)")
+    _check_logical_rules(mesh.get("logical_axis_rules", ()))
     needed = fsdp * max(data, 1)
     if num_devices is not None and needed > num_devices:
         sizes = f"mesh.fsdp={fsdp}" if data == -1 else f"mesh.data={data} x mesh.fsdp={fsdp}"
         raise ConfigError(f"{sizes} needs {needed} devices; there are {num_devices} (mesh.data=-1 takes every device mesh.fsdp leaves)")
+
+
+def _check_logical_rules(rules: Any) -> None:
+    """``mesh.logical_axis_rules``: a sequence of (logical axis name, "fsdp" or None) pairs, in Flax's convention."""
+    pairs = rules if isinstance(rules, (tuple, list)) else [rules]
+    for rule in pairs:
+        if not (isinstance(rule, (tuple, list)) and len(rule) == 2 and isinstance(rule[0], str) and rule[1] in ("fsdp", None)):
+            raise ConfigError(
+                f"mesh.logical_axis_rules must be pairs (logical axis name, 'fsdp' or None), e.g. (('embed', 'fsdp'), ('mlp', None)); got {rule!r}"
+            )
 
 
 def _check_microbatches(config: ml_collections.ConfigDict, num_devices: Optional[int]) -> None:

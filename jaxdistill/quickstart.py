@@ -48,7 +48,7 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, source: Opti
         print(f"reusing the finished run in {workdir} (step {latest})")
         return
     built = build(config, source=source)
-    Trainer(built.objective, built.frozen, built.config, workdir, built.data_factory, probe=built.probe).train()
+    Trainer(built.objective, built.frozen, built.config, workdir, built.data_factory, probe=built.probe, annotated=built.annotated).train()
 
 
 def teacher_config(fast: bool) -> ml_collections.ConfigDict:

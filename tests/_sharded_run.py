@@ -39,7 +39,7 @@ for config_name, name in [(c, n) for c in config_names for n in names]:
     config.train.checkpoint_every = 8
     mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:ndev])
     built = build(config)
-    trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, config_name, name), built.data_factory, mesh=mesh, show_progress=False)
+    trainer = Trainer(built.objective, built.frozen, config, os.path.join(workdir, config_name, name), built.data_factory, mesh=mesh, show_progress=False, annotated=built.annotated)
     result = trainer.train()
     # every trainable array: NetState params (opt_state and EMA follow them) and carried copies
     trees = [getattr(state, "params", state) for state in result.trainable.values()]

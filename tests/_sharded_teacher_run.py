@@ -43,13 +43,15 @@ for name, (data, fsdp, ndev) in {"1dev": (1, 1, 1), "data2_fsdp4": (2, 4, 8)}.it
     mesh = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:ndev])
     built = build(config, mesh=mesh if ndev > 1 else None)  # one device: the laptop path (load_run onto one device)
     restored = jax.tree.leaves(built.frozen["teacher"])
-    target = jax.tree.leaves(mesh_lib.state_shardings(built.frozen["teacher"], mesh, min_fsdp_size=16))
-    result = Trainer(built.objective, built.frozen, config, os.path.join(workdir, name), built.data_factory, mesh=mesh, show_progress=False).train()
+    rules = mesh_lib.logical_rules(config.mesh)
+    target = jax.tree.leaves(mesh_lib.state_shardings(built.frozen["teacher"], mesh, min_fsdp_size=16, annotated=built.annotated, logical_axis_rules=rules))
+    result = Trainer(built.objective, built.frozen, config, os.path.join(workdir, name), built.data_factory, mesh=mesh, show_progress=False, annotated=built.annotated).train()
     placed = jax.tree.leaves(result.frozen["teacher"])
     out[name] = {
         "restored_as_target": all(x.sharding.is_equivalent_to(s, x.ndim) for x, s in zip(restored, target)),
         "restored_fsdp": sum("fsdp" in x.sharding.spec for x in restored if isinstance(x.sharding, jax.sharding.NamedSharding)),
         "placed_fsdp": sum("fsdp" in x.sharding.spec for x in placed),
+        "placed_as_annotated": sum(x.sharding.spec != mesh_lib.fsdp_spec(x.shape, fsdp, 16) for x in placed),
         "placed_devices": sorted({len(x.sharding.device_set) for x in placed}),
         "unmoved": sum(a is b for a, b in zip(restored, placed)),
         "num_teacher_leaves": len(placed),

@@ -65,6 +65,7 @@ def fails(argv: list[str], capsys, *names: str) -> str:
         ("mesh.fsdp=0", ["mesh.fsdp=0"]),
         ("mesh.data=0", ["mesh.data=0"]),
         ("mesh.dcn_data=0", ["mesh.dcn_data=0"]),
+        ("mesh.logical_axis_rules=(('embed','data'),)", ["mesh.logical_axis_rules", "('embed', 'data')"]),
         ("data.size=10", ["data.size=10", "batch_size=64"]),
         ("seed=-1", ["seed=-1"]),
         ("data.seed=-1", ["data.seed=-1"]),

@@ -22,6 +22,7 @@ def test_teacher_restored_into_fsdp_shardings_distils_like_one_device(tmp_path):
     # spans the 8 devices, and placement returns the very arrays restored: no copy, no host round trip
     assert fsdp["restored_as_target"] and fsdp["restored_fsdp"] > 0 and fsdp["placed_fsdp"] == fsdp["restored_fsdp"]
     assert fsdp["placed_devices"] == [8] and fsdp["unmoved"] == fsdp["num_teacher_leaves"]
+    assert fsdp["placed_as_annotated"] > 0  # kernels split where their logical annotation says, not where the heuristic would
     assert fsdp["pairs_sharding_devices"] == 8
     np.testing.assert_allclose(fsdp["pairs"], one["pairs"], rtol=1e-4, atol=1e-5)
     for a, b in zip(fsdp["student"], one["student"], strict=True):

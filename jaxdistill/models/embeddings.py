@@ -1,7 +1,7 @@
 """Time and label embeddings plus partition-annotated layer constructors.
 
-Logical axis names used for kernel annotations (mapped to mesh axes by
-``registry.LOGICAL_AXIS_RULES``):
+Logical axis names used for kernel annotations (mapped to mesh axes by the run config's
+``mesh.logical_axis_rules``, default ``registry.LOGICAL_AXIS_RULES``):
 
 * ``"embed"``   model width / residual stream / embedding width,
 * ``"mlp"``     hidden (expanded) width of an MLP or a modulation projection,

@@ -57,7 +57,8 @@ from jaxdistill.models.ports.edm2 import make_edm2_port
 from jaxdistill.models.sharding import constrain_batch, gather_params
 from jaxdistill.models.unet import UNet
 
-# Logical axis -> mesh axis. Flax assigns rules in order and never reuses a mesh
+# Logical axis -> mesh axis, the default of the run config's ``mesh.logical_axis_rules``
+# (``train.mesh.state_shardings``). Flax assigns rules in order and never reuses a mesh
 # axis within one array, so for a kernel annotated ("embed", "mlp") only "embed"
 # is sharded over "fsdp"; "mlp"/"conv_in" act as fall-backs for kernels without
 # the earlier names. Data-sized, vocabulary and spatial axes stay replicated.
@@ -140,8 +141,13 @@ class Network:
 
     def logical_specs(self, rng: Array, example_x: Array) -> PyTree:
         """Logical ``PartitionSpec`` per parameter (same tree as :meth:`init`), without compute."""
+        return self.parameter_axes(rng, example_x)[1]
+
+    def parameter_axes(self, rng: Array, example_x: Array) -> tuple[PyTree, PyTree]:
+        """(ShapeDtypeStruct, logical ``PartitionSpec``) trees of the parameters :meth:`init` gives
+        for inputs shaped like ``example_x`` (an array or ShapeDtypeStruct), from one trace without compute."""
         boxed = jax.eval_shape(self._boxed_init, rng, example_x)
-        return nn.get_partition_spec(boxed)
+        return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
 
     def apply(
         self,

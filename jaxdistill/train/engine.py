@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import time
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -249,11 +249,15 @@ class Trainer:
         mesh: Optional[jax.sharding.Mesh] = None,
         show_progress: bool = True,
         probe: Optional[Probe] = None,
+        annotated: Sequence[mesh_lib.Annotated] = (),
     ):
         """``probe`` (e.g. ``eval.probe.MixtureProbe``, ``Built.probe``) scores the samples of
         each sample plot; its scores go to ``metrics.jsonl`` as ``probe/<name>`` and its
-        ``summary`` to the progress bar."""
+        ``summary`` to the progress bar. ``annotated`` (``Built.annotated``): the run's networks,
+        whose parameters, optimiser moments, EMA and frozen copies are sharded as their logical
+        annotations and ``mesh.logical_axis_rules`` say (``mesh.state_shardings``)."""
         self.objective = objective
+        self.annotated = tuple(annotated)
         self.probe = probe
         self.config = config
         self.workdir = os.fspath(as_path(workdir))  # absolute if local; a URI (gs://...) as given
@@ -278,18 +282,25 @@ class Trainer:
         placed = self._place(self.frozen_host)
         with jax.set_mesh(self.mesh):  # arrays prepare() creates (prior noise) live on the mesh
             frozen = self.objective.prepare(placed, derive(jax.random.key(self.seed), "prepare"))
-        return self._place(frozen), self._frozen_shardings(frozen)
+        return self._place(frozen), self._shardings(frozen)
 
-    def _frozen_shardings(self, frozen: PyTree) -> PyTree:
-        return mesh_lib.state_shardings(frozen, self.mesh, min_fsdp_size=int(self.config.mesh.min_fsdp_size))
+    def _shardings(self, tree: PyTree) -> PyTree:
+        """Shardings of a state or frozen tree on the mesh (``mesh.state_shardings``)."""
+        return mesh_lib.state_shardings(
+            tree,
+            self.mesh,
+            min_fsdp_size=int(self.config.mesh.min_fsdp_size),
+            annotated=self.annotated,
+            logical_axis_rules=mesh_lib.logical_rules(self.config.mesh),
+        )
 
     def _place(self, frozen: PyTree) -> PyTree:
-        return mesh_lib.put_host_tree(frozen, self._frozen_shardings(frozen))
+        return mesh_lib.put_host_tree(frozen, self._shardings(frozen))
 
     def _init_trainable(self, example_batch: dict, frozen: PyTree, frozen_sh: PyTree) -> tuple[Trainable, PyTree, int]:
         init_rng = derive(jax.random.key(self.seed), "init")
         abstract = jax.eval_shape(self.objective.init, init_rng, example_batch, frozen)
-        shardings = mesh_lib.state_shardings(abstract, self.mesh, min_fsdp_size=int(self.config.mesh.min_fsdp_size))
+        shardings = self._shardings(abstract)
         latest = self.checkpointer.latest_step()
         if latest is not None:
             restored = self.checkpointer.restore(latest, abstract_like(abstract, shardings))
