@@ -2,6 +2,7 @@
 
     jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
     jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
+    jaxdistill sample --diffusers sd15/ --prompt "a red fox" --negative-prompt blurry --nfe 25 --guidance 7.5 --out fox.png
     jaxdistill eval --workdir runs/t [--nfes 1,2,4]
     jaxdistill fid-stats --config CFG --out stats.npz --inception inception_fid.npz   # real data's pool3 mean, covariance
     jaxdistill eval --workdir runs/t --metric fid --fid-stats stats.npz --inception inception_fid.npz  # 50,000 samples
@@ -129,6 +130,15 @@ def cmd_sample(args, overrides: list[str]) -> int:
     from jaxdistill.plots import save_sample_figure
     from jaxdistill.train.sampling import generate_samples
 
+    if (args.workdir is None) == (args.diffusers is None):
+        raise ConfigError("sample needs one of --workdir RUN (a trained run) or --diffusers DIR (text-to-image from a Stable Diffusion folder)")
+    if args.diffusers is not None:
+        return cmd_sample_text(args)
+    text_only = [flag for flag in TEXT_SAMPLE_DEFAULTS if getattr(args, flag[2:].replace("-", "_")) not in (None, [])]
+    if text_only:
+        raise ConfigError(f"{', '.join(text_only)} go with --diffusers DIR; runs with text conditions do not sample from prompts yet")
+    args.num = 1000 if args.num is None else args.num
+    args.nfe = 1 if args.nfe is None else args.nfe
     if args.num < 1 or args.nfe < 1:
         raise ConfigError(f"--num and --nfe must be positive, got --num {args.num} --nfe {args.nfe}")
     out = _output_file(args.out or os.fspath(as_path(args.workdir) / f"samples_nfe{args.nfe}.npz"), "--out")
@@ -144,6 +154,50 @@ def cmd_sample(args, overrides: list[str]) -> int:
     png = os.path.splitext(out)[0] + ".png"
     save_sample_figure(samples, png, title=f"{run.config.method} nfe={args.nfe} step {run.step}")
     print(f"wrote {args.num} samples to {out} and a plot to {png}")
+    return 0
+
+
+TEXT_SAMPLE_DEFAULTS = {
+    "--prompt": [], "--negative-prompt": [], "--guidance": 7.5, "--sampler": "ddim", "--num-per-prompt": 1, "--batch-size": 8, "--npz": None,
+}  # the options of 'sample --diffusers' (refused with --workdir) and their defaults
+
+
+def cmd_sample_text(args) -> int:
+    """``sample --diffusers DIR --prompt ...``: an image grid PNG (and optionally an .npz) of guided samples."""
+    import numpy as np
+
+    from jaxdistill.eval import text_to_image
+    from jaxdistill.models.hf.folder import check_folder, scheduler_settings
+    from jaxdistill.models.hf.teacher import load_sd_teacher
+    from jaxdistill.plots import save_image_grid
+
+    if args.num is not None or args.step is not None:
+        raise ConfigError("--num and --step go with --workdir; with --diffusers give --prompt and --num-per-prompt")
+    for flag, default in TEXT_SAMPLE_DEFAULTS.items():
+        name = flag[2:].replace("-", "_")
+        setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
+    nfe = 25 if args.nfe is None else args.nfe
+    text_to_image.check_request(args.prompt, args.negative_prompt, nfe, args.sampler, args.num_per_prompt, args.batch_size)
+    if args.out is None or not args.out.endswith(".png"):
+        raise ConfigError(f"--out must name the grid's .png file, got {args.out!r}")
+    _output_file(args.out, "--out")
+    if args.npz is not None:
+        if not args.npz.endswith(".npz"):
+            raise ConfigError(f"--npz must name an .npz file, got {args.npz!r}")
+        _output_file(args.npz, "--npz")
+    scheduler = scheduler_settings(check_folder(args.diffusers).configs["scheduler"])  # the folder's JSON files only
+    text_to_image.timesteps(scheduler, args.sampler, nfe)  # too many steps for the schedule: said before the weights are read
+    sd = load_sd_teacher(args.diffusers)
+    result = text_to_image.generate(
+        sd, args.prompt, args.negative_prompt, nfe=nfe, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
+        num_per_prompt=args.num_per_prompt, batch_size=args.batch_size, progress=not args.quiet,
+    )
+    if args.npz is not None:
+        arrays = dict(images=result.images, latents=result.latents, prompts=np.asarray(result.prompts), negative_prompts=np.asarray(result.negative_prompts))
+        write_atomic(args.npz, lambda f: np.savez(f, **arrays))
+    save_image_grid(result.images, args.out, text_to_image.grid_columns(len(args.prompt), args.num_per_prompt))
+    extra = f" and the arrays to {args.npz}" if args.npz else ""
+    print(f"wrote {len(result.images)} images ({args.sampler}, nfe {nfe}, guidance {args.guidance:g}) as a grid to {args.out}{extra}")
     return 0
 
 
@@ -335,13 +389,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--nfe", type=int, default=1, help="network evaluations per sample")
-    p.add_argument("--num", type=int, default=1000)
+    p = sub.add_parser("sample", help="draw samples from a trained run, or text-to-image samples from a diffusers folder (--diffusers, --prompt)")
+    p.add_argument("--workdir", default=None, help="a trained run")
+    p.add_argument("--diffusers", default=None, help="instead of --workdir: a diffusers Stable Diffusion folder, sampled from --prompt")
+    p.add_argument("--nfe", type=int, default=None, help="network evaluations per sample (default: 1 for a run, 25 for --diffusers)")
+    p.add_argument("--num", type=int, default=None, help="samples of a run (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step", type=int, default=None, help="the checkpoint step to read (default: the latest)")
-    p.add_argument("--out", default=None, help="output .npz (a .png plot is written beside it)")
+    p.add_argument("--out", default=None, help="output .npz (a .png plot is written beside it); with --diffusers: the image grid .png")
+    p.add_argument("--prompt", action="append", default=[], help="with --diffusers: a prompt (repeat for more)")
+    p.add_argument("--negative-prompt", action="append", default=[], help="with --diffusers: one for every prompt, or one per prompt (default: the empty prompt)")
+    p.add_argument("--guidance", type=float, default=None, help="with --diffusers: classifier-free guidance w, diffusers' guidance_scale (default 7.5)")
+    p.add_argument("--sampler", default=None, help="with --diffusers: ddim (default), dpmpp_2m or euler (diffusers' DDIM, DPM-Solver++(2M), Euler schedulers)")
+    p.add_argument("--num-per-prompt", type=int, default=None, help="with --diffusers: images per prompt (default 1; one grid row per prompt)")
+    p.add_argument("--batch-size", type=int, default=None, help="with --diffusers: images per sampler call (default 8)")
+    p.add_argument("--npz", default=None, help="with --diffusers: also write the images, latents and prompts to this .npz")
+    p.add_argument("--quiet", action="store_true", help="with --diffusers: no progress bar")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="metrics vs NFE for a trained run (JSON)")

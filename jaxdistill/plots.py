@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxdistill.core.paths import PathLike, as_path
+from jaxdistill.core.paths import PathLike, as_path, write_atomic
 
 
 def _subplots(figsize: tuple[float, float]):
@@ -39,6 +39,17 @@ def image_grid(images: np.ndarray, ncols: Optional[int] = None) -> np.ndarray:
         r, q = divmod(i, ncols)
         grid[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = img
     return grid
+
+
+def save_image_grid(images: np.ndarray, path: PathLike, ncols: Optional[int] = None) -> str:
+    """Write ``image_grid(images, ncols)`` pixel for pixel as an 8-bit PNG (grey or RGB), atomically
+    (``write_atomic``: a failure leaves ``path`` as it was); returns ``path`` as a string."""
+    from PIL import Image  # matplotlib's own image backend
+
+    grid = np.round(image_grid(np.asarray(images, np.float32), ncols) * 255.0).astype(np.uint8)
+    picture = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+    write_atomic(path, lambda f: picture.save(f, format="PNG"))
+    return os.fspath(path)
 
 
 def save_sample_figure(samples: np.ndarray, path: PathLike, *, title: str = "", reference: Optional[np.ndarray] = None) -> str:

@@ -2,6 +2,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 # Keep the tests on the CPU and off any accelerator a developer machine may have.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -25,3 +27,13 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 def pytest_unconfigure(config):
     if _CACHE_DIR is not None:
         shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sd15(tmp_path_factory):
+    """A tiny random SD 1.5-like folder (``write_tiny_sd``) and its loaded teacher, shared by every
+    module that reads it (tests copy it before changing anything)."""
+    from jaxdistill.models.hf import load_sd_teacher, write_tiny_sd
+
+    path = write_tiny_sd(tmp_path_factory.mktemp("sd15") / "sd", "sd15")
+    return path, load_sd_teacher(path)

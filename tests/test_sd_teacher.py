@@ -27,12 +27,6 @@ from jaxdistill.models.hf.unet import guidance_scale_embedding, unet_network
 
 
 @pytest.fixture(scope="module")
-def sd15(tmp_path_factory):
-    path = write_tiny_sd(tmp_path_factory.mktemp("sd15") / "sd", "sd15")
-    return path, load_sd_teacher(path)
-
-
-@pytest.fixture(scope="module")
 def sdxl(tmp_path_factory):
     path = write_tiny_sd(tmp_path_factory.mktemp("sdxl") / "sd", "sdxl")
     return path, load_sd_teacher(path)
@@ -66,26 +60,33 @@ def test_the_wrapper_is_the_diffusers_unet_in_nhwc_with_mid_and_up_block_feature
     np.testing.assert_array_equal(jax.jit(teacher.denoiser().raw)(teacher.unet_params, x, k + 1.0, cond.conditional()), out)
 
 
-def test_library_ddim_with_a_negative_prompt_reproduces_the_flax_pipeline(sd15):
-    """FlaxStableDiffusionPipeline with FlaxDDIMScheduler (leading spacing, offset 1, alphas_cumprod[0]
-    at the end) and the library's ``ddim`` on the same grid, guided x0_u + w (x0_c - x0_u), agree
-    from the same initial noise."""
+def flax_ddim_pipeline_images(path: str, teacher, prompts: list[str], negatives: list[str], w: float, n: int, z: jax.Array) -> np.ndarray:
+    """Images (NHWC in [0, 1]) of FlaxStableDiffusionPipeline with FlaxDDIMScheduler, n steps,
+    guidance_scale w and negative prompts, from the initial latents z (NHWC) of the 16x16 tiny SD folder."""
     from diffusers import FlaxDDIMScheduler, FlaxStableDiffusionPipeline
 
-    path, teacher = sd15
     scheduler, scheduler_state = FlaxDDIMScheduler.from_pretrained(path, subfolder="scheduler")
     (encoder,), (encoder_params,), (tokenizer,) = teacher.text_encoders, teacher.text_encoder_params, teacher.tokenizers
     pipe = FlaxStableDiffusionPipeline(
         vae=teacher.vae, text_encoder=encoder, tokenizer=tokenizer, unet=teacher.network.module.unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None,
     )
-    prompts, negatives, w, n = ["a cat", "a dog"], ["blur", "ugly"], 4.0, 4
-    z = _latents(7)
     params = {"unet": teacher.unet_params["params"]["unet"], "vae": teacher.vae_params, "text_encoder": encoder_params, "scheduler": scheduler_state}
     generate = jax.jit(pipe._generate, static_argnums=(3, 4, 5))
     images = generate(
         pipe.prepare_inputs(prompts), params, jax.random.key(0), n, 16, 16, w, jnp.transpose(z, (0, 3, 1, 2)), pipe.prepare_inputs(negatives)
     )
+    return np.asarray(images)
+
+
+def test_library_ddim_with_a_negative_prompt_reproduces_the_flax_pipeline(sd15):
+    """FlaxStableDiffusionPipeline with FlaxDDIMScheduler (leading spacing, offset 1, alphas_cumprod[0]
+    at the end) and the library's ``ddim`` on the same grid, guided x0_u + w (x0_c - x0_u), agree
+    from the same initial noise."""
+    path, teacher = sd15
+    prompts, negatives, w, n = ["a cat", "a dog"], ["blur", "ugly"], 4.0, 4
+    z = _latents(7)
+    images = flax_ddim_pipeline_images(path, teacher, prompts, negatives, w, n, z)
     s = teacher.scheduler
     assert (s.spacing, s.steps_offset, s.t_end, s.prediction) == ("leading", 1, 1.0, "eps")
     ts = steps.get_grid(s.spacing, s.process, n, t_end=s.t_end, steps_offset=s.steps_offset, scheduler="ddim")
