@@ -21,8 +21,7 @@ from jaxdistill.data import pipeline
 from jaxdistill.data.prompts import JsonlPrompts, ListPrompts, TextFilePrompts, TfdsPrompts, open_prompts
 from jaxdistill.data.sources import make_source
 from jaxdistill.data.t2i_cache import MANIFEST, T2ICacheSource, load_image, teacher_encoders, write_cache
-from jaxdistill.models.hf.teacher import load_sd_teacher
-from jaxdistill.models.hf.tiny import IMAGE_SIZE, PROMPT_LENGTH, write_tiny_sd
+from jaxdistill.models.hf.tiny import IMAGE_SIZE, PROMPT_LENGTH
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.train import mesh as mesh_lib
 
@@ -32,10 +31,10 @@ CACHE = dict(batch_size=3, shard_size=4, progress=False)  # 10 records: shards o
 
 
 @pytest.fixture(scope="module")
-def sd(tmp_path_factory):
-    """(folder, encoders, a JSONL of PROMPTS with one 16x16 image each)."""
+def sd(sd15, tmp_path_factory):
+    """(the shared tiny SD 1.5 folder, its encoders, a JSONL of PROMPTS with one 16x16 image each)."""
+    folder, teacher = sd15
     root = tmp_path_factory.mktemp("t2i")
-    folder = write_tiny_sd(root / "sd", "sd15")
     rs = np.random.default_rng(1)
     os.makedirs(root / "images")
     lines = []
@@ -43,7 +42,7 @@ def sd(tmp_path_factory):
         Image.fromarray(rs.integers(0, 256, (RESOLUTION, RESOLUTION, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
         lines.append(json.dumps({"caption": prompt, "file": f"images/{i}.png"}))
     (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    return folder, teacher_encoders(load_sd_teacher(folder)), str(root / "prompts.jsonl")
+    return folder, teacher_encoders(teacher), str(root / "prompts.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +170,7 @@ def direct_encoding(folder, prompts, images):
     return np.asarray(embeddings), np.asarray(latents)
 
 
-def test_cache_equals_direct_encoding_and_feeds_the_data_source(sd, image_cache):
+def test_cache_equals_direct_encoding_and_feeds_the_data_source(sd, sd15, image_cache):
     folder, encoders, jsonl = sd
     images = np.stack([np.asarray(Image.open(os.path.join(os.path.dirname(jsonl), "images", f"{i}.png"))) for i in range(len(PROMPTS))])
     embeddings, latents = direct_encoding(folder, PROMPTS + [""], images)  # and the empty prompt, of classifier-free guidance
@@ -195,7 +194,7 @@ def test_cache_equals_direct_encoding_and_feeds_the_data_source(sd, image_cache)
     # the trainer's cond is the batch's TextCondition, and it guides the teacher as text_condition does
     cond = batch_labels(batch, num_classes=0)
     assert isinstance(cond, TextCondition) and cond.embeds is batch["cond"]["embeds"]
-    teacher = load_sd_teacher(folder)
+    teacher = sd15[1]
     x, t = jax.random.normal(jax.random.key(0), (5, *manifest["latent_shape"])), jnp.full((5,), 500.0)
     guided = teacher.denoiser().x0(teacher.unet_params, x, t, cond, guidance=3.0)
     direct = teacher.denoiser().x0(teacher.unet_params, x, t, teacher.text_condition([PROMPTS[i] for i in order]), guidance=3.0)
