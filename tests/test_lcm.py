@@ -1,0 +1,176 @@
+"""Latent consistency distillation (jaxdistill/objectives/lcm.py; Luo et al. 2023, LCM and LCM-LoRA): LCM's
+boundary condition, the skipping-step DDIM teacher solver against diffusers' DDIM, the guided teacher's target
+against x0_u + w (x0_c - x0_u) by hand, LCMScheduler's sampling indices, and (slow) the SD 1.5 config's smoke
+preset trained through `jaxdistill cache` and `jaxdistill train` on a tiny random Stable Diffusion folder."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdistill.core.conditioning import TextCondition
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.rng import derive
+from jaxdistill.diffusion.denoiser import Denoiser
+from jaxdistill.diffusion.predict import to_x0
+from jaxdistill.diffusion.process import DDPM, EDM
+from jaxdistill.objectives.lcm import LCM, LCMObjective, boundary_scalings, consistency_denoiser, ddim_indices, ddim_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SD_PROCESS = DDPM("scaled_linear", 0.00085, 0.012, 1000)  # Stable Diffusion 1.x's schedule
+SHAPE = (3, 4, 4, 2)
+
+
+def text_eps_teacher(process=SD_PROCESS) -> Denoiser:
+    """An eps-prediction 'network' whose output depends on x, t and the prompt embedding (a TextCondition)."""
+
+    def apply(params, x, t, cond, **kwargs):
+        shift = jnp.mean(cond.embeds, axis=(1, 2))[:, None, None, None]
+        return params["a"] * x + jnp.sin(t / 300.0)[:, None, None, None] + shift
+
+    return Denoiser(apply, process, "eps")
+
+
+def text_cond(n: int) -> TextCondition:
+    rs = np.random.default_rng(0)
+    return TextCondition(jnp.asarray(rs.normal(size=(n, 3, 5)), jnp.float32), negative_embeds=jnp.asarray(rs.normal(size=(n, 3, 5)), jnp.float32))
+
+
+def test_the_consistency_function_is_the_identity_at_the_boundary_and_lcms_scalings_elsewhere():
+    teacher = text_eps_teacher()
+    f = consistency_denoiser(teacher)
+    params, cond = {"a": jnp.float32(0.7)}, text_cond(SHAPE[0])
+    x = jax.random.normal(jax.random.key(0), SHAPE)
+    assert np.array_equal(np.asarray(f.x0(params, x, SD_PROCESS.t_min, cond)), np.asarray(x))  # f(x, t_min) = x exactly
+    t = jnp.array([20.0, 500.0, 1000.0])
+    tau = np.array([19.0, 499.0, 999.0])
+    c_skip = 0.25 / ((10 * tau) ** 2 + 0.25)
+    c_out = 10 * tau / np.sqrt((10 * tau) ** 2 + 0.25)
+    x0 = to_x0(teacher.apply_fn(params, x, t, cond), "eps", x, t, SD_PROCESS)
+    want = c_skip[:, None, None, None] * x + c_out[:, None, None, None] * x0
+    np.testing.assert_allclose(f.x0(params, x, t, cond), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(boundary_scalings(jnp.asarray(tau), 0.5, 10.0), (c_skip, c_out), rtol=1e-6)
+    with pytest.raises(ValueError, match="discrete DDPM teacher"):
+        consistency_denoiser(Denoiser(lambda p, x, t, c: x, EDM(), "x0"))
+
+
+def test_the_skipping_step_ddim_solver_is_diffusers_ddim_and_k_single_steps_composed():
+    from diffusers import FlaxDDIMScheduler
+
+    assert ddim_indices(1000, 50).tolist() == list(range(19, 1000, 20))  # diffusers' DDIMSolver: 19, 39, ..., 999
+    abar = np.asarray(FlaxDDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).create_state().common.alphas_cumprod, np.float64)
+    rs = np.random.default_rng(1)
+    x, x0 = rs.normal(size=SHAPE), rs.normal(size=SHAPE)
+    tau_n, tau_e = np.array([19, 519, 999]), np.array([0, 499, 979])  # tau_e = max(tau_n - 20, 0)
+    a_n, a_e = abar[tau_n][:, None, None, None], abar[tau_e][:, None, None, None]
+    eps = (x - np.sqrt(a_n) * x0) / np.sqrt(1 - a_n)
+    want = np.sqrt(a_e) * x0 + np.sqrt(1 - a_e) * eps  # DDIM (eta = 0) from tau_n to tau_e given x0
+    t_n, t_e = jnp.asarray(tau_n + 1.0, jnp.float32), jnp.asarray(tau_e + 1.0, jnp.float32)
+    got = ddim_step(SD_PROCESS, jnp.asarray(x, jnp.float32), jnp.asarray(x0, jnp.float32), t_n, t_e)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # With the x0 estimate held fixed, 20 one-index DDIM steps compose to the one skipping step.
+    y = jnp.asarray(x, jnp.float32)
+    for j in range(20):
+        y = ddim_step(SD_PROCESS, y, jnp.asarray(x0, jnp.float32), t_n - j, jnp.maximum(t_n - j - 1, 1.0))
+    np.testing.assert_allclose(y, got, rtol=1e-4, atol=1e-4)
+
+
+def lcm_objective(**settings) -> LCMObjective:
+    import optax
+
+    teacher = text_eps_teacher()
+    return LCMObjective(
+        settings=LCM(**settings), student=consistency_denoiser(teacher), student_init_fn=lambda rng, x: {"a": jnp.float32(0.0)},
+        tx=optax.sgd(0.1), event_shape=SHAPE[1:], teacher=teacher,
+    )
+
+
+def test_the_target_point_is_a_ddim_step_of_the_hand_computed_guided_teacher():
+    obj = lcm_objective(w_min=6.0, w_max=6.0)
+    teacher, params, cond = obj.teacher, {"a": jnp.float32(0.3)}, text_cond(SHAPE[0])
+    x = jax.random.normal(jax.random.key(2), SHAPE)
+    t, t_end, w = jnp.array([20.0, 520.0, 1000.0]), jnp.array([1.0, 500.0, 980.0]), jnp.array([6.0, 3.0, 15.0])
+    x0_c = teacher.x0(params, x, t, cond.conditional())
+    x0_u = teacher.x0(params, x, t, cond.unconditional())
+    assert not np.allclose(x0_c, x0_u)
+    x0_w = x0_u + w[:, None, None, None] * (x0_c - x0_u)
+    want = ddim_step(SD_PROCESS, x, x0_w, t, t_end)
+    np.testing.assert_allclose(obj.teacher_target_point(params, x, t, t_end, cond, w), want, rtol=1e-5, atol=1e-5)
+
+
+def test_with_one_solver_step_the_loss_regresses_onto_the_guided_ddim_step_to_the_boundary():
+    """N = 1: tau_n = 999 and tau_e = 0, where f is the identity, so the target is the teacher's guided DDIM
+    step itself and the loss is the elementwise pseudo-Huber mean between f(x_999) and it."""
+    obj = lcm_objective(num_ddim_timesteps=1, w_min=4.0, w_max=4.0)
+    params, cond, rng = {"a": jnp.float32(0.3)}, text_cond(SHAPE[0]), jax.random.key(3)
+    x0 = jax.random.normal(jax.random.key(4), SHAPE)
+    batch = {"x": x0, "cond": {"embeds": cond.embeds, "negative_embeds": cond.negative_embeds}}
+    loss, metrics = obj.loss({"a": jnp.float32(0.1)}, params, {"teacher": params}, batch, rng)
+    t = jnp.full((SHAPE[0],), 1000.0)
+    x = SD_PROCESS.add_noise(x0, jax.random.normal(derive(rng, "noise"), SHAPE), t)
+    x0_c, x0_u = obj.teacher.x0(params, x, t, cond.conditional()), obj.teacher.x0(params, x, t, cond.unconditional())
+    target = ddim_step(SD_PROCESS, x, x0_u + 4.0 * (x0_c - x0_u), t, jnp.ones_like(t))
+    diff = np.asarray(obj.student.x0({"a": jnp.float32(0.1)}, x, t, cond) - target, np.float64)
+    np.testing.assert_allclose(float(loss), np.mean(np.sqrt(diff**2 + 0.001**2) - 0.001), rtol=1e-5)
+    assert float(metrics["guidance"]) == 4.0
+
+
+def test_lcm_sampling_times_are_lcmschedulers_timesteps():
+    obj = lcm_objective()
+    assert (np.asarray(obj.sampling_times(4)) - 1).tolist() == [999, 759, 499, 259, -1]  # LCMScheduler.set_timesteps(4)
+    assert (np.asarray(obj.sampling_times(1)) - 1).tolist() == [999, -1]
+    with pytest.raises(ValueError, match="1 to num_ddim_timesteps=50"):
+        obj.sampling_times(51)
+    with pytest.raises(ValueError, match="needs the prompts' TextCondition"):
+        obj.generate({}, {}, jnp.zeros((1, *SHAPE[1:])), None, nfe=1, rng=jax.random.key(0))
+
+
+def test_bad_lcm_settings_name_the_field():
+    with pytest.raises(ValueError, match="w_min <= w_max"):
+        LCM(w_min=5.0, w_max=2.0)
+    with pytest.raises(ValueError, match="target_ema"):
+        LCM(target_ema=1.0)
+    with pytest.raises(ValueError, match="unknown distance"):
+        LCM(distance="lpips")
+
+
+@pytest.mark.slow
+def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes(tmp_path):
+    """`jaxdistill cache` of a tiny random SD 1.5 folder's prompts and images, then the config's smoke preset:
+    finite losses, only LoRA factors in the checkpoint, and a second call resumes from step 2."""
+    from PIL import Image
+
+    from jaxdistill.build import build, load_run
+    from jaxdistill.cli import main
+    from jaxdistill.config import load
+    from jaxdistill.models.hf.tiny import IMAGE_SIZE, write_tiny_sd
+
+    folder = write_tiny_sd(tmp_path / "sd", "sd15")
+    rs = np.random.default_rng(0)
+    lines = []
+    for i, prompt in enumerate(["a cat", "red", "blue sky", "moon"]):
+        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
+    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    cache = str(tmp_path / "cache")
+    assert main(["cache", "--diffusers", folder, "--prompts", str(tmp_path / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
+    spec = os.path.join(ROOT, "configs", "sd15", "lcm_lora.py")
+    args = ["train", "--config", spec + ":smoke", "--workdir", str(tmp_path / "run"), "--quiet", f"--config.teacher.path={folder}", f"--config.data.path={cache}"]
+    assert main(args) == 0
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
+    run = load_run(str(tmp_path / "run"))
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(run.trainable)[0]]
+    student = [p for p in paths if p.startswith("['student'].params")]
+    assert student and all(p.endswith(("['lora_A']", "['lora_B']")) for p in student)  # the LoRA factors only
+    assert not any("target" in p for p in paths)  # LCM-LoRA: no target network
+    assert any("resnets_0']['conv1']" in p for p in student) and any("ff']['net_2']" in p for p in student)  # LCM-LoRA's module set
+    assert main([*args, "--config.train.num_steps=3"]) == 0  # resumes at step 2
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
+    overrides = [f"teacher.path={folder}", f"data.path={cache}", "train.sample_every=1"]
+    with pytest.raises(ConfigError, match="train.sample_every=0"):
+        build(load(spec + ":smoke", overrides))
