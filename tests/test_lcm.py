@@ -16,6 +16,7 @@ from jaxdistill.core.rng import derive
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import to_x0
 from jaxdistill.diffusion.process import DDPM, EDM
+from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.lcm import LCM, LCMObjective, boundary_scalings, consistency_denoiser, ddim_indices, ddim_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,10 +165,20 @@ def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
     run = load_run(str(tmp_path / "run"))
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(run.trainable)[0]]
-    student = [p for p in paths if p.startswith("['student'].params")]
-    assert student and all(p.endswith(("['lora_A']", "['lora_B']")) for p in student)  # the LoRA factors only
+    lora = [p for p in paths if p.startswith("['student'].params")]
+    assert lora and all(p.endswith(("['lora_A']", "['lora_B']")) for p in lora)  # the LoRA factors only
     assert not any("target" in p for p in paths)  # LCM-LoRA: no target network
-    assert any("resnets_0']['conv1']" in p for p in student) and any("ff']['net_2']" in p for p in student)  # LCM-LoRA's module set
+    assert any("resnets_0']['conv1']" in p for p in lora) and any("ff']['net_2']" in p for p in lora)  # LCM-LoRA's module set
+    # Sampling takes the prompts' TextCondition from a cache batch; one step is f(z, t_max) of the LoRA-merged student.
+    objective = run.built.objective
+    batch = jax.tree.map(jnp.asarray, next(run.built.data_factory(0)))
+    cond = batch_labels(batch, 0)
+    noise = objective.prior(jax.random.key(5), batch["x"].shape[0])
+    one = objective.generate(run.trainable, run.frozen, noise, cond, nfe=1, rng=jax.random.key(6))
+    student = objective.bound(run.frozen).student
+    direct = student.x0(run.trainable["student"].eval_params, noise, objective.process.t_max, cond)
+    assert one.shape == batch["x"].shape and np.all(np.isfinite(np.asarray(one)))
+    np.testing.assert_allclose(one, direct, rtol=1e-5, atol=1e-5)
     assert main([*args, "--config.train.num_steps=3"]) == 0  # resumes at step 2
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3]

@@ -20,7 +20,7 @@ with the consistency parameterisation on top of the network's own x0 prediction 
 so f(x, tau = 0) = x exactly: the boundary at the least noisy trained step (process time t_min = 1).
 
 Guidance convention: LCM writes the guided teacher as (1 + omega) x0_c - omega x0_u, omega in [2, 14]
-(paper, Sec. 4.1); ours (``diffusion.denoiser``) is x0_u + w (x0_c - x0_u), so w = 1 + omega, [3, 15].
+(LCM paper); ours (``diffusion.denoiser``) is x0_u + w (x0_c - x0_u), so w = 1 + omega, [3, 15].
 diffusers' LCM scripts (``examples/consistency_distillation``) compute x0_c + w' (x0_c - x0_u) with
 w' ~ U[5, 15] by default (LoRA scripts), i.e. our w = 1 + w' ~ U[6, 16]. Configs hold our w.
 
@@ -72,8 +72,8 @@ class LCM:
     section: ClassVar[str] = "lcm"
     method: ClassVar[str] = "lcm"
 
-    num_ddim_timesteps: int = 50  # N; skipping interval k = T // N = 20 (paper Sec. 4.1, script default)
-    w_min: float = 3.0  # our w = 1 + omega, omega in [2, 14] (paper Sec. 4.1)
+    num_ddim_timesteps: int = 50  # N; skipping interval k = T // N = 20 (LCM paper's k; diffusers script default N)
+    w_min: float = 3.0  # our w = 1 + omega, omega in [2, 14] (LCM paper)
     w_max: float = 15.0
     distance: str = "pseudo_huber"
     huber_c: float = 0.001  # the diffusers LCM scripts' default
