@@ -13,6 +13,7 @@ import pytest
 from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.rng import derive
+from jaxdistill.core.state import NetState
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import to_x0
 from jaxdistill.diffusion.process import DDPM, EDM
@@ -53,6 +54,8 @@ def test_the_consistency_function_is_the_identity_at_the_boundary_and_lcms_scali
     want = c_skip[:, None, None, None] * x + c_out[:, None, None, None] * x0
     np.testing.assert_allclose(f.x0(params, x, t, cond), want, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(boundary_scalings(jnp.asarray(tau), 0.5, 10.0), (c_skip, c_out), rtol=1e-6)
+    w_student = consistency_denoiser(Denoiser(lambda p, x, t, c, **kw: x * t[:, 1, None, None, None], SD_PROCESS, "eps"))
+    assert np.array_equal(np.asarray(w_student.x0(params, x, SD_PROCESS.t_min, cond, extra=jnp.full((SHAPE[0],), 7.0))), np.asarray(x))
     with pytest.raises(ValueError, match="discrete DDPM teacher"):
         consistency_denoiser(Denoiser(lambda p, x, t, c: x, EDM(), "x0"))
 
@@ -79,12 +82,16 @@ def test_the_skipping_step_ddim_solver_is_diffusers_ddim_and_k_single_steps_comp
 
 
 def lcm_objective(**settings) -> LCMObjective:
+    """An LCM objective on the toy text teacher; with ``guidance_embedding_dim`` its student also reads w (t[:, 1])."""
     import optax
 
     teacher = text_eps_teacher()
+    network = teacher
+    if settings.get("guidance_embedding_dim"):
+        network = Denoiser(lambda params, x, t, cond, **kw: teacher.apply_fn(params, x, t[:, 0], cond) + 0.01 * t[:, 1, None, None, None], SD_PROCESS, "eps")
     return LCMObjective(
-        settings=LCM(**settings), student=consistency_denoiser(teacher), student_init_fn=lambda rng, x: {"a": jnp.float32(0.0)},
-        tx=optax.sgd(0.1), event_shape=SHAPE[1:], teacher=teacher,
+        settings=LCM(**settings), student=consistency_denoiser(network), student_init_fn=lambda rng, x: {"a": jnp.float32(0.0)},
+        tx=optax.sgd(0.1), event_shape=SHAPE[1:], teacher=teacher, guidance=settings.get("w_min"),
     )
 
 
@@ -101,10 +108,11 @@ def test_the_target_point_is_a_ddim_step_of_the_hand_computed_guided_teacher():
     np.testing.assert_allclose(obj.teacher_target_point(params, x, t, t_end, cond, w), want, rtol=1e-5, atol=1e-5)
 
 
-def test_with_one_solver_step_the_loss_regresses_onto_the_guided_ddim_step_to_the_boundary():
+@pytest.mark.parametrize("embedding", [0, 4], ids=["lora_student", "w_conditioned"])
+def test_with_one_solver_step_the_loss_regresses_onto_the_guided_ddim_step_to_the_boundary(embedding):
     """N = 1: tau_n = 999 and tau_e = 0, where f is the identity, so the target is the teacher's guided DDIM
-    step itself and the loss is the elementwise pseudo-Huber mean between f(x_999) and it."""
-    obj = lcm_objective(num_ddim_timesteps=1, w_min=4.0, w_max=4.0)
+    step itself and the loss is the elementwise pseudo-Huber mean between f(x_999[, w]) and it."""
+    obj = lcm_objective(num_ddim_timesteps=1, w_min=4.0, w_max=4.0, guidance_embedding_dim=embedding)
     params, cond, rng = {"a": jnp.float32(0.3)}, text_cond(SHAPE[0]), jax.random.key(3)
     x0 = jax.random.normal(jax.random.key(4), SHAPE)
     batch = {"x": x0, "cond": {"embeds": cond.embeds, "negative_embeds": cond.negative_embeds}}
@@ -113,9 +121,16 @@ def test_with_one_solver_step_the_loss_regresses_onto_the_guided_ddim_step_to_th
     x = SD_PROCESS.add_noise(x0, jax.random.normal(derive(rng, "noise"), SHAPE), t)
     x0_c, x0_u = obj.teacher.x0(params, x, t, cond.conditional()), obj.teacher.x0(params, x, t, cond.unconditional())
     target = ddim_step(SD_PROCESS, x, x0_u + 4.0 * (x0_c - x0_u), t, jnp.ones_like(t))
-    diff = np.asarray(obj.student.x0({"a": jnp.float32(0.1)}, x, t, cond) - target, np.float64)
+    extra = jnp.full((SHAPE[0],), 4.0) if embedding else None
+    diff = np.asarray(obj.student.x0({"a": jnp.float32(0.1)}, x, t, cond, extra=extra) - target, np.float64)
     np.testing.assert_allclose(float(loss), np.mean(np.sqrt(diff**2 + 0.001**2) - 0.001), rtol=1e-5)
     assert float(metrics["guidance"]) == 4.0
+    # One sampling step is f(z, t_max[, w = eval.guidance]); the w-conditioned student's output depends on w.
+    z = jax.random.normal(jax.random.key(7), SHAPE)
+    one = obj.generate({"student": NetState.create({"a": jnp.float32(0.1)}, obj.tx)}, {}, z, cond, nfe=1, rng=jax.random.key(8))
+    np.testing.assert_allclose(one, obj.student.x0({"a": jnp.float32(0.1)}, z, 1000.0, cond, extra=extra), rtol=1e-6, atol=1e-6)
+    if embedding:
+        assert not np.allclose(one, obj.student.x0({"a": jnp.float32(0.1)}, z, 1000.0, cond, extra=jnp.full((SHAPE[0],), 9.0)))
 
 
 def test_lcm_sampling_times_are_lcmschedulers_timesteps():
@@ -137,28 +152,41 @@ def test_bad_lcm_settings_name_the_field():
         LCM(distance="lpips")
 
 
-@pytest.mark.slow
-def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes(tmp_path):
-    """`jaxdistill cache` of a tiny random SD 1.5 folder's prompts and images, then the config's smoke preset:
-    finite losses, only LoRA factors in the checkpoint, and a second call resumes from step 2."""
+@pytest.fixture(scope="module")
+def sd_cache(tmp_path_factory):
+    """(a tiny random SD 1.5 folder, the `jaxdistill cache` of four prompts and their images)."""
     from PIL import Image
 
-    from jaxdistill.build import build, load_run
     from jaxdistill.cli import main
-    from jaxdistill.config import load
     from jaxdistill.models.hf.tiny import IMAGE_SIZE, write_tiny_sd
 
-    folder = write_tiny_sd(tmp_path / "sd", "sd15")
+    root = tmp_path_factory.mktemp("lcm")
+    folder = write_tiny_sd(root / "sd", "sd15")
     rs = np.random.default_rng(0)
     lines = []
     for i, prompt in enumerate(["a cat", "red", "blue sky", "moon"]):
-        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
         lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
-    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    cache = str(tmp_path / "cache")
-    assert main(["cache", "--diffusers", folder, "--prompts", str(tmp_path / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
-    spec = os.path.join(ROOT, "configs", "sd15", "lcm_lora.py")
-    args = ["train", "--config", spec + ":smoke", "--workdir", str(tmp_path / "run"), "--quiet", f"--config.teacher.path={folder}", f"--config.data.path={cache}"]
+    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    cache = str(root / "cache")
+    assert main(["cache", "--diffusers", folder, "--prompts", str(root / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
+    return folder, cache
+
+
+SPEC = os.path.join(ROOT, "configs", "sd15", "lcm_lora.py")
+
+
+@pytest.mark.slow
+def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes(sd_cache, tmp_path):
+    """`jaxdistill cache` of a tiny random SD 1.5 folder's prompts and images, then the config's smoke preset:
+    finite losses, only LoRA factors in the checkpoint, sampling through the prompts' condition, and a second
+    call resumes from step 2."""
+    from jaxdistill.build import build, load_run
+    from jaxdistill.cli import main
+    from jaxdistill.config import load
+
+    folder, cache = sd_cache
+    args = ["train", "--config", SPEC + ":smoke", "--workdir", str(tmp_path / "run"), "--quiet", f"--config.teacher.path={folder}", f"--config.data.path={cache}"]
     assert main(args) == 0
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
@@ -184,4 +212,29 @@ def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
     overrides = [f"teacher.path={folder}", f"data.path={cache}", "train.sample_every=1"]
     with pytest.raises(ConfigError, match="train.sample_every=0"):
-        build(load(spec + ":smoke", overrides))
+        build(load(SPEC + ":smoke", overrides))
+
+
+@pytest.mark.slow
+def test_the_w_conditioned_student_starts_as_the_teacher_for_every_w_and_trains_its_guidance_embedding(sd_cache):
+    """LCM's guidance embedding (``lcm.guidance_embedding_dim``) on the tiny SD 1.5 UNet: a zero projection,
+    so the student is the teacher's consistency function at any w; one update moves it; a LoRA cannot carry it."""
+    from jaxdistill.build import build
+    from jaxdistill.config import load
+
+    folder, cache = sd_cache
+    paths = [f"teacher.path={folder}", f"data.path={cache}"]
+    built = build(load(SPEC + ":smoke", [*paths, "lcm.guidance_embedding_dim=8", "lora.rank=0"]))
+    obj, frozen = built.objective, built.frozen
+    batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    trainable = obj.init(jax.random.key(0), batch, frozen)
+    params = trainable["student"].params["params"]
+    assert not np.any(np.asarray(params["time_cond_proj"]["kernel"]))
+    cond, x, t = batch_labels(batch, 0), jax.random.normal(jax.random.key(1), batch["x"].shape), jnp.array([500.0, 900.0])
+    teacher_f = consistency_denoiser(obj.teacher).x0(frozen["teacher"], x, t, cond)
+    for w in (2.0, 9.0):
+        np.testing.assert_allclose(obj.f(trainable["student"].params, x, t, cond, jnp.full((2,), w)), teacher_f, rtol=1e-5, atol=1e-5)
+    new, metrics = jax.jit(obj.step)(trainable, frozen, batch, jax.random.key(2), jnp.asarray(0))
+    assert np.isfinite(float(metrics["loss"])) and np.any(np.asarray(new["student"].params["params"]["time_cond_proj"]["kernel"]))
+    with pytest.raises(ConfigError, match="architecture"):
+        build(load(SPEC + ":smoke", [*paths, "lcm.guidance_embedding_dim=8"]))

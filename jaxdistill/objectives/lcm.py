@@ -30,9 +30,15 @@ c = 0.001 (the diffusers LCM scripts' ``--loss_type=huber``; elementwise, unlike
 
 Target: LCM keeps an EMA copy of the student (rate 0.95 in diffusers' full-model script); LCM-LoRA
 uses the online student with a stopped gradient ("no separate target network", diffusers' LoRA
-scripts), ``target_ema = 0``. The LoRA student is not w-conditioned: it learns the guided flow
-averaged over the sampled w (and samples with no guidance). The w-conditioned full LCM (guidance
-embedding, ``time_cond_proj``) is not implemented here.
+scripts), ``target_ema = 0``.
+
+Guidance input: LCM's student is w-conditioned, f(x, tau, w): ``guidance_embedding_dim`` > 0 gives
+the teacher's UNet LCM's guidance embedding (``models.hf.unet``: sinusoidal features of w - 1,
+projected by a zero-initialised ``time_cond_proj``, so the student starts as the teacher) and feeds
+it the sampled w; sampling then uses ``eval.guidance`` (default ``DEFAULT_GUIDANCE``, diffusers'
+LCM pipeline's 8.5). The LCM-LoRA student (``guidance_embedding_dim = 0``) sees no w: it learns the
+teacher guided at weights drawn from the range, as diffusers' LoRA scripts do. The embedding adds
+a parameter the teacher lacks, so it trains the full network, not a LoRA.
 
 Sampling: LCM's multistep sampler (diffusers' ``LCMScheduler``): ``nfe`` indices picked from the N
 training ones, tau_n for n = N - 1 - floor(i N / nfe), i = 0..nfe-1; at each, x0 = f(x, tau) and
@@ -41,7 +47,7 @@ the next point is x0 re-noised to the next index (Song et al. 2023, Alg. 1).
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +68,7 @@ from jaxdistill.objectives.common import StudentDistillation, check_choice, micr
 from jaxdistill.objectives.denoising import batch_labels
 
 DISTANCES = ("pseudo_huber", "l2")
+DEFAULT_GUIDANCE = 8.5  # diffusers' LatentConsistencyModelPipeline guidance_scale (its w embedded as 8.5 - 1)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,9 +88,12 @@ class LCM:
     timestep_scaling: float = 10.0
     target_ema: float = 0.0  # 0: the online student, stop-gradient (LCM-LoRA); LCM's full script: 0.95
     init_from_teacher: bool = True  # the student starts as the teacher's UNet
+    guidance_embedding_dim: int = 0  # 0: no w input (LCM-LoRA); LCM: 256 (diffusers' full script, --unet_time_cond_proj_dim)
 
     def __post_init__(self):
         check_choice("distance", self.distance, DISTANCES)
+        if self.guidance_embedding_dim < 0:
+            raise ValueError(f"guidance_embedding_dim must be >= 0 (0: no guidance input), got {self.guidance_embedding_dim}")
         if self.num_ddim_timesteps < 1:
             raise ValueError(f"num_ddim_timesteps must be >= 1, got {self.num_ddim_timesteps}")
         if not 0.0 <= self.w_min <= self.w_max:
@@ -109,14 +119,16 @@ def boundary_scalings(index: Array, sigma_data: float, scaling: float) -> tuple[
 
 def consistency_denoiser(teacher: Denoiser, sigma_data: float = 0.5, scaling: float = 10.0) -> Denoiser:
     """The teacher's network as LCM's consistency function, an ``"x0"`` denoiser of the same DDPM process:
-    f(x, t) = c_skip(tau) x + c_out(tau) F(x, t), F the network's x0 prediction and tau = t - 1."""
+    f(x, t) = c_skip(tau) x + c_out(tau) F(x, t), F the network's x0 prediction and tau = t - 1. A
+    network with a guidance input takes t as [B, 2] (time, w; ``Denoiser`` ``extra``): time is column 0."""
     process = teacher.process
     if not isinstance(process, DDPM):
         raise ValueError(f"lcm distils a discrete DDPM teacher (a Stable Diffusion folder: teacher.kind='diffusers'); this teacher's process is {type(process).__name__}")
 
     def apply(params, x, t, cond, **kwargs):
-        x0 = to_x0(teacher.apply_fn(params, x, t, cond, **kwargs), teacher.prediction, x, t, process, sigma_data=teacher.sigma_data)
-        c_skip, c_out = boundary_scalings(process.timestep(t), sigma_data, scaling)
+        time = t if t.ndim == 1 else t[:, 0]
+        x0 = to_x0(teacher.apply_fn(params, x, t, cond, **kwargs), teacher.prediction, x, time, process, sigma_data=teacher.sigma_data)
+        c_skip, c_out = boundary_scalings(process.timestep(time), sigma_data, scaling)
         return broadcast_to(c_skip, x) * x + broadcast_to(c_out, x) * x0
 
     return Denoiser(apply, process, "x0")
@@ -135,6 +147,7 @@ class LCMObjective(StudentDistillation):
     settings: LCM
     teacher: Denoiser
     eval_nfes: Sequence[int] = (1, 2, 4)
+    guidance: Optional[float] = None  # the w-conditioned student's sampling w (None: DEFAULT_GUIDANCE)
 
     @property
     def indices(self) -> np.ndarray:
@@ -151,6 +164,11 @@ class LCMObjective(StudentDistillation):
         if self.settings.target_ema > 0:
             trainable["target"] = jax.tree.map(jnp.copy, params)
         return trainable
+
+    def f(self, params: PyTree, x: Array, t: Array, cond: TextCondition, w: Array, **kwargs) -> Array:
+        """The student's consistency function, given w where it takes a guidance input."""
+        extra = w if self.settings.guidance_embedding_dim else None
+        return self.student.x0(params, x, t, cond, extra=extra, **kwargs)
 
     def distance(self, a: Array, b: Array) -> Array:
         """Per-sample distance, shape [B]."""
@@ -173,8 +191,8 @@ class LCMObjective(StudentDistillation):
         x = self.process.add_noise(x0, z, t)
         x_end = jax.lax.stop_gradient(self.teacher_target_point(frozen["teacher"], x, t, t_end, cond, w))
         rngs = {"dropout": derive(rng, "dropout")}
-        target = jax.lax.stop_gradient(self.student.x0(target_params, x_end, t_end, cond, train=True, rngs=rngs))
-        prediction = self.student.x0(params, x, t, cond, train=True, rngs=rngs)
+        target = jax.lax.stop_gradient(self.f(target_params, x_end, t_end, cond, w, train=True, rngs=rngs))
+        prediction = self.f(params, x, t, cond, w, train=True, rngs=rngs)
         loss = jnp.mean(self.distance(prediction, target))
         return loss, {"loss": loss, "guidance": jnp.mean(w)}
 
@@ -203,7 +221,8 @@ class LCMObjective(StudentDistillation):
         if cond is None:
             raise ValueError("the LCM student is text-conditional: generate needs the prompts' TextCondition (a t2i cache batch's cond)")
         params = trainable["student"].eval_params
-        x0_fn = lambda x, t: self.student.x0(params, x, t, cond)  # noqa: E731
+        w = jnp.full((noise.shape[0],), DEFAULT_GUIDANCE if self.guidance is None else self.guidance, jnp.float32)
+        x0_fn = lambda x, t: self.f(params, x, t, cond, w)  # noqa: E731
         return samplers.sample(x0_fn, self.process, noise, self.sampling_times(nfe), "consistency", rng=rng)
 
 
@@ -216,12 +235,39 @@ def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
         raise ConfigError("lcm: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
     ctx.require_teacher_weights(settings, "init_from_teacher")
     teacher, teacher_params = ctx.teacher()
+    network, abstract = teacher, lambda rng, x: teacher_params  # noqa: E731
+    if settings.guidance_embedding_dim:
+        network, abstract = guidance_network(config, settings.guidance_embedding_dim)
     try:
-        student = consistency_denoiser(teacher, settings.sigma_data, settings.timestep_scaling)
+        student = consistency_denoiser(network, settings.sigma_data, settings.timestep_scaling)
         ddim_indices(teacher.process.num_train_timesteps, settings.num_ddim_timesteps)
     except ValueError as err:
         raise ConfigError(f"lcm: {err}") from err
-    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32), teacher_params)
-    init_fn = lambda rng, x: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731  (overlaid with the teacher's weights)
-    objective = LCMObjective(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, **ctx.run_fields())
+
+    def init_fn(rng: Array, x: Array) -> PyTree:
+        """float32 zeros of the student's tree, overlaid with the teacher's weights (``init_from_teacher``)."""
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), jax.eval_shape(abstract, rng, x))
+
+    fields = ctx.run_fields()
+    fields.pop("guidance")  # the teacher's guidance is sampled per example; eval.guidance is the student's sampling w
+    guidance = None if config.eval.guidance is None else float(config.eval.guidance)
+    objective = LCMObjective(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, guidance=guidance, **fields)
     return objective, {"teacher": teacher_params}
+
+
+def guidance_network(config, dim: int) -> tuple[Denoiser, Callable]:
+    """(the Stable Diffusion folder's UNet with LCM's guidance embedding of ``dim`` features as a
+    denoiser, its init function): its tree is the teacher's plus a ``time_cond_proj`` kernel."""
+    from jaxdistill.models.hf.teacher import load_sd_teacher
+    from jaxdistill.models.hf.unet import unet_network
+    from jaxdistill.models.precision import with_compute_dtype
+
+    if config.teacher.kind != "diffusers":
+        raise ConfigError(f"lcm.guidance_embedding_dim={dim} adds LCM's guidance embedding to a Stable Diffusion UNet: it needs teacher.kind='diffusers', not {config.teacher.kind!r}")
+    sd = load_sd_teacher(config.teacher.path)
+    if sd.network.module.time_cond_proj_dim:
+        raise ConfigError(f"teacher.path={config.teacher.path!r} already has a guidance embedding (time_cond_proj_dim): it is a distilled LCM, not a teacher")
+    net = sd.network
+    network = unet_network(net.module.unet, net.context_length, net.pooled_dim, dim)
+    denoiser = dataclasses.replace(sd, network=network).denoiser()
+    return dataclasses.replace(denoiser, apply_fn=with_compute_dtype(denoiser.apply_fn, config.precision.compute)), network.init
