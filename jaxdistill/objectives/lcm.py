@@ -7,10 +7,10 @@ Teacher grid: the T = 1000 DDPM indices are skipped k = T // N at a time (N = ``
 LCM: N = 50, k = 20): tau_n = (n + 1) k - 1, n = 0..N-1 (diffusers' index convention; the process time
 is t = tau + 1, ``DDPM``). A training sample draws n uniformly, z ~ N(0, I) and
 
-    x_{n+k}  = sqrt(abar(tau_n)) x_0 + sqrt(1 - abar(tau_n)) z,        the end point tau_e = max(tau_n - k, 0),
-    x0_w     = x0_u + w (x0_c - x0_u)                                    (teacher CFG at tau_n, w ~ U[w_min, w_max]),
-    x_n      = sqrt(abar(tau_e)) x0_w + sqrt(1 - abar(tau_e)) eps(x0_w)  (one DDIM step tau_n -> tau_e, eps affine in x0),
-    L        = d( f_theta(x_{n+k}, tau_n), f_target(x_n, tau_e) ),
+    x      = sqrt(abar(tau_n)) x_0 + sqrt(1 - abar(tau_n)) z,           the end index tau_e = max(tau_n - k, 0),
+    x0_w   = x0_u + w (x0_c - x0_u)                                      (teacher CFG at tau_n, w ~ U[w_min, w_max]),
+    x_e    = sqrt(abar(tau_e)) x0_w + sqrt(1 - abar(tau_e)) eps(x0_w)    (one DDIM step tau_n -> tau_e, eps affine in x0),
+    L      = d( f_theta(x, tau_n), f_target(x_e, tau_e) )
 
 with the consistency parameterisation on top of the network's own x0 prediction F:
 
@@ -155,8 +155,8 @@ class LCMObjective(StudentDistillation):
 
     @property
     def passes_per_sample(self) -> float:
-        """Student forward and backward, the target's forward, and the guided teacher (two passes)."""
-        return 3.0 + teacher_passes(1.0)
+        """Student forward and backward, the target's forward, and the guided teacher's two passes."""
+        return 3.0 + teacher_passes(guidance=1.0)
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
         params = self.initial_student(rng, batch, frozen)
@@ -175,7 +175,7 @@ class LCMObjective(StudentDistillation):
         return mean_pseudo_huber(a, b, self.settings.huber_c) if self.settings.distance == "pseudo_huber" else squared_l2(a, b)
 
     def teacher_target_point(self, teacher_params: PyTree, x: Array, t: Array, t_end: Array, cond: TextCondition, w: Array) -> Array:
-        """x_n: one DDIM step t -> t_end of the guided teacher x0_u + w (x0_c - x0_u)."""
+        """x_e: one DDIM step t -> t_end with the guided teacher's x0_u + w (x0_c - x0_u)."""
         x0 = self.teacher.x0(teacher_params, x, t, cond, guidance=w)
         return ddim_step(self.process, x, x0, t, t_end)
 
