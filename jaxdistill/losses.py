@@ -32,6 +32,12 @@ def pseudo_huber(a: Array, b: Array, c: float) -> Array:
     return jnp.sqrt(jnp.sum(jnp.square(diff), axis=1) + c**2) - c
 
 
+def mean_pseudo_huber(a: Array, b: Array, c: float) -> Array:
+    """Per-sample mean over the d dimensions of the elementwise sqrt((a - b)^2 + c^2) - c (the
+    pseudo-Huber loss of diffusers' latent consistency distillation scripts), shape [B]."""
+    return mean_per_sample(jnp.sqrt(jnp.square(a - b) + c**2) - c)
+
+
 def discriminator_loss(logit_real: Array, logit_fake: Array, kind: str) -> Array:
     """The discriminator's GAN loss. ``hinge`` (Lim & Ye 2017): mean relu(1 - D_real) +
     mean relu(1 + D_fake). ``nonsaturating`` (Goodfellow et al. 2014; its discriminator side is

@@ -23,6 +23,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "pd": ("jaxdistill.objectives.progressive", "PD"),
     "guided": ("jaxdistill.objectives.guided", "Guided"),
     "cd": ("jaxdistill.objectives.consistency", "CD"),
+    "lcm": ("jaxdistill.objectives.lcm", "LCM"),
     "ct": ("jaxdistill.objectives.consistency", "CT"),
     "ict": ("jaxdistill.objectives.consistency", "ICT"),
     "ect": ("jaxdistill.objectives.consistency", "ECT"),
