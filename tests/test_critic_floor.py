@@ -38,7 +38,8 @@ def test_a_critic_fitted_to_exact_mixture_data_approaches_the_exact_teacher_and_
 
     # the objective's own critic loss on exact samples pulls a fresh critic toward the exact teacher
     before = critic_floor.rms_difference(objective, trainable["critic"].params, frozen, x0, cond, t, key)
-    fitted = critic_floor.fit_critic_to_data(objective, frozen, data, labels, 64, 300)
+    # 100 updates already bring the RMS to 0.22 x before (300: 0.19 x); each update costs ~0.1 s on a CPU
+    fitted = critic_floor.fit_critic_to_data(objective, frozen, data, labels, 64, 100)
     assert critic_floor.rms_difference(objective, fitted, frozen, x0, cond, t, key) < 0.5 * before
 
     run = types.SimpleNamespace(built=built, frozen=frozen, trainable=trainable, config=config)
