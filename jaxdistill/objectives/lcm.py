@@ -64,6 +64,9 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import eps_from_x0, to_x0
 from jaxdistill.diffusion.process import DDPM, NoiseProcess, broadcast_to
 from jaxdistill.losses import mean_pseudo_huber, squared_l2
+from jaxdistill.models.hf.teacher import load_sd_teacher
+from jaxdistill.models.hf.unet import unet_network
+from jaxdistill.models.precision import with_compute_dtype
 from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 
@@ -258,10 +261,6 @@ def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
 def guidance_network(config, dim: int) -> tuple[Denoiser, Callable]:
     """(the Stable Diffusion folder's UNet with LCM's guidance embedding of ``dim`` features as a
     denoiser, its init function): its tree is the teacher's plus a ``time_cond_proj`` kernel."""
-    from jaxdistill.models.hf.teacher import load_sd_teacher
-    from jaxdistill.models.hf.unet import unet_network
-    from jaxdistill.models.precision import with_compute_dtype
-
     if config.teacher.kind != "diffusers":
         raise ConfigError(f"lcm.guidance_embedding_dim={dim} adds LCM's guidance embedding to a Stable Diffusion UNet: it needs teacher.kind='diffusers', not {config.teacher.kind!r}")
     sd = load_sd_teacher(config.teacher.path)
