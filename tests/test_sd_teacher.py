@@ -79,6 +79,7 @@ def flax_ddim_pipeline_images(path: str, teacher, prompts: list[str], negatives:
     return np.asarray(images)
 
 
+@pytest.mark.slow  # in every CI pass through the CLI route: test_t2i_sample::test_the_ddim_route_reproduces_the_flax_pipeline_with_its_guidance_scale
 def test_library_ddim_with_a_negative_prompt_reproduces_the_flax_pipeline(sd15):
     """FlaxStableDiffusionPipeline with FlaxDDIMScheduler (leading spacing, offset 1, alphas_cumprod[0]
     at the end) and the library's ``ddim`` on the same grid, guided x0_u + w (x0_c - x0_u), agree
@@ -136,6 +137,7 @@ def test_sdxl_prompt_embeddings_and_time_ids_are_the_xl_pipelines(sdxl):
     assert teacher.scheduler.spacing == "trailing"
 
 
+@pytest.mark.slow  # encode in every CI pass via test_t2i_cache (direct VAE encoding), decode via the pipeline comparison
 def test_vae_round_trip_is_the_scaled_posterior_mean(sd15):
     _, teacher = sd15
     images = jax.random.uniform(jax.random.key(3), (2, 16, 16, 3), minval=-1.0, maxval=1.0)
