@@ -18,7 +18,8 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.predict import to_x0
 from jaxdistill.diffusion.process import DDPM, EDM
 from jaxdistill.objectives.denoising import batch_labels
-from jaxdistill.objectives.lcm import LCM, LCMObjective, boundary_scalings, consistency_denoiser, ddim_indices, ddim_step
+from jaxdistill.objectives.lcm import LCM, LCMObjective, boundary_scalings, consistency_denoiser, ddim_indices
+from jaxdistill.objectives.progressive import ddim_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SD_PROCESS = DDPM("scaled_linear", 0.00085, 0.012, 1000)  # Stable Diffusion 1.x's schedule

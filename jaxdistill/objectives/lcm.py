@@ -61,14 +61,15 @@ from jaxdistill.core.state import NetState
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.diffusion.predict import eps_from_x0, to_x0
-from jaxdistill.diffusion.process import DDPM, NoiseProcess, broadcast_to
+from jaxdistill.diffusion.predict import to_x0
+from jaxdistill.diffusion.process import DDPM, broadcast_to
 from jaxdistill.losses import mean_pseudo_huber, squared_l2
 from jaxdistill.models.hf.teacher import load_sd_teacher
 from jaxdistill.models.hf.unet import unet_network
 from jaxdistill.models.precision import with_compute_dtype
 from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
+from jaxdistill.objectives.progressive import ddim_step
 
 DISTANCES = ("pseudo_huber", "l2")
 DEFAULT_GUIDANCE = 8.5  # diffusers' LatentConsistencyModelPipeline guidance_scale (its w embedded as 8.5 - 1)
@@ -135,12 +136,6 @@ def consistency_denoiser(teacher: Denoiser, sigma_data: float = 0.5, scaling: fl
         return broadcast_to(c_skip, x) * x + broadcast_to(c_out, x) * x0
 
     return Denoiser(apply, process, "x0")
-
-
-def ddim_step(process: NoiseProcess, x: Array, x0: Array, t: Array, t_next: Array) -> Array:
-    """Deterministic DDIM (Song et al. 2021) t -> t_next: alpha(t_next) x0 + sigma(t_next) (x - alpha(t) x0) / sigma(t)."""
-    eps = eps_from_x0(x0, x, t, process)
-    return broadcast_to(process.alpha(t_next), x) * x0 + broadcast_to(process.sigma(t_next), x) * eps
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
