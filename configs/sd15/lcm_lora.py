@@ -26,15 +26,8 @@ import ml_collections
 
 from jaxdistill import benchmarks
 from jaxdistill.config import base_config
+from jaxdistill.models.lora import LCM_LORA_TARGETS
 
-LCM_LORA_TARGETS = (
-    r"(^|/)(to_q|to_k|to_v|to_out_0)$",
-    r"ff/net_0/proj$",
-    r"ff/net_2$",
-    r"(^|/)proj_(in|out)$",
-    r"resnets_\d+/(conv1|conv2|conv_shortcut|time_emb_proj)$",
-    r"(down|up)samplers_0/conv$",
-)
 SMOKE_FOLDER, SMOKE_CACHE = "runs/smoke/sd15_tiny", "runs/smoke/sd15_tiny_cache"  # overridden by the tests' tmp paths
 
 

@@ -47,7 +47,7 @@ the next point is x0 re-noised to the next index (Song et al. 2023, Alg. 1).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -95,17 +95,25 @@ class LCM:
     guidance_embedding_dim: int = 0  # 0: no w input (LCM-LoRA); LCM: 256 (diffusers' full script, --unet_time_cond_proj_dim)
 
     def __post_init__(self):
-        check_choice("distance", self.distance, DISTANCES)
+        check_solver_settings(self)
         if self.guidance_embedding_dim < 0:
             raise ValueError(f"guidance_embedding_dim must be >= 0 (0: no guidance input), got {self.guidance_embedding_dim}")
-        if self.num_ddim_timesteps < 1:
-            raise ValueError(f"num_ddim_timesteps must be >= 1, got {self.num_ddim_timesteps}")
-        if not 0.0 <= self.w_min <= self.w_max:
-            raise ValueError(f"need 0 <= w_min <= w_max, got [{self.w_min}, {self.w_max}]")
-        if not 0.0 <= self.target_ema < 1.0:
-            raise ValueError(f"target_ema must be in [0, 1) (0: no target network), got {self.target_ema}")
-        if self.huber_c < 0 or self.sigma_data <= 0 or self.timestep_scaling <= 0:
-            raise ValueError(f"need huber_c >= 0, sigma_data > 0 and timestep_scaling > 0, got {self.huber_c}, {self.sigma_data}, {self.timestep_scaling}")
+        if self.sigma_data <= 0 or self.timestep_scaling <= 0:
+            raise ValueError(f"need sigma_data > 0 and timestep_scaling > 0, got {self.sigma_data}, {self.timestep_scaling}")
+
+
+def check_solver_settings(settings) -> None:
+    """The checks every guided skipping-step distillation's settings share (LCM, TCD): a known distance,
+    N >= 1, 0 <= w_min <= w_max, a target EMA rate in [0, 1) and huber_c >= 0."""
+    check_choice("distance", settings.distance, DISTANCES)
+    if settings.num_ddim_timesteps < 1:
+        raise ValueError(f"num_ddim_timesteps must be >= 1, got {settings.num_ddim_timesteps}")
+    if not 0.0 <= settings.w_min <= settings.w_max:
+        raise ValueError(f"need 0 <= w_min <= w_max, got [{settings.w_min}, {settings.w_max}]")
+    if not 0.0 <= settings.target_ema < 1.0:
+        raise ValueError(f"target_ema must be in [0, 1) (0: no target network), got {settings.target_ema}")
+    if settings.huber_c < 0:
+        raise ValueError(f"huber_c must be >= 0, got {settings.huber_c}")
 
 
 def ddim_indices(num_train_timesteps: int, n: int) -> np.ndarray:
@@ -136,6 +144,19 @@ def consistency_denoiser(teacher: Denoiser, sigma_data: float = 0.5, scaling: fl
         return broadcast_to(c_skip, x) * x + broadcast_to(c_out, x) * x0
 
     return Denoiser(apply, process, "x0")
+
+
+class SolverPair(NamedTuple):
+    """One training draw: the prompts' condition, the solver level n [B], the process times of tau_n and
+    tau_e [B], the noisy latent x at tau_n, the teacher's guided DDIM step x_e at tau_e and the weights w [B]."""
+
+    cond: TextCondition
+    level: Array
+    t: Array
+    x: Array
+    t_end: Array
+    x_end: Array
+    w: Array
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -177,20 +198,27 @@ class LCMObjective(StudentDistillation):
         x0 = self.teacher.x0(teacher_params, x, t, cond, guidance=w)
         return ddim_step(self.process, x, x0, t, t_end)
 
-    def loss(self, params: PyTree, target_params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
+    def solver_pair(self, teacher_params: PyTree, batch: Batch, rng: Array) -> SolverPair:
+        """Draw n, w and z per example; the noisy point x at tau_n and the guided teacher's DDIM step x_e to tau_e."""
         x0 = batch["x"]
         n = x0.shape[0]
         cond = batch_labels(batch, self.num_classes)
         skip = self.process.num_train_timesteps // self.settings.num_ddim_timesteps
-        tau = jnp.asarray(self.indices, jnp.float32)[jax.random.randint(derive(rng, "levels"), (n,), 0, self.settings.num_ddim_timesteps)]
+        level = jax.random.randint(derive(rng, "levels"), (n,), 0, self.settings.num_ddim_timesteps)
+        tau = jnp.asarray(self.indices, jnp.float32)[level]
         t, t_end = tau + 1.0, jnp.maximum(tau - skip, 0.0) + 1.0  # process times of tau_n and tau_e
         w = jax.random.uniform(derive(rng, "guidance"), (n,), jnp.float32, self.settings.w_min, self.settings.w_max)
         z = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         x = self.process.add_noise(x0, z, t)
-        x_end = jax.lax.stop_gradient(self.teacher_target_point(frozen["teacher"], x, t, t_end, cond, w))
+        x_end = jax.lax.stop_gradient(self.teacher_target_point(teacher_params, x, t, t_end, cond, w))
+        return SolverPair(cond, level, t, x, t_end, x_end, w)
+
+    def loss(self, params: PyTree, target_params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
+        pair = self.solver_pair(frozen["teacher"], batch, rng)
+        cond, w = pair.cond, pair.w
         rngs = {"dropout": derive(rng, "dropout")}
-        target = jax.lax.stop_gradient(self.f(target_params, x_end, t_end, cond, w, train=True, rngs=rngs))
-        prediction = self.f(params, x, t, cond, w, train=True, rngs=rngs)
+        target = jax.lax.stop_gradient(self.f(target_params, pair.x_end, pair.t_end, cond, w, train=True, rngs=rngs))
+        prediction = self.f(params, pair.x, pair.t, cond, w, train=True, rngs=rngs)
         loss = jnp.mean(self.distance(prediction, target))
         return loss, {"loss": loss, "guidance": jnp.mean(w)}
 
@@ -224,13 +252,17 @@ class LCMObjective(StudentDistillation):
         return samplers.sample(x0_fn, self.process, noise, self.sampling_times(nfe), "consistency", rng=rng)
 
 
+def refuse_sample_plots(config, method: str) -> None:
+    """A ConfigError where ``train.sample_every`` > 0: the engine's sample plots draw class labels (or none),
+    and a text-to-image student needs prompts' embeddings; sample from a cache batch's cond instead."""
+    if int(config.train.sample_every) > 0:
+        raise ConfigError(f"{method}: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
+
+
 def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
     """The LCD objective: the student is the teacher's own network in LCM's parameterisation."""
     config = ctx.config
-    if int(config.train.sample_every) > 0:
-        # The engine's sample plots draw class labels (or none); a text-to-image student needs prompts'
-        # embeddings, which the plots do not carry: sample from a cache batch's cond instead.
-        raise ConfigError("lcm: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
+    refuse_sample_plots(config, settings.method)
     ctx.require_teacher_weights(settings, "init_from_teacher")
     teacher, teacher_params = ctx.teacher()
     network, abstract = teacher, lambda rng, x: teacher_params  # noqa: E731

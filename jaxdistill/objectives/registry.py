@@ -24,6 +24,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "guided": ("jaxdistill.objectives.guided", "Guided"),
     "cd": ("jaxdistill.objectives.consistency", "CD"),
     "lcm": ("jaxdistill.objectives.lcm", "LCM"),
+    "tcd": ("jaxdistill.objectives.tcd", "TCD"),
     "ct": ("jaxdistill.objectives.consistency", "CT"),
     "ict": ("jaxdistill.objectives.consistency", "ICT"),
     "ect": ("jaxdistill.objectives.consistency", "ECT"),

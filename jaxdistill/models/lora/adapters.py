@@ -28,6 +28,17 @@ from jaxdistill.core.types import Array, PyTree
 
 # The attention projections of diffusers' Flax UNet and transformer blocks (to_q, to_k, to_v, to_out_0).
 ATTENTION_TARGETS: tuple[str, ...] = (r"(^|/)(to_q|to_k|to_v|to_out_0)$",)
+# The LCM-LoRA module set (diffusers' examples/consistency_distillation/train_lcm_distill_lora_*.py default
+# lora_target_modules, SD 1.5 and SDXL alike): attention projections, feed-forwards, proj_in / proj_out,
+# ResNet convolutions and time projections, down/upsampler convolutions.
+LCM_LORA_TARGETS: tuple[str, ...] = (
+    *ATTENTION_TARGETS,
+    r"ff/net_0/proj$",
+    r"ff/net_2$",
+    r"(^|/)proj_(in|out)$",
+    r"resnets_\d+/(conv1|conv2|conv_shortcut|time_emb_proj)$",
+    r"(down|up)samplers_0/conv$",
+)
 
 
 @dataclasses.dataclass(frozen=True)
