@@ -1,8 +1,8 @@
 """Trajectory consistency distillation (jaxdistill/objectives/tcd.py; Zheng et al. 2024): the trajectory
 consistency function's exact boundary f(x, t, t) = x, strategic stochastic sampling against LCM's sampler
-(gamma = 1), DDIM (gamma = 0) and TCDScheduler's schedule, one loss by hand, one update of the tiny SD 1.5
-UNet, and (slow) the SD 1.5 / SDXL TCD-LoRA and SDXL LCM-LoRA smoke presets through `jaxdistill cache` and
-`jaxdistill train` on tiny random folders."""
+(gamma = 1), DDIM (gamma = 0) and TCDScheduler's schedule, one loss by hand, one update against its gradient,
+and (slow) one update of the tiny SD 1.5 UNet and the SD 1.5 / SDXL TCD-LoRA and SDXL LCM-LoRA smoke presets
+through `jaxdistill cache` and `jaxdistill train` on tiny random folders."""
 import json
 import os
 
