@@ -41,7 +41,7 @@ what makes gamma = 1 LCM's sampler exactly.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +52,8 @@ from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.process import DDPM, NoiseProcess, broadcast_to
+from jaxdistill.diffusion.samplers import X0Fn
 from jaxdistill.objectives.lcm import LCMObjective, check_solver_settings, ddim_indices, refuse_sample_plots
-
-X0Fn = Callable[[Array, Array], Array]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
