@@ -18,34 +18,14 @@ import ml_collections
 
 from jaxdistill.models.precision import with_compute_dtype
 from jaxdistill.models.registry import make_network
-
-# The tiny networks of tests/test_precision.py: (config, input shape).
-NETS = {
-    "mlp": (dict(name="mlp", width=32, depth=2), (4, 2)),
-    "unet": (dict(name="unet", base_channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(4,), num_groups=4, num_heads=2), (2, 4, 4, 3)),
-    "dit": (dict(name="dit", patch_size=2, hidden_size=16, depth=2, num_heads=2), (2, 4, 4, 3)),
-    "dit_port": (dict(name="dit_port", size=None, patch_size=2, hidden_size=16, depth=2, num_heads=2, num_classes=10), (2, 4, 4, 4)),
-    "edm_ddpmpp": (dict(name="edm_ddpmpp", preset=None, model_channels=8, channel_mult=(1,), num_blocks=1, attn_resolutions=(4,), num_classes=0), (2, 4, 4, 3)),
-    "edm2": (dict(name="edm2", size=None, model_channels=8, channel_mult=(1,), num_blocks=1, attn_resolutions=(4,), channels_per_head=8, num_classes=0), (2, 4, 4, 4)),
-}
-
-
-def perturbed_network(config: dict, shape: tuple[int, ...]):
-    """The network, its initial weights plus N(0, 0.1^2) noise (zero-initialised layers made live), and inputs."""
-    net = make_network(ml_collections.ConfigDict(config))
-    x = jax.random.normal(jax.random.key(1), shape)
-    leaves, tree = jax.tree.flatten(net.init(jax.random.key(0), x))
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    params = jax.tree.unflatten(tree, [w + 0.1 * jax.random.normal(k, w.shape) for w, k in zip(leaves, keys)])
-    cond = jnp.arange(shape[0], dtype=jnp.int32) if net.num_classes else None
-    return net, params, x, jnp.linspace(0.1, 0.9, shape[0]), cond
+from jaxdistill.models.tiny import TINY_NETWORKS, perturbed_network
 
 
 def bf16_errors() -> None:
     softmax = jax.nn.softmax
     print("bfloat16 compute: relative L2 error of the output vs float32 (bf16 softmax | f32 softmax)")
-    for name, (config, shape) in NETS.items():
-        net, params, x, t, cond = perturbed_network(config, shape)
+    for name in TINY_NETWORKS:
+        net, params, x, t, cond = perturbed_network(name)
         reference = net.apply(params, x, t, cond)
         errors = []
         for upcast in (False, True):

@@ -14,35 +14,13 @@ from jaxdistill.config import ConfigError, base_config, validate
 from jaxdistill.diffusion.process import get_process
 from jaxdistill.models.precision import cast_floats, with_compute_dtype
 from jaxdistill.models.registry import make_network
+from jaxdistill.models.tiny import TINY_NETWORKS, perturbed_network
 from jaxdistill.objectives.common import overlay_params
 
-# Tiny instances of each network kind: (config, input shape).
-NETS = {
-    "mlp": (dict(name="mlp", width=32, depth=2), (4, 2)),
-    "unet": (dict(name="unet", base_channels=8, channel_mult=(1,), num_res_blocks=1, attn_resolutions=(4,), num_groups=4, num_heads=2), (2, 4, 4, 3)),
-    "dit": (dict(name="dit", patch_size=2, hidden_size=16, depth=2, num_heads=2), (2, 4, 4, 3)),
-    "dit_port": (dict(name="dit_port", size=None, patch_size=2, hidden_size=16, depth=2, num_heads=2, num_classes=10), (2, 4, 4, 4)),
-    "edm_ddpmpp": (dict(name="edm_ddpmpp", preset=None, model_channels=8, channel_mult=(1,), num_blocks=1, attn_resolutions=(4,), num_classes=0), (2, 4, 4, 3)),
-    "edm2": (dict(name="edm2", size=None, model_channels=8, channel_mult=(1,), num_blocks=1, attn_resolutions=(4,), channels_per_head=8, num_classes=0), (2, 4, 4, 4)),
-}
 # bfloat16 keeps 8 significant bits (unit round-off 2^-9 ~ 2e-3); over these nets' few layers the
 # measured relative L2 error of the output is 0.6e-2 .. 2.0e-2 (docs/precision.md), so 5e-2 bounds it
 # with margin while a float16 / float32 mix-up (1e-3 / 0) or a broken cast (O(1)) would not pass.
 BF16_REL_TOL = 5e-2
-
-
-def _network(name: str, **fields):
-    config, shape = NETS[name]
-    net = make_network(ml_collections.ConfigDict({**config, **fields}))
-    x = jax.random.normal(jax.random.key(1), shape)
-    params = net.init(jax.random.key(0), x)
-    # Zero-initialised output layers would make every output 0: perturb every weight.
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    params = jax.tree.unflatten(tree, [w + 0.1 * jax.random.normal(k, w.shape) for w, k in zip(leaves, keys)])
-    t = jnp.linspace(0.1, 0.9, shape[0])
-    cond = jnp.arange(shape[0], dtype=jnp.int32) if net.num_classes else None
-    return net, params, x, t, cond
 
 
 def _rel(a, b) -> float:
@@ -51,7 +29,7 @@ def _rel(a, b) -> float:
 
 @pytest.mark.parametrize("name", ["mlp", "unet", "edm2", "dit_port"])
 def test_bf16_compute_is_close_to_float32_returns_float32_and_computes_in_bf16(name):
-    net, params, x, t, cond = _network(name)
+    net, params, x, t, cond = perturbed_network(name)
     reference = jax.jit(lambda p, x: net.apply(p, x, t, cond))(params, x)
     apply = with_compute_dtype(net.apply, "bfloat16")
     lowered = jax.jit(lambda p, x: apply(p, x, t, cond)).lower(params, x)
@@ -65,7 +43,7 @@ def test_bf16_compute_is_close_to_float32_returns_float32_and_computes_in_bf16(n
 
 
 def test_float32_compute_is_the_network_itself():
-    apply = make_network(ml_collections.ConfigDict(NETS["mlp"][0])).apply
+    apply = make_network(ml_collections.ConfigDict(TINY_NETWORKS["mlp"][0])).apply
     assert with_compute_dtype(apply, "float32") is apply
 
 
@@ -131,8 +109,8 @@ def test_a_student_initialised_from_a_bf16_teacher_keeps_float32_master_weights(
 def test_remat_keeps_parameter_names_outputs_and_gradients(name):
     """Same parameter tree; loss and gradients equal up to float32 round-off (XLA fuses the
     recomputed blocks differently: measured <= 1.5e-6 of each gradient's largest entry)."""
-    net, params, x, t, cond = _network(name)
-    rematted = make_network(ml_collections.ConfigDict({**NETS[name][0], "remat": True}))
+    net, params, x, t, cond = perturbed_network(name)
+    rematted = make_network(ml_collections.ConfigDict({**TINY_NETWORKS[name][0], "remat": True}))
     shapes = lambda tree: jax.tree.map(lambda a: (a.shape, a.dtype), tree)  # noqa: E731
     assert shapes(jax.eval_shape(rematted.init, jax.random.key(0), x)) == shapes(params)
     results = [jax.jit(jax.value_and_grad(lambda p, n=n: jnp.sum(n.apply(p, x, t, cond) ** 2)))(params) for n in (net, rematted)]

@@ -282,7 +282,8 @@ class Trainer:
         placed = self._place(self.frozen_host)
         with jax.set_mesh(self.mesh):  # arrays prepare() creates (prior noise) live on the mesh
             frozen = self.objective.prepare(placed, derive(jax.random.key(self.seed), "prepare"))
-        return self._place(frozen), self._shardings(frozen)
+        shardings = self._shardings(frozen)
+        return mesh_lib.put_host_tree(frozen, shardings), shardings
 
     def _shardings(self, tree: PyTree) -> PyTree:
         """Shardings of a state or frozen tree on the mesh (``mesh.state_shardings``)."""
