@@ -66,7 +66,7 @@ def ladd(t2i):
 
 def test_ladds_discriminator_reads_the_unets_own_taps_and_the_noise_level(t2i, ladd):
     """LADD's features of (x, t) are the SD UNet's mid / up block outputs at diffusers' timestep t - 1 with the
-    prompt, exactly, plus the column ln(s(t)) / 4; ADD's teacher-feature discriminator reads the same taps with the
+    prompt (to float32 rounding of two compilations), plus the column ln(s(t)) / 4; ADD's teacher-feature discriminator reads the same taps with the
     negative (empty) prompt at its fixed level."""
     _, sd, _, _ = t2i
     built, batch = ladd
