@@ -243,7 +243,7 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="gan_loss"):
         build(c)
     c = config_file("grid25/ladd")
-    c.adversarial.num_synthetic = 0
+    c.adversarial.num_synthetic = -1
     with pytest.raises(ConfigError, match="num_synthetic"):
         build(c)
     c = config_file("grid25/add")

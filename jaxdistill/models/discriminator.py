@@ -10,7 +10,9 @@ With ``per_position`` each feature map gets its own MLP applied at every spatial
 ViT layer: the logits [B, P_1 + ... + P_m] keep where in the image real and fake differ, which
 a pooled head averages away, and the GAN losses average their per-position terms.
 With ``num_classes > 0`` a projection term <embed(c), h> makes it class-conditional
-(Miyato & Koyama 2018).
+(Miyato & Koyama 2018). A ``TextCondition`` makes it text-conditional the same way, with
+embed(c) a learned projection of the prompt's vector (``text_vector``), as ADD's and LADD's heads
+are conditioned on the text embedding (Sauer et al. 2023, Sec. 3.2; Sauer et al. 2024, Sec. 3).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.types import NULL_LABEL, Array, PyTree
 from jaxdistill.models.sharding import constrain_batch, gather_params
 
@@ -34,9 +37,16 @@ def pool_features(features: Sequence[Array]) -> Array:
     return jnp.concatenate([p.mean(axis=1) for p in positions(features)], axis=-1)
 
 
+def text_vector(cond: TextCondition) -> Array:
+    """One vector per prompt, [B, D]: the pooled embedding where the condition has one (SDXL's
+    projected CLIP pooled embedding, the kind of vector the papers' heads read), else the mean of
+    the token embeddings (SD 1.x / 2.x carry no pooled embedding)."""
+    return (cond.embeds.mean(axis=1) if cond.pooled is None else cond.pooled).astype(jnp.float32)
+
+
 class DiscriminatorHead(nn.Module):
     """features -> logits, [B] pooled or [B, P_1 + ... + P_m] ``per_position``; ``cond`` (labels,
-    NULL_LABEL = unconditional) adds a projection term."""
+    NULL_LABEL = unconditional, or a ``TextCondition``) adds a projection term."""
 
     hidden: int = 256
     num_classes: int = 0
@@ -45,7 +55,9 @@ class DiscriminatorHead(nn.Module):
     @nn.compact
     def __call__(self, features: Sequence[Array], cond: Optional[Array] = None) -> Array:
         embed = None
-        if self.num_classes > 0 and cond is not None:
+        if isinstance(cond, TextCondition):
+            embed = nn.Dense(self.hidden, name="text_embed")(text_vector(cond))
+        elif self.num_classes > 0 and cond is not None:
             embed = nn.Embed(self.num_classes + 1, self.hidden)(jnp.where(cond == NULL_LABEL, self.num_classes, cond))
         if not self.per_position:
             return self._logit(pool_features(features), embed)

@@ -32,12 +32,13 @@ is c = 1.
 
 The two methods differ in F and in the data:
 
-* ADD: F is DINOv2 in the paper, a pretrained image network seeing clean images. We have no
-  such network, so F is the frozen *teacher's* intermediate features at one small fixed noise
-  level s_F = ``feature_sigma`` x sigma_data, fed the clean sample (no noise is added: F stays a
-  deterministic function of the image, as DINOv2 is), unconditionally (null label); for the exact
-  mixture teacher F(x) = [E[x0 | x_t = x], p(k | x_t = x)] at s_F. The head is
-  class-conditional by projection (the paper conditions on text and image embeddings).
+* ADD: F is DINOv2 in the paper, a pretrained image network seeing clean images. On the
+  benchmarks we have no such network, so F is the frozen *teacher's* intermediate features at
+  one small fixed noise level s_F = ``feature_sigma`` x sigma_data, fed the clean sample (no
+  noise is added: F stays a deterministic function of the image, as DINOv2 is),
+  unconditionally (null label); for the exact mixture teacher F(x) = [E[x0 | x_t = x], p(k | x_t = x)] at s_F. The head is
+  class-conditional by projection (the paper conditions on text and image embeddings). On a
+  Stable Diffusion teacher ``discriminator = "dinov2"`` is the paper's F (below).
   Real data are the training set; lambda = 2.5, gamma = 1e-5.
 * LADD: F is the teacher's own features at *noised* inputs: real and fake samples are renoised
   to a shared t̂ (fresh noise each) drawn from the logit-normal distribution pi(t; m, s) of
@@ -56,6 +57,19 @@ its own head applied at each spatial position, as ADD's heads score every DINOv2
 
 Guidance (x_u + w (x_c - x_u)) applies to the teacher's denoiser only (ADD's distillation
 target, LADD's synthetic data), never to features.
+
+**Latent text-to-image teachers** (``teacher.kind = "diffusers"``, data a ``jaxdistill cache``):
+the condition is the batch's ``TextCondition``; the student is the teacher's own UNet, started
+from its weights (``generator.generator_parts``); the heads are conditioned on the text by
+projection (``models.discriminator.text_vector``: the pooled prompt embedding where the teacher
+has one, SDXL, else the mean of the token embeddings, SD 1.x / 2.x), and ADD's feature network
+sees the teacher's features with the negative (empty) prompt. ``discriminator = "dinov2"`` is
+ADD's own discriminator: the student's latents (and the real ones) are decoded by the teacher's VAE
+and read by a frozen DINOv2 (``models.hf.dinov2``, the folder ``dinov2_path``) at ``dinov2_layers``,
+with per-token heads; the gradient reaches the student through DINOv2 and the decoder. LADD's pool
+of teacher samples is drawn at class labels, which carry no prompts: with text, ``num_synthetic =
+0`` and the cache's latents are the "real" data (cache the teacher's own images for the paper's
+synthetic data). The engine's sample plots carry no prompts (``train.sample_every = 0``, as LCM).
 """
 from __future__ import annotations
 
@@ -66,16 +80,20 @@ import jax
 import jax.numpy as jnp
 
 from jaxdistill.core.conditioning import unconditional
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.losses import GAN_LOSSES, discriminator_loss, generator_gan_loss, r1_penalty, squared_l2
 from jaxdistill.models.discriminator import apply_head
+from jaxdistill.models.hf.dinov2 import STYLEGAN_T_LAYERS, LatentDinov2, load_dinov2
+from jaxdistill.models.hf.teacher import load_sd_vae
 from jaxdistill.objectives.common import check_choice, teacher_passes
 from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 
 DISTILL_WEIGHTINGS = ("alpha", "none")
+DISCRIMINATORS = ("teacher", "dinov2")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -98,10 +116,16 @@ class AdversarialSettings(GeneratorSettings):
     # ADD's frozen feature network: the teacher at s_F = feature_sigma * sigma_data (our stand-in
     # for DINOv2, see the module docstring).
     feature_sigma: float = 0.1
+    # ADD's feature network: "teacher" (the stand-in above) or "dinov2" (the paper's: the DINOv2 folder
+    # dinov2_path on VAE-decoded latents, heads on the blocks dinov2_layers; text-to-image teachers only).
+    discriminator: str = "teacher"
+    dinov2_path: str = ""
+    dinov2_layers: tuple[int, ...] = STYLEGAN_T_LAYERS
     # LADD: discriminator noise ln(s / sigma_data) ~ N(1, 1), the logit-normal pi(t; m=1, s=1).
     noise_mean: float = 1.0
     noise_std: float = 1.0
-    # LADD's synthetic data: teacher ODE samples (size and sampler as KD's pair set).
+    # LADD's synthetic data: teacher ODE samples (size and sampler as KD's pair set); 0: the training
+    # data are already teacher samples (a text-to-image cache of the teacher's images).
     num_synthetic: int = 16384
     teacher_sampler: str = "heun"
     teacher_nfe: int = 31
@@ -110,14 +134,17 @@ class AdversarialSettings(GeneratorSettings):
         super().__post_init__()
         check_choice("gan_loss", self.gan_loss, GAN_LOSSES)
         check_choice("distill_weighting", self.distill_weighting, DISTILL_WEIGHTINGS)
+        check_choice("discriminator", self.discriminator, DISCRIMINATORS)
+        if self.discriminator == "dinov2" and (self.method != "add" or not self.dinov2_path):
+            raise ValueError(f"discriminator='dinov2' is ADD's (method add, not {self.method}) and needs dinov2_path, a local DINOv2 folder; got {self.dinov2_path!r}")
         if self.distill_weight < 0 or self.r1_weight < 0:
             raise ValueError(f"distill_weight and r1_weight must be >= 0, got {self.distill_weight}, {self.r1_weight}")
         if self.method == "add" and self.feature_sigma <= 0:
             raise ValueError(f"feature_sigma must be > 0 (the feature network's noise level), got {self.feature_sigma}")
         if self.method == "ladd" and self.noise_std <= 0:
             raise ValueError(f"noise_std must be > 0, got {self.noise_std}")
-        if self.method == "ladd" and self.num_synthetic <= 0:
-            raise ValueError(f"ladd trains on teacher samples: num_synthetic must be > 0, got {self.num_synthetic}")
+        if self.method == "ladd" and self.num_synthetic < 0:
+            raise ValueError(f"num_synthetic must be >= 0 (0: the data are teacher samples already), got {self.num_synthetic}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -144,6 +171,7 @@ class AdversarialDistillation(GeneratorDistillation):
     """ADD and LADD on the shared generator/head machinery (no critic)."""
 
     per_position_logits: ClassVar[bool] = True  # hinge losses and R1 average / sum every logit
+    image_features: Optional[LatentDinov2] = None  # ADD's DINOv2 on decoded latents; params frozen["discriminator"]
 
     def __post_init__(self):
         super().__post_init__()
@@ -164,7 +192,8 @@ class AdversarialDistillation(GeneratorDistillation):
         teacher's features of x̂ forward + backward (the adversarial gradient flows through
         them), ADD's teacher denoiser forward (two under guidance); per discriminator update the
         student's forward and the teacher's features of the fake and the real sample (the heads
-        and the R1 gradient w.r.t. their inputs are not counted: they are tiny MLPs)."""
+        and the R1 gradient w.r.t. their inputs are not counted: they are tiny MLPs). With ADD's
+        DINOv2 the feature passes are decoder + DINOv2 passes, counted the same."""
         student = 4.0 + (teacher_passes(self.guidance) if self.settings.distill_weight > 0 else 0.0)
         discriminator = 3.0
         return student + mean_critic_updates(self.settings.critic_schedule, self.total_steps) * discriminator
@@ -179,7 +208,7 @@ class AdversarialDistillation(GeneratorDistillation):
     # ------------------------------------------------------------------ data
     def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
         """LADD: the pool of teacher ODE samples (and their labels) that replaces real data."""
-        if self.settings.method != "ladd":
+        if self.settings.method != "ladd" or self.settings.num_synthetic == 0:
             return frozen
         sample = lambda params, z, cond, key: teacher_ode(
             self.teacher, params, z, cond, self.guidance, self.settings.teacher_sampler, self.settings.teacher_nfe, key
@@ -194,7 +223,7 @@ class AdversarialDistillation(GeneratorDistillation):
         return {k: v[idx] for k, v in frozen["synthetic"].items()}
 
     def step(self, trainable: Trainable, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Trainable, Metrics]:
-        if self.settings.method == "ladd":
+        if self.settings.method == "ladd" and self.settings.num_synthetic > 0:
             batch = self.synthetic_batch(frozen, batch, derive(rng, "synthetic"))
         return super().step(trainable, frozen, batch, rng, step)
 
@@ -221,7 +250,10 @@ class AdversarialDistillation(GeneratorDistillation):
 
     def head_features(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> list[Array]:
         """The frozen teacher's features of x_t at t: unconditional for ADD (a fixed feature
-        network); for LADD conditional, plus the noise-level column ln(s(t)) / 4."""
+        network; or DINOv2's of the decoded latents); for LADD conditional, plus the noise-level
+        column ln(s(t)) / 4."""
+        if self.image_features is not None:
+            return self.image_features(frozen["discriminator"], x_t)
         if self.settings.method == "add":
             return self.teacher.features(frozen["teacher"], x_t, t, unconditional(cond))
         features = self.teacher.features(frozen["teacher"], x_t, t, cond)
@@ -285,6 +317,27 @@ class AdversarialDistillation(GeneratorDistillation):
 
 
 def build(ctx, settings: AdversarialSettings) -> tuple[AdversarialDistillation, PyTree]:
-    """The ADD / LADD objective of ``settings`` with the run's networks and teacher."""
+    """The ADD / LADD objective of ``settings`` with the run's networks and teacher (and ADD's
+    DINOv2 and the teacher's VAE decoder with ``discriminator = "dinov2"``)."""
+    config, method = ctx.config, settings.method
+    text = config.teacher.kind == "diffusers"
+    if text and int(config.train.sample_every) > 0:
+        # The engine's sample plots draw class labels (or none); a text-to-image student needs prompts' embeddings.
+        raise ConfigError(f"{method}: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
+    if text and method == "ladd" and settings.num_synthetic > 0:
+        raise ConfigError(
+            "ladd: its pool of teacher samples is drawn at class labels, which carry no prompts; on a Stable Diffusion teacher "
+            "set adversarial.num_synthetic=0 and cache the teacher's own images as the data (LADD's synthetic data)"
+        )
+    if settings.discriminator == "dinov2" and not text:
+        raise ConfigError(f"adversarial.discriminator='dinov2' reads VAE-decoded images: it needs teacher.kind='diffusers', not {config.teacher.kind!r}")
     parts, frozen = generator_parts(ctx, settings, critic=False, head=True)
+    if settings.discriminator == "dinov2":
+        decoder, vae_params = load_sd_vae(config.teacher.path)
+        try:
+            dinov2, dinov2_params = load_dinov2(settings.dinov2_path, settings.dinov2_layers)
+        except ValueError as err:
+            raise ConfigError(f"adversarial.{err}") from err
+        parts["image_features"] = LatentDinov2(decoder, dinov2)
+        frozen = {**frozen, "discriminator": {"vae": vae_params, "dinov2": dinov2_params}}
     return AdversarialDistillation(settings=settings, **parts), frozen

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState, make_optimizer
@@ -416,15 +417,29 @@ def generator_parts(ctx, settings: GeneratorSettings, *, critic: bool, head: boo
     ctx.require_teacher_weights(settings, "init_from_teacher", *(("critic_from_teacher",) if critic else ()))
     teacher, teacher_params = ctx.teacher()
     process = teacher.process
-    generator, generator_init = ctx.network(process, config.prediction)
+    if config.teacher.kind == "diffusers":
+        network = lambda: teacher_unet(settings, teacher, teacher_params, critic)  # noqa: E731
+    else:
+        network = lambda: ctx.network(process, config.prediction)  # noqa: E731
+    generator, generator_init = network()
     parts = dict(generator=generator, generator_init_fn=generator_init, teacher=teacher, **ctx.run_fields())
     if critic:
-        parts["critic"], parts["critic_init_fn"] = ctx.network(process, config.prediction)
+        parts["critic"], parts["critic_init_fn"] = network()
         parts["tx_critic"] = _optimizer_with_lr(config.optim, settings.critic_lr, settings.critic_schedule)
     if head:
         parts["head"] = DiscriminatorHead(hidden=settings.head_hidden, num_classes=ctx.num_classes, per_position=settings.head_per_position)
         parts["tx_head"] = _optimizer_with_lr(config.optim, settings.head_lr, settings.critic_schedule)
     return parts, {"teacher": teacher_params}
+
+
+def teacher_unet(settings: GeneratorSettings, teacher: Denoiser, teacher_params: PyTree, critic: bool) -> tuple[Denoiser, object]:
+    """(network, init_fn) of a Stable Diffusion teacher's student: the teacher's own UNet (the run's
+    ``network`` section describes no text-to-image network), whose init gives float32 zeros of the
+    teacher's tree for ``init_from_teacher`` (and ``critic_from_teacher``) to overlay with its weights."""
+    off = [f"{settings.section}.{f}" for f in ("init_from_teacher", *(("critic_from_teacher",) if critic else ())) if not getattr(settings, f)]
+    if off:
+        raise ConfigError(f"{settings.method}: on a Stable Diffusion teacher the networks are copies of its UNet and start from its weights; set {' and '.join(off)} to True")
+    return teacher, lambda rng, x: jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), teacher_params)
 
 
 def _optimizer_with_lr(optim: ml_collections.ConfigDict, lr: float, critic_schedule: tuple) -> optax.GradientTransformation:

@@ -71,6 +71,30 @@ def _check_params(module, params: PyTree, source: str) -> None:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
+class VaeDecoder:
+    """A Stable Diffusion VAE's decoder as a traceable (differentiable) function: NHWC latents to
+    NHWC images (about [-1, 1], unclipped), decode(latents / scaling_factor + shift_factor)."""
+
+    vae: object  # FlaxAutoencoderKL
+    shift: float = 0.0
+
+    def __call__(self, params: PyTree, latents: Array) -> Array:
+        z = jnp.transpose(latents / self.vae.scaling_factor + self.shift, (0, 3, 1, 2))
+        images = self.vae.apply({"params": params}, z, method=self.vae.decode).sample  # NCHW
+        return jnp.transpose(images, (0, 2, 3, 1))
+
+
+def load_sd_vae(path: str) -> tuple[VaeDecoder, PyTree]:
+    """(the decoder, the VAE's params) of the Stable Diffusion folder at ``path``, without its UNet or text encoders."""
+    from diffusers import FlaxAutoencoderKL
+
+    info = check_folder(path)
+    vae, params = _load_diffusers_model(FlaxAutoencoderKL, info.path, "vae", info.weights["vae"])
+    _check_params(vae, params, os.path.join(info.path, "vae"))
+    return VaeDecoder(vae, float(info.configs["vae"].get("shift_factor") or 0.0)), params
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
 class SDTeacher:
     """The components of a Stable Diffusion folder in the library's terms (see the module docstring)."""
 

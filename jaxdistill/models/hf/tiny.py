@@ -10,6 +10,8 @@ layout of the published folders (``unet/``, ``vae/``, ``text_encoder/``, ``token
 * ``"sdxl"``: SDXL-like, two text encoders (the second with a projection), ``text_time`` added
   conditioning (pooled text embeddings and six time ids), ``trailing`` spacing.
 
+``write_tiny_dinov2(path)`` writes a tiny random DINOv2 (ADD's discriminator features, ``models.hf.dinov2``).
+
 The tokenizer is a byte-level CLIP BPE with no merges (one token per character); sizes are
 chosen so a UNet call on 8x8x4 latents takes milliseconds on a CPU; the UNet keeps 64 channels,
 since its GroupNorm has 32 groups and with one channel per group it would cancel the timestep
@@ -145,4 +147,16 @@ def write_tiny_sd(path: PathLike, kind: str = "sd15", seed: int = 0) -> str:
         json.dump(scheduler, f, indent=2)
     with open(os.path.join(path, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
+    return path
+
+
+def write_tiny_dinov2(path: PathLike, seed: int = 0) -> str:
+    """Write a tiny random DINOv2 folder (``FlaxDinov2Model.save_pretrained``'s layout: 4 blocks of width
+    16, 28x28 inputs in 14x14 patches) to ``path``, ADD's feature network in tests and smoke runs; returns ``path``."""
+    from transformers import Dinov2Config, FlaxDinov2Model
+
+    path = os.fspath(path)
+    config = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=28, patch_size=14)
+    model = FlaxDinov2Model(config, _do_init=False)
+    model.save_pretrained(path, params=_random_params(model.params_shape_tree, seed))
     return path

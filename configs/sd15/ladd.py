@@ -1,0 +1,66 @@
+"""Latent Adversarial Diffusion Distillation (Sauer, Boesel, Dockhorn, Blattmann, Esser & Rombach 2024, "Fast
+High-Resolution Image Synthesis with Latent Adversarial Diffusion Distillation", arXiv:2403.12015) adapted to
+Stable Diffusion 1.5: a 4-step student started from the SD 1.5 UNet, trained against heads on the frozen teacher's own
+UNet features of re-noised latents, from a cache of the teacher's own images (LADD's synthetic data)
+(jaxdistill/objectives/adversarial.py; docs/methods/ladd.md).
+
+The paper distils SD3 (an MMDiT rectified flow; SD3-Turbo); SD 1.5 is a DDPM UNet, so its values are carried over:
+  * student timesteps: the paper's rectified-flow t in {1, 0.75, 0.5, 0.25} become the DDPM indices {999, 749, 499,
+    249} (the first pure noise), inputs forward-diffused cached latents; the student is the teacher's UNet, started
+    from its weights;
+  * discriminator: trainable heads on the teacher's features of re-noised real and fake latents (here the UNet's mid
+    and up block outputs, every position; the paper taps its transformer blocks' tokens), conditioned on the noise
+    level and on the text (here the mean of the prompt's token embeddings: SD 1.5 has no pooled embedding; SD3's
+    heads read its pooled one);
+  * re-noising level: the paper's logit-normal pi(t; m = 1, s = 1) of rectified-flow time, i.e. ln(s / sigma_data) ~
+    N(1, 1) (sigma_data = 1: SD's scaled latents have about unit variance);
+  * synthetic data: the teacher's own samples as the "real" data (adversarial.num_synthetic = 0: cache images the
+    teacher generated for the prompts, e.g. with diffusers' StableDiffusionPipeline, with `jaxdistill cache --images`);
+  * hinge loss, no distillation loss, no R1 term.
+Our choices (not in the paper, or SD3-specific there): AdamW lr 1e-5 for the student and 2e-5 for the heads, batch 32,
+10000 updates, 512 x 512 images (SD 1.5's resolution: 64 x 64 latents).
+
+Arguments: none, or `smoke` (seconds on a CPU; a tiny random SD 1.5 folder (write_tiny_sd "sd15") and its cache that a
+test writes, e.g. tests/test_adversarial_t2i.py; their paths come from --config.teacher.path / --config.data.path).
+Usage:
+  jaxdistill cache --diffusers sd15/ --prompts teacher_samples.jsonl --images image --out cache/sd15_teacher --resolution 512
+  jaxdistill train --config configs/sd15/ladd.py --config.teacher.path=sd15/ --config.data.path=cache/sd15_teacher --workdir runs/sd15/ladd
+"""
+import ml_collections
+
+from jaxdistill import benchmarks
+from jaxdistill.config import base_config
+from jaxdistill.diffusion.ddpm_grid import ddpm_sigma_ratios
+
+STUDENT_INDICES = (999, 749, 499, 249)  # the paper's t in {1, 0.75, 0.5, 0.25} as DDPM indices
+SMOKE_FOLDER, SMOKE_CACHE = "runs/smoke/sd15_tiny", "runs/smoke/sd15_tiny_cache"  # overridden by the tests' tmp paths
+
+
+def get_config(arg=None):
+    is_smoke, _ = benchmarks.parse_arg(arg)
+    c = benchmarks.with_method(base_config(), "ladd")
+    c.teacher.kind = "diffusers"
+    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SD 1.5 folder>
+    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<cache of teacher images>
+    c.sigma_data, c.prior_mean = 1.0, "zero"
+    a = c.adversarial
+    a.generator_steps = len(STUDENT_INDICES)
+    a.later_step_sigmas = ddpm_sigma_ratios(STUDENT_INDICES[1:])  # SD 1.5's scaled-linear schedule; t_0 = t_max is index 999
+    a.noise_mean, a.noise_std = 1.0, 1.0
+    a.num_synthetic = 0  # the cache holds the teacher's samples
+    a.head_per_position = True
+    a.distill_weight, a.r1_weight, a.gan_loss = 0.0, 0.0, "hinge"
+    a.head_lr = 2e-5
+    c.batch_size = 32
+    c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-5, 0, 0.0, 1.0
+    c.ema_decay = 0.0
+    c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 10000, 1000, 50
+    c.train.sample_every = 0  # the engine's plots carry no prompts (objectives/adversarial.py)
+    c.eval.nfes = (1, 4)
+    if is_smoke:
+        c.teacher.path, c.data.path = SMOKE_FOLDER, SMOKE_CACHE
+        a.head_hidden = 8
+        c.batch_size = 2
+        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
+        c.train.async_checkpoint = False
+    return c

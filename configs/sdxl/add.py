@@ -1,0 +1,64 @@
+"""Adversarial Diffusion Distillation (Sauer, Lorenz, Blattmann & Rombach 2023, "Adversarial Diffusion Distillation",
+arXiv:2311.17042) of SDXL, SDXL-Turbo's recipe: a 4-step student started from the SDXL UNet, trained against a
+discriminator on a frozen DINOv2 plus the paper's distillation loss, from a cache of real images' latents and prompts
+(jaxdistill/objectives/adversarial.py; docs/methods/add.md).
+
+Values from the paper:
+  * the student is the teacher's UNet, initialised from its weights; its 4 timesteps are the DDPM indices
+    {999, 749, 499, 249} (the first pure noise), inputs forward-diffused real latents;
+  * the discriminator: a frozen DINOv2 ViT-S (adversarial.dinov2_path, a local folder such as facebook/dinov2-small's)
+    reading the VAE-decoded images, with trainable heads on every token of four of its blocks (StyleGAN-T's taps 2, 5,
+    8, 11), conditioned on the text by projection (here the SDXL pooled prompt embedding; the paper also conditions
+    on an image embedding, which is left out);
+  * hinge loss, R1 penalty gamma = 1e-5 on the heads' inputs, distillation weight lambda = 2.5 with the teacher's x0
+    at the re-noised student outputs as target, weighted by c(t) = alpha_t (adversarial.distill_weighting = "alpha");
+  * 512 x 512 images (SDXL-Turbo's resolution: 64 x 64 latents, cache with --resolution 512).
+Our choices (not stated in the paper): AdamW lr 1e-5 for the student and 2e-5 for the heads, batch 32, 10000 updates,
+an unguided teacher target (set --config.teacher.guidance to guide it), sigma_data = 1 (SDXL's latents have about unit
+variance after the VAE's scaling factor).
+
+Arguments: none, or `smoke` (seconds on a CPU; a tiny random SDXL folder (write_tiny_sd "sdxl"), its cache and a tiny
+DINOv2 (write_tiny_dinov2) that a test writes, e.g. tests/test_adversarial_t2i.py; their paths come from
+--config.teacher.path / --config.data.path / --config.adversarial.dinov2_path).
+Usage:
+  jaxdistill cache --diffusers sdxl/ --prompts prompts.jsonl --images image --out cache/sdxl --resolution 512
+  jaxdistill train --config configs/sdxl/add.py --config.teacher.path=sdxl/ --config.data.path=cache/sdxl \
+      --config.adversarial.dinov2_path=dinov2-small/ --workdir runs/sdxl/add
+"""
+import ml_collections
+
+from jaxdistill import benchmarks
+from jaxdistill.config import base_config
+from jaxdistill.diffusion.ddpm_grid import ddpm_sigma_ratios
+
+STUDENT_INDICES = (999, 749, 499, 249)  # ADD's (SDXL-Turbo's) student timesteps
+SMOKE_FOLDER, SMOKE_CACHE, SMOKE_DINOV2 = "runs/smoke/sdxl_tiny", "runs/smoke/sdxl_tiny_cache", "runs/smoke/dinov2_tiny"  # overridden by the tests
+
+
+def get_config(arg=None):
+    is_smoke, _ = benchmarks.parse_arg(arg)
+    c = benchmarks.with_method(base_config(), "add")
+    c.teacher.kind = "diffusers"
+    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SDXL folder>
+    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<cache of real images>
+    c.sigma_data, c.prior_mean = 1.0, "zero"
+    a = c.adversarial
+    a.generator_steps = len(STUDENT_INDICES)
+    a.later_step_sigmas = ddpm_sigma_ratios(STUDENT_INDICES[1:])  # SDXL's scaled-linear schedule; t_0 = t_max is index 999
+    a.discriminator, a.dinov2_path, a.dinov2_layers = "dinov2", "", (2, 5, 8, 11)  # required: --config.adversarial.dinov2_path
+    a.head_per_position = True  # ADD's heads score every DINOv2 token
+    a.distill_weight, a.r1_weight, a.gan_loss, a.distill_weighting = 2.5, 1e-5, "hinge", "alpha"
+    a.head_lr = 2e-5
+    c.batch_size = 32
+    c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-5, 0, 0.0, 1.0
+    c.ema_decay = 0.0
+    c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 10000, 1000, 50
+    c.train.sample_every = 0  # the engine's plots carry no prompts (objectives/adversarial.py)
+    c.eval.nfes = (1, 4)
+    if is_smoke:
+        c.teacher.path, c.data.path, a.dinov2_path = SMOKE_FOLDER, SMOKE_CACHE, SMOKE_DINOV2
+        a.dinov2_layers, a.head_hidden = (1, 3), 8
+        c.batch_size = 2
+        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
+        c.train.async_checkpoint = False
+    return c

@@ -1,0 +1,232 @@
+"""ADD and LADD on latent text-to-image teachers (jaxdistill/objectives/adversarial.py): LADD's discriminator reads the
+Stable Diffusion UNet's own feature taps, ADD's DINOv2 wrapper is transformers' Flax model on normalised decoded
+images, one objective step of each config on the tiny SD 1.5 folder (the conftest's ``sd15``), the text-run config
+errors, and (slow) the configs' smoke presets through `jaxdistill cache` and `jaxdistill train`."""
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdistill.core.errors import ConfigError
+from jaxdistill.objectives.adversarial import ADD
+from jaxdistill.objectives.denoising import batch_labels
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADD_SPEC = os.path.join(ROOT, "configs", "sdxl", "add.py")
+LADD_SPEC = os.path.join(ROOT, "configs", "sd15", "ladd.py")
+
+
+def write_cache(root, folder: str) -> str:
+    """`jaxdistill cache` of three prompts and random images for the SD folder ``folder``; returns the cache's path."""
+    from PIL import Image
+
+    from jaxdistill.cli import main
+    from jaxdistill.models.hf.tiny import IMAGE_SIZE
+
+    rs = np.random.default_rng(0)
+    lines = []
+    for i, prompt in enumerate(["a cat", "red", "moon"]):
+        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
+    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    cache = str(root / "cache")
+    assert main(["cache", "--diffusers", folder, "--prompts", str(root / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
+    return cache
+
+
+@pytest.fixture(scope="module")
+def t2i(sd15, tmp_path_factory):
+    """(the tiny SD 1.5 folder, its loaded teacher, a cache of its prompts and images, a tiny DINOv2 folder)."""
+    from jaxdistill.models.hf.tiny import write_tiny_dinov2
+
+    folder, teacher = sd15
+    root = tmp_path_factory.mktemp("adversarial_t2i")
+    return folder, teacher, write_cache(root, folder), write_tiny_dinov2(root / "dinov2")
+
+
+def built_objective(spec: str, t2i, *overrides: str):
+    from jaxdistill.build import build
+    from jaxdistill.config import load
+
+    folder, _, cache, dinov2 = t2i
+    paths = [f"teacher.path={folder}", f"data.path={cache}"] + ([f"adversarial.dinov2_path={dinov2}"] if spec == ADD_SPEC else [])
+    built = build(load(spec + ":smoke", [*paths, *overrides]))
+    return built, jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+
+
+@pytest.fixture(scope="module")
+def ladd(t2i):
+    """(the LADD config's smoke objective on the tiny SD 1.5 folder, its first batch)."""
+    return built_objective(LADD_SPEC, t2i)
+
+
+def test_ladds_discriminator_reads_the_unets_own_taps_and_the_noise_level(t2i, ladd):
+    """LADD's features of (x, t) are the SD UNet's mid / up block outputs at diffusers' timestep t - 1 with the
+    prompt (to float32 rounding of two compilations), plus the column ln(s(t)) / 4; ADD's teacher-feature discriminator reads the same taps with the
+    negative (empty) prompt at its fixed level."""
+    _, sd, _, _ = t2i
+    built, batch = ladd
+    objective, frozen = built.objective, built.frozen
+    cond = batch_labels(batch, 0)
+    x = jax.random.normal(jax.random.key(0), batch["x"].shape)
+    t = jnp.array([120.0, 870.0])
+    features = jax.jit(lambda x, t: objective.head_features({}, frozen, x, t, cond))(x, t)
+    unet_taps = jax.jit(lambda x, step, c: sd.network.apply(sd.unet_params, x, step, c, return_features=True)[1])
+    taps = unet_taps(x, t - 1.0, cond)
+    assert len(taps) == 1 + len(sd.network.module.unet.up_block_types)  # mid block + every up block
+    assert len(features) == len(taps) + 1
+    for got, want in zip(features[:-1], taps, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(features[-1][:, 0], np.log(np.asarray(objective.process.sigma_ratio(t))) / 4.0, rtol=1e-6)
+    add = dataclasses.replace(objective, settings=ADD(generator_steps=4, later_step_sigmas=objective.settings.later_step_sigmas))
+    t_f = add.feature_time()
+    negative_taps = unet_taps(x, jnp.full((2,), t_f - 1.0), cond.unconditional())
+    add_features = jax.jit(lambda x, t: add.head_features({}, frozen, x, t, cond))(x, jnp.full((2,), t_f))
+    for got, want in zip(add_features, negative_taps, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_the_dinov2_wrapper_is_transformers_flax_model_on_normalised_decoded_images(t2i):
+    """``Dinov2Features`` = FlaxDinov2Model's hidden states after the chosen blocks on ((x + 1) / 2 - mean) / std at its
+    input size (a constant image stays constant through the resize); ``LatentDinov2`` decodes with the SD VAE first."""
+    from transformers import FlaxDinov2Model
+
+    from jaxdistill.models.hf.dinov2 import IMAGENET_MEAN, IMAGENET_STD, LatentDinov2, load_dinov2
+    from jaxdistill.models.hf.teacher import load_sd_vae
+
+    folder, sd, _, path = t2i
+    features, params = load_dinov2(path, (1, 3))
+    model, _ = FlaxDinov2Model.from_pretrained(path, _do_init=False)
+    run = jax.jit(lambda images: features(params, images))
+    images = jax.random.uniform(jax.random.key(0), (2, 28, 28, 3), minval=-1.0, maxval=1.0)
+    pixels = np.transpose(((np.asarray(images) + 1) / 2 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), (0, 3, 1, 2))
+    hidden = jax.jit(lambda p: model(p, params=params, output_hidden_states=True).hidden_states)(pixels)
+    got = run(images)
+    assert len(got) == 2 and got[0].shape == (2, 1 + 4, 16)  # class token + 2 x 2 patches of 14 px
+    for g, want in zip(got, (hidden[2], hidden[4]), strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+    grey = jnp.full((1, 16, 16, 3), 0.3)
+    for g, want in zip(jax.jit(lambda i: features(params, i))(grey), run(jnp.full((1, 28, 28, 3), 0.3)), strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+    decoder, vae_params = load_sd_vae(folder)
+    latents = jax.random.normal(jax.random.key(1), (2, 8, 8, 4))
+    decoded = sd.decode_latents(latents)
+    np.testing.assert_allclose(jax.jit(decoder)(vae_params, latents), decoded, rtol=1e-5, atol=1e-5)
+    on_latents = jax.jit(LatentDinov2(decoder, features))({"vae": vae_params, "dinov2": params}, latents)
+    for g, want in zip(on_latents, run(jnp.asarray(decoded)), strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"dinov2_layers .* \[0, 3\]"):
+        load_dinov2(path, (4,))
+
+
+def changed(a, b) -> bool:
+    return any(np.any(np.asarray(x) != np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_a_ladd_step_on_the_tiny_sd15_folder_trains_the_teacher_initialised_unet_against_text_conditioned_heads(ladd):
+    """The LADD config's objective: the student starts as the teacher's UNet (same weights), the heads project the
+    prompt (their logits change when the prompts are swapped), and one step moves the student and the heads with
+    the hinge losses alone (no distillation, no R1)."""
+    from jaxdistill.models.discriminator import apply_head
+
+    built, batch = ladd
+    obj, frozen = built.objective, built.frozen
+    trainable = obj.init(jax.random.key(0), batch, frozen)
+    assert not changed(trainable["generator"].params, frozen["teacher"])
+    head = trainable["head"].params
+    assert "text_embed" in head["params"]
+    cond = batch_labels(batch, 0)
+    swapped = jax.tree.map(lambda a: a[::-1], cond)
+    x, t = jax.random.normal(jax.random.key(1), batch["x"].shape), jnp.array([300.0, 300.0])
+    features = jax.jit(lambda x, t: obj.head_features({}, frozen, x, t, cond))(x, t)
+    logits, logits_swapped = (apply_head(obj.head, head, features, c) for c in (cond, swapped))
+    assert logits.shape == (2, sum(int(np.prod(f.shape[1:-1])) for f in features)) and np.all(np.abs(np.asarray(logits - logits_swapped)) > 0)
+    new, metrics = jax.jit(obj.step)(trainable, frozen, batch, jax.random.key(2), jnp.asarray(0))
+    assert {"disc_loss", "adv_loss", "logit_real", "logit_fake"} <= set(metrics) and not {"distill_loss", "r1"} & set(metrics)
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert changed(new["generator"].params, trainable["generator"].params) and changed(new["head"].params, head)
+
+
+@pytest.mark.slow
+def test_an_add_step_with_the_dinov2_discriminator_reads_decoded_latents_and_adds_distillation_and_r1(t2i):
+    """The ADD config's objective (on the SD 1.5 folder: the mean of the token embeddings conditions the heads): its
+    discriminator features are DINOv2's of the VAE-decoded latents, and one step trains with the hinge losses, R1 and
+    the lambda = 2.5 distillation term."""
+    from jaxdistill.models.hf.dinov2 import LatentDinov2, load_dinov2
+    from jaxdistill.models.hf.teacher import load_sd_vae
+
+    folder, _, _, dinov2 = t2i
+    built, batch = built_objective(ADD_SPEC, t2i)
+    obj, frozen = built.objective, built.frozen
+    assert obj.settings.distill_weight == 2.5 and obj.settings.r1_weight == 1e-5 and obj.settings.discriminator == "dinov2"
+    decoder, vae_params = load_sd_vae(folder)
+    features, dinov2_params = load_dinov2(dinov2, (1, 3))
+    x = jax.random.normal(jax.random.key(1), batch["x"].shape)
+    got = jax.jit(lambda x: obj.head_features({}, frozen, x, None, None))(x)
+    want = jax.jit(LatentDinov2(decoder, features))({"vae": vae_params, "dinov2": dinov2_params}, x)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    trainable = obj.init(jax.random.key(0), batch, frozen)
+    new, metrics = jax.jit(obj.step)(trainable, frozen, batch, jax.random.key(2), jnp.asarray(0))
+    assert {"disc_loss", "adv_loss", "distill_loss", "r1"} <= set(metrics) and float(metrics["r1"]) > 0 and float(metrics["distill_loss"]) > 0
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert changed(new["generator"].params, trainable["generator"].params) and changed(new["head"].params, trainable["head"].params)
+
+
+def test_text_runs_refuse_sample_plots_a_label_pool_a_missing_dinov2_and_a_fresh_student(t2i, tmp_path):
+    with pytest.raises(ConfigError, match="train.sample_every=0"):
+        built_objective(LADD_SPEC, t2i, "train.sample_every=1")
+    with pytest.raises(ConfigError, match="num_synthetic=0"):
+        built_objective(LADD_SPEC, t2i, "adversarial.num_synthetic=16")
+    with pytest.raises(ConfigError, match="init_from_teacher to True"):
+        built_objective(LADD_SPEC, t2i, "adversarial.init_from_teacher=False")
+    with pytest.raises(ConfigError, match="lacks config.json"):
+        built_objective(ADD_SPEC, t2i, f"adversarial.dinov2_path={tmp_path}")
+
+
+def smoke_run(spec: str, folder: str, cache: str, workdir, *extra: str):
+    """Train the config's smoke preset through the CLI; returns (its metrics rows, the restored run, a batch)."""
+    from jaxdistill.build import load_run
+    from jaxdistill.cli import main
+
+    assert main(["train", "--config", spec + ":smoke", "--workdir", str(workdir), "--quiet", f"--config.teacher.path={folder}", f"--config.data.path={cache}", *extra]) == 0
+    with open(workdir / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    run = load_run(str(workdir))
+    return rows, run, jax.tree.map(jnp.asarray, next(run.built.data_factory(0)))
+
+
+def one_step_sample_is_the_students_x0_at_t_max(run, batch) -> None:
+    """Sampling takes the prompts' TextCondition from a cache batch; one step is G(z, t_max) of the trained student."""
+    obj = run.built.objective
+    cond, noise = batch_labels(batch, 0), obj.prior(jax.random.key(5), batch["x"].shape[0])
+    one = obj.generate(run.trainable, run.frozen, noise, cond, nfe=1, rng=jax.random.key(6))
+    direct = obj.generator.x0(run.trainable["generator"].eval_params, noise, obj.process.t_max, cond)
+    np.testing.assert_allclose(one, direct, rtol=1e-5, atol=1e-5)
+    four = obj.generate(run.trainable, run.frozen, noise, cond, nfe=4, rng=jax.random.key(6))
+    assert four.shape == batch["x"].shape and np.all(np.isfinite(np.asarray(four)))
+
+
+@pytest.mark.slow
+def test_the_sd15_ladd_smoke_preset_trains_through_the_cli(t2i, tmp_path):
+    folder, _, cache, _ = t2i
+    rows, run, batch = smoke_run(LADD_SPEC, folder, cache, tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["disc_loss"]) and "distill_loss" not in r for r in rows)
+    one_step_sample_is_the_students_x0_at_t_max(run, batch)
+
+
+@pytest.mark.slow
+def test_the_sdxl_add_smoke_preset_trains_through_cache_and_cli_with_dinov2(tmp_path):
+    """A tiny SDXL folder (pooled prompt embeddings condition the heads), its cache and a tiny DINOv2, then the smoke preset."""
+    from jaxdistill.models.hf.tiny import write_tiny_dinov2, write_tiny_sd
+
+    folder = write_tiny_sd(tmp_path / "sdxl", "sdxl")
+    cache, dinov2 = write_cache(tmp_path, folder), write_tiny_dinov2(tmp_path / "dinov2")
+    rows, run, batch = smoke_run(ADD_SPEC, folder, cache, tmp_path / "run", f"--config.adversarial.dinov2_path={dinov2}")
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["distill_loss"]) and np.isfinite(r["r1"]) for r in rows)
+    assert batch_labels(batch, 0).pooled is not None and "text_embed" in run.trainable["head"].params["params"]
+    one_step_sample_is_the_students_x0_at_t_max(run, batch)
