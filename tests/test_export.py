@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdistill.build import build, load_run
+from jaxdistill.build import Run, build
 from jaxdistill.cli import main
 from jaxdistill.config import load
 from jaxdistill.core.rng import derive
@@ -28,9 +28,11 @@ SPEC = os.path.join(ROOT, "configs", "sd15", "lcm_lora.py") + ":smoke"
 
 @pytest.fixture(scope="module")
 def cache(sd15, tmp_path_factory) -> str:
-    """`jaxdistill cache` of two prompts and their images with the session's tiny SD 1.5 folder."""
+    """A t2i cache of two prompts and their images, written with the session's loaded tiny SD 1.5 teacher."""
     from PIL import Image
 
+    from jaxdistill.data.prompts import open_prompts
+    from jaxdistill.data.t2i_cache import teacher_encoders, write_cache
     from jaxdistill.models.hf.tiny import IMAGE_SIZE
 
     root = tmp_path_factory.mktemp("export_cache")
@@ -41,13 +43,14 @@ def cache(sd15, tmp_path_factory) -> str:
         lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
     (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
     out = str(root / "cache")
-    assert main(["cache", "--diffusers", sd15[0], "--prompts", str(root / "prompts.jsonl"), "--images", "image", "--out", out, "--quiet"]) == 0
+    write_cache(out, open_prompts(str(root / "prompts.jsonl"), image_field="image"), teacher_encoders(sd15[1], None), with_images=True, progress=False)
     return out
 
 
-def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> None:
+def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> Run:
     """A run of the LCM-LoRA smoke preset (with ``overrides``) whose student states hold seeded random
-    values (LoRA B and the guidance projection non-zero), saved as checkpoint step 1."""
+    values (LoRA B and the guidance projection non-zero), saved as checkpoint step 1; returned as
+    ``load_run`` would read it."""
     config = load(SPEC, [f"teacher.path={folder}", f"data.path={cache}", *overrides])
     built = build(config)
     batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
@@ -59,29 +62,28 @@ def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> None:
     trainable["student"] = dataclasses.replace(state, params=params)
     with Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False) as ckpt:
         ckpt.save(1, trainable, built.config, force=True)
+    return Run(built.config, built, trainable, built.frozen, 1)
 
 
 @pytest.fixture(scope="module")
-def lora_run(sd15, cache, tmp_path_factory) -> str:
+def lora_run(sd15, cache, tmp_path_factory) -> tuple[str, Run]:
     workdir = str(tmp_path_factory.mktemp("lora_run") / "run")
-    write_run(workdir, sd15[0], cache)
-    return workdir
+    return workdir, write_run(workdir, sd15[0], cache)
 
 
 @pytest.fixture(scope="module")
-def lcm_run(sd15, cache, tmp_path_factory) -> str:
+def lcm_run(sd15, cache, tmp_path_factory) -> tuple[str, Run]:
     """A full, w-conditioned LCM student (guidance embedding of 8 features)."""
     workdir = str(tmp_path_factory.mktemp("lcm_run") / "run")
-    write_run(workdir, sd15[0], cache, "lcm.guidance_embedding_dim=8", "lora.rank=0")
-    return workdir
+    return workdir, write_run(workdir, sd15[0], cache, "lcm.guidance_embedding_dim=8", "lora.rank=0")
 
 
 def test_a_lora_student_exports_to_a_diffusers_lora_file_that_reads_back_to_its_factors(sd15, lora_run, tmp_path):
     folder, teacher = sd15
+    workdir, run = lora_run
     out = tmp_path / "lora"
-    assert main(["export", "--workdir", lora_run, "--out", str(out)]) == 0
+    assert main(["export", "--workdir", workdir, "--out", str(out)]) == 0
     assert sorted(os.listdir(out)) == ["README.md", "jaxdistill_export.json", LORA_FILE_NAME, "scheduler"]
-    run = load_run(lora_run)
     lora, spec = import_diffusers_lora(out / LORA_FILE_NAME, teacher.unet_params["params"]["unet"])
     ours = run.trainable["student"].eval_params["params"]["unet"]
     assert spec.rank == 2 and spec.scale == 1.0  # the smoke preset's alpha = rank: nothing folded into B
@@ -100,9 +102,9 @@ def test_a_full_lcm_student_exports_to_a_diffusers_folder_with_its_unet_and_lcms
     from diffusers import FlaxStableDiffusionPipeline
 
     folder, teacher = sd15
+    workdir, run = lcm_run
     out = tmp_path / "lcm"
-    assert main(["export", "--workdir", lcm_run, "--out", str(out)]) == 0
-    run = load_run(lcm_run)
+    assert main(["export", "--workdir", workdir, "--out", str(out)]) == 0
     student = jax.device_get(run.trainable["student"].eval_params)
     pipe, params = FlaxStableDiffusionPipeline.from_pretrained(str(out), scheduler=None, safety_checker=None, feature_extractor=None)
     assert pipe.unet.config.cross_attention_dim == teacher.network.module.unet.cross_attention_dim
@@ -123,12 +125,12 @@ def test_a_full_lcm_student_exports_to_a_diffusers_folder_with_its_unet_and_lcms
             assert (out / name / file).read_bytes() == open(os.path.join(folder, name, file), "rb").read()
 
 
-def test_lcms_scheduler_config_is_lcmschedulers_with_the_objectives_steps(sd15, lcm_run, tmp_path):
+def test_lcms_scheduler_config_is_lcmschedulers_with_the_objectives_steps(sd15, lcm_run):
     """The LCMScheduler config: the teacher's DDPM schedule and prediction type, original_inference_steps = N
     (diffusers' LCMScheduler.set_timesteps(nfe) then visits the objective's sampling_times(nfe)[:-1] - 1:
     tests/test_lcm.py::test_lcm_sampling_times_are_lcmschedulers_timesteps), timestep scaling 10."""
     teacher_config = sd15[1].info.configs["scheduler"]
-    objective = load_run(lcm_run).built.objective
+    objective = lcm_run[1].built.objective
     config = objective.diffusers_scheduler_config(teacher_config)
     assert config["_class_name"] == "LCMScheduler"
     assert {k: config[k] for k in ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps", "prediction_type")} == {
@@ -147,11 +149,11 @@ def test_sample_workdir_gives_the_objectives_own_latents_and_reads_guidance_as_w
     the prompts' TextCondition and --guidance as the w-conditioned student's w; the images their VAE decoding."""
     _, teacher = sd15
     prompts, nfe, seed, w = ["a cat", "blue sky"], 2, 3, 3.0
-    args = ["sample", "--workdir", lcm_run, "--nfe", str(nfe), "--seed", str(seed), "--guidance", str(w), "--quiet",
+    workdir, run = lcm_run
+    args = ["sample", "--workdir", workdir, "--nfe", str(nfe), "--seed", str(seed), "--guidance", str(w), "--quiet",
             "--out", str(tmp_path / "grid.png"), "--npz", str(tmp_path / "grid.npz")]
     assert main([*args, "--prompt", prompts[0], "--prompt", prompts[1]]) == 0
     arrays = np.load(tmp_path / "grid.npz")
-    run = load_run(lcm_run)
     objective = dataclasses.replace(run.built.objective, guidance=w)
     rng = jax.random.key(seed)
     noise = objective.prior(rng, 2)
@@ -170,7 +172,7 @@ def test_sample_workdir_gives_the_objectives_own_latents_and_reads_guidance_as_w
 ])
 def test_bad_export_is_one_line_exit_2_and_writes_nothing(lora_run, tmp_path, capsys, case, names):
     out = tmp_path / "out"
-    workdir = lora_run
+    workdir = lora_run[0]
     if case == "no_checkpoint":
         workdir = str(tmp_path / "empty")
         os.makedirs(workdir)
@@ -194,7 +196,7 @@ def test_bad_export_is_one_line_exit_2_and_writes_nothing(lora_run, tmp_path, ca
 
 def test_sample_workdir_refuses_guidance_for_a_student_without_a_w_input(lora_run, tmp_path, capsys):
     capsys.readouterr()
-    args = ["sample", "--workdir", lora_run, "--prompt", "a cat", "--guidance", "3", "--out", str(tmp_path / "g.png")]
+    args = ["sample", "--workdir", lora_run[0], "--prompt", "a cat", "--guidance", "3", "--out", str(tmp_path / "g.png")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--guidance: this lcm student takes no guidance input" in err
