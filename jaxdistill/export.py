@@ -199,7 +199,7 @@ def _torch_unet(folder: str, config: dict, unet_params: PyTree) -> str:
     try:
         import torch  # noqa: F401
     except ImportError:
-        return "no PyTorch weights: torch is not installed here (diffusers' PyTorch loaders read the Flax weights with from_flax=True)"
+        return "no PyTorch weights: torch is not importable here (export again where it is)"
     from diffusers import UNet2DConditionModel
     from diffusers.models.modeling_pytorch_flax_utils import load_flax_weights_in_pytorch_model
 

@@ -59,7 +59,7 @@ def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> Run:
     leaves, tree = jax.tree.flatten(state.params)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     params = jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
-    trainable["student"] = dataclasses.replace(state, params=params)
+    trainable["student"] = dataclasses.replace(state, params=params, ema=None if state.ema is None else params)  # sampled and exported: the EMA
     with Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False) as ckpt:
         ckpt.save(1, trainable, built.config, force=True)
     return Run(built.config, built, trainable, built.frozen, 1)
@@ -89,6 +89,7 @@ def test_a_lora_student_exports_to_a_diffusers_lora_file_that_reads_back_to_its_
     assert spec.rank == 2 and spec.scale == 1.0  # the smoke preset's alpha = rank: nothing folded into B
     assert jax.tree.structure(lora) == jax.tree.structure(ours)
     jax.tree.map(np.testing.assert_array_equal, lora, jax.device_get(ours))
+    assert all(np.any(np.asarray(b["lora_B"])) for b in jax.tree.leaves(lora, is_leaf=lambda d: isinstance(d, dict) and "lora_B" in d))
     info = json.loads((out / "jaxdistill_export.json").read_text())
     assert (info["kind"], info["method"], info["step"], info["base"]) == ("lora", "lcm", 1, os.path.abspath(folder))
     scheduler = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
@@ -116,6 +117,8 @@ def test_a_full_lcm_student_exports_to_a_diffusers_folder_with_its_unet_and_lcms
     cond = teacher.text_condition(["a cat", "x"]).conditional()
     ours = consistency_denoiser(exported.denoiser()).apply_fn(exported.unet_params, x, tw, cond)  # LCM's f of the exported UNet
     np.testing.assert_array_equal(ours, run.built.objective.student.apply_fn(student, x, tw, cond))
+    other_w = consistency_denoiser(exported.denoiser()).apply_fn(exported.unet_params, x, tw.at[:, 1].set(12.0), cond)
+    assert np.max(np.abs(np.asarray(other_w - ours))) > 1e-3  # the exported guidance projection is live
     unet_config = json.loads((out / "unet" / "config.json").read_text())
     assert unet_config["time_cond_proj_dim"] == 8 and unet_config["sample_size"] == teacher.network.module.unet.sample_size
     index = json.loads((out / "model_index.json").read_text())
