@@ -197,10 +197,14 @@ def test_bad_export_is_one_line_exit_2_and_writes_nothing(lora_run, tmp_path, ca
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
-def test_sample_workdir_refuses_guidance_for_a_student_without_a_w_input(lora_run, tmp_path, capsys):
+@pytest.mark.parametrize("extra, message", [
+    (["--guidance", "3"], "--guidance: this lcm student takes no guidance input"),
+    (["--nfe", "51"], "--nfe 51: the LCM sampler takes 1 to num_ddim_timesteps=50 steps"),
+])
+def test_sample_workdir_refuses_what_the_students_sampler_cannot_take(lora_run, tmp_path, capsys, extra, message):
+    """LCM-LoRA has no w input; LCM's sampler picks at most N = 50 of its training indices."""
     capsys.readouterr()
-    args = ["sample", "--workdir", lora_run[0], "--prompt", "a cat", "--guidance", "3", "--out", str(tmp_path / "g.png")]
-    assert main(args) == 2
+    assert main(["sample", "--workdir", lora_run[0], "--prompt", "a cat", *extra, "--out", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--guidance: this lcm student takes no guidance input" in err
+    assert len(err.splitlines()) == 1 and message in err, err
     assert not os.listdir(tmp_path)
