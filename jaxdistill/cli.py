@@ -1,8 +1,9 @@
-"""Command line: ``jaxdistill train | sample | eval | fid-stats | data | cache | snapshot | restore | convert | phema | quickstart``.
+"""Command line: ``jaxdistill train | sample | eval | fid-stats | data | cache | snapshot | restore | export | convert | phema | quickstart``.
 
     jaxdistill train --config configs/grid25/teacher.py:smoke --workdir runs/t [--config.train.num_steps=500]
     jaxdistill sample --workdir runs/t --nfe 4 --num 1000 --out samples.npz
     jaxdistill sample --diffusers sd15/ --prompt "a red fox" --negative-prompt blurry --nfe 25 --guidance 7.5 --out fox.png
+    jaxdistill sample --workdir runs/sd15/lcm_lora --prompt "a red fox" --nfe 4 --out fox.png   # a text-to-image run's own sampler
     jaxdistill eval --workdir runs/t [--nfes 1,2,4]
     jaxdistill fid-stats --config CFG --out stats.npz --inception inception_fid.npz   # real data's pool3 mean, covariance
     jaxdistill eval --workdir runs/t --metric fid --fid-stats stats.npz --inception inception_fid.npz  # 50,000 samples
@@ -10,6 +11,7 @@
     jaxdistill cache --diffusers sd15/ --prompts prompts.jsonl --out cache/sd15 [--images image]  # text embeddings (and latents) once
     jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
+    jaxdistill export --workdir runs/sd15/lcm_lora --out lcm_lora/  # a diffusers LoRA file, or a diffusers folder for a full student
     jaxdistill convert --from dit-pt DiT-XL-2-256x256.pt --out dit_xl2.npz   # no PyTorch needed
     jaxdistill convert --from edm-pkl edm-cifar10-32x32-cond-vp.pkl --out edm_cifar10_cond.npz
     jaxdistill convert --from edm2-pkl edm2-img512-xs-2147483-0.135.pkl --out edm2_xs_fid.npz
@@ -134,15 +136,19 @@ def cmd_sample(args, overrides: list[str]) -> int:
         raise ConfigError("sample needs one of --workdir RUN (a trained run) or --diffusers DIR (text-to-image from a Stable Diffusion folder)")
     if args.diffusers is not None:
         return cmd_sample_text(args)
+    if args.prompt:
+        return cmd_sample_run_text(args)
     text_only = [flag for flag in TEXT_SAMPLE_DEFAULTS if getattr(args, flag[2:].replace("-", "_")) not in (None, [])]
     if text_only:
-        raise ConfigError(f"{', '.join(text_only)} go with --diffusers DIR; runs with text conditions do not sample from prompts yet")
+        raise ConfigError(f"{', '.join(text_only)} go with --prompt (a text-to-image run) or --diffusers DIR")
     args.num = 1000 if args.num is None else args.num
     args.nfe = 1 if args.nfe is None else args.nfe
     if args.num < 1 or args.nfe < 1:
         raise ConfigError(f"--num and --nfe must be positive, got --num {args.num} --nfe {args.nfe}")
     out = _output_file(args.out or os.fspath(as_path(args.workdir) / f"samples_nfe{args.nfe}.npz"), "--out")
     run = load_run(args.workdir, args.step)
+    if run.config.teacher.kind == "diffusers":
+        raise ConfigError(f"{args.workdir!r} is a text-to-image run: give --prompt TEXT and --out GRID.png")
     _require_nfes(run, [args.nfe], "--nfe")
     samples = generate_samples(
         run.built.objective, run.trainable, run.frozen, args.num, nfe=args.nfe, rng=jax.random.key(args.seed)
@@ -159,17 +165,15 @@ def cmd_sample(args, overrides: list[str]) -> int:
 
 TEXT_SAMPLE_DEFAULTS = {
     "--prompt": [], "--negative-prompt": [], "--guidance": 7.5, "--sampler": "ddim", "--num-per-prompt": 1, "--batch-size": 8, "--npz": None,
-}  # the options of 'sample --diffusers' (refused with --workdir) and their defaults
+}  # the options of 'sample --diffusers' and their defaults (with --workdir they need --prompt; --sampler is --diffusers' only)
 
 
 def cmd_sample_text(args) -> int:
     """``sample --diffusers DIR --prompt ...``: an image grid PNG (and optionally an .npz) of guided samples."""
-    import numpy as np
 
     from jaxdistill.eval import text_to_image
     from jaxdistill.models.hf.folder import check_folder, scheduler_settings
     from jaxdistill.models.hf.teacher import load_sd_teacher
-    from jaxdistill.plots import save_image_grid
 
     if args.num is not None or args.step is not None:
         raise ConfigError("--num and --step go with --workdir; with --diffusers give --prompt and --num-per-prompt")
@@ -178,13 +182,7 @@ def cmd_sample_text(args) -> int:
         setattr(args, name, default if getattr(args, name) is None else getattr(args, name))
     nfe = 25 if args.nfe is None else args.nfe
     text_to_image.check_request(args.prompt, args.negative_prompt, nfe, args.sampler, args.num_per_prompt, args.batch_size)
-    if args.out is None or not args.out.endswith(".png"):
-        raise ConfigError(f"--out must name the grid's .png file, got {args.out!r}")
-    _output_file(args.out, "--out")
-    if args.npz is not None:
-        if not args.npz.endswith(".npz"):
-            raise ConfigError(f"--npz must name an .npz file, got {args.npz!r}")
-        _output_file(args.npz, "--npz")
+    _check_grid_outputs(args)
     scheduler = scheduler_settings(check_folder(args.diffusers).configs["scheduler"])  # the folder's JSON files only
     text_to_image.timesteps(scheduler, args.sampler, nfe)  # too many steps for the schedule: said before the weights are read
     sd = load_sd_teacher(args.diffusers)
@@ -192,13 +190,76 @@ def cmd_sample_text(args) -> int:
         sd, args.prompt, args.negative_prompt, nfe=nfe, guidance=args.guidance, sampler=args.sampler, seed=args.seed,
         num_per_prompt=args.num_per_prompt, batch_size=args.batch_size, progress=not args.quiet,
     )
-    if args.npz is not None:
-        arrays = dict(images=result.images, latents=result.latents, prompts=np.asarray(result.prompts), negative_prompts=np.asarray(result.negative_prompts))
-        write_atomic(args.npz, lambda f: np.savez(f, **arrays))
-    save_image_grid(result.images, args.out, text_to_image.grid_columns(len(args.prompt), args.num_per_prompt))
+    _write_grid(args, result, args.num_per_prompt)
     extra = f" and the arrays to {args.npz}" if args.npz else ""
     print(f"wrote {len(result.images)} images ({args.sampler}, nfe {nfe}, guidance {args.guidance:g}) as a grid to {args.out}{extra}")
     return 0
+
+
+def cmd_sample_run_text(args) -> int:
+    """``sample --workdir RUN --prompt ...``: a text-to-image run's student with its objective's own
+    sampler and prior, the teacher folder's text encoder(s) and VAE around it: a grid PNG (and an .npz)."""
+    import dataclasses
+
+    import jax
+
+    from jaxdistill.build import load_run
+    from jaxdistill.eval import text_to_image
+    from jaxdistill.models.hf.teacher import load_sd_teacher
+
+    for flag, value in (("--num", args.num), ("--sampler", args.sampler)):
+        if value is not None:
+            raise ConfigError(f"{flag} does not go with --workdir --prompt: a run samples with its own sampler, --num-per-prompt images per prompt")
+    nfe, per_prompt, batch_size = 1 if args.nfe is None else args.nfe, args.num_per_prompt or 1, args.batch_size or 8
+    text_to_image.check_request(args.prompt, args.negative_prompt, nfe, "ddim", per_prompt, batch_size)
+    _check_grid_outputs(args)
+    run = load_run(args.workdir, args.step)
+    if run.config.teacher.kind != "diffusers":
+        raise ConfigError(f"--prompt samples runs distilled from a diffusers folder (teacher.kind='diffusers'); {args.workdir!r} has teacher.kind={run.config.teacher.kind!r}")
+    objective = run.built.objective
+    if args.guidance is not None:
+        if not getattr(objective, "guidance_input", False):
+            raise ConfigError(f"--guidance: this {run.config.method} student takes no guidance input (only a w-conditioned one does, e.g. lcm.guidance_embedding_dim > 0)")
+        objective = dataclasses.replace(objective, guidance=float(args.guidance))
+    sd = load_sd_teacher(run.config.teacher.path)
+    rng = jax.random.key(args.seed)
+    probe = sd.text_condition([""])
+    try:  # only traced: a bad nfe is said before anything is sampled
+        jax.eval_shape(lambda: objective.generate(run.trainable, run.frozen, objective.prior(rng, 1), probe, nfe=nfe, rng=rng))
+    except ValueError as err:
+        raise ConfigError(f"--nfe {nfe}: {err}") from None
+    result = text_to_image.generate(
+        sd, args.prompt, args.negative_prompt, nfe=nfe, guidance=0.0, seed=args.seed, num_per_prompt=per_prompt, batch_size=batch_size,
+        sample_latents=text_to_image.objective_sampler(objective, run.trainable, run.frozen, nfe=nfe, seed=args.seed),
+        noise=objective.prior(rng, len(args.prompt) * per_prompt), progress=not args.quiet,
+    )
+    _write_grid(args, result, per_prompt)
+    print(f"wrote {len(result.images)} images of the {run.config.method} student (step {run.step}, nfe {nfe}) as a grid to {args.out}" + (f" and the arrays to {args.npz}" if args.npz else ""))
+    return 0
+
+
+def _check_grid_outputs(args) -> None:
+    """--out must name a .png file and --npz (if given) an .npz file that can be written."""
+    if args.out is None or not args.out.endswith(".png"):
+        raise ConfigError(f"--out must name the grid's .png file, got {args.out!r}")
+    _output_file(args.out, "--out")
+    if args.npz is not None:
+        if not args.npz.endswith(".npz"):
+            raise ConfigError(f"--npz must name an .npz file, got {args.npz!r}")
+        _output_file(args.npz, "--npz")
+
+
+def _write_grid(args, result, num_per_prompt: int) -> None:
+    """The grid PNG (one row per prompt when there are several images per prompt) and the optional .npz."""
+    import numpy as np
+
+    from jaxdistill.eval import text_to_image
+    from jaxdistill.plots import save_image_grid
+
+    if args.npz is not None:
+        arrays = dict(images=result.images, latents=result.latents, prompts=np.asarray(result.prompts), negative_prompts=np.asarray(result.negative_prompts))
+        write_atomic(args.npz, lambda f: np.savez(f, **arrays))
+    save_image_grid(result.images, args.out, text_to_image.grid_columns(len(args.prompt), num_per_prompt))
 
 
 def _write_json(path: str, report: dict) -> None:
@@ -344,6 +405,17 @@ def cmd_restore(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_export(args, overrides: list[str]) -> int:
+    from jaxdistill.build import load_run
+    from jaxdistill.export import describe, export_run, refuse_existing
+
+    _require_folder(args.out, "--out")
+    refuse_existing(args.out)
+    run = load_run(args.workdir, args.step)
+    print(describe(export_run(run, args.out), run))
+    return 0
+
+
 def cmd_convert(args, overrides: list[str]) -> int:
     from jaxdistill.models.ports.convert import convert_checkpoint
 
@@ -397,9 +469,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--step", type=int, default=None, help="the checkpoint step to read (default: the latest)")
     p.add_argument("--out", default=None, help="output .npz (a .png plot is written beside it); with --diffusers: the image grid .png")
-    p.add_argument("--prompt", action="append", default=[], help="with --diffusers: a prompt (repeat for more)")
+    p.add_argument("--prompt", action="append", default=[], help="with --diffusers, or --workdir of a text-to-image run: a prompt (repeat for more)")
     p.add_argument("--negative-prompt", action="append", default=[], help="with --diffusers: one for every prompt, or one per prompt (default: the empty prompt)")
-    p.add_argument("--guidance", type=float, default=None, help="with --diffusers: classifier-free guidance w, diffusers' guidance_scale (default 7.5)")
+    p.add_argument("--guidance", type=float, default=None, help="with --diffusers: classifier-free guidance w, diffusers' guidance_scale (default 7.5); with --workdir: a w-conditioned student's w (default: its eval.guidance)")
     p.add_argument("--sampler", default=None, help="with --diffusers: ddim (default), dpmpp_2m or euler (diffusers' DDIM, DPM-Solver++(2M), Euler schedulers)")
     p.add_argument("--num-per-prompt", type=int, default=None, help="with --diffusers: images per prompt (default 1; one grid row per prompt)")
     p.add_argument("--batch-size", type=int, default=None, help="with --diffusers: images per sampler call (default 8)")
@@ -460,6 +532,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshot", required=True, help="a .npz written by 'jaxdistill snapshot'")
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("export", help="write a text-to-image run's student for diffusers: a LoRA file (LoRA students) or a diffusers folder (full students)")
+    p.add_argument("--workdir", required=True, help="a run distilled from a diffusers Stable Diffusion folder (teacher.kind='diffusers')")
+    p.add_argument("--out", required=True, help="a new or empty folder (written whole or not at all)")
+    p.add_argument("--step", type=int, default=None, help="the checkpoint step to read (default: the latest)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert", help="convert a published checkpoint (DiT .pt, EDM / EDM2 .pkl, FID Inception .pth) into a jaxdistill .npz, without PyTorch")
     p.add_argument("--from", dest="kind", required=True, choices=("dit-pt", "edm-pkl", "fid-inception-pth", "edm2-pkl"), help="the checkpoint's kind")

@@ -171,3 +171,12 @@ def test_step_reads_an_older_checkpoint(corrupt_run, tmp_path, capsys):
     for command in (["sample", "--num", "10"], ["eval", "--num", "10"], ["snapshot", "--out", snapshot]):
         fails([*command, "--workdir", corrupt_run, "--step", "15"], capsys, "step 15", "10, 20")
     assert fingerprint(corrupt_run) == before
+
+
+@pytest.mark.parametrize("command", [["export", "--out", "OUT"], ["sample", "--prompt", "a cat", "--out", "OUT.png"]])
+def test_export_and_prompts_need_a_run_distilled_from_a_diffusers_folder(run, tmp_path, capsys, command):
+    """The KD run's teacher is a mixture: no diffusers files to write, no prompts to sample from."""
+    before = fingerprint(run)
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    fails([*argv, "--workdir", run], capsys, "teacher.kind='diffusers'", "'mixture'")
+    assert fingerprint(run) == before and not os.listdir(tmp_path)

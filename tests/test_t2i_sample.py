@@ -88,7 +88,9 @@ def test_each_sampler_name_follows_its_diffusers_schedulers_spacing(sd15):
     (["--diffusers", "{sd}", "--prompt", "a cat", "--nfe", "1001"], "nfe 1001: .*1000"),
     (["--diffusers", "{sd}", "--prompt", "a", "--prompt", "b", "--prompt", "c", "--negative-prompt", "x", "--negative-prompt", "y"], "2 negative prompts for 3"),
     (["--workdir", "{sd}", "--diffusers", "{sd}", "--prompt", "a cat"], "one of --workdir"),
-    (["--workdir", "{missing}", "--prompt", "a cat", "--guidance", "3"], "--prompt, --guidance, --npz go with --diffusers"),
+    (["--workdir", "{missing}", "--guidance", "3"], "--guidance, --npz go with --prompt"),
+    (["--workdir", "{missing}", "--prompt", "a cat", "--guidance", "3"], "no checkpoints in"),
+    (["--workdir", "{missing}", "--prompt", "a cat", "--sampler", "ddim"], "--sampler does not go with --workdir --prompt"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(sd15, tmp_path, capsys, args, message):
     out = tmp_path / "out"

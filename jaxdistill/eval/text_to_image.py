@@ -25,20 +25,24 @@ Sampler names are diffusers' schedulers (``docs/samplers.md`` has the correspond
 
 Every sampler uses one network evaluation (on the batch [x; x]) per step, so ``nfe`` is the number
 of steps. The denoiser and its parameters are arguments: a distilled student of the same latent
-space and text encoder samples through the same route.
+space and text encoder samples through the same route. A trained run's student samples with its
+objective's own sampler instead (``objective_sampler``, e.g. LCM's multistep consistency sampler),
+from the objective's prior, with the folder's text encoder and VAE around it.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.rng import derive
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.diffusion import samplers, steps
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -122,6 +126,18 @@ def latent_sampler(denoiser: Denoiser, sampler: str):
     return jax.jit(run)
 
 
+LatentSampler = Callable[[Array, TextCondition, int], Array]  # (noise, cond, index of the batch's first image) -> latents
+
+
+def objective_sampler(objective, trainable: PyTree, frozen: PyTree, *, nfe: int, seed: int) -> LatentSampler:
+    """A trained run's own sampler: ``objective.generate(trainable, frozen, noise, cond, nfe=nfe, rng=r)``,
+    jit-compiled with the states as arguments, ``r`` = ``derive(key(seed), "sampler")`` folded with the
+    batch's first image index (a stochastic sampler's draws depend on the batching)."""
+    run = jax.jit(lambda trainable, frozen, z, cond, rng: objective.generate(trainable, frozen, z, cond, nfe=nfe, rng=rng))
+    key = derive(jax.random.key(seed), "sampler")
+    return lambda z, cond, first: run(trainable, frozen, z, cond, jax.random.fold_in(key, first))
+
+
 def generate(
     sd: SDTeacher,
     prompts: Sequence[str],
@@ -135,13 +151,17 @@ def generate(
     batch_size: int = 8,
     denoiser: Optional[Denoiser] = None,
     params: Optional[PyTree] = None,
+    sample_latents: Optional[LatentSampler] = None,
+    noise: Optional[Array] = None,
     progress: bool = False,
 ) -> TextToImage:
     """``num_per_prompt`` images per prompt (module docstring), in batches of ``batch_size``
     images. The noise of all images is drawn at once (``initial_noise(seed, N, latent_shape)``),
     so image i does not depend on the batch size. ``negative_prompts``: none (the empty prompt),
     one for every prompt, or one per prompt. ``denoiser`` / ``params`` default to the folder's
-    UNet; a student of the same latent space plugs in there."""
+    UNet; a student of the same latent space plugs in there. ``sample_latents`` (``objective_sampler``)
+    replaces the sampler route, ``sampler``, ``denoiser``, ``params`` and ``guidance`` with a run's
+    own sampler; ``noise`` replaces the initial latents ([N, h, w, c], N the number of images)."""
     prompts, negative_prompts = list(prompts), list(negative_prompts)
     check_request(prompts, negative_prompts, nfe, sampler, num_per_prompt, batch_size)
     negative_prompts = negative_prompts * len(prompts) if len(negative_prompts) == 1 else negative_prompts or [""] * len(prompts)
@@ -149,16 +169,18 @@ def generate(
     negative_per_image = [n for n in negative_prompts for _ in range(num_per_prompt)]
     denoiser = sd.denoiser() if denoiser is None else denoiser
     params = sd.unet_params if params is None else params
-    ts = timesteps(sd.scheduler, sampler, nfe)
-    z = initial_noise(seed, len(per_image), latent_shape(sd))
-    run = latent_sampler(denoiser, sampler)
-    w = jnp.float32(guidance)
+    z = initial_noise(seed, len(per_image), latent_shape(sd)) if noise is None else jnp.asarray(noise, jnp.float32)
+    if z.shape[0] != len(per_image):
+        raise ConfigError(f"{z.shape[0]} initial latents for {len(per_image)} images")
+    if sample_latents is None:
+        ts, run, w = timesteps(sd.scheduler, sampler, nfe), latent_sampler(denoiser, sampler), jnp.float32(guidance)
+        sample_latents = lambda z, cond, first: run(params, z, ts, cond, w)  # noqa: E731
     latents, images = [], []
     batches = range(0, len(per_image), batch_size)
-    for start in tqdm(batches, desc=f"{sampler} nfe={nfe}", unit="batch", disable=not progress or len(batches) < 2):
+    for start in tqdm(batches, desc=f"nfe={nfe}", unit="batch", disable=not progress or len(batches) < 2):
         stop = start + batch_size
         cond = sd.text_condition(per_image[start:stop], negative_per_image[start:stop])
-        batch = np.asarray(run(params, z[start:stop], ts, cond, w))
+        batch = np.asarray(sample_latents(z[start:stop], cond, start))
         latents.append(batch)
         images.append(sd.decode_latents(batch))
     return TextToImage(np.concatenate(images), np.concatenate(latents), tuple(per_image), tuple(negative_per_image))

@@ -243,6 +243,25 @@ class LCMObjective(StudentDistillation):
         picked = self.indices[::-1][np.floor(np.arange(nfe) * n / nfe).astype(int)]
         return jnp.asarray(np.append(picked + 1.0, 0.0), jnp.float32)
 
+    @property
+    def guidance_input(self) -> bool:
+        """Whether the student reads w (LCM's guidance embedding); its sampling w is then ``guidance``."""
+        return bool(self.settings.guidance_embedding_dim)
+
+    def diffusers_scheduler_config(self, teacher_config: dict) -> dict:
+        """diffusers' ``LCMScheduler`` config of this sampler: the teacher scheduler's DDPM schedule and
+        prediction type, ``original_inference_steps`` = N and ``timestep_scaling`` = s (its timesteps
+        for ``num_inference_steps = nfe`` are ``sampling_times(nfe)[:-1] - 1``); LCMScheduler fixes
+        sigma_data = 0.5."""
+        if self.settings.sigma_data != 0.5:
+            raise ValueError(f"lcm.sigma_data={self.settings.sigma_data}: diffusers' LCMScheduler fixes sigma_data = 0.5")
+        kept = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type", "set_alpha_to_one")
+        return {
+            "_class_name": "LCMScheduler", **{k: teacher_config[k] for k in kept if k in teacher_config},
+            "original_inference_steps": self.settings.num_ddim_timesteps, "timestep_scaling": self.settings.timestep_scaling,
+            "timestep_spacing": "leading", "steps_offset": 0, "clip_sample": False, "rescale_betas_zero_snr": False,
+        }
+
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         if cond is None:
             raise ValueError("the LCM student is text-conditional: generate needs the prompts' TextCondition (a t2i cache batch's cond)")

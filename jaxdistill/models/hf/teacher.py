@@ -34,22 +34,31 @@ from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.models.hf.folder import TORCH_FREE_WEIGHTS, FolderInfo, SchedulerSettings, check_folder, scheduler_settings
+from jaxdistill.models.hf.folder import FLAX_WEIGHTS, TORCH_FREE_WEIGHTS, FolderInfo, SchedulerSettings, check_folder, scheduler_settings
 from jaxdistill.models.hf.unet import TextNetwork, unet_network
 
 COND_PROJ = ("time_embedding", "cond_proj", "kernel")  # where diffusers' converter puts PyTorch's time_embedding.cond_proj.weight
 
 
 def _load_diffusers_model(cls, folder: str, name: str, weights: str):
-    """(module, params) of a diffusers Flax class from ``folder/name``: Flax msgpack, or PyTorch
-    safetensors read as numpy and renamed / transposed by diffusers' own helpers against the
-    module's abstract parameter tree (no torch, and no random initialisation of the full model)."""
+    """(module, params) of a diffusers Flax class from ``folder/name``: Flax msgpack read whole (unlike
+    ``from_pretrained``, which drops parameters its class lacks, such as an LCM's
+    ``time_embedding/cond_proj``), or PyTorch safetensors read as numpy and renamed / transposed by
+    diffusers' own helpers against the module's abstract parameter tree (no torch, and no random
+    initialisation of the full model)."""
+    module = cls.from_config(cls.load_config(folder, subfolder=name))
     if weights == "flax":
-        return cls.from_pretrained(folder, subfolder=name, dtype=jnp.float32)
+        from flax.serialization import msgpack_restore
+
+        path = os.path.join(folder, name, FLAX_WEIGHTS[name])
+        try:
+            with open(path, "rb") as f:
+                return module, msgpack_restore(f.read())
+        except (OSError, ValueError) as err:
+            raise CheckpointFileError(f"{path!r} is no readable Flax msgpack file ({type(err).__name__}: {err})") from None
     from diffusers.models.modeling_flax_pytorch_utils import rename_key, rename_key_and_reshape_tensor
     from safetensors.numpy import load_file
 
-    module = cls.from_config(cls.load_config(folder, subfolder=name))
     shapes = traverse_util.flatten_dict(jax.eval_shape(module.init_weights, jax.random.key(0)))
     flat = {}
     for pt_key, tensor in load_file(os.path.join(folder, name, TORCH_FREE_WEIGHTS[name])).items():
