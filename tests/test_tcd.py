@@ -97,6 +97,20 @@ def test_sss_times_are_tcdschedulers_and_its_s_within_one_index(nfe):
         assert np.all((ours[:-1] - 1 == theirs[:-1]) | (ours[:-1] - 1 == theirs[:-1] - 1)) and ours[-1] == 0.0
 
 
+def test_the_exported_scheduler_is_tcdschedulers_on_the_teachers_schedule_with_no_guidance_input():
+    """`jaxdistill export` writes objective.diffusers_scheduler_config: TCDScheduler with the teacher's DDPM
+    schedule and prediction type and original_inference_steps = N (whose set_timesteps is checked above)."""
+    teacher_config = {"_class_name": "DDIMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                      "beta_schedule": "scaled_linear", "prediction_type": "v_prediction", "set_alpha_to_one": False, "clip_sample": True}
+    obj = tcd_objective(num_ddim_timesteps=25)
+    config = obj.diffusers_scheduler_config(teacher_config)
+    assert config["_class_name"] == "TCDScheduler" and config["original_inference_steps"] == 25
+    assert {k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "set_alpha_to_one")} == {
+        k: teacher_config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "set_alpha_to_one")
+    }
+    assert config["clip_sample"] is False and obj.guidance_input is False
+
+
 def test_the_loss_by_hand_at_a_tiny_shape():
     """N = 2 (indices 499, 999; k = 500), w = 4: the draws of n, m, z redone, the guided teacher's DDIM step, both
     trajectory functions and the pseudo-Huber mean computed in float64 from diffusers' alphas_cumprod."""

@@ -255,12 +255,7 @@ class LCMObjective(StudentDistillation):
         sigma_data = 0.5."""
         if self.settings.sigma_data != 0.5:
             raise ValueError(f"lcm.sigma_data={self.settings.sigma_data}: diffusers' LCMScheduler fixes sigma_data = 0.5")
-        kept = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type", "set_alpha_to_one")
-        return {
-            "_class_name": "LCMScheduler", **{k: teacher_config[k] for k in kept if k in teacher_config},
-            "original_inference_steps": self.settings.num_ddim_timesteps, "timestep_scaling": self.settings.timestep_scaling,
-            "timestep_spacing": "leading", "steps_offset": 0, "clip_sample": False, "rescale_betas_zero_snr": False,
-        }
+        return {**scheduler_config("LCMScheduler", teacher_config, self.settings.num_ddim_timesteps), "timestep_scaling": self.settings.timestep_scaling}
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         if cond is None:
@@ -269,6 +264,17 @@ class LCMObjective(StudentDistillation):
         w = jnp.full((noise.shape[0],), DEFAULT_GUIDANCE if self.guidance is None else self.guidance, jnp.float32)
         x0_fn = lambda x, t: self.f(params, x, t, cond, w)  # noqa: E731
         return samplers.sample(x0_fn, self.process, noise, self.sampling_times(nfe), "consistency", rng=rng)
+
+
+def scheduler_config(class_name: str, teacher_config: dict, num_ddim_timesteps: int) -> dict:
+    """A diffusers consistency scheduler's config (``LCMScheduler``, ``TCDScheduler``) on the teacher
+    scheduler's DDPM schedule and prediction type, with ``original_inference_steps`` = N."""
+    kept = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type", "set_alpha_to_one")
+    return {
+        "_class_name": class_name, **{k: teacher_config[k] for k in kept if k in teacher_config},
+        "original_inference_steps": num_ddim_timesteps, "timestep_spacing": "leading", "steps_offset": 0,
+        "clip_sample": False, "rescale_betas_zero_snr": False,
+    }
 
 
 def refuse_sample_plots(config, method: str) -> None:

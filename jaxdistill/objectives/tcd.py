@@ -53,7 +53,7 @@ from jaxdistill.core.rng import derive
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.process import DDPM, NoiseProcess, broadcast_to
 from jaxdistill.diffusion.samplers import X0Fn
-from jaxdistill.objectives.lcm import LCMObjective, check_solver_settings, ddim_indices, refuse_sample_plots
+from jaxdistill.objectives.lcm import LCMObjective, check_solver_settings, ddim_indices, refuse_sample_plots, scheduler_config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -137,6 +137,15 @@ class TCDObjective(LCMObjective):
         prediction = self.f(params, pair.x, pair.t, s, pair.cond, train=True, rngs=rngs)
         loss = jnp.mean(self.distance(prediction, target))
         return loss, {"loss": loss, "guidance": jnp.mean(pair.w), "target_time": jnp.mean(s)}
+
+    @property
+    def guidance_input(self) -> bool:
+        """TCD's students read no w (the released TCD LoRAs are not w-conditioned)."""
+        return False
+
+    def diffusers_scheduler_config(self, teacher_config: dict) -> dict:
+        """diffusers' ``TCDScheduler`` config of this sampler (its ``eta`` is our gamma, a ``step`` argument)."""
+        return scheduler_config("TCDScheduler", teacher_config, self.settings.num_ddim_timesteps)
 
     def generate(self, trainable: Trainable, frozen: PyTree, noise: Array, cond: Optional[Array], *, nfe: int, rng: Array) -> Array:
         if cond is None:
