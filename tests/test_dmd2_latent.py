@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.losses import mean_per_sample
@@ -81,3 +82,85 @@ def test_one_dmd2_step_on_the_tiny_folder_moves_generator_critic_and_head(dmd2_r
     for name in ("generator", "critic", "head"):
         moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new[name].params, trainable[name].params)
         assert max(jax.tree.leaves(moved)) > 0, name
+
+
+SWIFTBRUSH = os.path.join(ROOT, "configs", "sd15", "swiftbrush.py")
+DMD2_SDXL = os.path.join(ROOT, "configs", "sdxl", "dmd2.py")
+
+
+def factor_names(params) -> set:
+    return {k[-1] for k in traverse_util.flatten_dict(params)}
+
+
+def test_a_fresh_lora_critic_is_the_teacher_so_the_guided_vsd_direction_vanishes(sd15_cache):
+    """SwiftBrush's LoRA critic (B = 0) computes the teacher's function exactly, guided like the teacher, so
+    D_F - D_T = 0 at the prompts' condition; its state holds only LoRA factors, the student's the full UNet."""
+    from jaxdistill.objectives.lora_networks import LoraNetworks
+
+    folder, _, text = sd15_cache
+    built = built_run(SWIFTBRUSH + ":smoke", folder, text)
+    obj, frozen = built.objective, built.frozen
+    assert isinstance(obj, LoraNetworks) and set(obj.specs) == {"critic"} and obj.specs["critic"].targets == (r"(^|/)(to_q|to_v)$",)
+    batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    trainable = obj.init(jax.random.key(0), batch, frozen)
+    assert factor_names(trainable["critic"].params) == {"lora_A", "lora_B"}
+    assert jax.tree.structure(trainable["generator"].params) == jax.tree.structure(frozen["teacher"])
+    cond = batch_labels(batch, 0)
+    bound = obj.bound(frozen)
+
+    @jax.jit
+    def run(trainable, frozen, x_g):
+        g, x_t, t = bound.score_difference({"critic": trainable["critic"].params}, frozen, x_g, cond, jax.random.key(1))
+        critic = bound.critic.x0(trainable["critic"].params, x_t, t, cond, guidance=obj.guidance)
+        return g, critic, obj.teacher.x0(frozen["teacher"], x_t, t, cond, guidance=obj.guidance)
+
+    g, critic, teacher = run(trainable, frozen, obj.prior(jax.random.key(2), 2) * 0.1)
+    # Equal up to XLA's float32 reassociation of the two compiled UNets (W + 0 A B is W exactly).
+    tol = 1e-5 * float(jnp.max(jnp.abs(teacher)))
+    np.testing.assert_allclose(critic, teacher, rtol=0, atol=tol)
+    np.testing.assert_allclose(g, jnp.zeros_like(g), rtol=0, atol=tol)
+
+
+def test_a_fresh_lora_generator_samples_the_teachers_one_step_x0_and_is_what_export_takes(sd15_cache):
+    """DMD2 with ``lora.rank`` on the tiny SD 1.5 folder: the generator's state is LoRA factors (EMA included), its
+    one-step sample at B = 0 is the teacher's x0 at t_max (to float32 rounding); ``sampler_lora`` hands its EMA factors out."""
+    folder, _, text = sd15_cache
+    built = built_run(DMD2_SD15 + ":smoke", folder, text, "lora.rank=2", "lora.alpha=4.0", "ema_decay=0.9")
+    obj, frozen = built.objective, built.frozen
+    assert set(obj.specs) == {"generator"} and obj.specs["generator"].scale == 2.0
+    batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    trainable = obj.init(jax.random.key(0), batch, frozen)
+    state = trainable["generator"]
+    assert factor_names(state.params) == {"lora_A", "lora_B"} and jax.tree.structure(state.ema) == jax.tree.structure(state.params)
+    assert jax.tree.structure(trainable["critic"].params) == jax.tree.structure(frozen["teacher"])  # the critic in full
+    cond = batch_labels(batch, 0)
+    noise = obj.prior(jax.random.key(1), 2)
+    sample = jax.jit(lambda tr, fr: obj.generate(tr, fr, noise, cond, nfe=1, rng=jax.random.key(2)))(trainable, frozen)
+    teacher = jax.jit(lambda fr: obj.teacher.x0(fr["teacher"], noise, obj.process.t_max, cond))(frozen)
+    np.testing.assert_allclose(sample, teacher, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(teacher))))  # to XLA's reassociation
+    lora, spec = obj.sampler_lora(trainable)
+    assert spec == obj.specs["generator"] and jax.tree.structure(lora) == jax.tree.structure(state.params)
+
+
+def test_lora_settings_a_method_cannot_take_name_the_field(sd15_cache):
+    folder, _, text = sd15_cache
+    with pytest.raises(ConfigError, match=r"lora.critic_targets \('nope\$',\) match no kernel"):
+        built_run(SWIFTBRUSH + ":smoke", folder, text, "lora.critic_targets=('nope$',)")
+    with pytest.raises(ConfigError, match=r"lora.critic_rank must be a positive integer"):
+        built_run(SWIFTBRUSH + ":smoke", folder, text, "lora.critic_rank=-1")
+    with pytest.raises(ConfigError, match=r"lora.critic_rank: method 'lcm' trains no critic"):
+        built_run(os.path.join(ROOT, "configs", "sd15", "lcm_lora.py") + ":smoke", folder, text, "lora.critic_rank=2")
+
+
+def test_the_sdxl_config_places_the_later_steps_at_ddpm_steps_749_499_249_and_takes_a_lora_generator():
+    import runpy
+
+    from jaxdistill.diffusion.process import DDPM
+    from jaxdistill.objectives.registry import settings
+
+    c = runpy.run_path(DMD2_SDXL)["get_config"]()  # the full preset (its paths come from overrides)
+    process = DDPM("scaled_linear", 0.00085, 0.012, 1000)
+    times = process.t_from_sigma_ratio(jnp.asarray(settings(c).later_step_sigmas, jnp.float32))
+    np.testing.assert_allclose(times, [750.0, 500.0, 250.0], atol=1e-3)  # process time = DDPM step + 1
+    assert (c.lora.rank, c.lora.alpha, c.lora.critic_rank, c.teacher.guidance) == (64, 8.0, 0, 8.0)
+    assert settings(c).critic_schedule == ((0, 5),) and settings(c).backward_simulation

@@ -11,8 +11,11 @@ Values (the official release, tianweiy/DMD2: experiments/sdv1.5/*.sh and main/tr
     (--guidance_cls_loss_weight) on real image latents, lr 5e-7;
   * the generator's input: pure noise at DDPM step 999 (--conditioning_timestep 999), one step;
   * DM noise levels in [0.02, 0.98] of the 1000 steps (--min/max_step_percent);
-  * AdamW (PyTorch's defaults: betas (0.9, 0.999), weight decay 0.01), gradient clipping at norm 10, a 500-update linear
-    warm-up then constant (--warmup_step default); no EMA; batch 32 per GPU on 64 GPUs = 2048.
+  * AdamW (PyTorch's defaults: betas (0.9, 0.999), weight decay 0.01), gradient clipping at norm 10, a linear warm-up over
+    500 iterations then constant (--warmup_step default); no EMA; batch 32 per GPU on 64 GPUs = 2048.
+  * Counting: an iteration of the release is one critic update, with a generator update every tenth; here a step is one
+    generator update with its ten critic updates, so the release's 39k iterations (stage 1) are 3900 steps, stage 2's 2k
+    are 200, and its 500-iteration warm-up is 50 steps (the critic's rate follows the same clock, generator.py).
 Departures: DM noise levels through the Karras map of u ~ U[0.02, 0.98] (the release draws DDPM steps uniformly); the GAN
 head reads the critic UNet's mid and up-block features (the release: the mid block only) at the same noise levels;
 cached VAE posterior means for the real latents; float32 (the release: bf16 autocast); `gan` starts from the teacher
@@ -55,15 +58,15 @@ def get_config(arg=None):
     c.dmd.u_range = (0.02, 0.98)
     c.dmd.gan_critic_weight, c.dmd.gan_generator_weight = 0.0, 0.0
     c.batch_size = 2048
-    c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-5, 500, 0.01, 10.0
+    c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-5, 50, 0.01, 10.0
     c.ema_decay = 0.0  # train_sd.py keeps no EMA
-    c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 39_000, 1000, 50  # the released stage-1 checkpoint: 39k updates
+    c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 3900, 100, 10  # the released stage-1 checkpoint: 39k iterations
     c.train.sample_every = 0  # the engine's plots carry no prompts
     c.eval.nfes = (1,)
     if "gan" in parts:
         c.dmd.gan_critic_weight, c.dmd.gan_generator_weight = 1e-2, 1e-3
         c.optim.lr = 5e-7
-        c.train.num_steps = 2000  # the release resumes these 2k updates from stage 1's checkpoint; here they start from the teacher
+        c.train.num_steps = 200  # 2k iterations, resumed from stage 1's checkpoint in the release; here they start from the teacher
     if "smoke" in parts:
         c.teacher.path, c.data.path = SMOKE_FOLDER, SMOKE_CACHE
         c.dmd.critic_schedule = ((0, 1),)
