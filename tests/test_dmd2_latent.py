@@ -164,3 +164,26 @@ def test_the_sdxl_config_places_the_later_steps_at_ddpm_steps_749_499_249_and_ta
     np.testing.assert_allclose(times, [750.0, 500.0, 250.0], atol=1e-3)  # process time = DDPM step + 1
     assert (c.lora.rank, c.lora.alpha, c.lora.critic_rank, c.teacher.guidance) == (64, 8.0, 0, 8.0)
     assert settings(c).critic_schedule == ((0, 5),) and settings(c).backward_simulation
+
+
+@pytest.mark.slow
+def test_the_swiftbrush_smoke_preset_trains_through_the_cli_and_checkpoints_only_the_critics_lora(sd15_cache, tmp_path):
+    """`jaxdistill train` on the text-only cache: finite losses, a checkpoint whose critic holds only LoRA factors
+    (the student the full UNet, with its EMA), read back by load_run and resumed."""
+    import json
+
+    from jaxdistill.build import load_run
+    from jaxdistill.cli import main
+
+    folder, _, text = sd15_cache
+    args = ["train", "--config", SWIFTBRUSH + ":smoke", "--workdir", str(tmp_path / "run"), "--quiet", f"--config.teacher.path={folder}", f"--config.data.path={text}"]
+    assert main(args) == 0
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["critic_loss"]) and np.isfinite(r["dm_loss"]) for r in rows)
+    run = load_run(str(tmp_path / "run"))
+    assert factor_names(run.trainable["critic"].params) == {"lora_A", "lora_B"}
+    assert jax.tree.structure(run.trainable["generator"].ema) == jax.tree.structure(run.frozen["teacher"])
+    assert main([*args, "--config.train.num_steps=3"]) == 0  # resumes at step 2
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
