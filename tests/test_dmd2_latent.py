@@ -187,3 +187,37 @@ def test_the_swiftbrush_smoke_preset_trains_through_the_cli_and_checkpoints_only
     assert main([*args, "--config.train.num_steps=3"]) == 0  # resumes at step 2
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_the_sdxl_smoke_preset_takes_a_four_step_lora_generator_step_with_pooled_text_and_time_ids(tmp_path):
+    """configs/sdxl/dmd2.py's smoke preset on a tiny random SDXL folder and its cache with images: SDXL's pooled
+    embeddings and time ids reach generator chain, critic, guided teacher and GAN head; one step moves the
+    generator's LoRA factors, the critic and the head."""
+    import json
+
+    from PIL import Image
+
+    from jaxdistill.cli import main
+    from jaxdistill.models.hf.tiny import IMAGE_SIZE, write_tiny_sd
+
+    folder = write_tiny_sd(tmp_path / "sdxl", "sdxl")
+    rs = np.random.default_rng(0)
+    lines = []
+    for i, prompt in enumerate(["a cat", "red"]):
+        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
+    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    cache = str(tmp_path / "cache")
+    assert main(["cache", "--diffusers", str(folder), "--prompts", str(tmp_path / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
+    built = built_run(DMD2_SDXL + ":smoke", str(folder), cache)
+    obj, frozen = built.objective, built.frozen
+    batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    assert batch_labels(batch, 0).pooled is not None and batch_labels(batch, 0).time_ids is not None
+    trainable = obj.init(jax.random.key(0), batch, frozen)
+    assert factor_names(trainable["generator"].params) == {"lora_A", "lora_B"}
+    new, metrics = jax.jit(obj.step)(trainable, frozen, batch, jax.random.key(1), jnp.int32(0))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    for name in ("generator", "critic", "head"):
+        moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new[name].params, trainable[name].params)
+        assert max(jax.tree.leaves(moved)) > 0, name
