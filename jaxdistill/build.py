@@ -29,7 +29,7 @@ from jaxdistill.models.ports.converted import converted_teacher
 from jaxdistill.models.precision import cast_floats, with_compute_dtype
 from jaxdistill.models.registry import Network, make_network, network_config
 from jaxdistill.objectives import registry
-from jaxdistill.objectives.lora_student import LoraStudent
+from jaxdistill.objectives.lora_networks import LoraNetworks
 from jaxdistill.train import mesh as mesh_lib
 from jaxdistill.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from jaxdistill.train.sampling import class_labels
@@ -39,7 +39,7 @@ from jaxdistill.train.sampling import class_labels
 # their students in full (lora.rank 0).
 LATER_FIELDS = {
     "prior_mean": "zero", "ema_sigma_rel": None, "precision": {"compute": "float32", "teacher_params": "float32"},
-    "lora": {"rank": 0, "alpha": None, "targets": list(ATTENTION_TARGETS)},
+    "lora": {"rank": 0, "alpha": None, "targets": list(ATTENTION_TARGETS), "critic_rank": 0, "critic_alpha": None, "critic_targets": list(ATTENTION_TARGETS)},
 }
 
 
@@ -278,10 +278,10 @@ def build(
     mean = tuple(float(m) for m in data_mean(source).ravel()) if config.prior_mean == "data" else None
     context = BuildContext(config, event_shape, teacher, mean, mesh)
     objective, frozen = registry.build(context)
-    spec = lora_spec(config)
-    if spec is not None:
+    sampler, critic = lora_spec(config), lora_spec(config, "critic")
+    if sampler is not None or critic is not None:
         try:
-            objective = LoraStudent.wrap(objective, frozen, jnp.asarray(source[0]["x"])[None], spec)
+            objective = LoraNetworks.wrap(objective, frozen, jnp.asarray(source[0]["x"])[None], sampler=sampler, critic=critic)
         except ValueError as err:
             raise ConfigError(str(err)) from err
     return Built(config, objective, frozen, event_shape, source, tuple(context.networks))

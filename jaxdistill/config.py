@@ -61,10 +61,15 @@ def base_config() -> ml_collections.ConfigDict:
     # weights, optimiser state and EMA stay float32. teacher_params="bfloat16" stores a network teacher's
     # frozen weights in bfloat16 (half the bytes).
     c.precision = ml_collections.ConfigDict({"compute": "float32", "teacher_params": "float32"})
-    # LoRA student (Hu et al. 2021; docs/lora.md): rank > 0 trains a single-student method's student as
-    # low-rank adapters (scale alpha / rank; alpha None: = rank) on the network teacher's frozen weights, on
-    # the kernels whose module path matches one of targets (regular expressions); rank 0 trains it in full.
-    c.lora = ml_collections.ConfigDict({"rank": 0, "alpha": config_dict.placeholder(float), "targets": ATTENTION_TARGETS})
+    # LoRA networks (Hu et al. 2021; docs/lora.md): rank > 0 trains the network the method samples with (a
+    # student, or a generator method's generator) as low-rank adapters (scale alpha / rank; alpha None: = rank)
+    # on the network teacher's frozen weights, on the kernels whose module path matches one of targets (regular
+    # expressions); critic_rank / critic_alpha / critic_targets do the same for a generator method's critic
+    # ("fake score"). Rank 0 trains that network in full.
+    c.lora = ml_collections.ConfigDict({
+        "rank": 0, "alpha": config_dict.placeholder(float), "targets": ATTENTION_TARGETS,
+        "critic_rank": 0, "critic_alpha": config_dict.placeholder(float), "critic_targets": ATTENTION_TARGETS,
+    })
     c.optim = default_optimizer_config()
     c.ema_decay = 0.999
     # Set: a power-function EMA of this relative width (EDM2; e.g. 0.05 or 0.10) replaces ema_decay.
@@ -221,19 +226,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _check_data_and_seeds(config)
     _check_precision(config)
     lora_spec(config)
+    lora_spec(config, "critic")
     return config
 
 
-def lora_spec(config: ml_collections.ConfigDict) -> Optional[LoraSpec]:
-    """The run's LoRA student settings, or None when ``lora.rank`` is 0 (or the run predates the field)."""
+def lora_spec(config: ml_collections.ConfigDict, network: str = "") -> Optional[LoraSpec]:
+    """The run's LoRA settings for the network it samples with (``network=""``: ``lora.rank``,
+    ``alpha``, ``targets``) or its critic (``network="critic"``: ``lora.critic_rank`` ...); None
+    when that rank is 0 (or the run predates the field)."""
     lora = config.get("lora")
-    if lora is None or int(lora.rank) == 0:
+    prefix = f"{network}_" if network else ""
+    rank = None if lora is None else lora.get(f"{prefix}rank")
+    if rank is None or int(rank) == 0:
         return None
-    alpha = float(lora.rank) if lora.get("alpha") is None else float(lora.alpha)
+    alpha = lora.get(f"{prefix}alpha")
     try:
-        return LoraSpec(rank=int(lora.rank), alpha=alpha, targets=tuple(lora.targets))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+        return LoraSpec(rank=int(rank), alpha=float(rank) if alpha is None else float(alpha), targets=tuple(lora[f"{prefix}targets"]))
+    except ValueError as err:  # LoraSpec names the sampler's fields
+        raise ConfigError(str(err).replace("lora.", f"lora.{prefix}")) from None
 
 
 def _check_precision(config: ml_collections.ConfigDict) -> None:

@@ -77,8 +77,9 @@ def exact_score(mixture, x, t):
     return jax.grad(lambda y: jnp.sum(mixture.marginal_log_prob(y, alpha, sigma)))(x)
 
 
-def reference_gradient(obj, params, rng, normalised):
-    """(1 / (B d)) sum_b g_b dx_g,b/dtheta with g_b = sigma^2 / alpha (s_F - s_T)(x_t,b) [/ mean|x_g,b - D_T|]."""
+def reference_gradient(obj, params, rng, normalised, alpha_sigma=False):
+    """(1 / (B d)) sum_b g_b dx_g,b/dtheta with g_b = sigma^2 / alpha (s_F - s_T)(x_t,b) [/ mean|x_g,b - D_T|]
+    [times alpha sigma: SwiftBrush's sigma^2 (eps_T - eps_F)]."""
     n = 256
     z = obj.prior(derive(derive(rng, "sample"), "prior"), n)
     x_g = z @ params["A"] + params["b"]
@@ -90,17 +91,19 @@ def reference_gradient(obj, params, rng, normalised):
     if normalised:
         d_teacher = x_t + t[:, None] ** 2 * s_t  # Tweedie: E[x0 | x_t] = x_t + sigma^2 score
         g = g / jnp.mean(jnp.abs(x_g - d_teacher), axis=1, keepdims=True)
+    if alpha_sigma:
+        g = t[:, None] * g  # EDM: alpha sigma = t
     scale = 1.0 / (n * 2)
     return {"A": scale * z.T @ g, "b": scale * jnp.sum(g, axis=0)}, n
 
 
-@pytest.mark.parametrize("mode", ["vsd", "dmd"])
+@pytest.mark.parametrize("mode", ["vsd", "dmd", "swiftbrush"])
 def test_generator_gradient_is_the_score_difference_times_the_generator_jacobian(mode):
     obj, frozen = objective(mode)
     params = obj.generator_init_fn(None, None)
     nets = {"critic": CRITIC.params}
     rng = jax.random.key(3)
-    ref, n = reference_gradient(obj, params, rng, normalised=mode == "dmd")
+    ref, n = reference_gradient(obj, params, rng, normalised=mode == "dmd", alpha_sigma=mode == "swiftbrush")
     batch = {"x": jnp.zeros((n, 2))}
     grads = jax.grad(lambda p: obj.generator_loss(p, nets, frozen, batch, rng, jnp.int32(0))[0])(params)
     for k in ("A", "b"):  # float32: sigma^2 (s_F - s_T) at sigma up to 80 loses ~4 digits

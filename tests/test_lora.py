@@ -215,10 +215,10 @@ def lora_kd():
 
 
 def test_a_lora_config_trains_only_adapters_on_the_teachers_weights(lora_kd):
-    from jaxdistill.objectives.lora_student import LoraStudent
+    from jaxdistill.objectives.lora_networks import LoraNetworks
 
     built = lora_kd
-    assert isinstance(built.objective, LoraStudent) and built.objective.name == "kd"
+    assert isinstance(built.objective, LoraNetworks) and built.objective.name == "kd" and set(built.objective.specs) == {"student"}
     batch = next(built.data_factory(0))
     trainable = built.objective.init(jax.random.key(0), batch, built.frozen)
     student = trainable["student"]

@@ -89,7 +89,7 @@ from jaxdistill.models.discriminator import apply_head
 from jaxdistill.models.hf.dinov2 import STYLEGAN_T_LAYERS, LatentDinov2, load_dinov2
 from jaxdistill.models.hf.teacher import load_sd_vae
 from jaxdistill.objectives.common import check_choice, teacher_passes
-from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
+from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, check_text_run, generator_parts, mean_critic_updates
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 
 DISTILL_WEIGHTINGS = ("alpha", "none")
@@ -321,9 +321,7 @@ def build(ctx, settings: AdversarialSettings) -> tuple[AdversarialDistillation, 
     DINOv2 and the teacher's VAE decoder with ``discriminator = "dinov2"``)."""
     config, method = ctx.config, settings.method
     text = config.teacher.kind == "diffusers"
-    if text and int(config.train.sample_every) > 0:
-        # The engine's sample plots draw class labels (or none); a text-to-image student needs prompts' embeddings.
-        raise ConfigError(f"{method}: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
+    check_text_run(ctx, settings, real_data="the discriminator's real samples", critic=False)
     if text and method == "ladd" and settings.num_synthetic > 0:
         raise ConfigError(
             "ladd: its pool of teacher samples is drawn at class labels, which carry no prompts; on a Stable Diffusion teacher "
