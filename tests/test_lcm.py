@@ -207,7 +207,8 @@ def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes
     student = objective.bound(run.frozen).student
     direct = student.x0(run.trainable["student"].eval_params, noise, objective.process.t_max, cond)
     assert one.shape == batch["x"].shape and np.all(np.isfinite(np.asarray(one)))
-    np.testing.assert_allclose(one, direct, rtol=1e-5, atol=1e-5)
+    # generate is compiled as a whole, the direct call op by op: the UNet's float32 rounding differs (1.7e-5 seen).
+    np.testing.assert_allclose(one, direct, rtol=1e-4, atol=1e-4)
     assert main([*args, "--config.train.num_steps=3"]) == 0  # resumes at step 2
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         assert [json.loads(line)["step"] for line in f] == [1, 2, 3]
