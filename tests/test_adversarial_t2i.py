@@ -182,7 +182,7 @@ def test_text_runs_refuse_sample_plots_a_label_pool_a_missing_dinov2_and_a_fresh
         built_objective(LADD_SPEC, t2i, "train.sample_every=1")
     with pytest.raises(ConfigError, match="num_synthetic=0"):
         built_objective(LADD_SPEC, t2i, "adversarial.num_synthetic=16")
-    with pytest.raises(ConfigError, match="init_from_teacher to True"):
+    with pytest.raises(ConfigError, match="init_from_teacher=True"):
         built_objective(LADD_SPEC, t2i, "adversarial.init_from_teacher=False")
     with pytest.raises(ConfigError, match="lacks config.json"):
         built_objective(ADD_SPEC, t2i, f"adversarial.dinov2_path={tmp_path}")

@@ -19,7 +19,7 @@ LAYERS = (
     ("eval",),
     ("config",),
     ("build",),
-    ("benchmarks", "snapshot"),
+    ("benchmarks", "export", "snapshot"),
     ("quickstart",),
     ("cli",),
 )
