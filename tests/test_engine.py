@@ -47,22 +47,31 @@ def _params(result):
     return [np.asarray(x) for x in jax.tree.leaves(result.trainable["model"])]
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The smoke teacher trained 12 steps without a stop, checkpointing every 3 steps and keeping
+    2: its workdir and final parameters, which both resume tests compare against (checkpointing
+    does not change the training: the same step, data and keys at every step)."""
+    config = _smoke_teacher()
+    config.train.checkpoint_every, config.train.max_to_keep = 3, 2
+    built = build(config)
+    workdir = tmp_path_factory.mktemp("straight")
+    result = Trainer(built.objective, built.frozen, config, workdir, built.data_factory, show_progress=False).train()
+    return workdir, _params(result)
+
+
+def test_resume_equals_uninterrupted(tmp_path, straight):
+    workdir, straight_params = straight
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["12", "9"]  # max_to_keep=2 of 3, 6, 9, 12
+
     config = _smoke_teacher()
     built = build(config)
-    straight = Trainer(built.objective, built.frozen, config, tmp_path / "a", built.data_factory, show_progress=False).train()
-
-    config_keep = config.copy_and_resolve_references()
-    config_keep.train.checkpoint_every, config_keep.train.max_to_keep = 3, 2
-    Trainer(built.objective, built.frozen, config_keep, tmp_path / "k", built.data_factory, show_progress=False).train()
-    assert sorted(os.listdir(tmp_path / "k" / "checkpoints")) == ["12", "9"]  # max_to_keep=2 of 3, 6, 9, 12
-
     first = Trainer(built.objective, built.frozen, config, tmp_path / "b", built.data_factory, show_progress=False)
     half = first.train(num_steps=6)
     assert half.step == 6
     resumed = Trainer(built.objective, built.frozen, config, tmp_path / "b", built.data_factory, show_progress=False).train()
     assert resumed.step == 12
-    for a, b in zip(_params(straight), _params(resumed)):
+    for a, b in zip(straight_params, _params(resumed)):
         np.testing.assert_array_equal(a, b)
     lines = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
     assert [l["step"] for l in lines] == [6, 12]
@@ -93,11 +102,10 @@ def test_a_broken_train_time_record_stops_with_the_file_named_and_is_left_alone(
     assert path.read_text() == content
 
 
-def test_sigterm_saves_and_resume_matches(tmp_path):
+def test_sigterm_saves_and_resume_matches(tmp_path, straight):
     config = _smoke_teacher()
     config.train.checkpoint_every = 100  # only the signal and the final step save
     built = build(config)
-    straight = Trainer(built.objective, built.frozen, config, tmp_path / "a", built.data_factory, show_progress=False).train()
 
     def preempted_data(start_step):
         it = built.data_factory(start_step)
@@ -111,7 +119,7 @@ def test_sigterm_saves_and_resume_matches(tmp_path):
     assert os.path.isdir(tmp_path / "b" / "checkpoints" / str(stopped.step))
     resumed = Trainer(built.objective, built.frozen, config, tmp_path / "b", built.data_factory, show_progress=False).train()
     assert resumed.step == 12 and not resumed.interrupted
-    for a, b in zip(_params(straight), _params(resumed)):
+    for a, b in zip(straight[1], _params(resumed)):
         np.testing.assert_array_equal(a, b)
 
 
