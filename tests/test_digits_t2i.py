@@ -107,14 +107,24 @@ def test_committed_pipeline_is_a_teacher_and_a_diffusers_pipeline(pipeline, eval
     grey = bench.to_grey(sd.decode_latents(latents))
     assert float(np.mean(np.abs(grey - digits_data()[0][:200]))) < 0.1
     assert bench.adherence(evaluator, grey, [bench.caption(int(d)) for d in y[:200]]) > 0.9
-    pipe, params = FlaxStableDiffusionPipeline.from_pretrained(folder, safety_checker=None, dtype=jnp.float32)
+    pipe, params = FlaxStableDiffusionPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None, dtype=jnp.float32)
     for ours, theirs in ((sd.unet_params["params"]["unet"], params["unet"]), (sd.vae_params, params["vae"])):
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     ids = pipe.prepare_inputs([bench.caption(7)])
+    np.testing.assert_array_equal(ids, sd._token_ids(sd.tokenizers[0], [bench.caption(7)]))
     assert ids.shape == (1, bench.PROMPT_LENGTH)
-    images = pipe(ids, params, jax.random.key(0), num_inference_steps=2, guidance_scale=bench.GUIDANCE, height=8, width=8, jit=False).images
-    assert images.shape == (1, 8, 8, 3) and np.all(np.isfinite(images)) and 0.0 <= float(np.min(images)) <= float(np.max(images)) <= 1.0
+
+
+def test_student_configs_distil_the_pipeline():
+    from jaxdistill.config import load_config_file
+
+    c = load_config_file(os.path.join(ROOT, "configs", "digits_t2i", "lcm_lora.py"))
+    assert (c.method, c.teacher.kind, c.teacher.path, c.data.name, c.data.path) == ("lcm", "diffusers", bench.FOLDER, "t2i_cache", bench.CACHE)
+    assert (c.train.num_steps, c.batch_size, tuple(c.eval.nfes), c.eval.guidance) == (bench.STUDENT_UPDATES, bench.STUDENT_BATCH, (1, 2, 4), bench.GUIDANCE)
+    assert c.lcm.w_min == c.lcm.w_max == bench.GUIDANCE and c.lora.rank == 8 and "to_q" in c.lora.targets[0]
+    smoke = load_config_file(os.path.join(ROOT, "configs", "digits_t2i", "lcm_lora.py") + ":smoke")
+    assert (smoke.train.num_steps, smoke.batch_size) == (2, 4)
 
 
 @pytest.mark.slow  # compiling the UNet's training step: ~5 min on 2 busy CPU cores

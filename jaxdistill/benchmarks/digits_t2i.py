@@ -71,7 +71,7 @@ SNAPSHOT = os.path.join("results", "digits_t2i_teacher.npz")
 FOLDER, CACHE = "runs/digits_t2i/pipeline", "runs/digits_t2i/cache"
 VAE_STEPS, TEACHER_STEPS = 800, 1000
 GUIDANCE = 2.0  # the teacher curve's guidance weight w (x0_u + w (x0_c - x0_u))
-STUDENT_UPDATES, STUDENT_BATCH = 1000, 32
+STUDENT_UPDATES, STUDENT_BATCH = 500, 32
 
 
 def caption(digit: int, template: int = 0) -> str:
