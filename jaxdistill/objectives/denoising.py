@@ -11,8 +11,8 @@ target_flow = alpha'(t) x0 + sigma'(t) eps, and for "edm" the preconditioned tar
 (x0 - c_skip y) / c_out (which makes w = 1 exactly EDM's loss weighting).
 Weightings: ``"none"`` (w = 1 on the network's own target) or ``"min_snr"``
 (Hang et al. 2023: the x0-space error weighted by min(SNR(t), gamma)).
-Label dropout replaces a class label by NULL_LABEL with probability p, so the
-network learns the unconditional model too and classifier-free guidance works.
+Label dropout replaces a class label by NULL_LABEL (a text condition by its empty prompt) with
+probability p, so the network learns the unconditional model too and classifier-free guidance works.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxdistill.core.conditioning import as_condition
+from jaxdistill.core.conditioning import Condition, TextCondition, as_condition
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.phema import EmaRule, ema_rule
 from jaxdistill.core.rng import derive
@@ -60,6 +60,18 @@ def drop_labels(rng: Array, labels: Array, p: float) -> Array:
     """Replace each label by NULL_LABEL with probability ``p``."""
     drop = jax.random.bernoulli(rng, p, labels.shape)
     return jnp.where(drop, NULL_LABEL, labels)
+
+
+def drop_condition(rng: Array, cond: Condition, p: float) -> Condition:
+    """Each example's condition replaced by its unconditional counterpart with probability ``p``:
+    a label by NULL_LABEL, a ``TextCondition``'s prompt by its negative (empty) prompt, as Stable
+    Diffusion's training drops captions (Rombach et al. 2022; Ho & Salimans 2022)."""
+    if not isinstance(cond, TextCondition):
+        return drop_labels(rng, cond, p)
+    drop = jax.random.bernoulli(rng, p, (cond.embeds.shape[0],))
+    dropped = cond.unconditional()
+    pick = lambda c, u: None if c is None else jnp.where(drop.reshape((-1,) + (1,) * (c.ndim - 1)), u, c)  # noqa: E731
+    return cond.replace(embeds=pick(cond.embeds, dropped.embeds), pooled=pick(cond.pooled, dropped.pooled))
 
 
 def batch_labels(batch: Batch, num_classes: int) -> Optional[PyTree]:
@@ -123,7 +135,7 @@ class DenoisingObjective:
         eps = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         cond = batch_labels(batch, self.num_classes)
         if cond is not None and self.settings.label_dropout > 0:
-            cond = drop_labels(derive(rng, "label_dropout"), cond, self.settings.label_dropout)
+            cond = drop_condition(derive(rng, "label_dropout"), cond, self.settings.label_dropout)
         rngs = {"dropout": derive(rng, "dropout")}
         if self.settings.weighting == "none":
             per_sample = denoising_loss(self.denoiser, params, x0, eps, t, cond, rngs)

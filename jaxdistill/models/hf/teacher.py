@@ -156,7 +156,9 @@ class SDTeacher:
 
     @functools.cached_property
     def _vae_fns(self) -> tuple:
-        """Jit-compiled NCHW images -> posterior mean (NHWC), and NCHW latents -> NCHW images."""
+        """Jit-compiled NCHW images -> posterior mean (NHWC), and NHWC latents -> NCHW images. diffusers'
+        decode takes NHWC latents as they are and transposes any other layout, which it tells by the last
+        axis: NCHW latents whose width equals the latent channels (4x4x4) would be read as NHWC."""
         encode = lambda params, images: self.vae.apply({"params": params}, images, method=self.vae.encode).latent_dist.mean  # noqa: E731
         decode = lambda params, latents: self.vae.apply({"params": params}, latents, method=self.vae.decode).sample  # noqa: E731
         return jax.jit(encode), jax.jit(decode)
@@ -208,7 +210,7 @@ class SDTeacher:
     def decode_latents(self, latents: Array) -> np.ndarray:
         """NHWC images (about [-1, 1], unclipped) of latents [B, h, w, C]: decode(latents / scaling_factor + shift_factor)."""
         latents = jnp.asarray(latents, jnp.float32) / self.vae.scaling_factor + self._shift
-        images = self._vae_fns[1](self.vae_params, jnp.transpose(latents, (0, 3, 1, 2)))
+        images = self._vae_fns[1](self.vae_params, latents)
         return np.asarray(jnp.transpose(images, (0, 2, 3, 1)), np.float32)
 
     @property

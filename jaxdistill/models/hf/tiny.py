@@ -43,7 +43,7 @@ _SCHEDULER = dict(
 )
 
 
-def _random_params(shapes: PyTree, seed: int) -> PyTree:
+def random_params(shapes: PyTree, seed: int) -> PyTree:
     """numpy float32 weights for the abstract tree ``shapes``: norm scales 1 + N(0, 0.1^2), biases
     N(0, 0.1^2), the rest N(0, 1 / fan_in) (no two parameters alike, so a misplaced one shows)."""
     rng = np.random.default_rng(seed)
@@ -64,8 +64,9 @@ def _byte_alphabet() -> list[str]:
     return [chr(b) for b in keep] + [chr(256 + i) for i in range(len(extra))]
 
 
-def _write_tokenizer(path: str) -> int:
-    """A CLIP tokenizer of single characters (with and without the end-of-word mark); returns its vocabulary size."""
+def write_char_tokenizer(path: str, max_length: int = PROMPT_LENGTH) -> int:
+    """A CLIP tokenizer of single characters (with and without the end-of-word mark) padding or
+    truncating to ``max_length`` tokens; needs no download. Returns its vocabulary size."""
     from transformers import CLIPTokenizer
 
     os.makedirs(path, exist_ok=True)
@@ -75,22 +76,26 @@ def _write_tokenizer(path: str) -> int:
         json.dump({tok: i for i, tok in enumerate(tokens)}, f)
     with open(os.path.join(path, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt"), model_max_length=PROMPT_LENGTH)
+    tokenizer = CLIPTokenizer(os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt"), model_max_length=max_length)
     tokenizer.save_pretrained(path)
     return len(tokens)
 
 
-def _write_text_encoder(path: str, vocab_size: int, seed: int, projection: bool) -> None:
+def write_text_encoder(
+    path: str, vocab_size: int, seed: int, projection: bool = False, max_length: int = PROMPT_LENGTH, width: int = TEXT_WIDTH, layers: int = 2
+) -> None:
+    """A seeded random CLIP text encoder (``projection``: with the projection of SDXL's second
+    encoder) of ``layers`` layers of ``width`` for ``write_char_tokenizer``'s tokens."""
     from transformers import CLIPTextConfig, FlaxCLIPTextModel, FlaxCLIPTextModelWithProjection
 
     config = CLIPTextConfig(
-        vocab_size=vocab_size, hidden_size=TEXT_WIDTH, intermediate_size=2 * TEXT_WIDTH, num_hidden_layers=2, num_attention_heads=2,
-        max_position_embeddings=PROMPT_LENGTH, projection_dim=TEXT_WIDTH, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=2,
+        max_position_embeddings=max_length, projection_dim=width, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
     )
     cls = FlaxCLIPTextModelWithProjection if projection else FlaxCLIPTextModel
     model = cls(config, _do_init=False)
-    model.save_pretrained(path, params=_random_params(model.params_shape_tree, seed))
+    model.save_pretrained(path, params=random_params(model.params_shape_tree, seed))
 
 
 def _write_unet(path: str, kind: str, seed: int) -> None:
@@ -104,7 +109,7 @@ def _write_unet(path: str, kind: str, seed: int) -> None:
         cross_attention_dim=TEXT_WIDTH * (2 if kind == "sdxl" else 1), attention_head_dim=4,
         down_block_types=("CrossAttnDownBlock2D",), up_block_types=("CrossAttnUpBlock2D",), **extra,
     )
-    unet.save_pretrained(path, params=_random_params(jax.eval_shape(unet.init_weights, jax.random.key(0)), seed))
+    unet.save_pretrained(path, params=random_params(jax.eval_shape(unet.init_weights, jax.random.key(0)), seed))
 
 
 def _write_vae(path: str, seed: int) -> None:
@@ -114,7 +119,7 @@ def _write_vae(path: str, seed: int) -> None:
         in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=IMAGE_SIZE, scaling_factor=0.5,
     )
-    vae.save_pretrained(path, params=_random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), seed))
+    vae.save_pretrained(path, params=random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), seed))
 
 
 def write_tiny_sd(path: PathLike, kind: str = "sd15", seed: int = 0) -> str:
@@ -124,8 +129,8 @@ def write_tiny_sd(path: PathLike, kind: str = "sd15", seed: int = 0) -> str:
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
     with jax.default_device(jax.devices("cpu")[0]):
-        vocab_size = _write_tokenizer(os.path.join(path, "tokenizer"))
-        _write_text_encoder(os.path.join(path, "text_encoder"), vocab_size, seed + 1, projection=False)
+        vocab_size = write_char_tokenizer(os.path.join(path, "tokenizer"))
+        write_text_encoder(os.path.join(path, "text_encoder"), vocab_size, seed + 1, projection=False)
         _write_unet(os.path.join(path, "unet"), kind, seed + 2)
         _write_vae(os.path.join(path, "vae"), seed + 3)
         index = {
@@ -136,8 +141,8 @@ def write_tiny_sd(path: PathLike, kind: str = "sd15", seed: int = 0) -> str:
             "scheduler": ["diffusers", "DDIMScheduler"],
         }
         if kind == "sdxl":
-            _write_tokenizer(os.path.join(path, "tokenizer_2"))
-            _write_text_encoder(os.path.join(path, "text_encoder_2"), vocab_size, seed + 4, projection=True)
+            write_char_tokenizer(os.path.join(path, "tokenizer_2"))
+            write_text_encoder(os.path.join(path, "text_encoder_2"), vocab_size, seed + 4, projection=True)
             index.update(text_encoder_2=["transformers", "CLIPTextModelWithProjection"], tokenizer_2=["transformers", "CLIPTokenizer"])
     scheduler = dict(_SCHEDULER, prediction_type="v_prediction" if kind == "sd2v" else "epsilon")
     if kind == "sdxl":

@@ -1,0 +1,147 @@
+"""The digits text-to-image benchmark (jaxdistill/benchmarks/digits_t2i.py): captions and prompt
+adherence, folder snapshots, the committed pipeline (as a teacher and as a diffusers pipeline), a
+smoke of its teacher training and of the LCM-LoRA row's config."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from jaxdistill.benchmarks import digits_t2i as bench
+from jaxdistill.core.conditioning import TextCondition
+from jaxdistill.eval.digits_classifier import DigitsEvaluator, digits_data
+from jaxdistill.models.hf.teacher import load_sd_teacher
+from jaxdistill.objectives.denoising import drop_condition
+from jaxdistill.snapshot import folder_snapshot_info, restore_folder_snapshot, save_folder_snapshot
+from jaxdistill.train.checkpoint import CheckpointError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """The committed pipeline snapshot restored, and its loaded teacher."""
+    folder = str(tmp_path_factory.mktemp("digits_t2i") / "pipeline")
+    info = restore_folder_snapshot(os.path.join(ROOT, bench.SNAPSHOT), folder)
+    return folder, load_sd_teacher(folder), info
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return DigitsEvaluator()
+
+
+def test_captions_name_their_digit():
+    for digit in range(10):
+        for template in range(len(bench.TEMPLATES)):
+            text = bench.caption(digit, template)
+            assert bench.caption_digit(text) == digit
+            assert len(text) + 2 <= bench.PROMPT_LENGTH  # BOS + characters + EOS fit the tokenizer
+    with pytest.raises(ValueError, match="names no digit"):
+        bench.caption_digit("a handwritten cat")
+    captions, digits = bench.eval_prompts(60)
+    assert [bench.caption_digit(c) for c in captions] == digits.tolist()
+    assert np.bincount(digits).tolist() == [6] * 10 and len(set(captions)) == 30
+
+
+def test_adherence_of_real_digits_is_the_classifier_accuracy(evaluator):
+    x, y = digits_data()
+    true = [bench.caption(int(d), i % len(bench.TEMPLATES)) for i, d in enumerate(y)]
+    assert bench.adherence(evaluator, x, true) == evaluator.accuracy(x, y) > 0.95
+    off_by_one = [bench.caption((int(d) + 1) % 10) for d in y]
+    assert bench.adherence(evaluator, x, off_by_one) < 0.05
+    floor = bench.noise_floor(evaluator)
+    assert floor["adherence"] == evaluator.accuracy(x, y) and 0.0 < floor["fd_digits"] < 20.0
+    np.testing.assert_array_equal(bench.to_grey(bench.rgb_digits()[0]), x)
+
+
+def test_drop_condition_swaps_the_prompt_for_the_empty_one():
+    cond = TextCondition(jnp.ones((6, 3, 2)), negative_embeds=jnp.zeros((6, 3, 2)))
+    np.testing.assert_array_equal(drop_condition(jax.random.key(0), cond, 0.0).embeds, cond.embeds)
+    dropped = drop_condition(jax.random.key(0), cond, 0.999)
+    np.testing.assert_array_equal(dropped.embeds, 0.0)
+    np.testing.assert_array_equal(dropped.negative_embeds, 0.0)
+    half = drop_condition(jax.random.key(1), TextCondition(jnp.ones((400, 1, 1)), negative_embeds=jnp.zeros((400, 1, 1))), 0.5).embeds
+    assert set(np.unique(half).tolist()) == {0.0, 1.0} and 150 < int(np.sum(half == 0.0)) < 250  # per example, about half
+    labels = jnp.arange(5)
+    np.testing.assert_array_equal(drop_condition(jax.random.key(0), labels, 0.0), labels)
+
+
+def test_folder_snapshot_round_trip(sd15, tmp_path):
+    folder, _ = sd15
+    save_folder_snapshot(folder, tmp_path / "snap.npz", {"note": 1})
+    assert folder_snapshot_info(tmp_path / "snap.npz") == {"note": 1}
+    assert restore_folder_snapshot(tmp_path / "snap.npz", tmp_path / "restored") == {"note": 1}
+    files = sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+    assert files == sorted(os.path.relpath(os.path.join(d, f), tmp_path / "restored") for d, _, fs in os.walk(tmp_path / "restored") for f in fs)
+    import flax.serialization
+
+    for name in files:
+        original, restored = (open(os.path.join(root, name), "rb").read() for root in (folder, tmp_path / "restored"))
+        if not name.endswith(".msgpack"):
+            assert original == restored, name
+            continue
+        a, b = (traverse_util.flatten_dict(flax.serialization.msgpack_restore(raw)) for raw in (original, restored))
+        assert a.keys() == b.keys()
+        for key in a:  # the float16-rounded weights, as float32
+            np.testing.assert_array_equal(b[key], np.asarray(a[key], np.float16).astype(np.float32))
+    with pytest.raises(CheckpointError, match="not empty"):
+        restore_folder_snapshot(tmp_path / "snap.npz", tmp_path / "restored")
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(CheckpointError, match="not a jaxdistill folder snapshot"):
+        folder_snapshot_info(tmp_path / "other.npz")
+
+
+def test_committed_pipeline_is_a_teacher_and_a_diffusers_pipeline(pipeline, evaluator):
+    from diffusers import FlaxStableDiffusionPipeline
+
+    folder, sd, info = pipeline
+    assert os.path.getsize(os.path.join(ROOT, bench.SNAPSHOT)) < 3e6
+    assert info["teacher"]["steps"] == bench.TEACHER_STEPS and info["vae_steps"] == bench.VAE_STEPS
+    x, y = bench.rgb_digits()
+    latents = sd.encode_images(x[:200])
+    assert latents.shape == (200, bench.LATENT_SIZE, bench.LATENT_SIZE, bench.LATENT_CHANNELS)
+    assert 0.7 < float(np.std(latents)) < 1.3  # the scaling factor makes the latents about unit scale
+    grey = bench.to_grey(sd.decode_latents(latents))
+    assert float(np.mean(np.abs(grey - digits_data()[0][:200]))) < 0.1
+    assert bench.adherence(evaluator, grey, [bench.caption(int(d)) for d in y[:200]]) > 0.9
+    pipe, params = FlaxStableDiffusionPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None, dtype=jnp.float32)
+    for ours, theirs in ((sd.unet_params["params"]["unet"], params["unet"]), (sd.vae_params, params["vae"])):
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    ids = pipe.prepare_inputs([bench.caption(7)])
+    np.testing.assert_array_equal(ids, sd._token_ids(sd.tokenizers[0], [bench.caption(7)]))
+    assert ids.shape == (1, bench.PROMPT_LENGTH)
+
+
+def test_student_configs_distil_the_pipeline():
+    from jaxdistill.config import load_config_file
+
+    c = load_config_file(os.path.join(ROOT, "configs", "digits_t2i", "lcm_lora.py"))
+    assert (c.method, c.teacher.kind, c.teacher.path, c.data.name, c.data.path) == ("lcm", "diffusers", bench.FOLDER, "t2i_cache", bench.CACHE)
+    assert (c.train.num_steps, c.batch_size, tuple(c.eval.nfes), c.eval.guidance) == (bench.STUDENT_UPDATES, bench.STUDENT_BATCH, (1, 2, 4), bench.GUIDANCE)
+    assert c.lcm.w_min == c.lcm.w_max == bench.GUIDANCE and c.lora.rank == 8 and "to_q" in c.lora.targets[0]
+    smoke = load_config_file(os.path.join(ROOT, "configs", "digits_t2i", "lcm_lora.py") + ":smoke")
+    assert (smoke.train.num_steps, smoke.batch_size) == (2, 4)
+
+
+@pytest.mark.slow  # compiling the UNet's training step: ~5 min on 2 busy CPU cores
+def test_teacher_training_smoke(tmp_path):
+    from diffusers import FlaxAutoencoderKL
+
+    from jaxdistill.models.hf.tiny import random_params
+
+    vae = FlaxAutoencoderKL(**bench.VAE_CONFIG)
+    folder = bench.write_folder(str(tmp_path / "pipeline"), random_params(jax.eval_shape(vae.init_weights, jax.random.key(0)), 0), 1.0)
+    sd = load_sd_teacher(folder)
+    source = bench.write_digits_cache(sd, str(tmp_path / "cache"), num_digits=4)
+    assert len(source) == 4 * len(bench.TEMPLATES) and source.event_shape == (4, 4, 4)
+    config = bench.teacher_config(steps=2, cache=str(tmp_path / "cache"))
+    config.batch_size = 4
+    summary = bench.train_teacher(folder, str(tmp_path / "run"), config)
+    assert summary["steps"] == 2 and np.isfinite(summary["loss"])
+    trained = load_sd_teacher(folder).unet_params
+    changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(sd.unet_params))]
+    assert all(changed)  # diffusers' initialisation, then two updates: no parameter kept the folder's random draw
