@@ -9,9 +9,10 @@ Record (once, on the code before a refactoring) or check every entry::
     python tests/smoke_fingerprints.py --record   # writes tests/data/smoke_fingerprints.json
     python tests/smoke_fingerprints.py            # compares, exits 1 on any difference
 
-``test_smoke_fingerprints.py`` checks a few entries within a tolerance on every CI run. Runs
-use the test suite's XLA flags (no LLVM optimisation), so the fingerprints are those the
-tests see.
+``test_smoke_fingerprints.py`` checks a few entries within a tolerance on every CI run, under the
+suite's XLA flags (``conftest.py``). This script runs without LLVM optimisation but with XLA's
+default CPU emitters, the flags the fingerprints were recorded with, so its bit-identity check
+compares like with like.
 """
 from __future__ import annotations
 
