@@ -163,5 +163,5 @@ def write_tiny_dinov2(path: PathLike, seed: int = 0) -> str:
     path = os.fspath(path)
     config = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=28, patch_size=14)
     model = FlaxDinov2Model(config, _do_init=False)
-    model.save_pretrained(path, params=_random_params(model.params_shape_tree, seed))
+    model.save_pretrained(path, params=random_params(model.params_shape_tree, seed))
     return path
