@@ -28,13 +28,9 @@ Usage:
   jaxdistill cache --diffusers sd15/ --prompts prompts.jsonl --out cache/sd15 --resolution 512
   jaxdistill train --config configs/sd15/dmd2.py --config.teacher.path=sd15/ --config.data.path=cache/sd15 --workdir runs/sd15/dmd2
 """
-import ml_collections
-
-from jaxdistill import benchmarks
-from jaxdistill.config import base_config
+from jaxdistill.benchmarks import stable_diffusion
 from jaxdistill.core.errors import ConfigError
 
-SMOKE_FOLDER, SMOKE_CACHE = "runs/smoke/sd15_tiny", "runs/smoke/sd15_tiny_cache"  # overridden by the tests' tmp paths
 ARGUMENTS = ("gan", "smoke")
 
 
@@ -47,12 +43,8 @@ def parse(arg) -> set:
 
 def get_config(arg=None):
     parts = parse(arg)
-    c = benchmarks.with_method(base_config(), "dmd2")
-    c.teacher.kind = "diffusers"
-    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SD 1.5 folder>
+    c = stable_diffusion.student("dmd2")
     c.teacher.guidance = 1.75
-    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<jaxdistill cache folder>
-    c.prior_mean = "zero"
     c.dmd.generator_steps = 1
     c.dmd.critic_schedule = ((0, 10),)
     c.dmd.u_range = (0.02, 0.98)
@@ -61,17 +53,13 @@ def get_config(arg=None):
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-5, 50, 0.01, 10.0
     c.ema_decay = 0.0  # train_sd.py keeps no EMA
     c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 3900, 100, 10  # the released stage-1 checkpoint: 39k iterations
-    c.train.sample_every = 0  # the engine's plots carry no prompts
     c.eval.nfes = (1,)
     if "gan" in parts:
         c.dmd.gan_critic_weight, c.dmd.gan_generator_weight = 1e-2, 1e-3
         c.optim.lr = 5e-7
         c.train.num_steps = 200  # 2k iterations, resumed from stage 1's checkpoint in the release; here they start from the teacher
     if "smoke" in parts:
-        c.teacher.path, c.data.path = SMOKE_FOLDER, SMOKE_CACHE
+        stable_diffusion.smoke(c, "sd15")
         c.dmd.critic_schedule = ((0, 1),)
-        c.batch_size = 2
         c.optim.warmup_steps = 0
-        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
-        c.train.async_checkpoint = False
     return c

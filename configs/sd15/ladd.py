@@ -26,23 +26,17 @@ Usage:
   jaxdistill cache --diffusers sd15/ --prompts teacher_samples.jsonl --images image --out cache/sd15_teacher --resolution 512
   jaxdistill train --config configs/sd15/ladd.py --config.teacher.path=sd15/ --config.data.path=cache/sd15_teacher --workdir runs/sd15/ladd
 """
-import ml_collections
-
 from jaxdistill import benchmarks
-from jaxdistill.config import base_config
+from jaxdistill.benchmarks import stable_diffusion
 from jaxdistill.diffusion.ddpm_grid import ddpm_sigma_ratios
 
 STUDENT_INDICES = (999, 749, 499, 249)  # the paper's t in {1, 0.75, 0.5, 0.25} as DDPM indices
-SMOKE_FOLDER, SMOKE_CACHE = "runs/smoke/sd15_tiny", "runs/smoke/sd15_tiny_cache"  # overridden by the tests' tmp paths
 
 
 def get_config(arg=None):
     is_smoke, _ = benchmarks.parse_arg(arg)
-    c = benchmarks.with_method(base_config(), "ladd")
-    c.teacher.kind = "diffusers"
-    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SD 1.5 folder>
-    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<cache of teacher images>
-    c.sigma_data, c.prior_mean = 1.0, "zero"
+    c = stable_diffusion.student("ladd")
+    c.sigma_data = 1.0
     a = c.adversarial
     a.generator_steps = len(STUDENT_INDICES)
     a.later_step_sigmas = ddpm_sigma_ratios(STUDENT_INDICES[1:])  # SD 1.5's scaled-linear schedule; t_0 = t_max is index 999
@@ -55,12 +49,8 @@ def get_config(arg=None):
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-5, 0, 0.0, 1.0
     c.ema_decay = 0.0
     c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 10000, 1000, 50
-    c.train.sample_every = 0  # the engine's plots carry no prompts (objectives/adversarial.py)
     c.eval.nfes = (1, 4)
     if is_smoke:
-        c.teacher.path, c.data.path = SMOKE_FOLDER, SMOKE_CACHE
+        stable_diffusion.smoke(c, "sd15")
         a.head_hidden = 8
-        c.batch_size = 2
-        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
-        c.train.async_checkpoint = False
     return c

@@ -22,34 +22,22 @@ Usage (docs/methods/lcm.md):
   jaxdistill cache --diffusers sd15/ --prompts prompts.jsonl --images image --out cache/sd15 --resolution 512
   jaxdistill train --config configs/sd15/lcm_lora.py --config.teacher.path=sd15/ --config.data.path=cache/sd15 --workdir runs/sd15/lcm_lora
 """
-import ml_collections
-
 from jaxdistill import benchmarks
-from jaxdistill.config import base_config
+from jaxdistill.benchmarks import stable_diffusion
 from jaxdistill.models.lora import LCM_LORA_TARGETS
-
-SMOKE_FOLDER, SMOKE_CACHE = "runs/smoke/sd15_tiny", "runs/smoke/sd15_tiny_cache"  # overridden by the tests' tmp paths
 
 
 def get_config(arg=None):
     is_smoke, _ = benchmarks.parse_arg(arg)
-    c = benchmarks.with_method(base_config(), "lcm")
-    c.teacher.kind = "diffusers"
-    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SD 1.5 folder>
-    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<jaxdistill cache folder>
-    c.prior_mean = "zero"
+    c = stable_diffusion.student("lcm")
     c.lcm.w_min, c.lcm.w_max = 6.0, 16.0  # the script's w' in [5, 15], our w = 1 + w'
     c.lora.rank, c.lora.alpha, c.lora.targets = 64, 64.0, LCM_LORA_TARGETS
     c.batch_size = 12
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-4, 0, 0.0, 1.0
     c.ema_decay = 0.0  # the script saves the online LoRA
     c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 1000, 200, 10
-    c.train.sample_every = 0  # the engine's plots carry no prompts (objectives/lcm.py)
     c.eval.nfes = (1, 2, 4)
     if is_smoke:
-        c.teacher.path, c.data.path = SMOKE_FOLDER, SMOKE_CACHE
+        stable_diffusion.smoke(c, "sd15")
         c.lora.rank, c.lora.alpha = 2, 2.0
-        c.batch_size = 2
-        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
-        c.train.async_checkpoint = False
     return c

@@ -23,35 +23,24 @@ Usage:
   jaxdistill cache --diffusers sd21base/ --prompts prompts.txt --out cache/sd21base --resolution 512
   jaxdistill train --config configs/sd15/swiftbrush.py --config.teacher.path=sd21base/ --config.data.path=cache/sd21base --workdir runs/swiftbrush
 """
-import ml_collections
-
 from jaxdistill import benchmarks
-from jaxdistill.config import base_config
+from jaxdistill.benchmarks import stable_diffusion
 
 SWIFTBRUSH_CRITIC_TARGETS = (r"(^|/)(to_q|to_v)$",)
-SMOKE_FOLDER, SMOKE_CACHE = "runs/smoke/sd15_tiny", "runs/smoke/sd15_tiny_cache"  # overridden by the tests' tmp paths
 
 
 def get_config(arg=None):
     is_smoke, _ = benchmarks.parse_arg(arg)
-    c = benchmarks.with_method(base_config(), "swiftbrush")
-    c.teacher.kind = "diffusers"
-    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SD folder>
+    c = stable_diffusion.student("swiftbrush")
     c.teacher.guidance = 4.5
-    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<jaxdistill cache folder>
-    c.prior_mean = "zero"
     c.dmd.critic_lr = 1e-3
     c.lora.critic_rank, c.lora.critic_alpha, c.lora.critic_targets = 64, 108.0, SWIFTBRUSH_CRITIC_TARGETS
     c.batch_size = 16
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-6, 0, 0.0, 1.0
     c.ema_decay = 0.9999
     c.train.checkpoint_every, c.train.log_every = 10_000, 100  # --checkpointing_steps 10000
-    c.train.sample_every = 0  # the engine's plots carry no prompts
     c.eval.nfes = (1,)
     if is_smoke:
-        c.teacher.path, c.data.path = SMOKE_FOLDER, SMOKE_CACHE
+        stable_diffusion.smoke(c, "sd15")
         c.lora.critic_rank, c.lora.critic_alpha = 2, 2.0
-        c.batch_size = 2
-        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
-        c.train.async_checkpoint = False
     return c

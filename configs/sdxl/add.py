@@ -25,23 +25,18 @@ Usage:
   jaxdistill train --config configs/sdxl/add.py --config.teacher.path=sdxl/ --config.data.path=cache/sdxl \
       --config.adversarial.dinov2_path=dinov2-small/ --workdir runs/sdxl/add
 """
-import ml_collections
-
 from jaxdistill import benchmarks
-from jaxdistill.config import base_config
+from jaxdistill.benchmarks import stable_diffusion
 from jaxdistill.diffusion.ddpm_grid import ddpm_sigma_ratios
 
 STUDENT_INDICES = (999, 749, 499, 249)  # ADD's (SDXL-Turbo's) student timesteps
-SMOKE_FOLDER, SMOKE_CACHE, SMOKE_DINOV2 = "runs/smoke/sdxl_tiny", "runs/smoke/sdxl_tiny_cache", "runs/smoke/dinov2_tiny"  # overridden by the tests
+SMOKE_DINOV2 = "runs/smoke/dinov2_tiny"  # overridden by the tests
 
 
 def get_config(arg=None):
     is_smoke, _ = benchmarks.parse_arg(arg)
-    c = benchmarks.with_method(base_config(), "add")
-    c.teacher.kind = "diffusers"
-    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SDXL folder>
-    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<cache of real images>
-    c.sigma_data, c.prior_mean = 1.0, "zero"
+    c = stable_diffusion.student("add")
+    c.sigma_data = 1.0
     a = c.adversarial
     a.generator_steps = len(STUDENT_INDICES)
     a.later_step_sigmas = ddpm_sigma_ratios(STUDENT_INDICES[1:])  # SDXL's scaled-linear schedule; t_0 = t_max is index 999
@@ -53,12 +48,9 @@ def get_config(arg=None):
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 1e-5, 0, 0.0, 1.0
     c.ema_decay = 0.0
     c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 10000, 1000, 50
-    c.train.sample_every = 0  # the engine's plots carry no prompts (objectives/adversarial.py)
     c.eval.nfes = (1, 4)
     if is_smoke:
-        c.teacher.path, c.data.path, a.dinov2_path = SMOKE_FOLDER, SMOKE_CACHE, SMOKE_DINOV2
+        stable_diffusion.smoke(c, "sdxl")
+        a.dinov2_path = SMOKE_DINOV2
         a.dinov2_layers, a.head_hidden = (1, 3), 8
-        c.batch_size = 2
-        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
-        c.train.async_checkpoint = False
     return c

@@ -29,10 +29,8 @@ Usage:
   jaxdistill cache --diffusers sdxl/ --prompts prompts.jsonl --images image --out cache/sdxl --resolution 1024
   jaxdistill train --config configs/sdxl/dmd2.py --config.teacher.path=sdxl/ --config.data.path=cache/sdxl --workdir runs/sdxl/dmd2
 """
-import ml_collections
-
 from jaxdistill import benchmarks
-from jaxdistill.config import base_config
+from jaxdistill.benchmarks import stable_diffusion
 from jaxdistill.diffusion.process import DDPM
 
 DMD2_LORA_TARGETS = (  # PEFT's target_modules of main/sd_unified_model.py as patterns over the Flax UNet's module paths
@@ -45,7 +43,6 @@ DMD2_LORA_TARGETS = (  # PEFT's target_modules of main/sd_unified_model.py as pa
 )
 SDXL_SCHEDULE = DDPM("scaled_linear", 0.00085, 0.012, 1000)
 LATER_STEPS = (749, 499, 249)  # DDPM steps of generator steps 2..4; process time t = step + 1
-SMOKE_FOLDER, SMOKE_CACHE = "runs/smoke/sdxl_tiny", "runs/smoke/sdxl_tiny_cache"  # overridden by the tests' tmp paths
 
 
 def sigma_ratio(step: int) -> float:
@@ -56,12 +53,8 @@ def sigma_ratio(step: int) -> float:
 
 def get_config(arg=None):
     is_smoke, _ = benchmarks.parse_arg(arg)
-    c = benchmarks.with_method(base_config(), "dmd2")
-    c.teacher.kind = "diffusers"
-    c.teacher.path = ""  # required: --config.teacher.path=<diffusers SDXL folder>
+    c = stable_diffusion.student("dmd2")
     c.teacher.guidance = 8.0
-    c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<cache with image latents>
-    c.prior_mean = "zero"
     c.dmd.generator_steps = 4
     c.dmd.later_step_sigmas = tuple(sigma_ratio(s) for s in LATER_STEPS)
     c.dmd.backward_simulation = True
@@ -73,14 +66,10 @@ def get_config(arg=None):
     c.optim.lr, c.optim.warmup_steps, c.optim.weight_decay, c.optim.grad_clip = 5e-5, 100, 0.01, 10.0
     c.ema_decay = 0.0  # train_sd.py keeps no EMA
     c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 3200, 100, 10
-    c.train.sample_every = 0  # the engine's plots carry no prompts
     c.eval.nfes = (1, 2, 4)
     if is_smoke:
-        c.teacher.path, c.data.path = SMOKE_FOLDER, SMOKE_CACHE
+        stable_diffusion.smoke(c, "sdxl")
         c.dmd.critic_schedule = ((0, 1),)
         c.lora.rank, c.lora.alpha = 2, 2.0
-        c.batch_size = 2
         c.optim.warmup_steps = 0
-        c.train.num_steps, c.train.checkpoint_every, c.train.log_every = 2, 1, 1
-        c.train.async_checkpoint = False
     return c
