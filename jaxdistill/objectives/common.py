@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
@@ -145,3 +146,10 @@ class StudentDistillation:
     def initial_student(self, rng: Array, batch: Batch, frozen: PyTree) -> PyTree:
         """The student's initial parameters, the teacher's where ``settings.init_from_teacher``."""
         return initial_student_params(self.student_init_fn, rng, batch["x"], frozen, self.settings.init_from_teacher)
+
+
+def refuse_sample_plots(config, method: str) -> None:
+    """A ConfigError where ``train.sample_every`` > 0: the engine's sample plots draw class labels (or none),
+    and a text-to-image student needs prompts' embeddings; sample from a cache batch's cond instead."""
+    if int(config.train.sample_every) > 0:
+        raise ConfigError(f"{method}: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")

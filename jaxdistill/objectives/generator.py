@@ -60,7 +60,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
 from jaxdistill.models.discriminator import DiscriminatorHead, apply_head
-from jaxdistill.objectives.common import microbatch_grad, overlay_params
+from jaxdistill.objectives.common import microbatch_grad, overlay_params, refuse_sample_plots
 from jaxdistill.objectives.denoising import batch_labels, denoising_loss
 
 CRITIC_NETS = ("critic", "head")
@@ -442,8 +442,7 @@ def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str]
     flags = [f for f in ("init_from_teacher", *(("critic_from_teacher",) if critic else ())) if not getattr(settings, f)]
     if flags:
         raise ConfigError(f"{name}: with a Stable Diffusion teacher the generator and critic are its UNet and start from its weights; set {settings.section}.{flags[0]}=True")
-    if int(config.train.sample_every) > 0:
-        raise ConfigError(f"{name}: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
+    refuse_sample_plots(config, name)
     if real_data is None or config.data.name != "t2i_cache":
         return
     manifest = read_manifest(str(config.data.path))

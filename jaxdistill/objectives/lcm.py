@@ -67,7 +67,7 @@ from jaxdistill.losses import mean_pseudo_huber, squared_l2
 from jaxdistill.models.hf.teacher import load_sd_teacher
 from jaxdistill.models.hf.unet import unet_network
 from jaxdistill.models.precision import with_compute_dtype
-from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
+from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, refuse_sample_plots, teacher_passes
 from jaxdistill.objectives.denoising import batch_labels
 from jaxdistill.objectives.progressive import ddim_step
 
@@ -275,13 +275,6 @@ def scheduler_config(class_name: str, teacher_config: dict, num_ddim_timesteps: 
         "original_inference_steps": num_ddim_timesteps, "timestep_spacing": "leading", "steps_offset": 0,
         "clip_sample": False, "rescale_betas_zero_snr": False,
     }
-
-
-def refuse_sample_plots(config, method: str) -> None:
-    """A ConfigError where ``train.sample_every`` > 0: the engine's sample plots draw class labels (or none),
-    and a text-to-image student needs prompts' embeddings; sample from a cache batch's cond instead."""
-    if int(config.train.sample_every) > 0:
-        raise ConfigError(f"{method}: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
 
 
 def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:

@@ -53,7 +53,8 @@ from jaxdistill.core.rng import derive
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.process import DDPM, NoiseProcess, broadcast_to
 from jaxdistill.diffusion.samplers import X0Fn
-from jaxdistill.objectives.lcm import LCMObjective, check_solver_settings, ddim_indices, refuse_sample_plots, scheduler_config
+from jaxdistill.objectives.common import refuse_sample_plots
+from jaxdistill.objectives.lcm import LCMObjective, check_solver_settings, ddim_indices, scheduler_config
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
