@@ -151,7 +151,7 @@ def teacher_with_networks(
             raise ConfigError(f"teacher.path={config.teacher.path!r} takes inputs of shape {tuple(info['event_shape'])}, the data's are {tuple(event_shape)}")
         return _computing(denoiser, config), params, (make_network(ml_collections.ConfigDict(info["network"])),)
     if kind == "diffusers":  # diffusers' Flax classes carry no logical axis annotations: no networks to record
-        sd = load_sd_teacher(config.teacher.path)
+        sd = load_sd_teacher(config.teacher.path, remat=bool(config.network.get("remat", False)))
         if event_shape[-1] != sd.latent_channels:
             raise ConfigError(f"teacher.path={config.teacher.path!r} denoises latents of {sd.latent_channels} channels, the data's event shape is {tuple(event_shape)}")
         return _computing(sd.denoiser(), config), sd.unet_params, ()

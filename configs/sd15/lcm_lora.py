@@ -45,6 +45,7 @@ def get_config(arg=None):
     c.teacher.path = ""  # required: --config.teacher.path=<diffusers SD 1.5 folder>
     c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<jaxdistill cache folder>
     c.prior_mean = "zero"
+    c.network.remat = False  # True: the UNet's blocks are rematerialised in the backward pass (docs/precision.md)
     c.lcm.w_min, c.lcm.w_max = 6.0, 16.0  # the script's w' in [5, 15], our w = 1 + w'
     c.lora.rank, c.lora.alpha, c.lora.targets = 64, 64.0, LCM_LORA_TARGETS
     c.batch_size = 12

@@ -70,6 +70,20 @@ def _check_params(module, params: PyTree, source: str) -> None:
             raise CheckpointFileError(f"{source!r}: {key} has shape {list(got[key].shape)}, its config expects {list(expected[key].shape)}")
 
 
+def unet_denoiser(network: TextNetwork, scheduler: SchedulerSettings) -> Denoiser:
+    """``network`` (a Stable Diffusion UNet) as a ``Denoiser`` of the scheduler's process and
+    prediction; it feeds the network diffusers' timestep k = t - 1 (``DDPM.timestep``) and keeps
+    any guidance column."""
+    process = scheduler.process
+
+    def apply(params, x, t, cond, **kwargs):
+        t = jnp.asarray(t, jnp.float32)
+        step = process.timestep(t) if t.ndim == 1 else t.at[:, 0].set(process.timestep(t[:, 0]))
+        return network.apply(params, x, step, cond, **kwargs)
+
+    return Denoiser(apply, process, scheduler.prediction)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SDTeacher:
     """The components of a Stable Diffusion folder in the library's terms (see the module docstring)."""
@@ -98,16 +112,8 @@ class SDTeacher:
         return 2 ** (len(self.vae.block_out_channels) - 1)
 
     def denoiser(self) -> Denoiser:
-        """The UNet as a ``Denoiser`` of the scheduler's process and prediction; it feeds the
-        network diffusers' timestep k = t - 1 (``DDPM.timestep``) and keeps any guidance column."""
-        process, network = self.scheduler.process, self.network
-
-        def apply(params, x, t, cond, **kwargs):
-            t = jnp.asarray(t, jnp.float32)
-            step = process.timestep(t) if t.ndim == 1 else t.at[:, 0].set(process.timestep(t[:, 0]))
-            return network.apply(params, x, step, cond, **kwargs)
-
-        return Denoiser(apply, process, self.scheduler.prediction)
+        """The UNet as a ``Denoiser`` of the scheduler's process and prediction (``unet_denoiser``)."""
+        return unet_denoiser(self.network, self.scheduler)
 
     def _token_ids(self, tokenizer, prompts: Sequence[str]) -> np.ndarray:
         return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="np").input_ids
@@ -183,8 +189,9 @@ class SDTeacher:
         return float(self.info.configs["vae"].get("shift_factor") or 0.0)
 
 
-def load_sd_teacher(path: str) -> SDTeacher:
-    """The ``SDTeacher`` of the diffusers Stable Diffusion (1.x, 2.x or XL) folder at ``path``."""
+def load_sd_teacher(path: str, remat: bool = False) -> SDTeacher:
+    """The ``SDTeacher`` of the diffusers Stable Diffusion (1.x, 2.x or XL) folder at ``path``
+    (``remat``: its UNet's blocks rematerialised in backward passes, ``models.hf.unet``)."""
     from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTokenizer, FlaxCLIPTextModel, FlaxCLIPTextModelWithProjection
@@ -214,7 +221,23 @@ def load_sd_teacher(path: str) -> SDTeacher:
     if proj_dim and cond_proj is None:
         raise CheckpointFileError(f"{os.path.join(info.path, 'unet')!r}: time_cond_proj_dim={proj_dim} but its weights hold no time_embedding.cond_proj")
     pooled_dim = int(info.configs["text_encoder_2"]["projection_dim"]) if info.sdxl else 0
-    network = unet_network(unet, int(tokenizers[0].model_max_length), pooled_dim, proj_dim)
+    network = unet_network(unet, int(tokenizers[0].model_max_length), pooled_dim, proj_dim, remat)
     params = {"unet": unet_params} | ({"time_cond_proj": {"kernel": cond_proj["kernel"]}} if proj_dim else {})
     scheduler = scheduler_settings(info.configs["scheduler"], os.path.join(info.path, "scheduler", "scheduler_config.json"))
     return SDTeacher(network, {"params": params}, vae, vae_params, tuple(encoders), tuple(encoder_params), tuple(tokenizers), scheduler, info)
+
+
+def abstract_sd_unet(unet_config: dict, scheduler_config: dict, context_length: int = 77, remat: bool = False) -> tuple[Denoiser, PyTree]:
+    """The denoiser ``load_sd_teacher`` makes of an SD 1.x / 2.x folder and its UNet parameters as
+    ``jax.ShapeDtypeStruct`` leaves, from the UNet's ``config.json`` and the scheduler's config
+    alone: no weights are read and nothing is allocated. For compiling a step from abstract shapes
+    (``jax.jit(...).lower(...)``) at sizes whose weights are not at hand (experiments/sd15_memory.py);
+    ``context_length`` is the tokenizer's ``model_max_length``, ``remat`` as in ``load_sd_teacher``."""
+    from diffusers import FlaxUNet2DConditionModel
+
+    if unet_config.get("addition_embed_type") or unet_config.get("time_cond_proj_dim"):
+        raise ValueError("abstract_sd_unet takes an SD 1.x / 2.x UNet config (no addition_embed_type, no time_cond_proj_dim)")
+    unet = FlaxUNet2DConditionModel.from_config(unet_config)
+    shapes = jax.eval_shape(unet.init_weights, jax.random.key(0))
+    network = unet_network(unet, context_length, remat=remat)
+    return unet_denoiser(network, scheduler_settings(scheduler_config)), {"params": {"unet": shapes}}
