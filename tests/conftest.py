@@ -37,3 +37,28 @@ def sd15(tmp_path_factory):
 
     path = write_tiny_sd(tmp_path_factory.mktemp("sd15") / "sd", "sd15")
     return path, load_sd_teacher(path)
+
+
+@pytest.fixture(scope="session")
+def sd15_cache(sd15, tmp_path_factory):
+    """`jaxdistill cache` of four prompts for the ``sd15`` folder: (folder, cache with image latents, text-only cache)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from jaxdistill.cli import main
+    from jaxdistill.models.hf.tiny import IMAGE_SIZE
+
+    folder, _ = sd15
+    root = tmp_path_factory.mktemp("sd15_cache")
+    rs = np.random.default_rng(0)
+    lines = []
+    for i, prompt in enumerate(["a cat", "red", "blue sky", "moon"]):
+        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
+    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    images, text = str(root / "images"), str(root / "text")
+    common = ["cache", "--diffusers", str(folder), "--prompts", str(root / "prompts.jsonl"), "--quiet"]
+    assert main([*common, "--images", "image", "--out", images]) == 0 and main([*common, "--out", text]) == 0
+    return str(folder), images, text

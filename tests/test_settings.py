@@ -32,6 +32,7 @@ PAPER = {
     "shortcut": dict(target="data", num_steps_max=128, self_consistency_fraction=0.25, target_ema=True),
     "meanflow": dict(target="data", p_mean=-0.4, p_std=1.0, ratio_r_neq_t=0.25, weight_p=1.0, weight_c=1e-3),
     "vsd": dict(critic_schedule=((0, 1),), regression_weight=0.0, gan_critic_weight=0.0, gan_generator_weight=0.0),
+    "swiftbrush": dict(critic_schedule=((0, 1),), regression_weight=0.0, gan_critic_weight=0.0, score_weight="alpha_sigma", critic_guidance=True),
     "dmd": dict(critic_schedule=((0, 1),), regression_weight=0.25, u_range=(0.02, 0.98), gan_critic_weight=0.0),
     "dmd2": dict(critic_schedule=((0, 5),), regression_weight=0.0, gan_critic_weight=1e-2, gan_generator_weight=3e-3),
     "fdistill": dict(critic_schedule=((0, 5),), gan_critic_weight=1e-2, gan_generator_weight=3e-3, divergence="js"),

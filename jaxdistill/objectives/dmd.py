@@ -41,7 +41,20 @@ exactly the score-difference direction. Modes:
   is log r), normalised by its batch mean. reverse-KL: h = 1 (DMD2's gradient), forward-KL:
   h = r, Jensen-Shannon: h = r / (1 + r).
 
-Guidance (x_u + w (x_c - x_u)) is applied to the teacher only, as in DMD/DMD2.
+* ``swiftbrush`` — SwiftBrush (Nguyen & Tran 2024, "SwiftBrush: One-Step Text-to-Image Diffusion
+  Model with Variational Score Distillation"): VSD as its official release computes it for a
+  text-to-image teacher: the critic is guided like the teacher (``critic_guidance``: both
+  x_u + w (x_c - x_u), w = 4.5), and the gradient is sigma_t^2 (eps_T - eps_F), i.e. in x0 terms
+  h = alpha_t sigma_t (``score_weight="alpha_sigma"``); its critic is a LoRA on the teacher
+  (``lora.critic_rank``, docs/lora.md) and its data are prompts only.
+
+Guidance (x_u + w (x_c - x_u)) is applied to the teacher only, as in DMD/DMD2, unless
+``critic_guidance`` guides the critic too (SwiftBrush).
+
+Text-to-image teachers (``teacher.kind="diffusers"``, a Stable Diffusion folder): generator and
+critic are the teacher's UNet (``generator.teacher_network``), the condition is the batch's
+``TextCondition`` from a prompt cache, the GAN head reads the critic UNet's mid/up feature taps,
+and its real-data term needs image latents in the cache (``jaxdistill cache --images``).
 """
 from __future__ import annotations
 
@@ -55,14 +68,16 @@ from jaxdistill.core.objective import Metrics
 from jaxdistill.core.rng import derive
 from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion import samplers
+from jaxdistill.diffusion.process import broadcast_to
 from jaxdistill.diffusion.steps import karras_grid
 from jaxdistill.losses import discriminator_loss, generator_gan_loss, mean_per_sample, squared_l2
 from jaxdistill.objectives.common import check_choice, teacher_passes
-from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
+from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, check_text_run, generator_parts, mean_critic_updates
 from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js")
 REGRESSION_STEPS = ("first", "all")
+SCORE_WEIGHTS = ("x0", "alpha_sigma")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -84,10 +99,15 @@ class DistributionMatchingSettings(GeneratorSettings):
     # DMD2's GAN head on the critic's features: critic-side and generator-side weights.
     gan_critic_weight: float = 0.0
     gan_generator_weight: float = 0.0
+    # The per-sample weight h(t) of the x0 difference: "x0" (1) or "alpha_sigma" (alpha_t sigma_t,
+    # SwiftBrush's sigma_t^2 on the eps difference); and whether the critic is guided like the teacher.
+    score_weight: str = "x0"
+    critic_guidance: bool = False
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("regression_steps", self.regression_steps, REGRESSION_STEPS)
+        check_choice("score_weight", self.score_weight, SCORE_WEIGHTS)
         if self.regression_weight > 0 and self.num_pairs <= 0:
             raise ValueError("regression_weight > 0 needs num_pairs > 0 (noise, teacher ODE) pairs")
         if self.regression_weight > 0 and self.init_sigma > 0:
@@ -112,6 +132,20 @@ class VSD(DistributionMatchingSettings):
     critic update per generator update, no regression and no GAN term."""
 
     method: ClassVar[str] = "vsd"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SwiftBrush(VSD):
+    """SwiftBrush (Nguyen & Tran 2024), its official release (VinAIResearch/SwiftBrush,
+    ``train_swiftbrush.py``): VSD with the critic guided like the teacher and the gradient
+    sigma_t^2 (eps_T - eps_F) = alpha_t sigma_t (D_F - D_T) in x0 terms; one critic update per
+    generator update. The DM noise levels are uniform DDPM steps in [20, 981) there (here: the
+    ``u_range`` Karras map, as for VSD)."""
+
+    method: ClassVar[str] = "swiftbrush"
+
+    score_weight: str = "alpha_sigma"
+    critic_guidance: bool = True
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -178,7 +212,7 @@ class DistributionMatching(GeneratorDistillation):
     def __post_init__(self):
         super().__post_init__()
         if not isinstance(self.settings, DistributionMatchingSettings):
-            raise ValueError(f"DistributionMatching takes VSD, DMD, DMD2 or FDistill settings, got {type(self.settings).__name__}")
+            raise ValueError(f"DistributionMatching takes VSD, SwiftBrush, DMD, DMD2 or FDistill settings, got {type(self.settings).__name__}")
         if self.teacher is None or self.critic is None:
             raise ValueError(f"{self.name} needs a teacher and a critic")
         if self.settings.uses_head and self.head is None:
@@ -191,17 +225,18 @@ class DistributionMatching(GeneratorDistillation):
 
     @property
     def normalised(self) -> bool:
-        return self.settings.method != "vsd"
+        return self.settings.method not in ("vsd", "swiftbrush")
 
     @property
     def passes_per_sample(self) -> float:
         """Per training sample and generator update: generator forward + backward (plus K - 1
-        backward-simulation forwards), the teacher's and critic's forwards; the regression pair's
+        backward-simulation forwards), the teacher's and critic's forwards (two each when guided); the regression pair's
         generator forward + backward; per critic update a generator forward (plus simulation) and
         the critic's forward + backward; the GAN head's critic-feature passes (real and fake
         forwards + backwards in the critic phase, a fake forward + backward in the generator's)."""
         sim = self.settings.generator_steps - 1 if self.settings.backward_simulation else 0
-        generator = 2.0 + sim + teacher_passes(self.guidance) + 1.0
+        critic_passes = teacher_passes(self.guidance) if self.settings.critic_guidance else 1.0
+        generator = 2.0 + sim + teacher_passes(self.guidance) + critic_passes
         if self.settings.regression_weight > 0:
             generator += 2.0
         critic = 1.0 + sim + 2.0
@@ -293,8 +328,11 @@ class DistributionMatching(GeneratorDistillation):
         t = self.sample_t(derive(rng, "time"), x_g.shape[0])
         x_t, _ = self.noised(jax.lax.stop_gradient(x_g), derive(rng, "noise"), t)
         d_teacher = self.teacher_x0(frozen, x_t, t, cond)
-        d_critic = self.critic.x0(nets["critic"], x_t, t, cond)
+        critic_guidance = self.guidance if self.settings.critic_guidance and cond is not None else None
+        d_critic = self.critic.x0(nets["critic"], x_t, t, cond, guidance=critic_guidance)
         g = d_critic - d_teacher
+        if self.settings.score_weight == "alpha_sigma":
+            g = g * broadcast_to(self.process.alpha(t) * self.process.sigma(t), g)
         if self.normalised:
             scale = jnp.maximum(mean_per_sample(jnp.abs(jax.lax.stop_gradient(x_g) - d_teacher)), 1e-8)
             g = g / scale.reshape((-1,) + (1,) * (g.ndim - 1))
@@ -323,5 +361,11 @@ class DistributionMatching(GeneratorDistillation):
 
 def build(ctx, settings: DistributionMatchingSettings) -> tuple[DistributionMatching, PyTree]:
     """The distribution-matching objective of ``settings`` with the run's networks and teacher."""
+    real_data = None
+    if settings.uses_head:
+        real_data = f"the GAN head (dmd.gan_critic_weight={settings.gan_critic_weight:g})"
+    elif settings.generator_steps > 1 and not settings.backward_simulation:
+        real_data = "dmd.backward_simulation=False (later generator steps start from noised data)"
+    check_text_run(ctx, settings, real_data=real_data)
     parts, frozen = generator_parts(ctx, settings, critic=True, head=settings.uses_head)
     return DistributionMatching(settings=settings, **parts), frozen

@@ -43,17 +43,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState, make_optimizer
 from jaxdistill.core.types import Array, Batch, PyTree
+from jaxdistill.data.t2i_cache import read_manifest
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
@@ -383,7 +385,7 @@ class GeneratorDistillation:
     def real_fake_logits(self, params: dict, frozen: PyTree, real_t: Array, fake_t: Array, t: Array, cond: Optional[Array]) -> tuple[Array, Array]:
         """(D(real_t), D(fake_t)) at the same times and labels, from one feature pass and head
         call on concat([real_t, fake_t]) (networks and heads act per sample)."""
-        both = lambda a: None if a is None else jnp.concatenate([a, a])
+        both = lambda tree: jax.tree.map(lambda a: jnp.concatenate([a, a]), tree)  # labels, a TextCondition or None
         logits = self.head_logits(params, frozen, jnp.concatenate([real_t, fake_t]), both(t), both(cond))
         return logits[: real_t.shape[0]], logits[real_t.shape[0] :]
 
@@ -416,15 +418,48 @@ def generator_parts(ctx, settings: GeneratorSettings, *, critic: bool, head: boo
     ctx.require_teacher_weights(settings, "init_from_teacher", *(("critic_from_teacher",) if critic else ()))
     teacher, teacher_params = ctx.teacher()
     process = teacher.process
-    generator, generator_init = ctx.network(process, config.prediction)
+    network = functools.partial(teacher_network, teacher, teacher_params) if config.teacher.kind == "diffusers" else ctx.network
+    generator, generator_init = network(process, config.prediction)
     parts = dict(generator=generator, generator_init_fn=generator_init, teacher=teacher, **ctx.run_fields())
     if critic:
-        parts["critic"], parts["critic_init_fn"] = ctx.network(process, config.prediction)
+        parts["critic"], parts["critic_init_fn"] = network(process, config.prediction)
         parts["tx_critic"] = _optimizer_with_lr(config.optim, settings.critic_lr, settings.critic_schedule)
     if head:
         parts["head"] = DiscriminatorHead(hidden=settings.head_hidden, num_classes=ctx.num_classes, per_position=settings.head_per_position)
         parts["tx_head"] = _optimizer_with_lr(config.optim, settings.head_lr, settings.critic_schedule)
     return parts, {"teacher": teacher_params}
+
+
+def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str]) -> None:
+    """ConfigErrors for a generator method on a text-to-image teacher (``teacher.kind="diffusers"``):
+    its generator and critic are the teacher's UNet, so they start from its weights; the engine's
+    sample plots carry no prompts (as for ``lcm``); and a term that reads real data (``real_data``
+    names it, None: none does) needs a cache written with image latents (``jaxdistill cache --images``)."""
+    config = ctx.config
+    if config.teacher.kind != "diffusers":
+        return
+    name = settings.method
+    flags = [f for f in ("init_from_teacher", "critic_from_teacher") if not getattr(settings, f)]
+    if flags:
+        raise ConfigError(f"{name}: with a Stable Diffusion teacher the generator and critic are its UNet and start from its weights; set {settings.section}.{flags[0]}=True")
+    if int(config.train.sample_every) > 0:
+        raise ConfigError(f"{name}: sample plots need prompts' embeddings, which train.sample_every's plots do not carry; set train.sample_every=0")
+    if real_data is None or config.data.name != "t2i_cache":
+        return
+    manifest = read_manifest(str(config.data.path))
+    if manifest is not None and not manifest["settings"].get("images"):
+        raise ConfigError(f"{name}: {real_data} reads real image latents, but the cache {config.data.path!r} holds text only; write it with 'jaxdistill cache --images FIELD'")
+
+
+def teacher_network(teacher: Denoiser, teacher_params: PyTree, process: NoiseProcess, prediction: str) -> tuple[Denoiser, Callable]:
+    """(denoiser, init_fn) of a network with the teacher's architecture, for a teacher that brings its
+    own network (a Stable Diffusion folder's UNet, ``teacher.kind="diffusers"``): the teacher's
+    denoiser (its process, prediction and text conditioning; the run's ``prediction`` does not apply)
+    and float32 zeros of its parameter tree, which ``init_from_teacher`` / ``critic_from_teacher``
+    (or a LoRA on the teacher's weights) fill."""
+    del process, prediction  # the teacher's own
+    init_fn = lambda rng, x: jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), teacher_params)  # noqa: E731
+    return teacher, init_fn
 
 
 def _optimizer_with_lr(optim: ml_collections.ConfigDict, lr: float, critic_schedule: tuple) -> optax.GradientTransformation:

@@ -30,6 +30,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "shortcut": ("jaxdistill.objectives.shortcut", "Shortcut"),
     "meanflow": ("jaxdistill.objectives.meanflow", "MeanFlow"),
     "vsd": ("jaxdistill.objectives.dmd", "VSD"),
+    "swiftbrush": ("jaxdistill.objectives.dmd", "SwiftBrush"),
     "dmd": ("jaxdistill.objectives.dmd", "DMD"),
     "dmd2": ("jaxdistill.objectives.dmd", "DMD2"),
     "fdistill": ("jaxdistill.objectives.dmd", "FDistill"),
