@@ -5,13 +5,14 @@ makes of a run config, with the state shardings the engine computes), compiled w
 (``jax.jit(step).lower(...).compile()``) on 8 simulated host devices (a subprocess with
 ``--xla_force_host_platform_device_count=8``, mesh data 1 x fsdp 8) from abstract shapes: the
 SD 1.5 UNet (runwayml/stable-diffusion-v1-5 ``unet/config.json``, 859.5M parameters) comes from
-``models.hf.abstract_sd_unet`` (its config alone, no weights), the batch is 512x512 images' 64x64x4
+``build(abstract_teacher=True)`` (``models.hf.abstract_sd_unet``: a folder of its JSON files, no weights), the batch is 512x512 images' 64x64x4
 latents and CLIP text embeddings [B, 77, 768] from the prompt cache (the text encoder and VAE are
 not in the step). Reported per device: ``compiled.memory_analysis()``'s argument, output (aliased
 into the donated arguments), temp and generated-code bytes, and the states' bytes (trainable:
 parameters + Adam moments + EMA of every trained network; frozen: the teacher) against total / 8.
 
-Variants (``method:precision:batch:remat``): the method (LCM-LoRA from ``configs/sd15/lcm_lora.py``),
+Variants (``method:precision:batch:remat``): the method (LCM-LoRA from ``configs/sd15/lcm_lora.py``; DMD2 from
+``configs/sd15/dmd2.py``, full generator and critic, its critic updates in a ``lax.fori_loop``),
 ``precision`` float32 or the bf16 policy (``precision.compute`` and ``precision.teacher_params``
 bfloat16, docs/precision.md), the per-device batch, and ``network.remat`` (the UNet's blocks
 rematerialised, ``models.hf.unet``) or not.
@@ -54,7 +55,7 @@ SD15_SCHEDULER = {
     "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
 }
 LATENT_SHAPE, TEXT_SHAPE = (64, 64, 4), (77, 768)
-CONFIGS = {"lcm_lora": "configs/sd15/lcm_lora.py"}
+CONFIGS = {"lcm_lora": "configs/sd15/lcm_lora.py", "dmd2": "configs/sd15/dmd2.py"}
 PRECISIONS = ("float32", "bfloat16")
 REMAT = ("noremat", "remat")
 DEFAULT_VARIANTS = ("lcm_lora:float32:1:noremat", "lcm_lora:bfloat16:1:noremat", "lcm_lora:bfloat16:1:remat", "lcm_lora:bfloat16:2:remat")
@@ -97,13 +98,26 @@ def per_device_bytes(abstract, shardings) -> int:
     return int(sum(np.prod(s.shard_shape(a.shape), dtype=np.int64) * np.dtype(a.dtype).itemsize for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))))
 
 
-def variant_config(method: str, precision: str, batch_per_device: int, remat: bool):
-    """The run config of ``method`` with the bf16 policy or not, global batch 8 x ``batch_per_device``, mesh fsdp 8,
-    the UNet's blocks rematerialised or not."""
+def write_config_folder(path: str) -> str:
+    """An SD 1.5 folder of JSON files only (UNet and scheduler configs, the tokenizer's length): what
+    ``build(abstract_teacher=True)`` reads."""
+    for sub, name, content in (("unet", "config.json", SD15_UNET), ("scheduler", "scheduler_config.json", SD15_SCHEDULER), ("tokenizer", "tokenizer_config.json", {"model_max_length": TEXT_SHAPE[0]})):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+        with open(os.path.join(path, sub, name), "w") as f:
+            json.dump(content, f)
+    return path
+
+
+def variant_config(method: str, precision: str, batch_per_device: int, remat: bool, folder: str):
+    """The run config of ``method`` on the SD 1.5 config folder ``folder``, with the bf16 policy or not, global batch
+    8 x ``batch_per_device``, mesh fsdp 8, the UNet's blocks rematerialised or not; DMD2's critic updates in a
+    ``lax.fori_loop`` (``critic_loop="loop"``, as on accelerators)."""
     from jaxdistill.config import load_config_file
 
     c = load_config_file(os.path.join(ROOT, CONFIGS[method]))
-    c.teacher.path = "abstract-sd15"  # replaced by the abstract teacher object below
+    c.teacher.path = folder
+    if method == "dmd2":
+        c.dmd.critic_loop = "loop"
     c.precision.compute = c.precision.teacher_params = precision
     c.batch_size = DEVICES * batch_per_device
     c.mesh.data, c.mesh.fsdp = 1, DEVICES
@@ -117,18 +131,17 @@ def measure(method: str, precision: str, batch_per_device: int, remat: bool) -> 
     import jax.numpy as jnp
 
     from jaxdistill.build import build
-    from jaxdistill.models.hf import abstract_sd_unet
     from jaxdistill.train import mesh as mesh_lib
     from jaxdistill.train.engine import Trainer
 
-    config = variant_config(method, precision, batch_per_device, remat)
     started = time.perf_counter()
-    built = build(config, source=ZeroTextSource(config.batch_size), teacher=abstract_sd_unet(SD15_UNET, SD15_SCHEDULER, remat=remat))
-    mesh = mesh_lib.make_mesh(built.config.mesh)
-    example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), next(iter(built.data_factory(0))))
-    frozen = jax.eval_shape(built.objective.prepare, built.frozen, jax.random.key(0))
-    abstract = jax.eval_shape(built.objective.init, jax.random.key(0), example, frozen)
     with tempfile.TemporaryDirectory() as folder:
+        config = variant_config(method, precision, batch_per_device, remat, write_config_folder(os.path.join(folder, "sd15")))
+        built = build(config, source=ZeroTextSource(config.batch_size), abstract_teacher=True)
+        mesh = mesh_lib.make_mesh(built.config.mesh)
+        example = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), next(iter(built.data_factory(0))))
+        frozen = jax.eval_shape(built.objective.prepare, built.frozen, jax.random.key(0))
+        abstract = jax.eval_shape(built.objective.init, jax.random.key(0), example, frozen)
         trainer = Trainer(built.objective, built.frozen, built.config, os.path.join(folder, "run"), built.data_factory, mesh=mesh, show_progress=False, annotated=built.annotated)
         state_sh, frozen_sh = trainer._shardings(abstract), trainer._shardings(frozen)
         batch_sh = jax.tree.map(lambda _: mesh_lib.batch_sharding(mesh), example)

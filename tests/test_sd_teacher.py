@@ -16,7 +16,7 @@ from jaxdistill.build import load_teacher
 from jaxdistill.cli import main
 from jaxdistill.config import load_config_file
 from jaxdistill.core.conditioning import TextCondition, guidance_batch
-from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.errors import CheckpointFileError, ConfigError
 from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.diffusion import samplers, steps
 from jaxdistill.diffusion.process import DDPM
@@ -339,12 +339,13 @@ def test_the_teacher_config_route_loads_the_folder_and_refuses_a_broken_one(sd15
     assert not (workdir / "checkpoints").exists()
 
 
-def test_the_abstract_unet_has_the_loaded_teachers_shapes_and_function(sd15):
-    """``abstract_sd_unet`` from the folder's two configs: the loaded parameters' exact tree, shapes
-    and dtypes (nothing allocated), and a denoiser that computes the loaded teacher's outputs."""
+def test_the_abstract_unet_has_the_loaded_teachers_shapes_and_function(sd15, tmp_path):
+    """``abstract_sd_unet`` from the folder's JSON files alone (its weights deleted): the loaded
+    parameters' exact tree, shapes and dtypes (nothing allocated), and a denoiser that computes the
+    loaded teacher's outputs; ``build(abstract_teacher=True)`` makes it the frozen teacher."""
     path, sd = sd15
-    info = check_folder(path)
-    denoiser, abstract = abstract_sd_unet(info.configs["unet"], info.configs["scheduler"], sd.network.context_length)
+    configs_only = shutil.copytree(path, tmp_path / "sd", ignore=shutil.ignore_patterns("*.msgpack", "*.safetensors", "*.bin"))
+    denoiser, abstract = abstract_sd_unet(str(configs_only))
     assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(abstract))
     assert jax.tree.structure(abstract) == jax.tree.structure(sd.unet_params)
     assert [(a.shape, a.dtype) for a in jax.tree.leaves(abstract)] == [(p.shape, p.dtype) for p in jax.tree.leaves(sd.unet_params)]
@@ -374,3 +375,25 @@ def test_remat_wraps_each_unet_block_and_keeps_outputs_features_and_gradients(sd
     loss = lambda n: jax.grad(lambda p: jnp.sum(n.apply(p, x, t, cond) ** 2))  # noqa: E731
     for a, b in zip(jax.tree.leaves(loss(remat)(params)), jax.tree.leaves(loss(net)(params))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_an_abstract_teacher_builds_dmd2_from_a_folder_of_json_files(sd15_cache, tmp_path):
+    """``build(abstract_teacher=True)``: DMD2's config on a folder without weights; the frozen teacher is
+    shapes only, stored as ``precision.teacher_params`` says, and generator and critic have its tree."""
+    from jaxdistill.build import build, teacher_with_networks
+    from jaxdistill.config import load
+
+    folder, images, _ = sd15_cache
+    configs_only = shutil.copytree(folder, tmp_path / "sd", ignore=shutil.ignore_patterns("*.msgpack", "*.safetensors", "*.bin"))
+    spec = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "sd15", "dmd2.py:smoke")
+    built = build(load(spec, [f"teacher.path={configs_only}", f"data.path={images}", "precision.teacher_params=bfloat16"]), abstract_teacher=True)
+    teacher = built.frozen["teacher"]
+    assert all(isinstance(a, jax.ShapeDtypeStruct) and a.dtype == jnp.bfloat16 for a in jax.tree.leaves(teacher))
+    batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    states = jax.eval_shape(built.objective.init, jax.random.key(0), batch, built.frozen)
+    for name in ("generator", "critic"):
+        assert [a.shape for a in jax.tree.leaves(states[name].params)] == [a.shape for a in jax.tree.leaves(teacher)]
+    config = built.config.copy_and_resolve_references()
+    config.teacher.kind = "converted"
+    with pytest.raises(ConfigError, match="needs teacher.kind='diffusers', not 'converted'"):
+        teacher_with_networks(config, (8, 8, 4), abstract=True)

@@ -1,8 +1,8 @@
 """Stable Diffusion teachers through diffusers' and transformers' Flax classes (issue 27 section 1).
 
 ``load_sd_teacher(folder)`` -> ``SDTeacher`` (UNet as a ``Network`` / ``Denoiser``, text and
-image encoding); ``abstract_sd_unet(unet_config, scheduler_config)`` is the same UNet denoiser
-with parameter shapes only (compile-only use); ``check_folder`` validates a folder from its JSON
+image encoding); ``abstract_sd_unet(folder)`` is the same UNet denoiser with
+parameter shapes only, from the folder's JSON files (compile-only use); ``check_folder`` validates a folder from its JSON
 files; ``write_tiny_sd`` writes tiny random folders for tests. diffusers and transformers are imported only when a
 folder is loaded or written.
 """

@@ -34,7 +34,7 @@ from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.models.hf.folder import TORCH_FREE_WEIGHTS, FolderInfo, SchedulerSettings, check_folder, scheduler_settings
+from jaxdistill.models.hf.folder import TORCH_FREE_WEIGHTS, FolderInfo, SchedulerSettings, _read_json, check_folder, scheduler_settings
 from jaxdistill.models.hf.unet import TextNetwork, unet_network
 
 COND_PROJ = ("time_embedding", "cond_proj", "kernel")  # where diffusers' converter puts PyTorch's time_embedding.cond_proj.weight
@@ -227,17 +227,23 @@ def load_sd_teacher(path: str, remat: bool = False) -> SDTeacher:
     return SDTeacher(network, {"params": params}, vae, vae_params, tuple(encoders), tuple(encoder_params), tuple(tokenizers), scheduler, info)
 
 
-def abstract_sd_unet(unet_config: dict, scheduler_config: dict, context_length: int = 77, remat: bool = False) -> tuple[Denoiser, PyTree]:
-    """The denoiser ``load_sd_teacher`` makes of an SD 1.x / 2.x folder and its UNet parameters as
-    ``jax.ShapeDtypeStruct`` leaves, from the UNet's ``config.json`` and the scheduler's config
-    alone: no weights are read and nothing is allocated. For compiling a step from abstract shapes
-    (``jax.jit(...).lower(...)``) at sizes whose weights are not at hand (experiments/sd15_memory.py);
-    ``context_length`` is the tokenizer's ``model_max_length``, ``remat`` as in ``load_sd_teacher``."""
+def abstract_sd_unet(path: str, remat: bool = False) -> tuple[Denoiser, PyTree]:
+    """The denoiser ``load_sd_teacher`` makes of the SD 1.x / 2.x folder at ``path`` and its UNet
+    parameters as ``jax.ShapeDtypeStruct`` leaves, from the folder's JSON files alone
+    (``unet/config.json``, ``scheduler/scheduler_config.json``, the tokenizer's ``model_max_length``,
+    77 without one): no weights are read or needed and nothing is allocated. For compiling a step
+    from abstract shapes (``build(abstract_teacher=True)``, experiments/sd15_memory.py);
+    ``remat`` as in ``load_sd_teacher``."""
     from diffusers import FlaxUNet2DConditionModel
 
+    unet_config = _read_json(os.path.join(path, "unet", "config.json"), "the unet component's config")
+    scheduler_file = os.path.join(path, "scheduler", "scheduler_config.json")
+    tokenizer_file = os.path.join(path, "tokenizer", "tokenizer_config.json")
+    context_length = int(_read_json(tokenizer_file, "the tokenizer's config").get("model_max_length", 77)) if os.path.isfile(tokenizer_file) else 77
     if unet_config.get("addition_embed_type") or unet_config.get("time_cond_proj_dim"):
-        raise ValueError("abstract_sd_unet takes an SD 1.x / 2.x UNet config (no addition_embed_type, no time_cond_proj_dim)")
+        raise CheckpointFileError(f"{os.path.join(path, 'unet', 'config.json')!r}: abstract_sd_unet takes an SD 1.x / 2.x UNet (no addition_embed_type, no time_cond_proj_dim)")
     unet = FlaxUNet2DConditionModel.from_config(unet_config)
     shapes = jax.eval_shape(unet.init_weights, jax.random.key(0))
     network = unet_network(unet, context_length, remat=remat)
-    return unet_denoiser(network, scheduler_settings(scheduler_config)), {"params": {"unet": shapes}}
+    scheduler = scheduler_settings(_read_json(scheduler_file, "the scheduler's config"), scheduler_file)
+    return unet_denoiser(network, scheduler), {"params": {"unet": shapes}}
