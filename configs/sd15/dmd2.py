@@ -50,6 +50,7 @@ def get_config(arg=None):
     c.teacher.guidance = 1.75
     c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})  # required: --config.data.path=<jaxdistill cache folder>
     c.prior_mean = "zero"
+    c.network.remat = False  # True: the UNet's blocks (generator, critic, teacher) are rematerialised in backward passes (docs/precision.md)
     c.dmd.generator_steps = 1
     c.dmd.critic_schedule = ((0, 10),)
     c.dmd.u_range = (0.02, 0.98)
