@@ -58,7 +58,7 @@ LATENT_SHAPE, TEXT_SHAPE = (64, 64, 4), (77, 768)
 CONFIGS = {"lcm_lora": "configs/sd15/lcm_lora.py", "dmd2": "configs/sd15/dmd2.py"}
 PRECISIONS = ("float32", "bfloat16")
 REMAT = ("noremat", "remat")
-DEFAULT_VARIANTS = ("lcm_lora:float32:1:noremat", "lcm_lora:bfloat16:1:noremat", "lcm_lora:bfloat16:1:remat", "lcm_lora:bfloat16:2:remat")
+DEFAULT_VARIANTS = ("lcm_lora:float32:1:noremat", "dmd2:bfloat16:1:remat", "lcm_lora:bfloat16:1:noremat", "lcm_lora:bfloat16:1:remat", "dmd2:float32:1:noremat")
 
 
 class ZeroTextSource:
@@ -229,11 +229,15 @@ def write_markdown(results: dict) -> None:
         lines.append(f"- {r['method']}, {r['precision']}, {'remat' if r['remat'] else 'no remat'}, batch {r['batch_per_device']} per device: {gib(need)} GiB per device; " + "; ".join(fits) + ".")
     if rows:
         loads = sorted({f"{r['load_average_1min']:.1f}" for r in rows})
-        lines += ["", f"Measured {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}, jax {rows[0]['jax']}, {platform.machine()}; compile times on a shared 2-core machine (1-minute load {', '.join(loads)} while compiling), many times a quiet machine's."]
+        lines += ["", f"Measured {min(r['date'] for r in rows)} to {max(r['date'] for r in rows)}, jax {rows[0]['jax']}, {platform.machine()}; compile times on a shared 2-core machine (1-minute load {', '.join(loads)} at the end of each compile, up to 18 during them), many times a quiet machine's."]
     lines += [
         "",
-        "Caveats: XLA:CPU's buffer assignment is not an accelerator's (no fusion-specific scratch, different layouts), so",
-        "*needed* is an estimate to within allocator overheads; rerun the script on the accelerator you train on.",
+        "Settings: each config as written (LCM-LoRA rank 64; DMD2 stage 1: full generator and critic, ten critic updates per",
+        "generator update in a `lax.fori_loop`, guided teacher, no GAN head), with the global batch set to 8 x the per-device batch.",
+        "",
+        "Caveats: XLA:CPU's buffer assignment is not an accelerator's (no fusion-specific scratch, different layouts, its own",
+        "scheduling), so *needed* is an estimate; docs/precision.md found that XLA:CPU's `memory_analysis()` does not show what",
+        "remat saves: compare remat (and confirm any number here) with `memory_analysis()` of the step on the accelerator you train on.",
     ]
     before = ""
     if os.path.isfile(MD_PATH):
