@@ -237,7 +237,7 @@ def write_markdown(results: dict) -> None:
         "",
         "Caveats: XLA:CPU's buffer assignment is not an accelerator's (no fusion-specific scratch, different layouts, its own",
         "scheduling), so *needed* is an estimate; docs/precision.md found that XLA:CPU's `memory_analysis()` does not show what",
-        "remat saves, and it computes bfloat16 convolutions and matrix products through float32, which likely keeps the bf16",
+        "remat saves, and it may compute bfloat16 convolutions and matrix products through float32, which likely keeps the bf16",
         "policy's temporaries larger here than on a GPU or TPU: compare remat and precision (and confirm any number here) with",
         "`memory_analysis()` of the step on the accelerator you train on.",
     ]
