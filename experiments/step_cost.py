@@ -71,6 +71,7 @@ NETWORKS = {
 }
 METHODS = ("kd", "dmd2")
 PARTS = ("timing", "memory", "memory-compiled")
+SD15_SECTION = "## Stable Diffusion 1.5 at full size"  # written by experiments/sd15_memory.py, kept when this script rewrites the file
 
 
 def method_config(method: str, network: dict, teacher_path: str, batch: int):
@@ -358,8 +359,14 @@ def write_markdown(path: str, result: dict) -> None:
         "convolution gradients slower than outside control flow (`experiments/critic_phase_timing.py`), which inflates DDPM++'s",
         "DMD2 step on CPU only. Rerun on an accelerator (`python experiments/step_cost.py`, default sizes) for the numbers the goals are about.",
     ]
+    kept = ""  # experiments/sd15_memory.py's section, the file's last, is its own
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = f.read()
+        if SD15_SECTION in old:
+            kept = "\n" + SD15_SECTION + old.split(SD15_SECTION, 1)[1]
     with open(path, "w") as f:
-        f.write("\n".join(lines).rstrip() + "\n")
+        f.write("\n".join(lines).rstrip() + "\n" + kept)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess, get_process
 from jaxdistill.eval.probe import MixtureProbe
 from jaxdistill.models import gaussian_mixture
-from jaxdistill.models.hf.teacher import load_sd_teacher
+from jaxdistill.models.hf.teacher import abstract_sd_unet, load_sd_teacher
 from jaxdistill.models.lora import ATTENTION_TARGETS
 from jaxdistill.models.ports.converted import converted_teacher
 from jaxdistill.models.precision import cast_floats, with_compute_dtype
@@ -124,10 +124,16 @@ def load_teacher(config: ml_collections.ConfigDict, event_shape: tuple[int, ...]
 
 
 def teacher_with_networks(
-    config: ml_collections.ConfigDict, event_shape: tuple[int, ...], mesh: Optional[jax.sharding.Mesh] = None
+    config: ml_collections.ConfigDict, event_shape: tuple[int, ...], mesh: Optional[jax.sharding.Mesh] = None, abstract: bool = False
 ) -> tuple[Denoiser, PyTree, tuple[Network, ...]]:
-    """``load_teacher`` and the networks behind the teacher's parameters (none for the mixture)."""
+    """``load_teacher`` and the networks behind the teacher's parameters (none for the mixture);
+    ``abstract``: a Stable Diffusion teacher from its folder's JSON files, parameters as shapes only."""
     kind = config.teacher.kind
+    if abstract:
+        if kind != "diffusers":
+            raise ConfigError(f"an abstract teacher (compile-only) is a Stable Diffusion folder's UNet: it needs teacher.kind='diffusers', not {kind!r}")
+        denoiser, params = abstract_sd_unet(config.teacher.path, remat=bool(config.network.get("remat", False)))
+        return _computing(denoiser, config), params, ()
     if kind == "mixture":
         try:
             mixture = mixture_of(config.data)
@@ -151,7 +157,7 @@ def teacher_with_networks(
             raise ConfigError(f"teacher.path={config.teacher.path!r} takes inputs of shape {tuple(info['event_shape'])}, the data's are {tuple(event_shape)}")
         return _computing(denoiser, config), params, (make_network(ml_collections.ConfigDict(info["network"])),)
     if kind == "diffusers":  # diffusers' Flax classes carry no logical axis annotations: no networks to record
-        sd = load_sd_teacher(config.teacher.path)
+        sd = load_sd_teacher(config.teacher.path, remat=bool(config.network.get("remat", False)))
         if event_shape[-1] != sd.latent_channels:
             raise ConfigError(f"teacher.path={config.teacher.path!r} denoises latents of {sd.latent_channels} channels, the data's event shape is {tuple(event_shape)}")
         return _computing(sd.denoiser(), config), sd.unet_params, ()
@@ -175,6 +181,7 @@ class BuildContext:
     teacher_object: Optional[tuple[Denoiser, PyTree]] = None
     data_mean: Optional[tuple[float, ...]] = None  # flat; None: the prior is zero-mean (config.prior_mean)
     mesh: Optional[jax.sharding.Mesh] = None  # the run's mesh: a checkpointed teacher is restored onto it
+    abstract_teacher: bool = False  # teacher parameters as shapes only (build(abstract_teacher=True))
     networks: list[Network] = dataclasses.field(default_factory=list)  # every network made so far (``Built.networks``)
 
     @property
@@ -197,7 +204,7 @@ class BuildContext:
         if self.teacher_object is not None:
             denoiser, params = self.teacher_object
         else:
-            denoiser, params, networks = teacher_with_networks(self.config, self.event_shape, self.mesh)
+            denoiser, params, networks = teacher_with_networks(self.config, self.event_shape, self.mesh, self.abstract_teacher)
             self.networks.extend(networks)
         stored = self.config.precision.teacher_params
         return denoiser, params if stored == "float32" else cast_floats(params, jnp.dtype(stored))
@@ -243,6 +250,7 @@ def build(
     teacher: Optional[tuple[Denoiser, PyTree]] = None,
     network: Optional[nn.Module] = None,
     mesh: Optional[jax.sharding.Mesh] = None,
+    abstract_teacher: bool = False,
 ) -> Built:
     """Objective, frozen arguments and data source for a run.
 
@@ -255,6 +263,9 @@ def build(
     the run back takes them again. ``mesh``, the mesh the run will train on (``Trainer(mesh=)``),
     restores a checkpointed teacher (``teacher.kind='checkpoint'``) straight into its shardings
     there, with no copy of it on one device or host; without it, the teacher goes onto one device.
+    ``abstract_teacher`` (``teacher.kind='diffusers'`` only) reads the Stable Diffusion folder's JSON
+    files alone and makes the teacher's parameters ``jax.ShapeDtypeStruct`` leaves
+    (``models.hf.abstract_sd_unet``): for compiling a step from abstract shapes, not for training.
     """
     config = config.copy_and_resolve_references()
     if source is not None:
@@ -276,7 +287,7 @@ def build(
         raise ConfigError(f"the data source holds {len(source)} records, fewer than one batch (batch_size={config.batch_size}): lower batch_size or raise data.size")
     event_shape = tuple(source[0]["x"].shape)
     mean = tuple(float(m) for m in data_mean(source).ravel()) if config.prior_mean == "data" else None
-    context = BuildContext(config, event_shape, teacher, mean, mesh)
+    context = BuildContext(config, event_shape, teacher, mean, mesh, abstract_teacher=abstract_teacher)
     objective, frozen = registry.build(context)
     sampler, critic = lora_spec(config), lora_spec(config, "critic")
     if sampler is not None or critic is not None:

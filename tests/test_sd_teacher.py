@@ -16,12 +16,12 @@ from jaxdistill.build import load_teacher
 from jaxdistill.cli import main
 from jaxdistill.config import load_config_file
 from jaxdistill.core.conditioning import TextCondition, guidance_batch
-from jaxdistill.core.errors import CheckpointFileError
+from jaxdistill.core.errors import CheckpointFileError, ConfigError
 from jaxdistill.core.types import NULL_LABEL
 from jaxdistill.diffusion import samplers, steps
 from jaxdistill.diffusion.process import DDPM
 from jaxdistill.models.hf.folder import check_folder, scheduler_settings
-from jaxdistill.models.hf.teacher import load_sd_teacher
+from jaxdistill.models.hf.teacher import abstract_sd_unet, load_sd_teacher
 from jaxdistill.models.hf.tiny import write_tiny_sd
 from jaxdistill.models.hf.unet import guidance_scale_embedding, unet_network
 
@@ -337,3 +337,63 @@ def test_the_teacher_config_route_loads_the_folder_and_refuses_a_broken_one(sd15
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "broken" in err and "text_encoder" in err, err
     assert not (workdir / "checkpoints").exists()
+
+
+def test_the_abstract_unet_has_the_loaded_teachers_shapes_and_function(sd15, tmp_path):
+    """``abstract_sd_unet`` from the folder's JSON files alone (its weights deleted): the loaded
+    parameters' exact tree, shapes and dtypes (nothing allocated), and a denoiser that computes the
+    loaded teacher's outputs; ``build(abstract_teacher=True)`` makes it the frozen teacher."""
+    path, sd = sd15
+    configs_only = shutil.copytree(path, tmp_path / "sd", ignore=shutil.ignore_patterns("*.msgpack", "*.safetensors", "*.bin"))
+    denoiser, abstract = abstract_sd_unet(str(configs_only))
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(abstract))
+    assert jax.tree.structure(abstract) == jax.tree.structure(sd.unet_params)
+    assert [(a.shape, a.dtype) for a in jax.tree.leaves(abstract)] == [(p.shape, p.dtype) for p in jax.tree.leaves(sd.unet_params)]
+    x, t = _latents(0), jnp.array([10.0, 700.0])
+    cond = TextCondition(jax.random.normal(jax.random.key(1), (2, sd.network.context_length, sd.network.context_dim)))
+    assert (denoiser.process, denoiser.prediction) == (sd.denoiser().process, sd.denoiser().prediction)
+    np.testing.assert_array_equal(denoiser.apply_fn(sd.unet_params, x, t, cond), sd.denoiser().apply_fn(sd.unet_params, x, t, cond))
+
+
+def test_remat_wraps_each_unet_block_and_keeps_outputs_features_and_gradients(sd15):
+    """``remat``: one ``nn.remat`` per down / mid / up block in the traced forward pass, the same
+    outputs and feature taps exactly, gradients equal to float32 round-off."""
+    _, sd = sd15
+    net = sd.network
+    remat = unet_network(net.module.unet, net.context_length, remat=True)
+    x, t = _latents(2), jnp.array([10.0, 500.0])
+    cond = TextCondition(jax.random.normal(jax.random.key(3), (2, net.context_length, net.context_dim)))
+    params = sd.unet_params
+    blocks = len(net.module.unet.down_block_types) + 1 + len(net.module.unet.up_block_types)
+    jaxpr = jax.make_jaxpr(lambda p: remat.apply(p, x, t, cond))(params).jaxpr
+    assert sum(eqn.primitive.name == "remat2" for eqn in jaxpr.eqns) == blocks  # jax.checkpoint's primitive
+    (out, features), (out_r, features_r) = (n.apply(params, x, t, cond, return_features=True) for n in (net, remat))
+    np.testing.assert_array_equal(out_r, out)
+    assert len(features_r) == len(features) == len(net.module.unet.up_block_types) + 1
+    for a, b in zip(features_r, features):
+        np.testing.assert_array_equal(a, b)
+    loss = lambda n: jax.grad(lambda p: jnp.sum(n.apply(p, x, t, cond) ** 2))  # noqa: E731
+    for a, b in zip(jax.tree.leaves(loss(remat)(params)), jax.tree.leaves(loss(net)(params))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_an_abstract_teacher_builds_dmd2_from_a_folder_of_json_files(sd15_cache, tmp_path):
+    """``build(abstract_teacher=True)``: DMD2's config on a folder without weights; the frozen teacher is
+    shapes only, stored as ``precision.teacher_params`` says, and generator and critic have its tree."""
+    from jaxdistill.build import build, teacher_with_networks
+    from jaxdistill.config import load
+
+    folder, images, _ = sd15_cache
+    configs_only = shutil.copytree(folder, tmp_path / "sd", ignore=shutil.ignore_patterns("*.msgpack", "*.safetensors", "*.bin"))
+    spec = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "sd15", "dmd2.py:smoke")
+    built = build(load(spec, [f"teacher.path={configs_only}", f"data.path={images}", "precision.teacher_params=bfloat16"]), abstract_teacher=True)
+    teacher = built.frozen["teacher"]
+    assert all(isinstance(a, jax.ShapeDtypeStruct) and a.dtype == jnp.bfloat16 for a in jax.tree.leaves(teacher))
+    batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
+    states = jax.eval_shape(built.objective.init, jax.random.key(0), batch, built.frozen)
+    for name in ("generator", "critic"):
+        assert [a.shape for a in jax.tree.leaves(states[name].params)] == [a.shape for a in jax.tree.leaves(teacher)]
+    config = built.config.copy_and_resolve_references()
+    config.teacher.kind = "converted"
+    with pytest.raises(ConfigError, match="needs teacher.kind='diffusers', not 'converted'"):
+        teacher_with_networks(config, (8, 8, 4), abstract=True)

@@ -1,6 +1,7 @@
 """The shared base of the Stable Diffusion configs (``configs/sd15/``, ``configs/sdxl/``): a diffusers
 folder as the teacher (on its scheduler's DDPM process), the prompt/latent cache of ``jaxdistill cache``
-as the data, the published samplers' zero-mean prior, and no engine sample plots (they draw class
+as the data, the published samplers' zero-mean prior, ``network.remat`` (the teacher UNet's block
+remat, off), and no engine sample plots (they draw class
 labels, a text-to-image student needs prompts). Both paths are required from the command line
 (``--config.teacher.path``, ``--config.data.path``); ``smoke`` points them at the tiny random folder
 and cache a test writes (``models.hf.tiny.write_tiny_sd``; the tests override them with their own
@@ -27,6 +28,7 @@ def student(method: str) -> ml_collections.ConfigDict:
     c.teacher.path = ""
     c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": ""})
     c.prior_mean = "zero"
+    c.network.remat = False  # True: the UNet's blocks are rematerialised in backward passes (docs/precision.md)
     c.train.sample_every = 0
     return c
 

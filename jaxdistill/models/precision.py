@@ -24,9 +24,12 @@ DTYPES = ("float32", "bfloat16")
 
 
 def cast_floats(tree: PyTree, dtype: Any) -> PyTree:
-    """``tree`` with every floating leaf cast to ``dtype`` (NumPy leaves stay on the host)."""
+    """``tree`` with every floating leaf cast to ``dtype`` (NumPy leaves stay on the host; abstract
+    ``jax.ShapeDtypeStruct`` leaves get the dtype)."""
 
     def cast(leaf):
+        if isinstance(leaf, jax.ShapeDtypeStruct) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            return jax.ShapeDtypeStruct(leaf.shape, dtype, sharding=leaf.sharding)
         if isinstance(leaf, (np.ndarray, jax.Array)) and jnp.issubdtype(leaf.dtype, jnp.floating):
             return leaf.astype(dtype)
         return leaf

@@ -308,10 +308,10 @@ def guidance_network(config, dim: int) -> tuple[Denoiser, Callable]:
     denoiser, its init function): its tree is the teacher's plus a ``time_cond_proj`` kernel."""
     if config.teacher.kind != "diffusers":
         raise ConfigError(f"lcm.guidance_embedding_dim={dim} adds LCM's guidance embedding to a Stable Diffusion UNet: it needs teacher.kind='diffusers', not {config.teacher.kind!r}")
-    sd = load_sd_teacher(config.teacher.path)
+    sd = load_sd_teacher(config.teacher.path, remat=bool(config.network.get("remat", False)))
     if sd.network.module.time_cond_proj_dim:
         raise ConfigError(f"teacher.path={config.teacher.path!r} already has a guidance embedding (time_cond_proj_dim): it is a distilled LCM, not a teacher")
     net = sd.network
-    network = unet_network(net.module.unet, net.context_length, net.pooled_dim, dim)
+    network = unet_network(net.module.unet, net.context_length, net.pooled_dim, dim, net.module.remat)
     denoiser = dataclasses.replace(sd, network=network).denoiser()
     return dataclasses.replace(denoiser, apply_fn=with_compute_dtype(denoiser.apply_fn, config.precision.compute)), network.init

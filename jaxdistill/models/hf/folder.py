@@ -56,7 +56,7 @@ class FolderInfo:
     configs: dict[str, dict]  # component -> its config.json
 
 
-def _read_json(path: str, what: str) -> dict:
+def read_json(path: str, what: str) -> dict:
     if not os.path.isfile(path):
         raise CheckpointFileError(f"{path!r} is missing: {what}")
     try:
@@ -107,7 +107,7 @@ def check_folder(path: str) -> FolderInfo:
         raise CheckpointFileError(
             f"diffusers folder {path!r} does not exist, nor is it in the local Hugging Face cache (expected a Stable Diffusion folder with model_index.json)"
         )
-    index = _read_json(os.path.join(path, "model_index.json"), "a diffusers pipeline folder's index of components")
+    index = read_json(os.path.join(path, "model_index.json"), "a diffusers pipeline folder's index of components")
     sdxl = "text_encoder_2" in index
     names = COMPONENTS + (SDXL_COMPONENTS if sdxl else ())
     absent = [n for n in names if n not in index]
@@ -116,7 +116,7 @@ def check_folder(path: str) -> FolderInfo:
     configs = {}
     for name in names:
         file = CONFIG_FILES.get(name.removesuffix("_2"), "config.json")
-        configs[name] = _read_json(os.path.join(path, name, file), f"the {name} component's config")
+        configs[name] = read_json(os.path.join(path, name, file), f"the {name} component's config")
     weights = {name: _weights_format(path, name) for name in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if sdxl else ())}
     _check_matching(path, configs, sdxl)
     return FolderInfo(path, sdxl, weights, configs)

@@ -34,7 +34,7 @@ from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.errors import CheckpointFileError
 from jaxdistill.core.types import Array, PyTree
 from jaxdistill.diffusion.denoiser import Denoiser
-from jaxdistill.models.hf.folder import FLAX_WEIGHTS, TORCH_FREE_WEIGHTS, FolderInfo, SchedulerSettings, check_folder, scheduler_settings
+from jaxdistill.models.hf.folder import FLAX_WEIGHTS, TORCH_FREE_WEIGHTS, FolderInfo, SchedulerSettings, check_folder, read_json, scheduler_settings
 from jaxdistill.models.hf.unet import TextNetwork, unet_network
 
 COND_PROJ = ("time_embedding", "cond_proj", "kernel")  # where diffusers' converter puts PyTorch's time_embedding.cond_proj.weight
@@ -77,6 +77,20 @@ def _check_params(module, params: PyTree, source: str) -> None:
     for key in expected:
         if tuple(got[key].shape) != tuple(expected[key].shape):
             raise CheckpointFileError(f"{source!r}: {key} has shape {list(got[key].shape)}, its config expects {list(expected[key].shape)}")
+
+
+def unet_denoiser(network: TextNetwork, scheduler: SchedulerSettings) -> Denoiser:
+    """``network`` (a Stable Diffusion UNet) as a ``Denoiser`` of the scheduler's process and
+    prediction; it feeds the network diffusers' timestep k = t - 1 (``DDPM.timestep``) and keeps
+    any guidance column."""
+    process = scheduler.process
+
+    def apply(params, x, t, cond, **kwargs):
+        t = jnp.asarray(t, jnp.float32)
+        step = process.timestep(t) if t.ndim == 1 else t.at[:, 0].set(process.timestep(t[:, 0]))
+        return network.apply(params, x, step, cond, **kwargs)
+
+    return Denoiser(apply, process, scheduler.prediction)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -131,16 +145,8 @@ class SDTeacher:
         return 2 ** (len(self.vae.block_out_channels) - 1)
 
     def denoiser(self) -> Denoiser:
-        """The UNet as a ``Denoiser`` of the scheduler's process and prediction; it feeds the
-        network diffusers' timestep k = t - 1 (``DDPM.timestep``) and keeps any guidance column."""
-        process, network = self.scheduler.process, self.network
-
-        def apply(params, x, t, cond, **kwargs):
-            t = jnp.asarray(t, jnp.float32)
-            step = process.timestep(t) if t.ndim == 1 else t.at[:, 0].set(process.timestep(t[:, 0]))
-            return network.apply(params, x, step, cond, **kwargs)
-
-        return Denoiser(apply, process, self.scheduler.prediction)
+        """The UNet as a ``Denoiser`` of the scheduler's process and prediction (``unet_denoiser``)."""
+        return unet_denoiser(self.network, self.scheduler)
 
     def _token_ids(self, tokenizer, prompts: Sequence[str]) -> np.ndarray:
         return tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="np").input_ids
@@ -218,8 +224,9 @@ class SDTeacher:
         return float(self.info.configs["vae"].get("shift_factor") or 0.0)
 
 
-def load_sd_teacher(path: str) -> SDTeacher:
-    """The ``SDTeacher`` of the diffusers Stable Diffusion (1.x, 2.x or XL) folder at ``path``."""
+def load_sd_teacher(path: str, remat: bool = False) -> SDTeacher:
+    """The ``SDTeacher`` of the diffusers Stable Diffusion (1.x, 2.x or XL) folder at ``path``
+    (``remat``: its UNet's blocks rematerialised in backward passes, ``models.hf.unet``)."""
     from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
     from diffusers.utils import logging as diffusers_logging
     from transformers import CLIPTokenizer, FlaxCLIPTextModel, FlaxCLIPTextModelWithProjection
@@ -249,7 +256,29 @@ def load_sd_teacher(path: str) -> SDTeacher:
     if proj_dim and cond_proj is None:
         raise CheckpointFileError(f"{os.path.join(info.path, 'unet')!r}: time_cond_proj_dim={proj_dim} but its weights hold no time_embedding.cond_proj")
     pooled_dim = int(info.configs["text_encoder_2"]["projection_dim"]) if info.sdxl else 0
-    network = unet_network(unet, int(tokenizers[0].model_max_length), pooled_dim, proj_dim)
+    network = unet_network(unet, int(tokenizers[0].model_max_length), pooled_dim, proj_dim, remat)
     params = {"unet": unet_params} | ({"time_cond_proj": {"kernel": cond_proj["kernel"]}} if proj_dim else {})
     scheduler = scheduler_settings(info.configs["scheduler"], os.path.join(info.path, "scheduler", "scheduler_config.json"))
     return SDTeacher(network, {"params": params}, vae, vae_params, tuple(encoders), tuple(encoder_params), tuple(tokenizers), scheduler, info)
+
+
+def abstract_sd_unet(path: str, remat: bool = False) -> tuple[Denoiser, PyTree]:
+    """The denoiser ``load_sd_teacher`` makes of the SD 1.x / 2.x folder at ``path`` and its UNet
+    parameters as ``jax.ShapeDtypeStruct`` leaves, from the folder's JSON files alone
+    (``unet/config.json``, ``scheduler/scheduler_config.json``, the tokenizer's ``model_max_length``,
+    77 without one): no weights are read or needed and nothing is allocated. For compiling a step
+    from abstract shapes (``build(abstract_teacher=True)``, experiments/sd15_memory.py);
+    ``remat`` as in ``load_sd_teacher``."""
+    from diffusers import FlaxUNet2DConditionModel
+
+    unet_config = read_json(os.path.join(path, "unet", "config.json"), "the unet component's config")
+    scheduler_file = os.path.join(path, "scheduler", "scheduler_config.json")
+    tokenizer_file = os.path.join(path, "tokenizer", "tokenizer_config.json")
+    context_length = int(read_json(tokenizer_file, "the tokenizer's config").get("model_max_length", 77)) if os.path.isfile(tokenizer_file) else 77
+    if unet_config.get("addition_embed_type") or unet_config.get("time_cond_proj_dim"):
+        raise CheckpointFileError(f"{os.path.join(path, 'unet', 'config.json')!r}: abstract_sd_unet takes an SD 1.x / 2.x UNet (no addition_embed_type, no time_cond_proj_dim)")
+    unet = FlaxUNet2DConditionModel.from_config(unet_config)
+    shapes = jax.eval_shape(unet.init_weights, jax.random.key(0))
+    network = unet_network(unet, context_length, remat=remat)
+    scheduler = scheduler_settings(read_json(scheduler_file, "the scheduler's config"), scheduler_file)
+    return unet_denoiser(network, scheduler), {"params": {"unet": shapes}}

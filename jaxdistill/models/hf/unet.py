@@ -10,6 +10,11 @@ cross-attention context; SDXL's pooled embedding and time ids as ``added_cond_kw
 ``return_features`` also returns the outputs of the mid block and of every up block (NHWC, the
 layout diffusers computes in), the taps critics and discriminators read.
 
+``remat`` (gradient checkpointing, Chen et al. 2016): diffusers' Flax UNet has no such option, so
+the wrapper runs each of its down, mid and up blocks under ``flax.linen.remat`` (a method
+interceptor lifts the block's call): the forward pass keeps only each block's inputs and the
+backward pass recomputes the rest. Parameter paths and values are unchanged.
+
 Guidance embedding (LCM, Luo et al. 2023): diffusers' Flax UNet has no ``time_cond_proj_dim`` /
 ``timestep_cond`` input, so with ``time_cond_proj_dim > 0`` the wrapper adds it the way diffusers'
 PyTorch ``TimestepEmbedding`` does: the guidance scale w (``t[:, 1]``, a ``num_times = 2``
@@ -26,6 +31,7 @@ import math
 from typing import Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxdistill.core.conditioning import TextCondition
@@ -47,11 +53,39 @@ def _is_feature_block(path: tuple[str, ...]) -> bool:
     return len(path) == 2 and path[0] == "unet" and (path[1] == "mid_block" or path[1].startswith("up_blocks_"))
 
 
+def _is_block(path: tuple[str, ...]) -> bool:
+    return len(path) == 2 and path[0] == "unet" and (path[1] == "mid_block" or path[1].startswith(("down_blocks_", "up_blocks_")))
+
+
+_REMAT_INSIDE: set[tuple[str, ...]] = set()  # blocks whose call is being traced inside their own remat
+
+
+def _remat_blocks(next_fun, args, kwargs, context):
+    """Flax method interceptor: a UNet block's ``__call__`` under ``nn.remat`` (array arguments
+    traced, Python values such as ``deterministic`` closed over); the inner call passes through."""
+    path = context.module.path
+    if context.method_name != "__call__" or not _is_block(path) or path in _REMAT_INSIDE:
+        return next_fun(*args, **kwargs)
+    is_array = lambda v: isinstance(v, (jnp.ndarray, tuple)) and all(isinstance(a, jnp.ndarray) for a in jax.tree.leaves(v))  # noqa: E731
+    traced = {k: v for k, v in kwargs.items() if is_array(v)}
+    static = {k: v for k, v in kwargs.items() if k not in traced}
+
+    def block(module, args, traced):
+        return module(*args, **traced, **static)
+
+    _REMAT_INSIDE.add(path)
+    try:
+        return nn.remat(block)(context.module, args, traced)
+    finally:
+        _REMAT_INSIDE.discard(path)
+
+
 class DiffusersUNet(nn.Module):
     """``FlaxUNet2DConditionModel`` with NHWC latents, a ``TextCondition`` and feature taps."""
 
     unet: nn.Module
     time_cond_proj_dim: int = 0
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: Array, t: Array, cond: TextCondition, *, train: bool = False, return_features: bool = False):
@@ -74,12 +108,14 @@ class DiffusersUNet(nn.Module):
 
         def record(next_fun, args, kwargs, context):
             out = next_fun(*args, **kwargs)
-            if context.method_name == "__call__" and _is_feature_block(context.module.path):
+            if context.method_name == "__call__" and _is_feature_block(context.module.path) and context.module.path not in _REMAT_INSIDE:
                 features.append((context.module.path, out[0] if isinstance(out, tuple) else out))
             return out
 
         if return_features:
             interceptors.append(record)
+        if self.remat:  # innermost: the taps see the block's output outside its remat
+            interceptors.append(_remat_blocks)
         sample = jnp.transpose(x, (0, 3, 1, 2))
         with contextlib.ExitStack() as stack:
             for interceptor in interceptors:
@@ -110,11 +146,11 @@ class TextNetwork(Network):
         return x, t, TextCondition(jnp.zeros((b, self.context_length, self.context_dim), jnp.float32), pooled, time_ids)
 
 
-def unet_network(unet: nn.Module, context_length: int, pooled_dim: int = 0, time_cond_proj_dim: int = 0) -> TextNetwork:
+def unet_network(unet: nn.Module, context_length: int, pooled_dim: int = 0, time_cond_proj_dim: int = 0, remat: bool = False) -> TextNetwork:
     """The library ``Network`` of a ``FlaxUNet2DConditionModel`` (``time_cond_proj_dim > 0``: with
-    LCM's guidance embedding, ``num_times = 2``)."""
+    LCM's guidance embedding, ``num_times = 2``; ``remat``: blocks rematerialised)."""
     num_time_ids = 6 if pooled_dim else 0
     return TextNetwork(
-        DiffusersUNet(unet, time_cond_proj_dim), num_classes=0, num_times=2 if time_cond_proj_dim else 1,
+        DiffusersUNet(unet, time_cond_proj_dim, remat), num_classes=0, num_times=2 if time_cond_proj_dim else 1,
         context_length=context_length, context_dim=int(unet.cross_attention_dim), pooled_dim=pooled_dim, num_time_ids=num_time_ids,
     )
