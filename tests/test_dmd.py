@@ -187,9 +187,12 @@ def test_critic_phase_runs_the_scheduled_number_of_updates_and_the_generator_pha
             manual, _ = critic_fn(manual, built.frozen, batch, x_g, cond, key)
         out, metrics = step_fn(trainable, built.frozen, batch, rng, jnp.int32(step))
         assert float(metrics["critic_updates"]) == n
-        for name in ("critic", "head"):  # exactly n critic updates, untouched by the generator phase
+        # Exactly n critic updates, untouched by the generator phase. One Adam update more or less moves a weight
+        # by about lr = 2e-3; the step and the manual updates are two compiled programs whose rounding differs,
+        # which Adam's normalisation amplifies to 3e-5 where a gradient is near zero: atol 2e-4 separates the two.
+        for name in ("critic", "head"):
             for a, b in zip(jax.tree.leaves(out[name].params), jax.tree.leaves(manual[name].params)):
-                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-4)
         moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(out["generator"].params), jax.tree.leaves(trainable["generator"].params))]
         assert any(moved)
 
