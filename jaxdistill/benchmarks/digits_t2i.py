@@ -54,6 +54,7 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 TEMPLATES = ("a handwritten {}", "the digit {}", "a drawing of a {}")
 PROMPT_LENGTH = 24  # characters + BOS + EOS: the longest caption is 20 characters
 TEXT_WIDTH = 32
+TOKEN_STD = 1.0  # the text encoder's token embeddings N(0, 1), 5x its position embeddings' 1 / sqrt(PROMPT_LENGTH)
 IMAGE_SIZE, LATENT_SIZE, LATENT_CHANNELS = 8, 4, 4
 SCHEDULER = dict(
     _class_name="DDIMScheduler", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000,
@@ -149,7 +150,7 @@ def write_folder(path: str, vae_params: dict, scaling_factor: float, seed: int =
 
     os.makedirs(path, exist_ok=True)
     vocab_size = write_char_tokenizer(os.path.join(path, "tokenizer"), max_length=PROMPT_LENGTH)
-    write_text_encoder(os.path.join(path, "text_encoder"), vocab_size, seed + 1, max_length=PROMPT_LENGTH, width=TEXT_WIDTH)
+    write_text_encoder(os.path.join(path, "text_encoder"), vocab_size, seed + 1, max_length=PROMPT_LENGTH, width=TEXT_WIDTH, token_std=TOKEN_STD)
     _vae_module(scaling_factor).save_pretrained(os.path.join(path, "vae"), params=vae_params)
     unet = FlaxUNet2DConditionModel(**UNET_CONFIG)
     unet.save_pretrained(os.path.join(path, "unet"), params=random_params(jax.eval_shape(unet.init_weights, jax.random.key(0)), seed + 2))
