@@ -180,14 +180,14 @@ def write_digits_cache(sd: SDTeacher, path: str, num_digits: Optional[int] = Non
 
 
 def teacher_config(steps: int = TEACHER_STEPS, cache: str = CACHE) -> ml_collections.ConfigDict:
-    """The UNet's training run: the denoising objective, batch 64, AdamW 5e-4 with cosine decay, no EMA
+    """The UNet's training run: the denoising objective, batch 64, AdamW 1e-3 with cosine decay, no EMA
     (a constant 0.999 EMA over 1,000 updates would keep 0.999^1000 = 37% of the initial weights)."""
     c = with_method(base_config(), "teacher")
     c.data = ml_collections.ConfigDict({"name": "t2i_cache", "path": cache})
     c.prediction = "eps"
     c.batch_size = 64
     c.ema_decay = 0.0
-    c.optim.lr, c.optim.decay_steps, c.optim.warmup_steps = 5e-4, steps, min(200, steps // 10)
+    c.optim.lr, c.optim.decay_steps, c.optim.warmup_steps = 1e-3, steps, min(200, steps // 10)
     c.train.num_steps, c.train.checkpoint_every, c.train.log_every, c.train.sample_every = steps, max(steps // 4, 1), max(steps // 20, 1), 0
     c.train.async_checkpoint = False
     return c
