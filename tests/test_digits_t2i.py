@@ -57,6 +57,42 @@ def test_adherence_of_real_digits_is_the_classifier_accuracy(evaluator):
     np.testing.assert_array_equal(bench.to_grey(bench.rgb_digits()[0]), x)
 
 
+def test_token_std_sets_the_text_encoders_token_embeddings(tmp_path):
+    import flax.serialization
+
+    from jaxdistill.models.hf.tiny import write_text_encoder
+
+    tables = {}
+    for std in (None, bench.TOKEN_STD):
+        path = tmp_path / str(std)
+        write_text_encoder(str(path), 514, 1, max_length=bench.PROMPT_LENGTH, width=bench.TEXT_WIDTH, token_std=std)
+        with open(path / "flax_model.msgpack", "rb") as f:
+            tables[std] = flax.serialization.msgpack_restore(f.read())["text_model"]["embeddings"]["token_embedding"]["embedding"]
+    np.testing.assert_allclose(tables[bench.TOKEN_STD], tables[None] * bench.TOKEN_STD * np.sqrt(514), rtol=1e-6)  # the same draw, rescaled
+    assert abs(float(np.std(tables[None])) - 1 / np.sqrt(514)) < 0.003 and abs(float(np.std(tables[bench.TOKEN_STD])) - bench.TOKEN_STD) < 0.05
+
+
+def test_captions_of_different_digits_are_far_apart(pipeline):
+    """The committed text encoder tells the digits apart: captions of two digits in one template lie
+    further apart than one token's norm (random_params' 1 / sqrt(vocab) token embeddings gave 0.26 of it at the closest)."""
+    _, sd, _ = pipeline
+    embeds = sd.encode_prompts([bench.caption(d, k) for k in range(len(bench.TEMPLATES)) for d in range(10)])["prompt_embeds"]
+    token_norm = float(np.mean(np.linalg.norm(embeds, axis=-1)))
+    flat = embeds.reshape(len(bench.TEMPLATES), 10, -1)
+    gaps = np.linalg.norm(flat[:, :, None] - flat[:, None, :], axis=-1)[:, ~np.eye(10, dtype=bool)]
+    assert float(np.min(gaps)) > token_norm
+
+
+def test_cache_pairs_each_caption_with_its_image(pipeline):
+    _, sd, _ = pipeline
+    source = bench.write_digits_cache(sd, str(pipeline[0]) + "_cache", num_digits=20)
+    x, y = bench.rgb_digits()
+    records = source.get_batch(np.arange(len(source)))
+    captions = [bench.caption(int(d), k) for k in range(len(bench.TEMPLATES)) for d in y[:20]]
+    np.testing.assert_allclose(records["cond"]["embeds"], sd.encode_prompts(captions)["prompt_embeds"], atol=1e-4)  # float32 in the cache
+    np.testing.assert_allclose(records["x"], np.tile(sd.encode_images(x[:20]), (len(bench.TEMPLATES), 1, 1, 1)), atol=1e-2)  # from uint8 pixels
+
+
 def test_drop_condition_swaps_the_prompt_for_the_empty_one():
     cond = TextCondition(jnp.ones((6, 3, 2)), negative_embeds=jnp.zeros((6, 3, 2)))
     np.testing.assert_array_equal(drop_condition(jax.random.key(0), cond, 0.0).embeds, cond.embeds)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Optional
 
 import jax
 import numpy as np
@@ -82,10 +83,13 @@ def write_char_tokenizer(path: str, max_length: int = PROMPT_LENGTH) -> int:
 
 
 def write_text_encoder(
-    path: str, vocab_size: int, seed: int, projection: bool = False, max_length: int = PROMPT_LENGTH, width: int = TEXT_WIDTH, layers: int = 2
+    path: str, vocab_size: int, seed: int, projection: bool = False, max_length: int = PROMPT_LENGTH, width: int = TEXT_WIDTH, layers: int = 2,
+    token_std: Optional[float] = None,
 ) -> None:
     """A seeded random CLIP text encoder (``projection``: with the projection of SDXL's second
-    encoder) of ``layers`` layers of ``width`` for ``write_char_tokenizer``'s tokens."""
+    encoder) of ``layers`` layers of ``width`` for ``write_char_tokenizer``'s tokens. ``token_std``
+    redraws the token embeddings as N(0, token_std^2) (``random_params`` gives them 1 / sqrt(vocab_size),
+    small beside the position embeddings' 1 / sqrt(max_length), so captions then differ little)."""
     from transformers import CLIPTextConfig, FlaxCLIPTextModel, FlaxCLIPTextModelWithProjection
 
     config = CLIPTextConfig(
@@ -95,7 +99,11 @@ def write_text_encoder(
     )
     cls = FlaxCLIPTextModelWithProjection if projection else FlaxCLIPTextModel
     model = cls(config, _do_init=False)
-    model.save_pretrained(path, params=random_params(model.params_shape_tree, seed))
+    params = random_params(model.params_shape_tree, seed)
+    if token_std is not None:
+        table = params["text_model"]["embeddings"]["token_embedding"]["embedding"]
+        params["text_model"]["embeddings"]["token_embedding"]["embedding"] = (table * (token_std * np.sqrt(vocab_size))).astype(np.float32)
+    model.save_pretrained(path, params=params)
 
 
 def _write_unet(path: str, kind: str, seed: int) -> None:
