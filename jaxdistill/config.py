@@ -10,17 +10,18 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
-import importlib.util
 import inspect
 import math
 import numbers
 import os
+import types
 from typing import Any, Iterator, Optional, Sequence
 
 import ml_collections
 from ml_collections import config_dict
 
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.paths import as_path, is_remote
 from jaxdistill.core.phema import SIGMA_REL_MAX
 from jaxdistill.core.state import default_optimizer_config
 from jaxdistill.diffusion.ddpm_grid import SPACINGS
@@ -105,15 +106,25 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def split_config_spec(spec: str) -> tuple[str, str]:
+    """(path, preset) of ``path/to/config.py[:preset]``; a URI keeps its ``scheme://`` colon."""
+    scheme, sep, _ = spec.partition("://")
+    start = len(scheme) + len(sep) if sep else 0
+    path, _, arg = spec[start:].partition(":")
+    return spec[:start] + path, arg
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Load ``path/to/config.py[:arg]`` by calling its ``get_config(arg)``."""
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
+    """Load ``path/to/config.py[:arg]`` (a local file or a ``gs://`` URI) by calling its
+    ``get_config(arg)``."""
+    path, arg = split_config_spec(spec)
+    source = as_path(path)
+    if not source.is_file():
         raise ConfigError(f"config file not found: {path!r}")
-    module_spec = importlib.util.spec_from_file_location(f"jaxdistill_config_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(module_spec)
+    module = types.ModuleType(f"jaxdistill_config_{abs(hash(path))}")
+    module.__file__ = path if is_remote(path) else os.fspath(source)
     try:
-        module_spec.loader.exec_module(module)
+        exec(compile(source.read_text(), module.__file__, "exec"), module.__dict__)
     except Exception as err:
         raise ConfigError(f"error while executing config file {path}: {type(err).__name__}: {err}") from err
     if not hasattr(module, "get_config"):

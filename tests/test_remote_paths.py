@@ -28,6 +28,7 @@ from protocol_checks import config
 
 from jaxdistill.build import build, load_run
 from jaxdistill.cli import main
+from jaxdistill.config import load_config_file, split_config_spec
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.paths import as_path, write_text_atomic
 from jaxdistill.data.pipeline import BatchStream
@@ -41,6 +42,7 @@ from jaxdistill.snapshot import restore_snapshot, save_snapshot
 from jaxdistill.train.engine import Trainer
 
 BUCKET = "gs://fake-bucket"
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 @pytest.fixture
@@ -80,6 +82,17 @@ def test_paths_keep_uris_and_make_local_paths_absolute(bucket):
     assert os.fspath(as_path("run")) == os.path.abspath("run")
     write_text_atomic(f"{BUCKET}/a/b.json", "{}")
     assert (bucket / "a" / "b.json").read_text() == "{}" and os.listdir(bucket / "a") == ["b.json"]  # no temporary file left
+
+
+def test_a_config_file_on_gs_loads_like_the_local_file(bucket):
+    local = os.path.join(CONFIGS, "grid25", "kd.py")
+    (bucket / "configs").mkdir(parents=True)
+    shutil.copy(local, bucket / "configs" / "kd.py")
+    assert split_config_spec(f"{BUCKET}/configs/kd.py:smoke") == (f"{BUCKET}/configs/kd.py", "smoke")
+    for preset in ("", ":smoke"):
+        assert load_config_file(f"{BUCKET}/configs/kd.py{preset}").to_json() == load_config_file(local + preset).to_json()
+    with pytest.raises(ConfigError, match="config file not found: 'gs://fake-bucket/configs/cd.py'"):
+        load_config_file(f"{BUCKET}/configs/cd.py:smoke")
 
 
 def _params(trainable) -> list[np.ndarray]:
