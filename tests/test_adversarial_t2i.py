@@ -177,11 +177,13 @@ def test_an_add_step_with_the_dinov2_discriminator_reads_decoded_latents_and_add
     assert changed(new["generator"].params, trainable["generator"].params) and changed(new["head"].params, trainable["head"].params)
 
 
-def test_text_runs_refuse_sample_plots_a_label_pool_a_missing_dinov2_and_a_fresh_student(t2i, tmp_path):
+def test_text_runs_refuse_sample_plots_a_label_pool_a_text_only_cache_a_missing_dinov2_and_a_fresh_student(t2i, sd15_cache, tmp_path):
     with pytest.raises(ConfigError, match="train.sample_every=0"):
         built_objective(LADD_SPEC, t2i, "train.sample_every=1")
-    with pytest.raises(ConfigError, match="num_synthetic=0"):
+    with pytest.raises(ConfigError, match=r"num_synthetic=0 and train on a cache of the teacher's own samples \('jaxdistill cache --teacher-samples'"):
         built_objective(LADD_SPEC, t2i, "adversarial.num_synthetic=16")
+    with pytest.raises(ConfigError, match=r"^ladd: the discriminator's real samples reads image latents, but the cache .* holds text only; .*'--teacher-samples'[^\n]*$"):
+        built_objective(LADD_SPEC, t2i, f"data.path={sd15_cache[2]}")
     with pytest.raises(ConfigError, match="init_from_teacher=True"):
         built_objective(LADD_SPEC, t2i, "adversarial.init_from_teacher=False")
     with pytest.raises(ConfigError, match="lacks config.json"):

@@ -68,8 +68,9 @@ ADD's own discriminator: the student's latents (and the real ones) are decoded b
 and read by a frozen DINOv2 (``models.hf.dinov2``, the folder ``dinov2_path``) at ``dinov2_layers``,
 with per-token heads; the gradient reaches the student through DINOv2 and the decoder. LADD's pool
 of teacher samples is drawn at class labels, which carry no prompts: with text, ``num_synthetic =
-0`` and the cache's latents are the "real" data (cache the teacher's own images for the paper's
-synthetic data). The engine's sample plots carry no prompts (``train.sample_every = 0``, as LCM).
+0`` and the cache's latents are the "real" data; a cache of the teacher's own samples for its
+prompts (``jaxdistill cache --teacher-samples``) makes that the paper's synthetic data, and a
+text-only cache is refused. The engine's sample plots carry no prompts (``train.sample_every = 0``, as LCM).
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ class AdversarialSettings(GeneratorSettings):
     noise_mean: float = 1.0
     noise_std: float = 1.0
     # LADD's synthetic data: teacher ODE samples (size and sampler as KD's pair set); 0: the training
-    # data are already teacher samples (a text-to-image cache of the teacher's images).
+    # data are already teacher samples (a text-to-image cache written with --teacher-samples).
     num_synthetic: int = 16384
     teacher_sampler: str = "heun"
     teacher_nfe: int = 31
@@ -325,7 +326,7 @@ def build(ctx, settings: AdversarialSettings) -> tuple[AdversarialDistillation, 
     if text and method == "ladd" and settings.num_synthetic > 0:
         raise ConfigError(
             "ladd: its pool of teacher samples is drawn at class labels, which carry no prompts; on a Stable Diffusion teacher "
-            "set adversarial.num_synthetic=0 and cache the teacher's own images as the data (LADD's synthetic data)"
+            "set adversarial.num_synthetic=0 and train on a cache of the teacher's own samples ('jaxdistill cache --teacher-samples', LADD's synthetic data)"
         )
     if settings.discriminator == "dinov2" and not text:
         raise ConfigError(f"adversarial.discriminator='dinov2' reads VAE-decoded images: it needs teacher.kind='diffusers', not {config.teacher.kind!r}")

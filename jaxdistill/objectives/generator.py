@@ -55,7 +55,7 @@ from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState, make_optimizer
 from jaxdistill.core.types import Array, Batch, PyTree
-from jaxdistill.data.t2i_cache import read_manifest
+from jaxdistill.data.t2i_cache import latent_source, read_manifest
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
@@ -433,8 +433,8 @@ def generator_parts(ctx, settings: GeneratorSettings, *, critic: bool, head: boo
 def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str], critic: bool = True) -> None:
     """ConfigErrors for a generator method on a text-to-image teacher (``teacher.kind="diffusers"``):
     its generator and critic (``critic``: the method has one) are the teacher's UNet, so they start from its weights; the engine's
-    sample plots carry no prompts (as for ``lcm``); and a term that reads real data (``real_data``
-    names it, None: none does) needs a cache written with image latents (``jaxdistill cache --images``)."""
+    sample plots carry no prompts (as for ``lcm``); and a term that reads data latents (``real_data``
+    names it, None: none does) needs a cache written with them (``jaxdistill cache --images`` or ``--teacher-samples``)."""
     config = ctx.config
     if config.teacher.kind != "diffusers":
         return
@@ -446,8 +446,11 @@ def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str]
     if real_data is None or config.data.name != "t2i_cache":
         return
     manifest = read_manifest(str(config.data.path))
-    if manifest is not None and not manifest["settings"].get("images"):
-        raise ConfigError(f"{name}: {real_data} reads real image latents, but the cache {config.data.path!r} holds text only; write it with 'jaxdistill cache --images FIELD'")
+    if manifest is not None and latent_source(manifest["settings"]) is None:
+        raise ConfigError(
+            f"{name}: {real_data} reads image latents, but the cache {config.data.path!r} holds text only; write it with 'jaxdistill cache --images FIELD' "
+            "(real images) or '--teacher-samples' (the teacher's own samples, LADD's synthetic data)"
+        )
 
 
 def teacher_network(teacher: Denoiser, teacher_params: PyTree, process: NoiseProcess, prediction: str) -> tuple[Denoiser, Callable]:
