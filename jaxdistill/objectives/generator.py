@@ -263,9 +263,13 @@ class GeneratorDistillation:
         if self.head is not None:
             t = jnp.full((x.shape[0],), self.process.t_max, jnp.float32)
             features = self.head_features({k: s.params for k, s in trainable.items()}, frozen, x, t, batch_labels(batch, self.num_classes))
-            head_params = self.head.init(derive(rng, "head"), features, batch_labels(batch, self.num_classes))
+            head_params = self.head.init(derive(rng, "head"), features, batch_labels(batch, self.num_classes), self.head_image(frozen, batch))
             trainable["head"] = NetState.create(head_params, self.tx_head, use_ema=False)
         return trainable
+
+    def head_image(self, frozen: PyTree, batch: Batch) -> Optional[Array]:
+        """The image embedding [B, E] the head is conditioned on for ``batch`` (ADD's c_img); none by default."""
+        return None
 
     def head_features(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> list[Array]:
         """The backbone features the head reads: the critic's (DMD2, f-distill, SiDA) by default;
