@@ -264,9 +264,16 @@ def one_step_sample_is_the_students_x0_at_t_max(run, batch) -> None:
 
 
 @pytest.mark.slow
-def test_the_sd15_ladd_smoke_preset_trains_through_the_cli(t2i, tmp_path):
-    folder, _, cache, _ = t2i
+def test_the_sd15_ladd_smoke_preset_trains_through_the_cli_on_the_teachers_own_samples(t2i, tmp_path):
+    """The paper's setup: `jaxdistill cache --teacher-samples` (LADD's synthetic data), then the smoke preset."""
+    from jaxdistill.cli import main
+
+    folder, _, _, _ = t2i
+    (tmp_path / "prompts.txt").write_text("a cat\nred\nmoon\n")
+    cache = str(tmp_path / "cache")
+    assert main(["cache", "--diffusers", folder, "--prompts", str(tmp_path / "prompts.txt"), "--out", cache, "--teacher-samples", "--teacher-nfe", "2", "--quiet"]) == 0
     rows, run, batch = smoke_run(LADD_SPEC, folder, cache, tmp_path / "run")
+    assert np.all(np.abs(np.asarray(batch["x"])) > 0)  # the teacher's latents, not a text-only cache's zeros
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["disc_loss"]) and "distill_loss" not in r for r in rows)
     one_step_sample_is_the_students_x0_at_t_max(run, batch)
 
