@@ -8,7 +8,7 @@
     jaxdistill fid-stats --config CFG --out stats.npz --inception inception_fid.npz   # real data's pool3 mean, covariance
     jaxdistill eval --workdir runs/t --metric fid --fid-stats stats.npz --inception inception_fid.npz  # 50,000 samples
     jaxdistill data --config configs/digits/teacher.py --num 1000 --out digits.npz
-    jaxdistill cache --diffusers sd15/ --prompts prompts.jsonl --out cache/sd15 [--images image]  # text embeddings (and latents) once
+    jaxdistill cache --diffusers sd15/ --prompts prompts.jsonl --out cache/sd15 [--images image | --teacher-samples]  # text embeddings (and latents) once
     jaxdistill snapshot --workdir runs/t --out teacher.npz      # a finished run as one file
     jaxdistill restore --snapshot teacher.npz --workdir runs/t2  # ... and back into a run folder
     jaxdistill export --workdir runs/sd15/lcm_lora --out lcm_lora/  # a diffusers LoRA file, or a diffusers folder for a full student
@@ -367,6 +367,9 @@ def cmd_data(args, overrides: list[str]) -> int:
     return 0
 
 
+TEACHER_SAMPLING = {"--teacher-nfe": 25, "--guidance": 7.5, "--sampler": "ddim", "--seed": 0}  # 'cache --teacher-samples' defaults, as 'sample --diffusers'
+
+
 def cmd_cache(args, overrides: list[str]) -> int:
     from jaxdistill.data.prompts import open_prompts
     from jaxdistill.data.t2i_cache import teacher_encoders, write_cache
@@ -375,12 +378,25 @@ def cmd_cache(args, overrides: list[str]) -> int:
     for flag, value in (("--batch-size", args.batch_size), ("--shard-size", args.shard_size), ("--resolution", args.resolution)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} must be positive, got {value}")
+    sampling = {"--teacher-nfe": args.teacher_nfe, "--guidance": args.guidance, "--sampler": args.sampler, "--seed": args.seed}
+    if not args.teacher_samples and any(v is not None for v in sampling.values()):
+        raise ConfigError(f"{next(k for k, v in sampling.items() if v is not None)} sets how the teacher samples: it needs --teacher-samples")
     _require_folder(args.out, "--out")
     prompts = open_prompts(args.prompts, field=args.prompt_field, image_field=args.images)
-    encoders = teacher_encoders(load_sd_teacher(args.diffusers), args.resolution)
+    sd = load_sd_teacher(args.diffusers)
+    encoders = teacher_encoders(sd, args.resolution)
+    samples = None
+    if args.teacher_samples:
+        from jaxdistill.eval.text_to_image import teacher_samples
+
+        chosen = {k: v if v is not None else TEACHER_SAMPLING[k] for k, v in sampling.items()}
+        samples = teacher_samples(
+            sd, nfe=chosen["--teacher-nfe"], guidance=chosen["--guidance"], sampler=chosen["--sampler"], seed=chosen["--seed"],
+            resolution=encoders.settings["resolution"],
+        )
     manifest = write_cache(
         args.out, prompts, encoders, batch_size=args.batch_size, shard_size=args.shard_size, with_images=args.images is not None,
-        dtype=args.dtype, process_index=args.process_index, process_count=args.process_count, progress=not args.quiet,
+        dtype=args.dtype, teacher_samples=samples, process_index=args.process_index, process_count=args.process_count, progress=not args.quiet,
     )
     done = sum(os.path.isfile(os.path.join(args.out, name)) for name in manifest["shards"])
     print(f"{args.out}: {done} of {len(manifest['shards'])} shards of {manifest['num_records']} prompts written (manifest: {os.path.join(args.out, 'manifest.json')})")
@@ -517,6 +533,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="prompts (images) per encoder call")
     p.add_argument("--shard-size", type=int, default=1024, help="records per shard file (SD 1.5 in float32: ~240 MB of embeddings)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage dtype of embeddings and latents")
+    p.add_argument("--teacher-samples", action="store_true", help="store the teacher's own samples for the prompts as the latents (LADD's synthetic data)")
+    p.add_argument("--teacher-nfe", type=int, default=None, help="with --teacher-samples: sampler steps (default 25)")
+    p.add_argument("--guidance", type=float, default=None, help="with --teacher-samples: classifier-free guidance w against the empty prompt, diffusers' guidance_scale (default 7.5)")
+    p.add_argument("--sampler", default=None, help="with --teacher-samples: ddim (default), dpmpp_2m or euler (as 'sample --diffusers')")
+    p.add_argument("--seed", type=int, default=None, help="with --teacher-samples: record i's noise is drawn from fold_in(key(seed), i) (default 0)")
     p.add_argument("--process-index", type=int, default=None, help="this process's index: it writes shards i, i+n, ... (default: jax.process_index())")
     p.add_argument("--process-count", type=int, default=None, help="the number of processes writing the cache (default: jax.process_count())")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

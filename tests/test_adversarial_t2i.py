@@ -104,11 +104,14 @@ def test_the_dinov2_wrapper_is_transformers_flax_model_on_normalised_decoded_ima
     run = jax.jit(lambda images: features(params, images))
     images = jax.random.uniform(jax.random.key(0), (2, 28, 28, 3), minval=-1.0, maxval=1.0)
     pixels = np.transpose(((np.asarray(images) + 1) / 2 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), (0, 3, 1, 2))
-    hidden = jax.jit(lambda p: model(p, params=params, output_hidden_states=True).hidden_states)(pixels)
-    got = run(images)
+    out = jax.jit(lambda p: model(p, params=params, output_hidden_states=True))(pixels)
+    got, embedding = jax.jit(lambda images: features.outputs(params, images))(images)
     assert len(got) == 2 and got[0].shape == (2, 1 + 4, 16)  # class token + 2 x 2 patches of 14 px
-    for g, want in zip(got, (hidden[2], hidden[4]), strict=True):
+    for g, want in zip(got, (out.hidden_states[2], out.hidden_states[4]), strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(embedding, out.last_hidden_state[:, 0], rtol=1e-5, atol=1e-5)  # c_img: the final layer-normed class token
+    for g, want in zip(run(images), got, strict=True):
+        np.testing.assert_allclose(g, want, rtol=1e-6, atol=1e-6)
     grey = jnp.full((1, 16, 16, 3), 0.3)
     for g, want in zip(jax.jit(lambda i: features(params, i))(grey), run(jnp.full((1, 28, 28, 3), 0.3)), strict=True):
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
@@ -151,11 +154,57 @@ def test_a_ladd_step_on_the_tiny_sd15_folder_trains_the_teacher_initialised_unet
     assert changed(new["generator"].params, trainable["generator"].params) and changed(new["head"].params, head)
 
 
+def test_the_heads_image_embedding_is_a_projection_term_that_vanishes_exactly_at_zero():
+    """ADD's c_img enters the head as <W_img c_img, h> beside the text's projection: the logits depend on it, the head
+    without it has the same parameters less ``image_embed``, and with W_img = 0 (kernel and bias) its logits are exactly
+    those of the head without it (pooled with a text condition; per position without one)."""
+    from jaxdistill.core.conditioning import TextCondition
+    from jaxdistill.models.discriminator import DiscriminatorHead, apply_head
+
+    keys = jax.random.split(jax.random.key(0), 5)
+    features = [jax.random.normal(keys[0], (2, 3, 3, 5)), jax.random.normal(keys[1], (2, 4))]
+    text = TextCondition(jax.random.normal(keys[2], (2, 6, 7)))
+    image, other_image = jax.random.normal(keys[3], (2, 9)), jax.random.normal(keys[4], (2, 9))
+    for per_position, cond in ((False, text), (True, None)):
+        head = DiscriminatorHead(hidden=8, per_position=per_position)
+        params = head.init(jax.random.key(1), features, cond, image)
+        plain = {"params": {k: v for k, v in params["params"].items() if k != "image_embed"}}
+        assert set(params["params"]) - set(plain["params"]) == {"image_embed"}
+        assert jax.tree.structure(plain) == jax.tree.structure(head.init(jax.random.key(1), features, cond))
+        logits = apply_head(head, params, features, cond, image)
+        assert np.all(np.abs(np.asarray(logits - apply_head(head, params, features, cond, other_image))) > 0)
+        zeroed = {"params": {**params["params"], "image_embed": jax.tree.map(jnp.zeros_like, params["params"]["image_embed"])}}
+        np.testing.assert_array_equal(apply_head(head, zeroed, features, cond, image), apply_head(head, plain, features, cond))
+
+
+def test_adds_dinov2_heads_read_c_img_of_the_real_latents_and_the_setting_off_is_the_plain_head(t2i):
+    """The ADD config (image conditioning on, the paper's default): c_img of a batch is DINOv2's class token of its
+    VAE-decoded real latents, and the student's logits change with it; with dinov2_image_condition=False there is no
+    c_img (and no extra DINOv2 pass). (That ``init`` gives the heads the image projection: the slow ADD step test.)"""
+    built, batch = built_objective(ADD_SPEC, t2i)
+    obj, frozen = built.objective, built.frozen
+    assert obj.settings.dinov2_image_condition and obj.image_conditioned
+    cond, x = batch_labels(batch, 0), jax.random.normal(jax.random.key(1), batch["x"].shape)
+    shapes = jax.eval_shape(obj.image_features.outputs, frozen["discriminator"], batch["x"])
+    head = obj.head.init(jax.random.key(0), [jnp.zeros(f.shape) for f in shapes[0]], cond, jnp.zeros(shapes[1].shape))
+
+    def run(frozen, batch, x):
+        c_img = obj.head_image(frozen, batch)
+        logits = lambda image: obj.logits(head, frozen, x, cond, jax.random.key(2), image)  # noqa: E731
+        return c_img, obj.image_features.outputs(frozen["discriminator"], batch["x"])[1], logits(c_img), logits(c_img[::-1])
+
+    c_img, want, logits, logits_swapped = jax.jit(run)(frozen, batch, x)
+    np.testing.assert_allclose(c_img, want, rtol=1e-6, atol=1e-6)
+    assert c_img.shape == shapes[1].shape == (2, shapes[0][0].shape[-1]) and np.all(np.abs(np.asarray(logits - logits_swapped)) > 0)
+    off = dataclasses.replace(obj, settings=dataclasses.replace(obj.settings, dinov2_image_condition=False))
+    assert off.head_image(frozen, batch) is None and off.passes_per_sample == obj.passes_per_sample - 1.0  # the head without c_img: the test above
+
+
 @pytest.mark.slow
 def test_an_add_step_with_the_dinov2_discriminator_reads_decoded_latents_and_adds_distillation_and_r1(t2i):
-    """The ADD config's objective (on the SD 1.5 folder: the mean of the token embeddings conditions the heads): its
-    discriminator features are DINOv2's of the VAE-decoded latents, and one step trains with the hinge losses, R1 and
-    the lambda = 2.5 distillation term."""
+    """The ADD config's objective (on the SD 1.5 folder: the mean of the token embeddings and c_img condition the heads):
+    its discriminator features are DINOv2's of the VAE-decoded latents, and one step trains with the hinge losses, R1
+    and the lambda = 2.5 distillation term."""
     from jaxdistill.models.hf.dinov2 import LatentDinov2, load_dinov2
     from jaxdistill.models.hf.teacher import load_sd_vae
 
@@ -171,17 +220,20 @@ def test_an_add_step_with_the_dinov2_discriminator_reads_decoded_latents_and_add
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
     trainable = obj.init(jax.random.key(0), batch, frozen)
+    assert {"text_embed", "image_embed"} <= set(trainable["head"].params["params"])  # ADD's c_img, projected like the text
     new, metrics = jax.jit(obj.step)(trainable, frozen, batch, jax.random.key(2), jnp.asarray(0))
     assert {"disc_loss", "adv_loss", "distill_loss", "r1"} <= set(metrics) and float(metrics["r1"]) > 0 and float(metrics["distill_loss"]) > 0
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert changed(new["generator"].params, trainable["generator"].params) and changed(new["head"].params, trainable["head"].params)
 
 
-def test_text_runs_refuse_sample_plots_a_label_pool_a_missing_dinov2_and_a_fresh_student(t2i, tmp_path):
+def test_text_runs_refuse_sample_plots_a_label_pool_a_text_only_cache_a_missing_dinov2_and_a_fresh_student(t2i, sd15_cache, tmp_path):
     with pytest.raises(ConfigError, match="train.sample_every=0"):
         built_objective(LADD_SPEC, t2i, "train.sample_every=1")
-    with pytest.raises(ConfigError, match="num_synthetic=0"):
+    with pytest.raises(ConfigError, match=r"num_synthetic=0 and train on a cache of the teacher's own samples \('jaxdistill cache --teacher-samples'"):
         built_objective(LADD_SPEC, t2i, "adversarial.num_synthetic=16")
+    with pytest.raises(ConfigError, match=r"^ladd: the discriminator's real samples reads image latents, but the cache .* holds text only; .*'--teacher-samples'[^\n]*$"):
+        built_objective(LADD_SPEC, t2i, f"data.path={sd15_cache[2]}")
     with pytest.raises(ConfigError, match="init_from_teacher=True"):
         built_objective(LADD_SPEC, t2i, "adversarial.init_from_teacher=False")
     with pytest.raises(ConfigError, match="lacks config.json"):
@@ -212,9 +264,16 @@ def one_step_sample_is_the_students_x0_at_t_max(run, batch) -> None:
 
 
 @pytest.mark.slow
-def test_the_sd15_ladd_smoke_preset_trains_through_the_cli(t2i, tmp_path):
-    folder, _, cache, _ = t2i
+def test_the_sd15_ladd_smoke_preset_trains_through_the_cli_on_the_teachers_own_samples(t2i, tmp_path):
+    """The paper's setup: `jaxdistill cache --teacher-samples` (LADD's synthetic data), then the smoke preset."""
+    from jaxdistill.cli import main
+
+    folder, _, _, _ = t2i
+    (tmp_path / "prompts.txt").write_text("a cat\nred\nmoon\n")
+    cache = str(tmp_path / "cache")
+    assert main(["cache", "--diffusers", folder, "--prompts", str(tmp_path / "prompts.txt"), "--out", cache, "--teacher-samples", "--teacher-nfe", "2", "--quiet"]) == 0
     rows, run, batch = smoke_run(LADD_SPEC, folder, cache, tmp_path / "run")
+    assert np.all(np.abs(np.asarray(batch["x"])) > 0)  # the teacher's latents, not a text-only cache's zeros
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["disc_loss"]) and "distill_loss" not in r for r in rows)
     one_step_sample_is_the_students_x0_at_t_max(run, batch)
 

@@ -1,7 +1,7 @@
 """Latent Adversarial Diffusion Distillation (Sauer, Boesel, Dockhorn, Blattmann, Esser & Rombach 2024, "Fast
 High-Resolution Image Synthesis with Latent Adversarial Diffusion Distillation", arXiv:2403.12015) adapted to
 Stable Diffusion 1.5: a 4-step student started from the SD 1.5 UNet, trained against heads on the frozen teacher's own
-UNet features of re-noised latents, from a cache of the teacher's own images (LADD's synthetic data)
+UNet features of re-noised latents, from a cache of the teacher's own samples (LADD's synthetic data)
 (jaxdistill/objectives/adversarial.py; docs/methods/ladd.md).
 
 The paper distils SD3 (an MMDiT rectified flow; SD3-Turbo); SD 1.5 is a DDPM UNet, so its values are carried over:
@@ -14,16 +14,18 @@ The paper distils SD3 (an MMDiT rectified flow; SD3-Turbo); SD 1.5 is a DDPM UNe
     heads read its pooled one);
   * re-noising level: the paper's logit-normal pi(t; m = 1, s = 1) of rectified-flow time, i.e. ln(s / sigma_data) ~
     N(1, 1) (sigma_data = 1: SD's scaled latents have about unit variance);
-  * synthetic data: the teacher's own samples as the "real" data (adversarial.num_synthetic = 0: cache images the
-    teacher generated for the prompts, e.g. with diffusers' StableDiffusionPipeline, with `jaxdistill cache --images`);
+  * synthetic data: the teacher's own samples for the prompts as the "real" data, i.e. a cache written with
+    `jaxdistill cache --teacher-samples` (the teacher's guided samples stored as the records' latents; the run reads
+    them, adversarial.num_synthetic = 0); a text-only cache is refused;
   * hinge loss, no distillation loss, no R1 term.
 Our choices (not in the paper, or SD3-specific there): AdamW lr 1e-5 for the student and 2e-5 for the heads, batch 32,
-10000 updates, 512 x 512 images (SD 1.5's resolution: 64 x 64 latents).
+10000 updates, 512 x 512 images (SD 1.5's resolution: 64 x 64 latents); the synthetic data drawn with DDIM at 25 steps
+and guidance 7.5 (the cache's defaults, as `jaxdistill sample --diffusers`).
 
 Arguments: none, or `smoke` (seconds on a CPU; a tiny random SD 1.5 folder (write_tiny_sd "sd15") and its cache that a
 test writes, e.g. tests/test_adversarial_t2i.py; their paths come from --config.teacher.path / --config.data.path).
 Usage:
-  jaxdistill cache --diffusers sd15/ --prompts teacher_samples.jsonl --images image --out cache/sd15_teacher --resolution 512
+  jaxdistill cache --diffusers sd15/ --prompts prompts.txt --teacher-samples --out cache/sd15_teacher --resolution 512
   jaxdistill train --config configs/sd15/ladd.py --config.teacher.path=sd15/ --config.data.path=cache/sd15_teacher --workdir runs/sd15/ladd
 """
 from jaxdistill import benchmarks
@@ -41,7 +43,7 @@ def get_config(arg=None):
     a.generator_steps = len(STUDENT_INDICES)
     a.later_step_sigmas = ddpm_sigma_ratios(STUDENT_INDICES[1:])  # SD 1.5's scaled-linear schedule; t_0 = t_max is index 999
     a.noise_mean, a.noise_std = 1.0, 1.0
-    a.num_synthetic = 0  # the cache holds the teacher's samples
+    a.num_synthetic = 0  # the data are the teacher's samples: a `jaxdistill cache --teacher-samples`
     a.head_per_position = True
     a.distill_weight, a.r1_weight, a.gan_loss = 0.0, 0.0, "hinge"
     a.head_lr = 2e-5

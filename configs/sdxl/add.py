@@ -8,8 +8,9 @@ Values from the paper:
     {999, 749, 499, 249} (the first pure noise), inputs forward-diffused real latents;
   * the discriminator: a frozen DINOv2 ViT-S (adversarial.dinov2_path, a local folder such as facebook/dinov2-small's)
     reading the VAE-decoded images, with trainable heads on every token of four of its blocks (StyleGAN-T's taps 2, 5,
-    8, 11), conditioned on the text by projection (here the SDXL pooled prompt embedding; the paper also conditions
-    on an image embedding, which is left out);
+    8, 11), conditioned by projection on the text (here the SDXL pooled prompt embedding) and on an image embedding
+    c_img (DINOv2's class token of the real image the student's input was diffused from;
+    adversarial.dinov2_image_condition, the default);
   * hinge loss, R1 penalty gamma = 1e-5 on the heads' inputs, distillation weight lambda = 2.5 with the teacher's x0
     at the re-noised student outputs as target, weighted by c(t) = alpha_t (adversarial.distill_weighting = "alpha");
   * 512 x 512 images (SDXL-Turbo's resolution: 64 x 64 latents, cache with --resolution 512).

@@ -9,21 +9,25 @@ A cache folder holds
 
 * ``manifest.json``: ``settings`` (the encoders' own settings: text encoder, its config hash,
   ``max_length``, ``resolution``, VAE scaling factor, ...; plus the shard size, the storage dtype,
-  whether images were encoded, and what the prompts are), ``num_records``, ``shards`` (file
-  names, in order) and ``latent_shape``;
+  whether images were encoded, what the prompts are and, for a cache of the teacher's own samples,
+  ``teacher_samples``: how they were drawn), ``num_records``, ``shards`` (file names, in order)
+  and ``latent_shape``;
 * ``shard-KKKKK-of-NNNNN.npz``: the records ``[k S, min((k+1) S, N))`` as uncompressed arrays
   ``index`` int64 ``[n]``, ``cond.<key> [n, ...]`` for each array ``encode_prompts`` returns
   (``prompt_embeds [n, L, D]``; SDXL adds ``pooled_prompt_embeds [n, P]``) and, with images, ``x [n, h, w, c]``
-  (``encode_images``: the VAE posterior's mean times the scaling factor);
+  (``encode_images``: the VAE posterior's mean times the scaling factor), or with ``TeacherSamples``
+  the latents the teacher sampled for the records' prompts (LADD's synthetic data, Sauer et al. 2024);
 * ``null_cond.npz``: the ``cond.<key>`` arrays of the empty prompt (classifier-free guidance).
 
 Each shard is written atomically (``core.paths.write_atomic``) with fixed zip timestamps, so a
 file is complete or absent and rewriting it gives the same bytes. A rerun skips the shards that
 exist (resume); process ``i`` of ``n`` writes shards ``i, i + n, ...`` (several hosts); a rerun
-whose settings differ from the manifest's is refused before anything is written.
+whose settings differ from the manifest's is refused before anything is written. Teacher samples
+are seeded per record (record i's noise from ``fold_in(key(seed), i)``), so a resumed or sharded
+cache holds the same latents as one written straight through.
 
 ``T2ICacheSource`` (``data.name = "t2i_cache"``) reads a finished cache as records ``{"x": latents
-(zeros of the latent shape for a text-only cache), "label": -1, "cond": {TextCondition field: array}}``,
+(images' or teacher samples'; zeros of the latent shape for a text-only cache), "label": -1, "cond": {TextCondition field: array}}``,
 memory-mapping the shards so that each process reads only its own records.
 """
 from __future__ import annotations
@@ -70,6 +74,28 @@ class Encoders:
     settings: Mapping[str, Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class TeacherSamples:
+    """The teacher's own samples as a cache's latents, LADD's synthetic data (Sauer et al. 2024,
+    "Fast High-Resolution Image Synthesis with Latent Adversarial Diffusion Distillation", Sec. 3).
+
+    ``sample(prompts, indices) -> latents [n, h, w, c]``: for each prompt, the teacher's sample from
+    noise seeded by its record index (so a record's latents do not depend on batching or sharding),
+    guided with the empty prompt as the negative one (the cache's ``null_cond``); ``settings``: a
+    JSON-able description of the sampler (its name, nfe, guidance, seed), recorded in the manifest."""
+
+    sample: Callable[[list[str], np.ndarray], np.ndarray]
+    settings: Mapping[str, Any]
+
+
+def latent_source(settings: Mapping[str, Any]) -> Optional[str]:
+    """What a cache's latents ``x`` are, from its manifest settings: ``"images"`` (real images
+    encoded), ``"teacher_samples"`` (the teacher's samples for the prompts) or ``None`` (text only)."""
+    if settings.get("images"):
+        return "images"
+    return "teacher_samples" if settings.get("teacher_samples") else None
+
+
 def shard_name(k: int, count: int) -> str:
     return f"shard-{k:05d}-of-{count:05d}.npz"
 
@@ -109,11 +135,16 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def cache_settings(prompts, encoders: Encoders, shard_size: int, with_images: bool, dtype: str) -> dict[str, Any]:
-    """The settings a cache is written with: the encoders', the storage layout and the prompts."""
+def cache_settings(
+    prompts, encoders: Encoders, shard_size: int, with_images: bool, dtype: str, teacher_samples: Optional[TeacherSamples] = None
+) -> dict[str, Any]:
+    """The settings a cache is written with: the encoders', the storage layout, the prompts and, for
+    teacher samples, their sampler's settings."""
     if "resolution" not in encoders.settings:
         raise ValueError("Encoders.settings must include 'resolution' (the image side the latents are encoded at)")
     own = {"shard_size": int(shard_size), "images": bool(with_images), "dtype": dtype, "prompts": prompts.describe()}
+    if teacher_samples is not None:
+        own["teacher_samples"] = dict(teacher_samples.settings)
     clash = sorted(set(own) & set(encoders.settings))
     if clash:
         raise ValueError(f"Encoders.settings may not set the cache's own settings {clash}")
@@ -156,20 +187,26 @@ def _cond_arrays(encoded: Mapping[str, np.ndarray], dtype: str) -> dict[str, np.
     return {f"{COND_PREFIX}{k}": np.asarray(v, dtype) for k, v in encoded.items()}
 
 
-def _encode_records(records: list, encoders: Encoders, with_images: bool, resolution: int, dtype: str) -> dict[str, np.ndarray]:
-    """The shard arrays (``cond.<key>``, and ``x`` with images) of one batch of prompt records."""
-    arrays = _cond_arrays(encoders.encode_prompts([r["prompt"] for r in records]), dtype)
+def _encode_records(
+    prompts, indices: list[int], encoders: Encoders, with_images: bool, resolution: int, dtype: str, teacher_samples: Optional[TeacherSamples]
+) -> dict[str, np.ndarray]:
+    """The shard arrays (``cond.<key>``, and ``x`` with images or teacher samples) of the prompt records ``indices``."""
+    records = [prompts[i] for i in indices]
+    texts = [r["prompt"] for r in records]
+    arrays = _cond_arrays(encoders.encode_prompts(texts), dtype)
     if with_images:
         arrays["x"] = np.asarray(encoders.encode_images(np.stack([load_image(r["image"], resolution) for r in records])), dtype)
+    elif teacher_samples is not None:
+        arrays["x"] = np.asarray(teacher_samples.sample(texts, np.asarray(indices, np.int64)), dtype)
     return arrays
 
 
-def _encode_shard(prompts, a: int, b: int, batch_size: int, encode: Callable[[list], dict[str, np.ndarray]], bar) -> dict[str, np.ndarray]:
-    """The arrays of records ``[a, b)``, encoded in batches of exactly ``batch_size`` (the last
-    padded by repeating its last record, so one compiled shape serves every batch)."""
+def _encode_shard(a: int, b: int, batch_size: int, encode: Callable[[list[int]], dict[str, np.ndarray]], bar) -> dict[str, np.ndarray]:
+    """The arrays of records ``[a, b)``, encoded in batches of exactly ``batch_size`` record indices
+    (the last padded by repeating its last record, so one compiled shape serves every batch)."""
     parts = []
     for start in range(a, b, batch_size):
-        chunk = [prompts[i] for i in range(start, min(start + batch_size, b))]
+        chunk = list(range(start, min(start + batch_size, b)))
         encoded = encode(chunk + [chunk[-1]] * (batch_size - len(chunk)))
         parts.append({k: v[: len(chunk)] for k, v in encoded.items()})
         bar.update(len(chunk))
@@ -185,12 +222,14 @@ def write_cache(
     shard_size: int = 1024,
     with_images: bool = False,
     dtype: str = "float32",
+    teacher_samples: Optional[TeacherSamples] = None,
     process_index: Optional[int] = None,
     process_count: Optional[int] = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Encode ``prompts`` (a ``jaxdistill.data.prompts`` source; with ``with_images``, its images
     too) with ``encoders`` into the cache ``folder`` (module docstring) and return its manifest.
+    ``teacher_samples``: store the teacher's samples for the prompts as the latents instead.
 
     Process ``process_index`` of ``process_count`` (defaults: JAX's) writes shards
     ``process_index::process_count`` that are not there yet; the others are left as they are."""
@@ -206,7 +245,9 @@ def write_cache(
         raise ConfigError(f"the prompts {prompts.describe()} are empty")
     if with_images and prompts[0]["image"] is None:
         raise ConfigError(f"the prompts {prompts.describe()} carry no images; name the image field (--images FIELD)")
-    settings = cache_settings(prompts, encoders, shard_size, with_images, dtype)
+    if with_images and teacher_samples is not None:
+        raise ConfigError("a cache's latents are either encoded images (--images) or the teacher's samples (--teacher-samples), not both")
+    settings = cache_settings(prompts, encoders, shard_size, with_images, dtype, teacher_samples)
     resolution = int(settings["resolution"])
     manifest = read_manifest(folder)
     if manifest is not None:
@@ -231,9 +272,12 @@ def write_cache(
 
     ranges = _shard_ranges(int(manifest["num_records"]), shard_size)
     todo = [k for k in range(process_index, len(ranges), process_count) if not os.path.isfile(os.path.join(folder, manifest["shards"][k]))]
+    encode = lambda indices: _encode_records(prompts, indices, encoders, with_images, resolution, dtype, teacher_samples)  # noqa: E731
     with tqdm(total=sum(ranges[k][1] - ranges[k][0] for k in todo), desc="cache", unit="prompt", disable=not progress, dynamic_ncols=True) as bar:
         for k in todo:
-            arrays = _encode_shard(prompts, *ranges[k], batch_size, lambda batch: _encode_records(batch, encoders, with_images, resolution, dtype), bar)
+            arrays = _encode_shard(*ranges[k], batch_size, encode, bar)
+            if "x" in arrays and arrays["x"].shape[1:] != tuple(manifest["latent_shape"]):
+                raise ConfigError(f"{folder}: latents of shape {arrays['x'].shape[1:]} to write; expected the manifest's latent_shape {tuple(manifest['latent_shape'])}")
             write_atomic(os.path.join(folder, manifest["shards"][k]), lambda f: write_npz(f, arrays))
     return manifest
 
@@ -254,7 +298,8 @@ class T2ICacheSource:
     "label": -1, "cond": {field: float32 array}}``, read by index from memory-mapped shards, where
     ``cond`` holds the fields of a ``core.conditioning.TextCondition`` (``embeds``, with the empty
     prompt's as ``negative_embeds``; SDXL also ``pooled``, ``negative_pooled`` and ``time_ids``).
-    ``null_cond`` holds the empty prompt's ``cond``; ``settings`` the manifest's settings."""
+    ``null_cond`` holds the empty prompt's ``cond``; ``settings`` the manifest's settings; ``latents``
+    what the records' ``x`` are (``latent_source``: real images', the teacher's samples, or None)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -271,7 +316,8 @@ class T2ICacheSource:
             )
         self.shards = [_open_npz(f) for f in files]
         self.starts = _starts(manifest["shard_records"])
-        self.has_images = bool(self.settings["images"])
+        self.latents = latent_source(self.settings)
+        self.has_images = self.latents is not None
         self.event_shape = tuple(manifest["latent_shape"])
         first = self.shards[0]
         for f, shard, a, b in zip(files, self.shards, self.starts[:-1], self.starts[1:]):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -44,6 +45,7 @@ from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.rng import derive
 from jaxdistill.core.types import Array, PyTree
+from jaxdistill.data.t2i_cache import TeacherSamples
 from jaxdistill.diffusion import samplers, steps
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.models.hf.folder import SchedulerSettings
@@ -124,6 +126,38 @@ def latent_sampler(denoiser: Denoiser, sampler: str):
         return samplers.sample(lambda x, t: denoiser.x0(params, x, t, cond, guidance=w), denoiser.process, z, ts, method)
 
     return jax.jit(run)
+
+
+def record_noise(seed: int, indices: Sequence[int], shape: Sequence[int]) -> Array:
+    """z_i ~ N(0, I) of ``shape`` for each record index i, drawn from ``fold_in(key(seed), i)``: a
+    record's noise depends on its index alone, not on the batch or the shard it is sampled in."""
+    key = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), tuple(shape), jnp.float32))(jnp.asarray(indices))
+
+
+def teacher_samples(sd: SDTeacher, *, nfe: int, guidance: float, sampler: str = "ddim", seed: int = 0, resolution: Optional[int] = None) -> TeacherSamples:
+    """The folder's own samples for a prompt cache (``jaxdistill cache --teacher-samples``; LADD's
+    synthetic data, Sauer et al. 2024): the ``sampler`` route at ``nfe`` steps, guided with weight
+    ``guidance`` against the empty prompt (the cache's negative), from ``record_noise(seed, indices,
+    latent shape)``, at ``resolution`` pixels (default: the UNet's native size; SDXL's time ids say the same)."""
+    check_request(["prompt"], [], nfe, sampler)
+    side = (resolution or latent_shape(sd)[0] * sd.vae_scale_factor) // sd.vae_scale_factor
+    shape, image_size = (side, side, sd.latent_channels), (side * sd.vae_scale_factor,) * 2
+    ts, run, w = timesteps(sd.scheduler, sampler, nfe), latent_sampler(sd.denoiser(), sampler), jnp.float32(guidance)
+
+    def sample(prompts: list[str], indices: np.ndarray) -> np.ndarray:
+        cond = sd.text_condition(list(prompts), image_size=image_size)
+        return np.asarray(run(sd.unet_params, record_noise(seed, indices, shape), ts, cond, w))
+
+    settings = {
+        "unet": f"{os.path.basename(os.path.normpath(sd.info.path))}/unet",
+        "sampler": sampler,
+        "nfe": int(nfe),
+        "guidance": float(guidance),
+        "negative_prompt": "",
+        "seed": int(seed),
+    }
+    return TeacherSamples(sample, settings)
 
 
 LatentSampler = Callable[[Array, TextCondition, int], Array]  # (noise, cond, index of the batch's first image) -> latents

@@ -13,6 +13,9 @@ With ``num_classes > 0`` a projection term <embed(c), h> makes it class-conditio
 (Miyato & Koyama 2018). A ``TextCondition`` makes it text-conditional the same way, with
 embed(c) a learned projection of the prompt's vector (``text_vector``), as ADD's and LADD's heads
 are conditioned on the text embedding (Sauer et al. 2023, Sec. 3.2; Sauer et al. 2024, Sec. 3).
+An ``image`` embedding [B, E] adds its own learned projection to embed(c), as ADD's heads also read
+an image embedding c_img (Sauer et al. 2023, Sec. 3.2): <embed(c) + W_img c_img, h>. Without one the
+head and its parameters are what they were; with W_img = 0 its logits are too.
 """
 from __future__ import annotations
 
@@ -46,19 +49,23 @@ def text_vector(cond: TextCondition) -> Array:
 
 class DiscriminatorHead(nn.Module):
     """features -> logits, [B] pooled or [B, P_1 + ... + P_m] ``per_position``; ``cond`` (labels,
-    NULL_LABEL = unconditional, or a ``TextCondition``) adds a projection term."""
+    NULL_LABEL = unconditional, or a ``TextCondition``) and an ``image`` embedding [B, E] add a
+    projection term."""
 
     hidden: int = 256
     num_classes: int = 0
     per_position: bool = False
 
     @nn.compact
-    def __call__(self, features: Sequence[Array], cond: Optional[Array] = None) -> Array:
+    def __call__(self, features: Sequence[Array], cond: Optional[Array] = None, image: Optional[Array] = None) -> Array:
         embed = None
         if isinstance(cond, TextCondition):
             embed = nn.Dense(self.hidden, name="text_embed")(text_vector(cond))
         elif self.num_classes > 0 and cond is not None:
             embed = nn.Embed(self.num_classes + 1, self.hidden)(jnp.where(cond == NULL_LABEL, self.num_classes, cond))
+        if image is not None:
+            image_embed = nn.Dense(self.hidden, name="image_embed")(image.astype(jnp.float32))
+            embed = image_embed if embed is None else embed + image_embed
         if not self.per_position:
             return self._logit(pool_features(features), embed)
         # One head per feature map, applied at every position (Dense acts on the last axis).
@@ -72,8 +79,8 @@ class DiscriminatorHead(nn.Module):
         return logit if embed is None else logit + jnp.sum(embed * h, axis=-1)
 
 
-def apply_head(head: DiscriminatorHead, params: PyTree, features: Sequence[Array], cond: Optional[Array]) -> Array:
-    """``head.apply(params, features, cond)`` with the FSDP constraints of ``models.sharding``:
-    parameters gathered whole, features, labels and logits split by example."""
-    features, cond = jax.tree.map(constrain_batch, (list(features), cond))
-    return constrain_batch(head.apply(gather_params(params), features, cond))
+def apply_head(head: DiscriminatorHead, params: PyTree, features: Sequence[Array], cond: Optional[Array], image: Optional[Array] = None) -> Array:
+    """``head.apply(params, features, cond, image)`` with the FSDP constraints of ``models.sharding``:
+    parameters gathered whole, features, labels, image embeddings and logits split by example."""
+    features, cond, image = jax.tree.map(constrain_batch, (list(features), cond, image))
+    return constrain_batch(head.apply(gather_params(params), features, cond, image))

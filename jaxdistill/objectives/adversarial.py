@@ -66,10 +66,17 @@ has one, SDXL, else the mean of the token embeddings, SD 1.x / 2.x), and ADD's f
 sees the teacher's features with the negative (empty) prompt. ``discriminator = "dinov2"`` is
 ADD's own discriminator: the student's latents (and the real ones) are decoded by the teacher's VAE
 and read by a frozen DINOv2 (``models.hf.dinov2``, the folder ``dinov2_path``) at ``dinov2_layers``,
-with per-token heads; the gradient reaches the student through DINOv2 and the decoder. LADD's pool
+with per-token heads; the gradient reaches the student through DINOv2 and the decoder. As in the
+paper (Sec. 3.2) the heads are conditioned on an image embedding c_img besides the text
+(``dinov2_image_condition``, on by default): DINOv2's final class token of the real image x0 whose
+forward-diffused version x_s is the student's input, projected like the text vector; the real
+sample's and the student's logits both read the c_img of the same x0, so the heads judge x̂ against
+the image the student was given (its first step starts from pure noise, where x0 is the batch's
+image all the same). LADD's pool
 of teacher samples is drawn at class labels, which carry no prompts: with text, ``num_synthetic =
-0`` and the cache's latents are the "real" data (cache the teacher's own images for the paper's
-synthetic data). The engine's sample plots carry no prompts (``train.sample_every = 0``, as LCM).
+0`` and the cache's latents are the "real" data; a cache of the teacher's own samples for its
+prompts (``jaxdistill cache --teacher-samples``) makes that the paper's synthetic data, and a
+text-only cache is refused. The engine's sample plots carry no prompts (``train.sample_every = 0``, as LCM).
 """
 from __future__ import annotations
 
@@ -121,11 +128,14 @@ class AdversarialSettings(GeneratorSettings):
     discriminator: str = "teacher"
     dinov2_path: str = ""
     dinov2_layers: tuple[int, ...] = STYLEGAN_T_LAYERS
+    # ADD (Sec. 3.2): the heads also read an image embedding c_img, DINOv2's class token of the real image x0 the
+    # student's input was diffused from, projected like the text vector (discriminator="dinov2" only).
+    dinov2_image_condition: bool = True
     # LADD: discriminator noise ln(s / sigma_data) ~ N(1, 1), the logit-normal pi(t; m=1, s=1).
     noise_mean: float = 1.0
     noise_std: float = 1.0
     # LADD's synthetic data: teacher ODE samples (size and sampler as KD's pair set); 0: the training
-    # data are already teacher samples (a text-to-image cache of the teacher's images).
+    # data are already teacher samples (a text-to-image cache written with --teacher-samples).
     num_synthetic: int = 16384
     teacher_sampler: str = "heun"
     teacher_nfe: int = 31
@@ -193,8 +203,10 @@ class AdversarialDistillation(GeneratorDistillation):
         them), ADD's teacher denoiser forward (two under guidance); per discriminator update the
         student's forward and the teacher's features of the fake and the real sample (the heads
         and the R1 gradient w.r.t. their inputs are not counted: they are tiny MLPs). With ADD's
-        DINOv2 the feature passes are decoder + DINOv2 passes, counted the same."""
-        student = 4.0 + (teacher_passes(self.guidance) if self.settings.distill_weight > 0 else 0.0)
+        DINOv2 the feature passes are decoder + DINOv2 passes, counted the same, plus the student
+        update's forward pass for c_img of the real batch (the discriminator update takes it from
+        the real features' pass)."""
+        student = 4.0 + (teacher_passes(self.guidance) if self.settings.distill_weight > 0 else 0.0) + (1.0 if self.image_conditioned else 0.0)
         discriminator = 3.0
         return student + mean_critic_updates(self.settings.critic_schedule, self.total_steps) * discriminator
 
@@ -228,6 +240,18 @@ class AdversarialDistillation(GeneratorDistillation):
         return super().step(trainable, frozen, batch, rng, step)
 
     # ----------------------------------------------------------- discriminator
+    @property
+    def image_conditioned(self) -> bool:
+        """Whether the heads read ADD's image embedding c_img (the DINOv2 discriminator with ``dinov2_image_condition``)."""
+        return self.image_features is not None and self.settings.dinov2_image_condition
+
+    def head_image(self, frozen: PyTree, batch: Batch) -> Optional[Array]:
+        """c_img of the batch's real samples x0: DINOv2's class token of the decoded latents (a constant
+        of the data: stop-gradient), or None without image conditioning."""
+        if not self.image_conditioned:
+            return None
+        return jax.lax.stop_gradient(self.image_features.outputs(frozen["discriminator"], batch["x"])[1])
+
     def feature_time(self) -> float:
         """ADD's fixed feature level t_F with s(t_F) = feature_sigma * sigma_data."""
         with jax.ensure_compile_time_eval():
@@ -260,21 +284,26 @@ class AdversarialDistillation(GeneratorDistillation):
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (x_t.shape[0],))
         return features + [(jnp.log(self.process.sigma_ratio(t)) / 4.0)[:, None]]
 
-    def logits(self, head_params: PyTree, frozen: PyTree, x0: Array, cond: Optional[Array], rng: Array) -> Array:
-        """D(F(view of x0)) for a batch of clean samples (real or generated)."""
+    def logits(self, head_params: PyTree, frozen: PyTree, x0: Array, cond: Optional[Array], rng: Array, image: Optional[Array] = None) -> Array:
+        """D(F(view of x0)) for a batch of clean samples (real or generated), conditioned on ``cond``
+        and the image embedding ``image`` (c_img, None: none)."""
         t = self.discriminator_time(derive(rng, "time"), x0.shape[0])
         x = self.discriminator_view(x0, t, derive(rng, "noise"))
-        return self.head_logits({"head": head_params}, frozen, x, t, cond)
+        return apply_head(self.head, head_params, self.head_features({}, frozen, x, t, cond), cond, image)
 
     def critic_loss(self, params: dict, frozen: PyTree, batch: Batch, x_g: Array, cond: Optional[Array], rng: Array) -> tuple[Array, Metrics]:
         """The heads' GAN loss on real (ADD) / synthetic (LADD) data against stop-gradient student
-        samples, at a shared t̂ with independent noise, plus ADD's R1 penalty on the real features."""
+        samples, at a shared t̂ with independent noise, plus ADD's R1 penalty on the real features.
+        With image conditioning both read c_img of the real samples, from the real features' pass."""
         n = x_g.shape[0]
         t = self.discriminator_time(derive(rng, "disc_time"), n)
         real = self.discriminator_view(batch["x"], t, derive(rng, "disc_real_noise"))
         fake = self.discriminator_view(x_g, t, derive(rng, "disc_fake_noise"))
-        features_real = self.head_features({}, frozen, real, t, cond)
-        logit_fn = lambda f: apply_head(self.head, params["head"], f, cond)
+        if self.image_conditioned:  # ADD views x0 itself: its features and c_img in one pass
+            features_real, image = self.image_features.outputs(frozen["discriminator"], real)
+        else:
+            features_real, image = self.head_features({}, frozen, real, t, cond), None
+        logit_fn = lambda f: apply_head(self.head, params["head"], f, cond, image)
         logit_real = logit_fn(features_real)
         logit_fake = logit_fn(self.head_features({}, frozen, fake, t, cond))
         loss = discriminator_loss(logit_real, logit_fake, self.settings.gan_loss)
@@ -301,9 +330,12 @@ class AdversarialDistillation(GeneratorDistillation):
         target = jax.lax.stop_gradient(self.teacher_x0(frozen, x_t, t, cond))
         return jnp.mean(self.distill_weights(t) * squared_l2(x_g, target))
 
-    def student_loss(self, nets: dict, frozen: PyTree, x_g: Array, cond: Optional[Array], rng: Array) -> tuple[Array, Metrics]:
-        """L_adv(x̂) + lambda L_distill(x̂) for student samples x̂ (differentiable)."""
-        adv = generator_gan_loss(self.logits(nets["head"], frozen, x_g, cond, derive(rng, "gan")), self.settings.gan_loss)
+    def student_loss(
+        self, nets: dict, frozen: PyTree, x_g: Array, cond: Optional[Array], rng: Array, image: Optional[Array] = None
+    ) -> tuple[Array, Metrics]:
+        """L_adv(x̂) + lambda L_distill(x̂) for student samples x̂ (differentiable); ``image``: c_img of
+        the real samples the student's inputs were diffused from."""
+        adv = generator_gan_loss(self.logits(nets["head"], frozen, x_g, cond, derive(rng, "gan"), image), self.settings.gan_loss)
         loss, metrics = adv, {"adv_loss": adv}
         if self.settings.distill_weight > 0:
             t, eps = self.distill_noise(derive(rng, "distill"), x_g)
@@ -313,7 +345,7 @@ class AdversarialDistillation(GeneratorDistillation):
 
     def generator_loss(self, params: PyTree, nets: dict, frozen: PyTree, batch: Batch, rng: Array, step: Array) -> tuple[Array, Metrics]:
         x_g, cond = self.generate_train(params, batch, derive(rng, "sample"))
-        return self.student_loss(nets, frozen, x_g, cond, rng)
+        return self.student_loss(nets, frozen, x_g, cond, rng, self.head_image(frozen, batch))
 
 
 def build(ctx, settings: AdversarialSettings) -> tuple[AdversarialDistillation, PyTree]:
@@ -325,7 +357,7 @@ def build(ctx, settings: AdversarialSettings) -> tuple[AdversarialDistillation, 
     if text and method == "ladd" and settings.num_synthetic > 0:
         raise ConfigError(
             "ladd: its pool of teacher samples is drawn at class labels, which carry no prompts; on a Stable Diffusion teacher "
-            "set adversarial.num_synthetic=0 and cache the teacher's own images as the data (LADD's synthetic data)"
+            "set adversarial.num_synthetic=0 and train on a cache of the teacher's own samples ('jaxdistill cache --teacher-samples', LADD's synthetic data)"
         )
     if settings.discriminator == "dinov2" and not text:
         raise ConfigError(f"adversarial.discriminator='dinov2' reads VAE-decoded images: it needs teacher.kind='diffusers', not {config.teacher.kind!r}")

@@ -55,7 +55,7 @@ from jaxdistill.core.objective import Metrics, Trainable
 from jaxdistill.core.rng import derive
 from jaxdistill.core.state import NetState, make_optimizer
 from jaxdistill.core.types import Array, Batch, PyTree
-from jaxdistill.data.t2i_cache import read_manifest
+from jaxdistill.data.t2i_cache import latent_source, read_manifest
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.process import NoiseProcess
 from jaxdistill.diffusion.steps import karras_grid, karras_sigma, sigma_ratio_range
@@ -263,9 +263,13 @@ class GeneratorDistillation:
         if self.head is not None:
             t = jnp.full((x.shape[0],), self.process.t_max, jnp.float32)
             features = self.head_features({k: s.params for k, s in trainable.items()}, frozen, x, t, batch_labels(batch, self.num_classes))
-            head_params = self.head.init(derive(rng, "head"), features, batch_labels(batch, self.num_classes))
+            head_params = self.head.init(derive(rng, "head"), features, batch_labels(batch, self.num_classes), self.head_image(frozen, batch))
             trainable["head"] = NetState.create(head_params, self.tx_head, use_ema=False)
         return trainable
+
+    def head_image(self, frozen: PyTree, batch: Batch) -> Optional[Array]:
+        """The image embedding [B, E] the head is conditioned on for ``batch`` (ADD's c_img); none by default."""
+        return None
 
     def head_features(self, params: dict, frozen: PyTree, x_t: Array, t: Array, cond: Optional[Array]) -> list[Array]:
         """The backbone features the head reads: the critic's (DMD2, f-distill, SiDA) by default;
@@ -433,8 +437,8 @@ def generator_parts(ctx, settings: GeneratorSettings, *, critic: bool, head: boo
 def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str], critic: bool = True) -> None:
     """ConfigErrors for a generator method on a text-to-image teacher (``teacher.kind="diffusers"``):
     its generator and critic (``critic``: the method has one) are the teacher's UNet, so they start from its weights; the engine's
-    sample plots carry no prompts (as for ``lcm``); and a term that reads real data (``real_data``
-    names it, None: none does) needs a cache written with image latents (``jaxdistill cache --images``)."""
+    sample plots carry no prompts (as for ``lcm``); and a term that reads data latents (``real_data``
+    names it, None: none does) needs a cache written with them (``jaxdistill cache --images`` or ``--teacher-samples``)."""
     config = ctx.config
     if config.teacher.kind != "diffusers":
         return
@@ -446,8 +450,11 @@ def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str]
     if real_data is None or config.data.name != "t2i_cache":
         return
     manifest = read_manifest(str(config.data.path))
-    if manifest is not None and not manifest["settings"].get("images"):
-        raise ConfigError(f"{name}: {real_data} reads real image latents, but the cache {config.data.path!r} holds text only; write it with 'jaxdistill cache --images FIELD'")
+    if manifest is not None and latent_source(manifest["settings"]) is None:
+        raise ConfigError(
+            f"{name}: {real_data} reads image latents, but the cache {config.data.path!r} holds text only; write it with 'jaxdistill cache --images FIELD' "
+            "(real images) or '--teacher-samples' (the teacher's own samples, LADD's synthetic data)"
+        )
 
 
 def teacher_network(teacher: Denoiser, teacher_params: PyTree, process: NoiseProcess, prediction: str) -> tuple[Denoiser, Callable]:

@@ -6,7 +6,9 @@ features of several of its layers).
 ``Dinov2Features(params, images)`` takes NHWC images in [-1, 1] (a VAE's decoded latents), resizes
 them (bilinear, antialiased) to the model's ``image_size``, maps them to ImageNet-normalised pixels
 ((x + 1) / 2 - mean) / std, and returns the hidden states after each of ``layers`` (0-based
-transformer blocks), [B, 1 + P, C] each: the class token and the P patch tokens.
+transformer blocks), [B, 1 + P, C] each: the class token and the P patch tokens. ``outputs`` also
+returns the image's embedding, the final (layer-normed) class token [B, C] (the model's
+``pooler_output``), which ADD's heads read as c_img (Sauer et al. 2023, Sec. 3.2).
 
 ``LatentDinov2`` composes a Stable Diffusion VAE decoder with it: latents in, DINOv2 features out,
 differentiable throughout, so the adversarial gradient reaches the student through the decoder.
@@ -52,9 +54,13 @@ class Dinov2Features:
         normalised = ((resized + 1.0) / 2.0 - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
         return jnp.transpose(normalised, (0, 3, 1, 2))
 
+    def outputs(self, params: PyTree, images: Array) -> tuple[list[Array], Array]:
+        """(the hidden states after ``layers``, the image embedding [B, C]) from one forward pass."""
+        out = self.model(self.pixels(images), params=params, output_hidden_states=True)
+        return [out.hidden_states[layer + 1] for layer in self.layers], out.pooler_output  # hidden_states[0] is the patch embedding
+
     def __call__(self, params: PyTree, images: Array) -> list[Array]:
-        hidden = self.model(self.pixels(images), params=params, output_hidden_states=True).hidden_states
-        return [hidden[layer + 1] for layer in self.layers]  # hidden[0] is the patch embedding
+        return self.outputs(params, images)[0]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,8 +70,12 @@ class LatentDinov2:
     decoder: VaeDecoder
     dinov2: Dinov2Features
 
+    def outputs(self, params: PyTree, latents: Array) -> tuple[list[Array], Array]:
+        """(DINOv2's features, its image embedding) of the decoded latents."""
+        return self.dinov2.outputs(params["dinov2"], self.decoder(params["vae"], latents))
+
     def __call__(self, params: PyTree, latents: Array) -> list[Array]:
-        return self.dinov2(params["dinov2"], self.decoder(params["vae"], latents))
+        return self.outputs(params, latents)[0]
 
 
 def load_dinov2(path: str, layers: tuple[int, ...] = STYLEGAN_T_LAYERS) -> tuple[Dinov2Features, PyTree]:
