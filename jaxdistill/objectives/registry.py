@@ -25,6 +25,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "cd": ("jaxdistill.objectives.consistency", "CD"),
     "lcm": ("jaxdistill.objectives.lcm", "LCM"),
     "tcd": ("jaxdistill.objectives.tcd", "TCD"),
+    "hypersd": ("jaxdistill.objectives.segmented", "HyperSD"),
     "ct": ("jaxdistill.objectives.consistency", "CT"),
     "ict": ("jaxdistill.objectives.consistency", "ICT"),
     "ect": ("jaxdistill.objectives.consistency", "ECT"),
