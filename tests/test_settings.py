@@ -28,6 +28,8 @@ PAPER = {
     "lcm": dict(num_ddim_timesteps=50, w_min=3.0, w_max=15.0, distance="pseudo_huber", huber_c=0.001, sigma_data=0.5, timestep_scaling=10.0, target_ema=0.0),
     "tcd": dict(num_ddim_timesteps=50, w_min=3.0, w_max=15.0, distance="pseudo_huber", huber_c=0.001, target_ema=0.0, gamma=0.3),
     "hypersd": dict(segments=(8, 4, 2, 1), steps_per_stage=0, num_ddim_timesteps=50, distance="l2", target_ema=0.0, gamma=0.0),
+    "tdd": dict(num_ddim_timesteps=250, schedule_min=4, schedule_max=8, window=260, s_ratio=0.3, uncond_prob=0.2, w_min=4.5, w_max=4.5, distance="pseudo_huber", gamma=0.2, guidance_scale=1.7),
+    "scott": dict(num_ddim_timesteps=50, w_min=3.0, w_max=15.0, distance="pseudo_huber", target_ema=0.0, eta=0.5, solver_steps=2),
     "ct": dict(s0=2, s1=150, mu0=0.9, distance="l2", init_from_teacher=False),
     "ict": dict(s0=10, s1=1280, p_mean=-1.1, p_std=2.0, distance="pseudo_huber", huber_c=-1.0, init_from_teacher=False),
     "ect": dict(p_mean=-1.1, p_std=2.0, distance="pseudo_huber", huber_c=0.0, ect_q=2.0, ect_k=8.0, ect_b=1.0, init_from_teacher=True),

@@ -278,8 +278,9 @@ def scheduler_config(class_name: str, teacher_config: dict, num_ddim_timesteps: 
     }
 
 
-def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
-    """The LCD objective: the student is the teacher's own network in LCM's parameterisation."""
+def build(ctx, settings: LCM, objective_class: type = LCMObjective) -> tuple[LCMObjective, PyTree]:
+    """The LCD objective (or a subclass's, ``objectives.segmented``): the student is the teacher's own network in
+    LCM's parameterisation."""
     config = ctx.config
     refuse_sample_plots(config, settings.method)
     ctx.require_teacher_weights(settings, "init_from_teacher")
@@ -291,7 +292,7 @@ def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
         student = consistency_denoiser(network, settings.sigma_data, settings.timestep_scaling)
         ddim_indices(teacher.process.num_train_timesteps, settings.num_ddim_timesteps)
     except ValueError as err:
-        raise ConfigError(f"lcm: {err}") from err
+        raise ConfigError(f"{settings.method}: {err}") from err
 
     def init_fn(rng: Array, x: Array) -> PyTree:
         """float32 zeros of the student's tree, overlaid with the teacher's weights (``init_from_teacher``)."""
@@ -300,7 +301,7 @@ def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
     fields = ctx.run_fields()
     fields.pop("guidance")  # the teacher's guidance is sampled per example; eval.guidance is the student's sampling w
     guidance = None if config.eval.guidance is None else float(config.eval.guidance)
-    objective = LCMObjective(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, guidance=guidance, **fields)
+    objective = objective_class(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, guidance=guidance, **fields)
     return objective, {"teacher": teacher_params}
 
 

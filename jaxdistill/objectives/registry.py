@@ -26,6 +26,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "lcm": ("jaxdistill.objectives.lcm", "LCM"),
     "tcd": ("jaxdistill.objectives.tcd", "TCD"),
     "hypersd": ("jaxdistill.objectives.segmented", "HyperSD"),
+    "tdd": ("jaxdistill.objectives.segmented", "TDD"),
+    "scott": ("jaxdistill.objectives.segmented", "SCott"),
     "ct": ("jaxdistill.objectives.consistency", "CT"),
     "ict": ("jaxdistill.objectives.consistency", "ICT"),
     "ect": ("jaxdistill.objectives.consistency", "ECT"),
