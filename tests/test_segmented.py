@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from test_lcm import SHAPE, text_eps_teacher
-from test_tcd import train_smoke
+from test_tcd import lora_only, train_smoke, write_cache
 
 from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.rng import derive
@@ -166,8 +166,8 @@ def test_scotts_stochastic_solver_keeps_the_exact_gaussian_teachers_marginal():
     """Data N(0.5, 0.25) on SD's DDPM schedule, the exact posterior mean as teacher: x drawn from the marginal at
     t = 500, the solver's step to t = 480 in 20 sub-steps (one per DDPM index) at eta = 1 (the teacher's ancestral
     chain) and eta = 0.5. x_e's mean is alpha_e m within 0.01 and its variance alpha_e^2 v + sigma_e^2 within 2%
-    (50000 samples: the variance's standard error is 0.6%); at one index per sub-step the solver's own bias is
-    below 0.1%."""
+    (50000 samples: the variance's standard error is 0.6%). Over large jumps the ancestral step loses the
+    posterior's spread of x0 (1000 -> 1 in 50 sub-steps: variance 0.205 for 0.251), so the check takes short ones."""
     from test_lcm import SD_PROCESS
 
     m, v, n = 0.5, 0.25, 50000
@@ -244,3 +244,23 @@ def test_the_sd15_tdd_and_scott_smoke_presets_train_through_the_cli_and_sample(s
         assert isinstance(bound, SCottObjective) and bound.settings.eta == 0.5
         direct = bound.f(params, noise, t, cond, None)  # LCM's one step: f(x, t_0), re-noised to t = 0
     np.testing.assert_allclose(one, direct, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def sdxl_folder_cache(tmp_path_factory):
+    """The tiny random SDXL folder and its `jaxdistill cache` (as tests/test_tcd.py's)."""
+    from jaxdistill.models.hf.tiny import write_tiny_sd
+
+    root = tmp_path_factory.mktemp("segmented_sdxl")
+    folder = write_tiny_sd(root / "sdxl", "sdxl")
+    return folder, write_cache(root, folder)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["sdxl/hypersd_lora.py", "sdxl/tdd_lora.py"])
+def test_the_sdxl_smoke_presets_train_through_the_cli_as_loras(sdxl_folder_cache, tmp_path, spec):
+    from jaxdistill.build import load_run
+
+    folder, cache = sdxl_folder_cache
+    train_smoke(spec, folder, cache, tmp_path / "run")
+    lora_only(load_run(str(tmp_path / "run")))

@@ -63,6 +63,7 @@ from jaxdistill.objectives.tcd import TCDObjective, strategic_stochastic_samplin
 
 
 def check_gamma(gamma: float) -> None:
+    """TCD's range for the sampler's gamma."""
     if not 0.0 <= gamma <= 1.0:
         raise ValueError(f"gamma must be in [0, 1] (0: deterministic, 1: LCM's multistep sampler), got {gamma}")
 
