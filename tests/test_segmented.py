@@ -212,6 +212,20 @@ def test_the_stable_diffusion_configs_load_with_their_methods_settings(spec):
     assert (settings.w_min, settings.w_max) == {"hypersd": (4.0 if "sdxl" in spec else 6.0, 16.0), "tdd": (4.5, 4.5), "scott": (6.0, 16.0)}[settings.method]
 
 
+def test_a_continuous_time_teacher_is_a_config_error_naming_the_method():
+    """The methods distil discrete DDPM (Stable Diffusion) teachers: grid25's exact mixture is refused at build
+    (hypersd and tdd share tcd.build's check, scott lcm.build's; one method keeps the test cheap)."""
+    from jaxdistill.benchmarks import with_method
+    from jaxdistill.build import build
+    from jaxdistill.config import load, validate
+    from jaxdistill.core.errors import ConfigError
+
+    c = with_method(load(os.path.join(ROOT, "configs", "grid25", "cd.py") + ":smoke"), "tdd")
+    c.tdd.init_from_teacher = False
+    with pytest.raises(ConfigError, match="^tdd distils a discrete DDPM teacher"):
+        build(validate(c))
+
+
 @pytest.mark.slow
 def test_the_sd15_hypersd_lora_smoke_preset_trains_both_stages_through_the_cli(sd15_cache, tmp_path):
     folder, cache, _ = sd15_cache
