@@ -193,8 +193,9 @@ class LCMObjective(StudentDistillation):
         """Per-sample distance, shape [B]."""
         return mean_pseudo_huber(a, b, self.settings.huber_c) if self.settings.distance == "pseudo_huber" else squared_l2(a, b)
 
-    def teacher_target_point(self, teacher_params: PyTree, x: Array, t: Array, t_end: Array, cond: TextCondition, w: Array) -> Array:
-        """x_e: one DDIM step t -> t_end with the guided teacher's x0_u + w (x0_c - x0_u)."""
+    def teacher_target_point(self, teacher_params: PyTree, x: Array, t: Array, t_end: Array, cond: TextCondition, w: Array, rng: Optional[Array] = None) -> Array:
+        """x_e: one DDIM step t -> t_end with the guided teacher's x0_u + w (x0_c - x0_u). ``rng`` is the key of
+        a stochastic solver's noise (SCott, ``objectives.segmented``); deterministic DDIM draws none."""
         x0 = self.teacher.x0(teacher_params, x, t, cond, guidance=w)
         return ddim_step(self.process, x, x0, t, t_end)
 
@@ -210,7 +211,7 @@ class LCMObjective(StudentDistillation):
         w = jax.random.uniform(derive(rng, "guidance"), (n,), jnp.float32, self.settings.w_min, self.settings.w_max)
         z = jax.random.normal(derive(rng, "noise"), x0.shape, x0.dtype)
         x = self.process.add_noise(x0, z, t)
-        x_end = jax.lax.stop_gradient(self.teacher_target_point(teacher_params, x, t, t_end, cond, w))
+        x_end = jax.lax.stop_gradient(self.teacher_target_point(teacher_params, x, t, t_end, cond, w, rng=derive(rng, "solver")))
         return SolverPair(cond, level, t, x, t_end, x_end, w)
 
     def loss(self, params: PyTree, target_params: PyTree, frozen: PyTree, batch: Batch, rng: Array) -> tuple[Array, Metrics]:
@@ -277,8 +278,9 @@ def scheduler_config(class_name: str, teacher_config: dict, num_ddim_timesteps: 
     }
 
 
-def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
-    """The LCD objective: the student is the teacher's own network in LCM's parameterisation."""
+def build(ctx, settings: LCM, objective_class: type = LCMObjective) -> tuple[LCMObjective, PyTree]:
+    """The LCD objective (or a subclass's, ``objectives.segmented``): the student is the teacher's own network in
+    LCM's parameterisation."""
     config = ctx.config
     refuse_sample_plots(config, settings.method)
     ctx.require_teacher_weights(settings, "init_from_teacher")
@@ -290,7 +292,7 @@ def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
         student = consistency_denoiser(network, settings.sigma_data, settings.timestep_scaling)
         ddim_indices(teacher.process.num_train_timesteps, settings.num_ddim_timesteps)
     except ValueError as err:
-        raise ConfigError(f"lcm: {err}") from err
+        raise ConfigError(f"{settings.method}: {err}") from err
 
     def init_fn(rng: Array, x: Array) -> PyTree:
         """float32 zeros of the student's tree, overlaid with the teacher's weights (``init_from_teacher``)."""
@@ -299,7 +301,7 @@ def build(ctx, settings: LCM) -> tuple[LCMObjective, PyTree]:
     fields = ctx.run_fields()
     fields.pop("guidance")  # the teacher's guidance is sampled per example; eval.guidance is the student's sampling w
     guidance = None if config.eval.guidance is None else float(config.eval.guidance)
-    objective = LCMObjective(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, guidance=guidance, **fields)
+    objective = objective_class(settings=settings, student=student, student_init_fn=init_fn, teacher=teacher, guidance=guidance, **fields)
     return objective, {"teacher": teacher_params}
 
 

@@ -156,17 +156,19 @@ class TCDObjective(LCMObjective):
         return strategic_stochastic_sampling(x0_fn, self.process, noise, self.sampling_times(nfe), self.settings.gamma, rng)
 
 
-def build(ctx, settings: TCD) -> tuple[TCDObjective, PyTree]:
-    """The TCD objective: the student is the teacher's own network (a LoRA of it with a ``lora`` section)."""
-    refuse_sample_plots(ctx.config, settings.method)
+def build(ctx, settings: TCD, objective_class: type = TCDObjective) -> tuple[TCDObjective, PyTree]:
+    """The TCD objective (or a subclass's, ``objectives.segmented``): the student is the teacher's own network
+    (a LoRA of it with a ``lora`` section)."""
+    method = settings.method
+    refuse_sample_plots(ctx.config, method)
     ctx.require_teacher_weights(settings, "init_from_teacher")
     teacher, teacher_params = ctx.teacher()
     if not isinstance(teacher.process, DDPM):
-        raise ConfigError(f"tcd distils a discrete DDPM teacher (a Stable Diffusion folder: teacher.kind='diffusers'); this teacher's process is {type(teacher.process).__name__}")
+        raise ConfigError(f"{method} distils a discrete DDPM teacher (a Stable Diffusion folder: teacher.kind='diffusers'); this teacher's process is {type(teacher.process).__name__}")
     try:
         ddim_indices(teacher.process.num_train_timesteps, settings.num_ddim_timesteps)
     except ValueError as err:
-        raise ConfigError(f"tcd: {err}") from err
+        raise ConfigError(f"{method}: {err}") from err
 
     def init_fn(rng: Array, x: Array) -> PyTree:
         """float32 zeros of the teacher's tree, overlaid with the teacher's weights (``init_from_teacher``)."""
@@ -174,5 +176,5 @@ def build(ctx, settings: TCD) -> tuple[TCDObjective, PyTree]:
 
     fields = ctx.run_fields()
     fields.pop("guidance")  # the teacher's guidance is sampled per example
-    objective = TCDObjective(settings=settings, student=teacher, student_init_fn=init_fn, teacher=teacher, **fields)
+    objective = objective_class(settings=settings, student=teacher, student_init_fn=init_fn, teacher=teacher, **fields)
     return objective, {"teacher": teacher_params}
