@@ -176,9 +176,10 @@ def test_published_parameter_counts_and_key_table(expected):
 def test_registry_presets_and_errors():
     config = default_network_config("edm_adm")
     assert config.preset == "imagenet64_cond"
-    config.num_times = 2
+    edm2 = default_network_config("edm2")
+    edm2.num_times = 2
     with pytest.raises(ValueError, match="one time input"):
-        make_network(config)
+        make_network(edm2)
     with pytest.raises(ValueError, match="is an ddpmpp network, not adm"):
         make_edm_port("adm", preset="cifar10_cond")
     with pytest.raises(ValueError, match="no fields"):
@@ -189,6 +190,25 @@ def test_registry_presets_and_errors():
         infer_config(*unet_arguments(dict(reference.PUBLISHED["cifar10_cond"], embedding_type="fourier")), "n.pkl")
     with pytest.raises(CheckpointFileError, match="holds a VPPrecond network"):
         select_network({"ema": PersistentObject("VPPrecond", {})}, "v.pkl")
+
+
+def test_extra_time_inputs_start_as_the_published_network():
+    """num_times = 2 (CTM's s) adds one zero-initialised embedding: the published weights plus it compute the
+    published network whatever the extra time, and the new layer is the only new parameter (DDPM++; ADM shares
+    the embedding code)."""
+    from jaxdistill.benchmarks.images import TINY_DDPMPP
+    from jaxdistill.objectives.common import overlay_params
+
+    config = ml_collections.ConfigDict(TINY_DDPMPP)
+    one, two = make_network(config), make_network(ml_collections.ConfigDict({**config.to_dict(), "num_times": 2}))
+    x, labels = jax.random.normal(jax.random.key(0), (3, 8, 8, 3)), jnp.array([0, 3, 7])
+    published = one.init(jax.random.key(1), x)
+    params = overlay_params(two.init(jax.random.key(2), x), published)
+    assert set(params["params"]) - set(published["params"]) == {"map_extra0"}
+    t = jnp.array([-1.0, 0.2, 1.0])
+    reference = one.apply(published, x, t, labels)
+    for s in (t, jnp.array([-2.0, 0.0, 0.5])):
+        np.testing.assert_array_equal(two.apply(params, x, jnp.stack([t, s], 1), labels), reference)
 
 
 def _pickle_with_global(path: str) -> None:

@@ -25,7 +25,8 @@ NAMES = [os.path.relpath(p, os.path.join(ROOT, "configs")) for p in CONFIGS]
 # Every CIFAR-10 method's smoke run is in every CI pass (one-level networks without attention at 8x8,
 # jaxdistill.benchmarks.images; ~10-45 s each on 2 CPU cores), and ImageNet-64's CD (11 s), which takes
 # the ADM port through the CLI; the other ImageNet-64 ones (the same methods, 20-33 s each) are slow.
-FAST_SMOKE = tuple(n for n in NAMES if n.startswith("cifar10/")) + ("imagenet64/cd.py",)
+# CTM's step (two jumps each side, the teacher's Heun loop, DSM and the GAN head) compiles slowly: its smoke runs are slow.
+FAST_SMOKE = tuple(n for n in NAMES if n.startswith("cifar10/") and n != "cifar10/ctm.py") + ("imagenet64/cd.py",)
 
 
 def test_the_papers_datasets_have_their_configs():
@@ -99,7 +100,8 @@ def test_smoke_preset_trains_through_the_cli_on_the_converted_teacher(name, smok
     run = load_run(workdir)
     network, net_params, info = load_converted(teacher_path)
     student = student_state(run.trainable)
-    assert flat_keys(student.params) == flat_keys(net_params)  # the EDM port's parameter names, the teacher's tree
+    keys = {k for k in flat_keys(student.params) if "/map_extra" not in k}  # CTM's s-embedding (num_times = 2) is the student's own
+    assert keys == flat_keys(net_params)  # the EDM port's parameter names, the teacher's tree
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree_util.tree_leaves(student.params))
     # The teacher is EDM's preconditioned denoiser around the converted network (Karras et al. 2022, Table 1).
     config = load_config_file(spec)

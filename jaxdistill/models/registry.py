@@ -25,7 +25,8 @@ Config fields (``default_network_config(name)`` gives every default):
   (``"cifar10_cond"``, ``"cifar10_uncond"`` for DDPM++, ``"imagenet64_cond"`` for ADM, or None for
   EDM's defaults), and ``num_classes`` (EDM's ``label_dim``), ``augment_dim``, ``model_channels``,
   ``channel_mult``, ``channel_mult_emb``, ``num_blocks``, ``attn_resolutions``, ``dropout`` (None:
-  the preset's); ``num_times`` 1 only.
+  the preset's); ``num_times`` > 1 adds zero-initialised embeddings of the extra times (a network that
+  starts as the published one, e.g. CTM's jump G(x, t, s)).
 * edm2: EDM2's magnitude-preserving UNet (:mod:`jaxdistill.models.ports.edm2`), likewise the raw
   network of a ``Denoiser`` of kind ``"edm"``: ``size`` (``"XS"`` ... ``"XXL"``, the published
   ImageNet-512 networks on 64x64x4 latents, or None for EDM2's class defaults), and
@@ -104,6 +105,7 @@ _PORTS: dict[str, dict] = {
     },
     "edm2": dict(size="XS", **{k: EDM2_DEFAULTS[k] if k in ("channel_mult_noise", "channel_mult_emb", "clip_act") else None for k in EDM2_DEFAULTS}, remat=False),
 }
+EXTRA_TIME_PORTS = ("edm_ddpmpp", "edm_adm")  # ports that take extra time inputs (num_times > 1: zero-initialised embeddings)
 _PORT_BUILDERS = {"dit_port": make_dit_port, "edm_ddpmpp": lambda **kw: make_edm_port("ddpmpp", **kw), "edm_adm": lambda **kw: make_edm_port("adm", **kw), "edm2": make_edm2_port}
 
 
@@ -214,10 +216,10 @@ def make_network(config: ml_collections.ConfigDict) -> Network:
     if int(cfg.num_times) < 1:
         raise ValueError(f"num_times must be >= 1, got {cfg.num_times}")
     if cfg.name in _PORTS:
-        if int(cfg.num_times) != 1:
+        if int(cfg.num_times) != 1 and cfg.name not in EXTRA_TIME_PORTS:
             raise ValueError(f"{cfg.name} takes one time input (num_times=1), not {cfg.num_times}")
         module = _PORT_BUILDERS[cfg.name](**kwargs)
-        return Network(module, int(module.num_classes), 1)
+        return Network(module, int(module.num_classes), int(cfg.num_times))
     for key in ("channel_mult", "attn_resolutions"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])

@@ -33,6 +33,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "ect": ("jaxdistill.objectives.consistency", "ECT"),
     "shortcut": ("jaxdistill.objectives.shortcut", "Shortcut"),
     "meanflow": ("jaxdistill.objectives.meanflow", "MeanFlow"),
+    "ctm": ("jaxdistill.objectives.ctm", "CTM"),
     "vsd": ("jaxdistill.objectives.dmd", "VSD"),
     "swiftbrush": ("jaxdistill.objectives.dmd", "SwiftBrush"),
     "dmd": ("jaxdistill.objectives.dmd", "DMD"),

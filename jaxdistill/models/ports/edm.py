@@ -171,14 +171,18 @@ class EDMUNetPort(nn.Module):
     def _labels(self, cond: Optional[Array], batch_size: int) -> Array:
         return class_label_rows(cond, batch_size, self.num_classes)
 
-    def _embedding(self, t: Array, cond: Optional[Array], augment_labels: Optional[Array]) -> Array:
+    def _embedding(self, t: Array, cond: Optional[Array], augment_labels: Optional[Array], extra: Optional[Array] = None) -> Array:
         b = t.shape[0]
         ddpmpp = self.arch == "ddpmpp"
         noise_channels = self.model_channels
         emb_channels = self.model_channels * self.channel_mult_emb
-        emb = positional_embedding(t, noise_channels, endpoint=ddpmpp)
+        order = lambda e: jnp.concatenate([e[:, noise_channels // 2:], e[:, : noise_channels // 2]], axis=1) if ddpmpp else e  # noqa: E731
+        emb = order(positional_embedding(t, noise_channels, endpoint=ddpmpp))
+        # Extra time inputs (a network built with num_times > 1, e.g. CTM's target time s): each one's positional
+        # embedding through its own zero-initialised layer, so such a network starts as the published one.
+        for i in range(0 if extra is None else extra.shape[1]):
+            emb = emb + dense(noise_channels, ("io", "embed"), zero_init=True, name=f"map_extra{i}")(order(positional_embedding(extra[:, i], noise_channels, endpoint=ddpmpp)))
         if ddpmpp:
-            emb = jnp.concatenate([emb[:, noise_channels // 2:], emb[:, : noise_channels // 2]], axis=1)
             if self.num_classes:
                 emb = emb + dense(noise_channels, ("io", "embed"), name="map_label")(self._labels(cond, b) * math.sqrt(self.num_classes))
         if self.augment_dim:
@@ -199,7 +203,8 @@ class EDMUNetPort(nn.Module):
     def __call__(
         self, x: Array, t: Array, cond: Optional[Array] = None, *, train: bool = False, return_features: bool = False, augment_labels: Optional[Array] = None
     ):
-        """``x`` ``[B, H, W, C]`` (``c_in x``), ``t`` ``[B]`` or a scalar (``c_noise``), ``cond`` labels -> ``F`` ``[B, H, W, C]``."""
+        """``x`` ``[B, H, W, C]`` (``c_in x``), ``t`` ``[B]`` or a scalar (``c_noise``; ``[B, k]``: plus k - 1 extra
+        times), ``cond`` labels -> ``F`` ``[B, H, W, C]``."""
         if self.arch not in ARCHS:
             raise ValueError(f"unknown EDM architecture {self.arch!r}; choose from {ARCHS}")
         if x.ndim != 4:
@@ -209,9 +214,10 @@ class EDMUNetPort(nn.Module):
         if res0 % (1 << (levels - 1)) or x.shape[2] != res0:
             raise ValueError(f"EDM's UNets take square inputs whose side is divisible by {1 << (levels - 1)}, got {x.shape[1:3]}")
         t = jnp.asarray(t, jnp.float32)
-        if t.ndim > 1:
-            raise ValueError(f"EDM's UNets take one noise level per example (num_times=1), got t of shape {t.shape}")
-        emb = self._embedding(jnp.broadcast_to(t, (b,)), cond, augment_labels)
+        if t.ndim > 2:
+            raise ValueError(f"EDM's UNets take t of shape [B] (the noise level) or [B, k] (plus k - 1 extra times), got {t.shape}")
+        extra = t[:, 1:] if t.ndim == 2 else None
+        emb = self._embedding(jnp.broadcast_to(t[:, 0] if t.ndim == 2 else t, (b,)), cond, augment_labels, extra)
 
         def block(h: Array, out: int, name: str, attention: bool = False, **kw) -> Array:
             return remat_block(UNetBlock, self.remat, (3,))(out, self.arch, num_heads=self._heads(out, attention), dropout=self.dropout, name=name, **kw)(h, emb, train)
