@@ -26,27 +26,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "configs", "sd15", "lcm_lora.py") + ":smoke"
 
 
-@pytest.fixture(scope="module")
-def cache(sd15, tmp_path_factory) -> str:
-    """A t2i cache of two prompts and their images, written with the session's loaded tiny SD 1.5 teacher."""
-    from PIL import Image
-
-    from jaxdistill.data.prompts import open_prompts
-    from jaxdistill.data.t2i_cache import teacher_encoders, write_cache
-    from jaxdistill.models.hf.tiny import IMAGE_SIZE
-
-    root = tmp_path_factory.mktemp("export_cache")
-    rs = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(["a cat", "blue sky"]):
-        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    out = str(root / "cache")
-    write_cache(out, open_prompts(str(root / "prompts.jsonl"), image_field="image"), teacher_encoders(sd15[1], None), with_images=True, progress=False)
-    return out
-
-
 def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> Run:
     """A run of the LCM-LoRA smoke preset (with ``overrides``) whose student states hold seeded random
     values (LoRA B and the guidance projection non-zero), saved as checkpoint step 1; returned as
@@ -66,16 +45,16 @@ def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> Run:
 
 
 @pytest.fixture(scope="module")
-def lora_run(sd15, cache, tmp_path_factory) -> tuple[str, Run]:
+def lora_run(sd15_cache, tmp_path_factory) -> tuple[str, Run]:
     workdir = str(tmp_path_factory.mktemp("lora_run") / "run")
-    return workdir, write_run(workdir, sd15[0], cache)
+    return workdir, write_run(workdir, sd15_cache[0], sd15_cache[1])
 
 
 @pytest.fixture(scope="module")
-def lcm_run(sd15, cache, tmp_path_factory) -> tuple[str, Run]:
+def lcm_run(sd15_cache, tmp_path_factory) -> tuple[str, Run]:
     """A full, w-conditioned LCM student (guidance embedding of 8 features)."""
     workdir = str(tmp_path_factory.mktemp("lcm_run") / "run")
-    return workdir, write_run(workdir, sd15[0], cache, "lcm.guidance_embedding_dim=8", "lora.rank=0")
+    return workdir, write_run(workdir, sd15_cache[0], sd15_cache[1], "lcm.guidance_embedding_dim=8", "lora.rank=0")
 
 
 def test_a_lora_student_exports_to_a_diffusers_lora_file_that_reads_back_to_its_factors(sd15, lora_run, tmp_path):
