@@ -129,10 +129,11 @@ def teacher_with_networks(
     """``load_teacher`` and the networks behind the teacher's parameters (none for the mixture);
     ``abstract``: a Stable Diffusion teacher from its folder's JSON files, parameters as shapes only."""
     kind = config.teacher.kind
+    remat = bool(config.network.get("remat", False))  # a Stable Diffusion UNet's block remat
     if abstract:
         if kind != "diffusers":
             raise ConfigError(f"an abstract teacher (compile-only) is a Stable Diffusion folder's UNet: it needs teacher.kind='diffusers', not {kind!r}")
-        denoiser, params = abstract_sd_unet(config.teacher.path, remat=bool(config.network.get("remat", False)))
+        denoiser, params = abstract_sd_unet(config.teacher.path, remat=remat)
         return _computing(denoiser, config), params, ()
     if kind == "mixture":
         try:
@@ -157,7 +158,7 @@ def teacher_with_networks(
             raise ConfigError(f"teacher.path={config.teacher.path!r} takes inputs of shape {tuple(info['event_shape'])}, the data's are {tuple(event_shape)}")
         return _computing(denoiser, config), params, (make_network(ml_collections.ConfigDict(info["network"])),)
     if kind == "diffusers":  # diffusers' Flax classes carry no logical axis annotations: no networks to record
-        sd = load_sd_teacher(config.teacher.path, remat=bool(config.network.get("remat", False)))
+        sd = load_sd_teacher(config.teacher.path, remat=remat)
         if event_shape[-1] != sd.latent_channels:
             raise ConfigError(f"teacher.path={config.teacher.path!r} denoises latents of {sd.latent_channels} channels, the data's event shape is {tuple(event_shape)}")
         return _computing(sd.denoiser(), config), sd.unet_params, ()

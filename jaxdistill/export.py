@@ -1,10 +1,14 @@
 """``jaxdistill export``: a trained run whose teacher is a diffusers Stable Diffusion folder, written
 back in diffusers' formats (issue 27, section 5).
 
-* A LoRA student (config section ``lora``, rank > 0): ``pytorch_lora_weights.safetensors``
-  (``models.lora.export_diffusers_lora`` of the student's evaluation parameters: its EMA where the
-  run keeps one), the student's scheduler config in ``scheduler/scheduler_config.json``, and
-  ``jaxdistill_export.json`` / ``README.md`` naming the base folder to load it into.
+The student is the network the run's objective samples with (its student or generator), read with
+``objectives.lora_networks.sampler_params``: its evaluation parameters (the EMA where the run keeps
+one), and the LoRA spec where the run trains it as a LoRA (config section ``lora``, rank > 0).
+
+* A LoRA student: ``pytorch_lora_weights.safetensors`` (``models.lora.export_diffusers_lora``), the
+  student's scheduler config in ``scheduler/scheduler_config.json``, and ``jaxdistill_export.json`` /
+  ``README.md`` naming the base folder to load it into (with ``StableDiffusionPipeline``, or
+  ``StableDiffusionXLPipeline`` for an SDXL base).
 * A full student: a diffusers folder holding the teacher folder's other components (hard links
   where the file system allows, else copies), the student's UNet (``FlaxUNet2DConditionModel.
   save_pretrained`` with the teacher's UNet config; LCM's guidance embedding (Luo et al. 2023) is
@@ -24,21 +28,20 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
 from flax import traverse_util
 
 from jaxdistill.build import Run
-from jaxdistill.config import lora_spec
 from jaxdistill.core.errors import ConfigError
 from jaxdistill.core.types import PyTree
 from jaxdistill.models.hf.folder import FolderInfo, check_folder
 from jaxdistill.models.hf.teacher import COND_PROJ
-from jaxdistill.models.lora import LORA_FILE_NAME, export_diffusers_lora
+from jaxdistill.models.lora import LORA_FILE_NAME, LoraSpec, export_diffusers_lora
+from jaxdistill.objectives.lora_networks import sampler_params
 
-STUDENT_STATES = ("student", "generator")  # the trainable item holding the distilled network, by method family
 INFO_FILE = "jaxdistill_export.json"
 
 
@@ -60,12 +63,14 @@ def teacher_folder(run: Run) -> FolderInfo:
     return check_folder(teacher.path)
 
 
-def student_params(run: Run) -> PyTree:
-    """The evaluation parameters (EMA where kept) of the run's distilled network."""
-    for name in STUDENT_STATES:
-        if name in run.trainable:
-            return jax.device_get(run.trainable[name].eval_params)
-    raise ConfigError(f"this {run.config.method} run holds no student network (its states are {sorted(run.trainable)}, expected one of {STUDENT_STATES})")
+def student_params(run: Run) -> tuple[PyTree, Optional[LoraSpec]]:
+    """The evaluation parameters (EMA where kept) of the network the run's objective samples with, and
+    their LoRA spec where it trains that network as a LoRA (``objectives.lora_networks.sampler_params``)."""
+    try:
+        params, spec = sampler_params(run.built.objective, run.trainable)
+    except ValueError as err:
+        raise ConfigError(f"export: this {run.config.method} run: {err}") from None
+    return jax.device_get(params), spec
 
 
 def scheduler_config(run: Run, info: FolderInfo) -> dict[str, Any]:
@@ -105,9 +110,8 @@ def export_run(run: Run, out: str) -> Exported:
     """Write the run's student to the new folder ``out`` (module docstring)."""
     info = teacher_folder(run)
     refuse_existing(out)
-    params = student_params(run)
+    params, spec = student_params(run)
     scheduler = scheduler_config(run, info)
-    spec = lora_spec(run.config)
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out))}.", suffix=".tmp")
@@ -128,8 +132,13 @@ def export_run(run: Run, out: str) -> Exported:
     return Exported(kind, out, files, note)
 
 
+def pipeline_class(info: FolderInfo) -> str:
+    """The diffusers pipeline that loads the base folder (and the exported one)."""
+    return "StableDiffusionXLPipeline" if info.sdxl else "StableDiffusionPipeline"
+
+
 def _export_info(run: Run, info: FolderInfo, kind: str, scheduler: dict, **extra) -> dict:
-    return {"kind": kind, "method": run.config.method, "step": run.step, "base": os.path.abspath(info.path), "scheduler": scheduler, **extra}
+    return {"kind": kind, "method": run.config.method, "step": run.step, "base": os.path.abspath(info.path), "pipeline": pipeline_class(info), "scheduler": scheduler, **extra}
 
 
 def _write_lora(tmp: str, run: Run, info: FolderInfo, lora: PyTree, spec, scheduler: dict) -> None:
@@ -146,7 +155,7 @@ def _write_lora(tmp: str, run: Run, info: FolderInfo, lora: PyTree, spec, schedu
             f"# {run.config.method} LoRA, step {run.step}\n\nA LoRA (rank {spec.rank}) for the UNet of `{os.path.abspath(info.path)}`, "
             f"exported by `jaxdistill export`. Sample it with its scheduler ({scheduler.get('_class_name')}):\n\n"
             "```python\nimport diffusers\n\n"
-            f"pipe = diffusers.StableDiffusionPipeline.from_pretrained({os.path.abspath(info.path)!r})\n"
+            f"pipe = diffusers.{pipeline_class(info)}.from_pretrained({os.path.abspath(info.path)!r})\n"
             f"pipe.scheduler = diffusers.{scheduler.get('_class_name')}.from_pretrained(THIS_FOLDER, subfolder='scheduler')\n"
             "pipe.load_lora_weights(THIS_FOLDER)\n```\n"
         )

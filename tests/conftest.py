@@ -43,26 +43,58 @@ def sd15(tmp_path_factory):
     return path, load_sd_teacher(path)
 
 
-@pytest.fixture(scope="session")
-def sd15_cache(sd15, tmp_path_factory):
-    """`jaxdistill cache` of four prompts for the ``sd15`` folder: (folder, cache with image latents, text-only cache)."""
+def write_prompts_with_images(root) -> str:
+    """``root/prompts.jsonl``: four prompts, each with a random ``IMAGE_SIZE`` image beside it; returns its path."""
     import json
 
     import numpy as np
     from PIL import Image
 
-    from jaxdistill.cli import main
     from jaxdistill.models.hf.tiny import IMAGE_SIZE
 
-    folder, _ = sd15
-    root = tmp_path_factory.mktemp("sd15_cache")
     rs = np.random.default_rng(0)
     lines = []
     for i, prompt in enumerate(["a cat", "red", "blue sky", "moon"]):
         Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
         lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
     (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    return str(root / "prompts.jsonl")
+
+
+def cache_args(folder, prompts: str) -> list[str]:
+    """`jaxdistill cache` arguments for ``folder`` and the prompt file ``prompts`` (``--out`` to add)."""
+    return ["cache", "--diffusers", str(folder), "--prompts", prompts, "--quiet"]
+
+
+@pytest.fixture(scope="session")
+def sd15_cache(sd15, tmp_path_factory):
+    """`jaxdistill cache` of four prompts for the ``sd15`` folder: (folder, cache with image latents, text-only cache)."""
+    from jaxdistill.cli import main
+
+    folder, _ = sd15
+    root = tmp_path_factory.mktemp("sd15_cache")
+    common = cache_args(folder, write_prompts_with_images(root))
     images, text = str(root / "images"), str(root / "text")
-    common = ["cache", "--diffusers", str(folder), "--prompts", str(root / "prompts.jsonl"), "--quiet"]
     assert main([*common, "--images", "image", "--out", images]) == 0 and main([*common, "--out", text]) == 0
     return str(folder), images, text
+
+
+@pytest.fixture(scope="session")
+def sdxl(tmp_path_factory):
+    """A tiny random SDXL-like folder (``write_tiny_sd(..., "sdxl")``) and its loaded teacher, shared like ``sd15``."""
+    from jaxdistill.models.hf import load_sd_teacher, write_tiny_sd
+
+    path = write_tiny_sd(tmp_path_factory.mktemp("sdxl") / "sd", "sdxl")
+    return path, load_sd_teacher(path)
+
+
+@pytest.fixture(scope="session")
+def sdxl_cache(sdxl, tmp_path_factory):
+    """`jaxdistill cache` of four prompts and their image latents for the ``sdxl`` folder: (folder, cache)."""
+    from jaxdistill.cli import main
+
+    folder, _ = sdxl
+    root = tmp_path_factory.mktemp("sdxl_cache")
+    cache = str(root / "cache")
+    assert main([*cache_args(folder, write_prompts_with_images(root)), "--images", "image", "--out", cache]) == 0
+    return str(folder), cache

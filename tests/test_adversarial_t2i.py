@@ -20,32 +20,13 @@ ADD_SPEC = os.path.join(ROOT, "configs", "sdxl", "add.py")
 LADD_SPEC = os.path.join(ROOT, "configs", "sd15", "ladd.py")
 
 
-def write_cache(root, folder: str) -> str:
-    """`jaxdistill cache` of three prompts and random images for the SD folder ``folder``; returns the cache's path."""
-    from PIL import Image
-
-    from jaxdistill.cli import main
-    from jaxdistill.models.hf.tiny import IMAGE_SIZE
-
-    rs = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(["a cat", "red", "moon"]):
-        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    cache = str(root / "cache")
-    assert main(["cache", "--diffusers", folder, "--prompts", str(root / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
-    return cache
-
-
 @pytest.fixture(scope="module")
-def t2i(sd15, tmp_path_factory):
-    """(the tiny SD 1.5 folder, its loaded teacher, a cache of its prompts and images, a tiny DINOv2 folder)."""
+def t2i(sd15, sd15_cache, tmp_path_factory):
+    """(the tiny SD 1.5 folder, its loaded teacher, the session's cache of its prompts and images, a tiny DINOv2 folder)."""
     from jaxdistill.models.hf.tiny import write_tiny_dinov2
 
     folder, teacher = sd15
-    root = tmp_path_factory.mktemp("adversarial_t2i")
-    return folder, teacher, write_cache(root, folder), write_tiny_dinov2(root / "dinov2")
+    return folder, teacher, sd15_cache[1], write_tiny_dinov2(tmp_path_factory.mktemp("adversarial_t2i") / "dinov2")
 
 
 def built_objective(spec: str, t2i, *overrides: str):
@@ -279,12 +260,12 @@ def test_the_sd15_ladd_smoke_preset_trains_through_the_cli_on_the_teachers_own_s
 
 
 @pytest.mark.slow
-def test_the_sdxl_add_smoke_preset_trains_through_cache_and_cli_with_dinov2(tmp_path):
-    """A tiny SDXL folder (pooled prompt embeddings condition the heads), its cache and a tiny DINOv2, then the smoke preset."""
-    from jaxdistill.models.hf.tiny import write_tiny_dinov2, write_tiny_sd
+def test_the_sdxl_add_smoke_preset_trains_through_cache_and_cli_with_dinov2(sdxl_cache, tmp_path):
+    """The session's tiny SDXL folder (pooled prompt embeddings condition the heads), its cache and a tiny DINOv2, then the smoke preset."""
+    from jaxdistill.models.hf.tiny import write_tiny_dinov2
 
-    folder = write_tiny_sd(tmp_path / "sdxl", "sdxl")
-    cache, dinov2 = write_cache(tmp_path, folder), write_tiny_dinov2(tmp_path / "dinov2")
+    folder, cache = sdxl_cache
+    dinov2 = write_tiny_dinov2(tmp_path / "dinov2")
     rows, run, batch = smoke_run(ADD_SPEC, folder, cache, tmp_path / "run", f"--config.adversarial.dinov2_path={dinov2}")
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["distill_loss"]) and np.isfinite(r["r1"]) for r in rows)
     assert batch_labels(batch, 0).pooled is not None and "text_embed" in run.trainable["head"].params["params"]

@@ -93,7 +93,7 @@ def factor_names(params) -> set:
 def test_a_fresh_lora_critic_is_the_teacher_so_the_guided_vsd_direction_vanishes(sd15_cache):
     """SwiftBrush's LoRA critic (B = 0) computes the teacher's function exactly, guided like the teacher, so
     D_F - D_T = 0 at the prompts' condition; its state holds only LoRA factors, the student's the full UNet."""
-    from jaxdistill.objectives.lora_networks import LoraNetworks
+    from jaxdistill.objectives.lora_networks import LoraNetworks, sampler_params
 
     folder, _, text = sd15_cache
     built = built_run(SWIFTBRUSH + ":smoke", folder, text)
@@ -103,6 +103,8 @@ def test_a_fresh_lora_critic_is_the_teacher_so_the_guided_vsd_direction_vanishes
     trainable = obj.init(jax.random.key(0), batch, frozen)
     assert factor_names(trainable["critic"].params) == {"lora_A", "lora_B"}
     assert jax.tree.structure(trainable["generator"].params) == jax.tree.structure(frozen["teacher"])
+    exported, spec = sampler_params(obj, trainable)  # export writes the full generator, not the critic's LoRA
+    assert spec is None and exported is trainable["generator"].eval_params
     cond = batch_labels(batch, 0)
     bound = obj.bound(frozen)
 
@@ -122,6 +124,8 @@ def test_a_fresh_lora_critic_is_the_teacher_so_the_guided_vsd_direction_vanishes
 def test_a_fresh_lora_generator_samples_the_teachers_one_step_x0_and_is_what_export_takes(sd15_cache):
     """DMD2 with ``lora.rank`` on the tiny SD 1.5 folder: the generator's state is LoRA factors (EMA included), its
     one-step sample at B = 0 is the teacher's x0 at t_max (to float32 rounding); ``sampler_lora`` hands its EMA factors out."""
+    from jaxdistill.objectives.lora_networks import sampler_params
+
     folder, _, text = sd15_cache
     built = built_run(DMD2_SD15 + ":smoke", folder, text, "lora.rank=2", "lora.alpha=4.0", "ema_decay=0.9")
     obj, frozen = built.objective, built.frozen
@@ -138,6 +142,8 @@ def test_a_fresh_lora_generator_samples_the_teachers_one_step_x0_and_is_what_exp
     np.testing.assert_allclose(sample, teacher, rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(teacher))))  # to XLA's reassociation
     lora, spec = obj.sampler_lora(trainable)
     assert spec == obj.specs["generator"] and jax.tree.structure(lora) == jax.tree.structure(state.params)
+    exported, exported_spec = sampler_params(obj, trainable)  # what export writes: the EMA factors and their spec
+    assert exported is state.ema and exported_spec == spec
 
 
 def test_lora_settings_a_method_cannot_take_name_the_field(sd15_cache):
@@ -188,26 +194,11 @@ def test_the_swiftbrush_smoke_preset_trains_through_the_cli_and_checkpoints_only
 
 
 @pytest.mark.slow
-def test_the_sdxl_smoke_preset_takes_a_four_step_lora_generator_step_with_pooled_text_and_time_ids(tmp_path):
-    """configs/sdxl/dmd2.py's smoke preset on a tiny random SDXL folder and its cache with images: SDXL's pooled
+def test_the_sdxl_smoke_preset_takes_a_four_step_lora_generator_step_with_pooled_text_and_time_ids(sdxl_cache):
+    """configs/sdxl/dmd2.py's smoke preset on the session's tiny random SDXL folder and its cache with images: SDXL's pooled
     embeddings and time ids reach generator chain, critic, guided teacher and GAN head; one step moves the
     generator's LoRA factors, the critic and the head."""
-    import json
-
-    from PIL import Image
-
-    from jaxdistill.cli import main
-    from jaxdistill.models.hf.tiny import IMAGE_SIZE, write_tiny_sd
-
-    folder = write_tiny_sd(tmp_path / "sdxl", "sdxl")
-    rs = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(["a cat", "red"]):
-        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
-    (tmp_path / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    cache = str(tmp_path / "cache")
-    assert main(["cache", "--diffusers", str(folder), "--prompts", str(tmp_path / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
+    folder, cache = sdxl_cache
     built = built_run(DMD2_SDXL + ":smoke", str(folder), cache)
     obj, frozen = built.objective, built.frozen
     batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))

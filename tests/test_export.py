@@ -24,34 +24,14 @@ from jaxdistill.train.checkpoint import Checkpointer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "configs", "sd15", "lcm_lora.py") + ":smoke"
+SDXL_SPEC = os.path.join(ROOT, "configs", "sdxl", "lcm_lora.py") + ":smoke"
 
 
-@pytest.fixture(scope="module")
-def cache(sd15, tmp_path_factory) -> str:
-    """A t2i cache of two prompts and their images, written with the session's loaded tiny SD 1.5 teacher."""
-    from PIL import Image
-
-    from jaxdistill.data.prompts import open_prompts
-    from jaxdistill.data.t2i_cache import teacher_encoders, write_cache
-    from jaxdistill.models.hf.tiny import IMAGE_SIZE
-
-    root = tmp_path_factory.mktemp("export_cache")
-    rs = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(["a cat", "blue sky"]):
-        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    out = str(root / "cache")
-    write_cache(out, open_prompts(str(root / "prompts.jsonl"), image_field="image"), teacher_encoders(sd15[1], None), with_images=True, progress=False)
-    return out
-
-
-def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> Run:
-    """A run of the LCM-LoRA smoke preset (with ``overrides``) whose student states hold seeded random
+def write_run(workdir: str, folder: str, cache: str, *overrides: str, spec: str = SPEC) -> Run:
+    """A run of the LCM-LoRA smoke preset ``spec`` (with ``overrides``) whose student states hold seeded random
     values (LoRA B and the guidance projection non-zero), saved as checkpoint step 1; returned as
     ``load_run`` would read it."""
-    config = load(SPEC, [f"teacher.path={folder}", f"data.path={cache}", *overrides])
+    config = load(spec, [f"teacher.path={folder}", f"data.path={cache}", *overrides])
     built = build(config)
     batch = jax.tree.map(jnp.asarray, next(built.data_factory(0)))
     trainable = built.objective.init(jax.random.key(0), batch, built.frozen)
@@ -66,16 +46,16 @@ def write_run(workdir: str, folder: str, cache: str, *overrides: str) -> Run:
 
 
 @pytest.fixture(scope="module")
-def lora_run(sd15, cache, tmp_path_factory) -> tuple[str, Run]:
+def lora_run(sd15_cache, tmp_path_factory) -> tuple[str, Run]:
     workdir = str(tmp_path_factory.mktemp("lora_run") / "run")
-    return workdir, write_run(workdir, sd15[0], cache)
+    return workdir, write_run(workdir, sd15_cache[0], sd15_cache[1])
 
 
 @pytest.fixture(scope="module")
-def lcm_run(sd15, cache, tmp_path_factory) -> tuple[str, Run]:
+def lcm_run(sd15_cache, tmp_path_factory) -> tuple[str, Run]:
     """A full, w-conditioned LCM student (guidance embedding of 8 features)."""
     workdir = str(tmp_path_factory.mktemp("lcm_run") / "run")
-    return workdir, write_run(workdir, sd15[0], cache, "lcm.guidance_embedding_dim=8", "lora.rank=0")
+    return workdir, write_run(workdir, sd15_cache[0], sd15_cache[1], "lcm.guidance_embedding_dim=8", "lora.rank=0")
 
 
 def test_a_lora_student_exports_to_a_diffusers_lora_file_that_reads_back_to_its_factors(sd15, lora_run, tmp_path):
@@ -208,3 +188,76 @@ def test_sample_workdir_refuses_what_the_students_sampler_cannot_take(lora_run, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
     assert not os.listdir(tmp_path)
+
+
+def test_an_sdxl_lora_student_exports_keys_diffusers_maps_to_its_kernels_and_names_the_xl_pipeline(sdxl, sdxl_cache, tmp_path):
+    """The SDXL LCM-LoRA smoke preset with alpha = 2 rank: the file reads back (our importer, scale 1) to the factors with
+    B scaled by alpha / r = 2; each key's PyTorch module, renamed by diffusers' own PyTorch -> Flax key mapping
+    (``rename_key``, ``rename_key_and_reshape_tensor``), is the Flax kernel the factors adapt, with PyTorch's weight layout
+    [out, in(, kh, kw)]; the info JSON and README name the base and StableDiffusionXLPipeline."""
+    from diffusers.models.modeling_flax_pytorch_utils import rename_key, rename_key_and_reshape_tensor
+    from flax import traverse_util
+    from safetensors.numpy import load_file
+
+    folder, teacher = sdxl
+    workdir = str(tmp_path / "run")
+    run = write_run(workdir, folder, sdxl_cache[1], "lora.alpha=4.0", spec=SDXL_SPEC)
+    out = tmp_path / "lora"
+    assert main(["export", "--workdir", workdir, "--out", str(out)]) == 0
+    unet = teacher.unet_params["params"]["unet"]
+    lora, spec = import_diffusers_lora(out / LORA_FILE_NAME, unet)
+    ours = traverse_util.flatten_dict(jax.device_get(run.trainable["student"].eval_params["params"]["unet"]))
+    back = traverse_util.flatten_dict(lora)
+    assert spec.rank == 2 and spec.alpha == 2.0 and set(back) == set(ours)
+    for key, value in ours.items():
+        np.testing.assert_allclose(back[key], 2.0 * value if key[-1] == "lora_B" else value, rtol=1e-6)
+    kernels = {k: v for k, v in traverse_util.flatten_dict(unet).items() if k[-1] == "kernel"}
+    tensors = load_file(out / LORA_FILE_NAME)
+    assert len(tensors) == 2 * len({k[:-1] for k in ours})
+    for name, a in tensors.items():
+        if not name.endswith(".lora_A.weight"):
+            continue
+        module = name[len("unet."):-len(".lora_A.weight")]
+        b = tensors[f"unet.{module}.lora_B.weight"]
+        torch_weight = np.zeros((b.shape[0], a.shape[1], *a.shape[2:]), np.float32)  # PyTorch's [out, in(, kh, kw)]
+        flax_key, flax_weight = rename_key_and_reshape_tensor(tuple(rename_key(f"{module}.weight").split(".")), torch_weight, kernels)
+        assert flax_key in kernels and flax_weight.shape == kernels[flax_key].shape, (name, flax_key)
+        assert (*flax_key[:-1], "lora_A") in ours
+    assert {a.ndim for a in tensors.values()} == {2, 4}  # Linear and Conv2d modules (LCM-LoRA's resnets)
+    info = json.loads((out / "jaxdistill_export.json").read_text())
+    assert (info["kind"], info["method"], info["base"], info["pipeline"]) == ("lora", "lcm", os.path.abspath(folder), "StableDiffusionXLPipeline")
+    assert info["lora"]["scale_folded_into_B"] == 2.0 and info["scheduler"]["_class_name"] == "LCMScheduler"
+    assert "diffusers.StableDiffusionXLPipeline.from_pretrained" in (out / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_full_sdxl_lcm_student_exports_to_a_folder_the_xl_pipeline_and_load_sd_teacher_read_with_its_unet(sdxl, sdxl_cache, tmp_path):
+    """A full, w-conditioned SDXL LCM student: FlaxStableDiffusionXLPipeline loads the folder with the student's UNet
+    (both text encoders and tokenizers the teacher's), and load_sd_teacher computes the student's output exactly,
+    with the prompts' pooled embeddings and time ids. Two SDXL UNet passes op by op: slow."""
+    from diffusers import FlaxStableDiffusionXLPipeline
+
+    folder, teacher = sdxl
+    workdir = str(tmp_path / "run")
+    run = write_run(workdir, folder, sdxl_cache[1], "lcm.guidance_embedding_dim=8", "lora.rank=0", spec=SDXL_SPEC)
+    out = tmp_path / "lcm"
+    assert main(["export", "--workdir", workdir, "--out", str(out)]) == 0
+    student = jax.device_get(run.trainable["student"].eval_params)
+    pipe, params = FlaxStableDiffusionXLPipeline.from_pretrained(str(out), scheduler=None)
+    assert pipe.unet.config.addition_embed_type == "text_time" and pipe.unet.config.time_cond_proj_dim == 8
+    jax.tree.map(np.testing.assert_array_equal, params["unet"], student["params"]["unet"])
+    for name in ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae"):
+        for file in os.listdir(os.path.join(folder, name)):
+            assert (out / name / file).read_bytes() == open(os.path.join(folder, name, file), "rb").read()
+    info = json.loads((out / "jaxdistill_export.json").read_text())
+    assert (info["kind"], info["pipeline"]) == ("pipeline", "StableDiffusionXLPipeline")
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == "StableDiffusionXLPipeline"
+    exported = load_sd_teacher(str(out))
+    assert exported.sdxl
+    jax.tree.map(np.testing.assert_array_equal, exported.unet_params, student)
+    x = jax.random.normal(jax.random.key(3), (2, 8, 8, 4))
+    tw = jnp.array([[500.0, 3.0], [900.0, 8.0]])
+    cond = teacher.text_condition(["a cat", "x"]).conditional()
+    assert cond.pooled is not None and cond.time_ids is not None
+    ours = consistency_denoiser(exported.denoiser()).apply_fn(exported.unet_params, x, tw, cond)
+    np.testing.assert_array_equal(ours, run.built.objective.student.apply_fn(student, x, tw, cond))

@@ -1,7 +1,7 @@
 """Latent consistency distillation (jaxdistill/objectives/lcm.py; Luo et al. 2023, LCM and LCM-LoRA): LCM's
 boundary condition, the skipping-step DDIM teacher solver against diffusers' DDIM, the guided teacher's target
 against x0_u + w (x0_c - x0_u) by hand, LCMScheduler's sampling indices, and (slow) the SD 1.5 config's smoke
-preset trained through `jaxdistill cache` and `jaxdistill train` on a tiny random Stable Diffusion folder."""
+preset trained through `jaxdistill train` on the session's tiny random Stable Diffusion folder and its `jaxdistill cache`."""
 import json
 import os
 
@@ -153,32 +153,11 @@ def test_bad_lcm_settings_name_the_field():
         LCM(distance="lpips")
 
 
-@pytest.fixture(scope="module")
-def sd_cache(tmp_path_factory):
-    """(a tiny random SD 1.5 folder, the `jaxdistill cache` of four prompts and their images)."""
-    from PIL import Image
-
-    from jaxdistill.cli import main
-    from jaxdistill.models.hf.tiny import IMAGE_SIZE, write_tiny_sd
-
-    root = tmp_path_factory.mktemp("lcm")
-    folder = write_tiny_sd(root / "sd", "sd15")
-    rs = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(["a cat", "red", "blue sky", "moon"]):
-        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    cache = str(root / "cache")
-    assert main(["cache", "--diffusers", folder, "--prompts", str(root / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
-    return folder, cache
-
-
 SPEC = os.path.join(ROOT, "configs", "sd15", "lcm_lora.py")
 
 
 @pytest.mark.slow
-def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes(sd_cache, tmp_path):
+def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes(sd15_cache, tmp_path):
     """`jaxdistill cache` of a tiny random SD 1.5 folder's prompts and images, then the config's smoke preset:
     finite losses, only LoRA factors in the checkpoint, sampling through the prompts' condition, and a second
     call resumes from step 2."""
@@ -186,7 +165,7 @@ def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes
     from jaxdistill.cli import main
     from jaxdistill.config import load
 
-    folder, cache = sd_cache
+    folder, cache, _ = sd15_cache  # the session's tiny SD 1.5 folder and its cache with images
     args = ["train", "--config", SPEC + ":smoke", "--workdir", str(tmp_path / "run"), "--quiet", f"--config.teacher.path={folder}", f"--config.data.path={cache}"]
     assert main(args) == 0
     with open(tmp_path / "run" / "metrics.jsonl") as f:
@@ -218,13 +197,13 @@ def test_the_sd15_lcm_lora_smoke_preset_trains_through_cache_and_cli_and_resumes
 
 
 @pytest.mark.slow
-def test_the_w_conditioned_student_starts_as_the_teacher_for_every_w_and_trains_its_guidance_embedding(sd_cache):
+def test_the_w_conditioned_student_starts_as_the_teacher_for_every_w_and_trains_its_guidance_embedding(sd15_cache):
     """LCM's guidance embedding (``lcm.guidance_embedding_dim``) on the tiny SD 1.5 UNet: a zero projection,
     so the student is the teacher's consistency function at any w; one update moves it; a LoRA cannot carry it."""
     from jaxdistill.build import build
     from jaxdistill.config import load
 
-    folder, cache = sd_cache
+    folder, cache, _ = sd15_cache  # the session's tiny SD 1.5 folder and its cache with images
     paths = [f"teacher.path={folder}", f"data.path={cache}"]
     built = build(load(SPEC + ":smoke", [*paths, "lcm.guidance_embedding_dim=8", "lora.rank=0"]))
     obj, frozen = built.objective, built.frozen

@@ -26,12 +26,6 @@ from jaxdistill.models.hf.tiny import write_tiny_sd
 from jaxdistill.models.hf.unet import guidance_scale_embedding, unet_network
 
 
-@pytest.fixture(scope="module")
-def sdxl(tmp_path_factory):
-    path = write_tiny_sd(tmp_path_factory.mktemp("sdxl") / "sd", "sdxl")
-    return path, load_sd_teacher(path)
-
-
 def _latents(seed: int, batch: int = 2) -> jax.Array:
     return jax.random.normal(jax.random.key(seed), (batch, 8, 8, 4), jnp.float32)
 

@@ -199,39 +199,6 @@ def test_one_update_of_the_tiny_sd15_unet_regresses_onto_the_guided_teacher_step
     assert max(jax.tree.leaves(moved)) > 0
 
 
-def write_cache(root, folder: str) -> str:
-    """`jaxdistill cache` of four prompts and random images for the SD folder ``folder``; returns the cache path."""
-    from PIL import Image
-
-    from jaxdistill.cli import main
-    from jaxdistill.models.hf.tiny import IMAGE_SIZE
-
-    rs = np.random.default_rng(0)
-    lines = []
-    for i, prompt in enumerate(["a cat", "red", "blue sky", "moon"]):
-        Image.fromarray(rs.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)).save(root / f"{i}.png")
-        lines.append(json.dumps({"prompt": prompt, "image": f"{i}.png"}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    cache = str(root / "cache")
-    assert main(["cache", "--diffusers", folder, "--prompts", str(root / "prompts.jsonl"), "--images", "image", "--out", cache, "--quiet"]) == 0
-    return cache
-
-
-@pytest.fixture(scope="module")
-def sd15_cache(sd15, tmp_path_factory):
-    folder, _ = sd15
-    return folder, write_cache(tmp_path_factory.mktemp("tcd_sd15"), folder)
-
-
-@pytest.fixture(scope="module")
-def sdxl_cache(tmp_path_factory):
-    from jaxdistill.models.hf.tiny import write_tiny_sd
-
-    root = tmp_path_factory.mktemp("tcd_sdxl")
-    folder = write_tiny_sd(root / "sdxl", "sdxl")
-    return folder, write_cache(root, folder)
-
-
 def train_smoke(spec: str, folder: str, cache: str, workdir) -> list[dict]:
     """`jaxdistill train` of ``spec``'s smoke preset on ``folder`` and its ``cache``; the metrics rows."""
     from jaxdistill.cli import main
@@ -257,7 +224,7 @@ def test_the_sd15_tcd_lora_smoke_preset_trains_through_cache_and_cli_and_samples
     from jaxdistill.build import build, load_run
     from jaxdistill.config import load
 
-    folder, cache = sd15_cache
+    folder, cache, _ = sd15_cache
     train_smoke("sd15/tcd_lora.py", folder, cache, tmp_path / "run")
     run = load_run(str(tmp_path / "run"))
     lora = lora_only(run)

@@ -361,11 +361,7 @@ class DistributionMatching(GeneratorDistillation):
 
 def build(ctx, settings: DistributionMatchingSettings) -> tuple[DistributionMatching, PyTree]:
     """The distribution-matching objective of ``settings`` with the run's networks and teacher."""
-    real_data = None
-    if settings.uses_head:
-        real_data = f"the GAN head (dmd.gan_critic_weight={settings.gan_critic_weight:g})"
-    elif settings.generator_steps > 1 and not settings.backward_simulation:
-        real_data = "dmd.backward_simulation=False (later generator steps start from noised data)"
+    real_data = f"the GAN head (dmd.gan_critic_weight={settings.gan_critic_weight:g})" if settings.uses_head else None
     check_text_run(ctx, settings, real_data=real_data)
     parts, frozen = generator_parts(ctx, settings, critic=True, head=settings.uses_head)
     return DistributionMatching(settings=settings, **parts), frozen

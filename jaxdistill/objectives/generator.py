@@ -438,7 +438,8 @@ def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str]
     """ConfigErrors for a generator method on a text-to-image teacher (``teacher.kind="diffusers"``):
     its generator and critic (``critic``: the method has one) are the teacher's UNet, so they start from its weights; the engine's
     sample plots carry no prompts (as for ``lcm``); and a term that reads data latents (``real_data``
-    names it, None: none does) needs a cache written with them (``jaxdistill cache --images`` or ``--teacher-samples``)."""
+    names it, None: none does; later generator steps without backward simulation start from noised
+    data too) needs a cache written with them (``jaxdistill cache --images`` or ``--teacher-samples``)."""
     config = ctx.config
     if config.teacher.kind != "diffusers":
         return
@@ -447,6 +448,8 @@ def check_text_run(ctx, settings: GeneratorSettings, *, real_data: Optional[str]
     if flags:
         raise ConfigError(f"{name}: with a Stable Diffusion teacher the generator and critic are its UNet and start from its weights; set {settings.section}.{flags[0]}=True")
     refuse_sample_plots(config, name)
+    if real_data is None and settings.generator_steps > 1 and not settings.backward_simulation:
+        real_data = f"{settings.section}.backward_simulation=False (later generator steps start from noised data)"
     if real_data is None or config.data.name != "t2i_cache":
         return
     manifest = read_manifest(str(config.data.path))

@@ -41,6 +41,19 @@ def sampling_network(objective: Any) -> Optional[str]:
     return None
 
 
+def sampler_params(objective: Any, trainable: Trainable) -> tuple[PyTree, Optional[LoraSpec]]:
+    """The evaluation (EMA) parameters of the network ``objective`` samples with and, where it is
+    trained as a LoRA (``LoraNetworks``), the spec they are factors of: (LoRA factors, spec) or
+    (full parameters, None). What an export writes. A ValueError for a method with no student or generator."""
+    wrapped = isinstance(objective, LoraNetworks)
+    name = sampling_network(objective.inner if wrapped else objective)
+    if name is None:
+        raise ValueError(f"method {objective.name!r} trains no student or generator (its states are {sorted(trainable)})")
+    if wrapped and name in objective.specs:
+        return objective.sampler_lora(trainable)
+    return trainable[name].eval_params, None
+
+
 def _same_tree(a: PyTree, b: PyTree) -> bool:
     return jax.tree.structure(a) == jax.tree.structure(b) and all(x.shape == y.shape for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 

@@ -53,6 +53,14 @@ SiD's setup, e.g. its init_sigma = 2.5, SIM issue #4): sigma^2 / (alpha w) per s
 converts the score-space pseudo-Huber (homogeneous of degree one for ||y|| >> c) to x0 units and
 applies SiD's normaliser w. Same noise levels and critic schedule as SiD.
 
+**On a Stable Diffusion teacher** (``teacher.kind="diffusers"``) generator and critic are the
+teacher's UNet, started from its weights (``generator.check_text_run``), and the data are the prompt
+cache's text embeddings (SiDA's discriminator also reads the cache's image latents). SiD's
+init_sigma = 2.5 is sigma ratio 2.5 on SD's scaled-linear schedule, process time 625.8, i.e. DDPM
+step 624.8: the generator input time of SiD-LSG (Zhou et al. 2024, "Guided Score identity
+Distillation for Data-Free One-Step Text-to-Image Generation", arXiv:2406.01561; its run_sid.sh:
+``--init_timestep 625`` for SD 1.5 and 2.1-base). Its long-and-short guidance is not here.
+
 Left out: SiD's NaN-sample filtering, SiDA's EDM2-only warm-ups (generator frozen for the first
 100k images, GAN term from 200k) and the per-GPU batch means (ours are over the global batch).
 Guidance (x_u + w (x_c - x_u)) applies to the teacher only.
@@ -72,7 +80,7 @@ from jaxdistill.core.types import Array, Batch, PyTree
 from jaxdistill.diffusion.process import broadcast_to
 from jaxdistill.losses import discriminator_loss, generator_gan_loss, mean_per_sample
 from jaxdistill.objectives.common import teacher_passes
-from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, generator_parts, mean_critic_updates
+from jaxdistill.objectives.generator import GeneratorDistillation, GeneratorSettings, check_text_run, generator_parts, mean_critic_updates
 
 WEIGHT_FLOOR = 1e-5  # SiD code: weight_factor.clip(min=0.00001)
 
@@ -236,6 +244,8 @@ class ScoreIdentityDistillation(GeneratorDistillation):
 
 
 def build(ctx, settings: ScoreIdentitySettings) -> tuple[ScoreIdentityDistillation, PyTree]:
-    """The SiD / SiDA / SIM objective of ``settings`` with the run's networks and teacher."""
+    """The SiD / SiDA / SIM objective of ``settings`` with the run's networks and teacher (on a Stable
+    Diffusion teacher, ``generator.check_text_run``: SiDA's discriminator reads real image latents)."""
+    check_text_run(ctx, settings, real_data="sida's discriminator (its real samples)" if settings.method == "sida" else None)
     parts, frozen = generator_parts(ctx, settings, critic=True, head=settings.method == "sida")
     return ScoreIdentityDistillation(settings=settings, **parts), frozen
