@@ -26,8 +26,8 @@ def config_file(tmp_path_factory) -> str:
     ("sid", "text", ["train.sample_every=5"], "sid: sample plots need prompts' embeddings"),
     ("sid", "text", ["sid.init_from_teacher=False"], "sid: with a Stable Diffusion teacher the generator and critic are its UNet and start from its weights; set sid.init_from_teacher=True"),
     ("sim", "images", ["sid.critic_from_teacher=False"], "set sid.critic_from_teacher=True"),
-    ("sida", "text", [], "sida: sida's discriminator (its real samples) reads real image latents, but the cache"),
-    ("sid", "text", ["sid.generator_steps=2", "sid.backward_simulation=False"], "sid: sid.backward_simulation=False (later generator steps start from noised data) reads real image latents"),
+    ("sida", "text", [], "sida: sida's discriminator (its real samples) reads image latents, but the cache"),
+    ("sid", "text", ["sid.generator_steps=2", "sid.backward_simulation=False"], "sid: sid.backward_simulation=False (later generator steps start from noised data) reads image latents"),
 ], ids=["sample_plots", "generator_not_from_teacher", "critic_not_from_teacher", "sida_on_text_only", "noised_data_on_text_only"])
 def test_a_score_identity_run_an_sd_teacher_cannot_serve_is_one_line_exit_2_and_writes_nothing(sd15_cache, config_file, tmp_path, capsys, method, cache, overrides, message):
     from jaxdistill.cli import main
