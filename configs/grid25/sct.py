@@ -1,6 +1,6 @@
 """sCT (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on grid25: a
-TrigFlow consistency model trained on the grid's data (the tangent from the conditional velocity of (x0, z)) through the exact tangent
-(jax.jvp), the paper's settings otherwise (jaxdistill/objectives/scm.py).
+TrigFlow consistency model trained on the grid's data, its tangent following the conditional velocity
+cos(t) z - sin(t) x0 through the exact jax.jvp, the paper's settings otherwise (jaxdistill/objectives/scm.py).
 
 Arguments: none (the benchmark budget) or `smoke` (seconds).
 Usage: jaxdistill train --config configs/grid25/sct.py[:smoke] --workdir runs/grid25/sct
@@ -11,7 +11,7 @@ from jaxdistill.benchmarks import grid25
 
 def get_config(arg=None):
     benchmarks.parse_arg(arg)  # `smoke` or nothing: no `<K>step`, the sampler takes any NFE
-    # Departure from the paper: the student starts from scratch, not the teacher (the exact mixture has no weights).
+    # Departure from the paper: the student starts from scratch, not a pretrained diffusion model (the exact mixture has no weights).
     c = grid25.student("sct", arg)
     c.process.name, c.process.sigma_data = "trigflow", c.sigma_data  # the paper's process, sd = the grid's std 2.8
     # Departure (budget): the tangent warm-up spans a quarter of the run, not 10k updates.
