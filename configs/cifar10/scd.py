@@ -1,7 +1,8 @@
 """sCD (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models", ICLR 2025) on
-CIFAR-10: a TrigFlow consistency model distilled from EDM's unconditional CIFAR-10 teacher (Karras et al. 2022) along its PF-ODE velocity, through the exact jax.jvp tangent, with the paper's CIFAR-10 settings
-(tau ~ N(-1.0, 1.4^2), tangent normalisation c = 0.1, tangent warm-up over 10k updates, adaptive weighting, the
-2-step sampler's t_mid = 1.1).
+CIFAR-10: a TrigFlow consistency model distilled from EDM's unconditional CIFAR-10 teacher (Karras et al. 2022)
+along its PF-ODE velocity, through the exact jax.jvp tangent, with the paper's CIFAR-10 settings (tau ~ N(-1.0,
+1.4^2), tangent normalisation c = 0.1, tangent warm-up over 10k updates, adaptive weighting, the 2-step sampler's
+t_mid = 1.1).
 
 Reported FID (paper, Table 1, unconditional CIFAR-10): sCD 3.66 at 1 NFE, 2.52 at 2 NFE.
 Departures: the paper's teacher is its own TrigFlow diffusion model (time input c_noise(t) = t, Sec. 4.1), ours EDM's

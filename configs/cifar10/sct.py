@@ -1,7 +1,8 @@
 """sCT (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models", ICLR 2025) on
-CIFAR-10: a TrigFlow consistency model trained on CIFAR-10 (the tangent from the conditional velocity of (x0, z)), starting from EDM's unconditional CIFAR-10 network as Algorithm 1 starts from a pretrained diffusion model, through the exact jax.jvp tangent, with the paper's CIFAR-10 settings
-(tau ~ N(-1.0, 1.4^2), tangent normalisation c = 0.1, tangent warm-up over 10k updates, adaptive weighting, the
-2-step sampler's t_mid = 1.1).
+CIFAR-10: a TrigFlow consistency model trained on CIFAR-10 (the tangent from the conditional velocity of (x0, z)),
+starting from EDM's unconditional CIFAR-10 network as Algorithm 1 starts from a pretrained diffusion model, through
+the exact jax.jvp tangent, with the paper's CIFAR-10 settings (tau ~ N(-1.0, 1.4^2), tangent normalisation c = 0.1,
+tangent warm-up over 10k updates, adaptive weighting, the 2-step sampler's t_mid = 1.1).
 
 Reported FID (paper, Table 1, unconditional CIFAR-10): sCT 2.97 at 1 NFE, 2.06 at 2 NFE (the 2-step figure is the abstract's).
 Departures: the paper's teacher is its own TrigFlow diffusion model (time input c_noise(t) = t, Sec. 4.1), ours EDM's

@@ -1,6 +1,7 @@
-"""sCD (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on digits: a TrigFlow
-consistency model distilling the trained digits UNet teacher (runs/digits/teacher; its EDM denoiser read on TrigFlow) along its PF-ODE velocity, through the exact jax.jvp tangent, with the paper's settings otherwise
-(tangent normalisation c = 0.1, adaptive weighting, tau ~ N(-1.0, 1.4^2)).
+"""sCD (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on digits: a
+TrigFlow consistency model distilling the trained digits UNet teacher (runs/digits/teacher; its EDM denoiser read on
+TrigFlow) along its PF-ODE velocity, through the exact jax.jvp tangent, with the paper's settings otherwise (tangent
+normalisation c = 0.1, adaptive weighting, tau ~ N(-1.0, 1.4^2)).
 
 Arguments: none (the benchmark budget) or `smoke` (seconds, for tests and CI).
 Usage: jaxdistill train --config configs/digits/scd.py[:smoke] --workdir runs/digits/scd

@@ -1,6 +1,8 @@
-"""sCT (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on digits: a TrigFlow
-consistency model trained on the digits data (the tangent from the conditional velocity of (x0, z)), starting from the trained digits UNet teacher (runs/digits/teacher) as the paper starts from a pretrained diffusion model, through the exact jax.jvp tangent, with the paper's settings otherwise
-(tangent normalisation c = 0.1, adaptive weighting, tau ~ N(-1.0, 1.4^2)).
+"""sCT (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on digits: a
+TrigFlow consistency model trained on the digits data (the tangent from the conditional velocity of (x0, z)),
+starting from the trained digits UNet teacher (runs/digits/teacher) as the paper starts from a pretrained diffusion
+model, through the exact jax.jvp tangent, with the paper's settings otherwise (tangent normalisation c = 0.1,
+adaptive weighting, tau ~ N(-1.0, 1.4^2)).
 
 Arguments: none (the benchmark budget) or `smoke` (seconds, for tests and CI).
 Usage: jaxdistill train --config configs/digits/sct.py[:smoke] --workdir runs/digits/sct

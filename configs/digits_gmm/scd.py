@@ -1,6 +1,6 @@
 """sCD (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on digits_gmm: a
-class-conditional TrigFlow consistency model distilling the PF-ODE velocity of the exact class-conditional 64-D digits mixture, through the exact jax.jvp tangent, the paper's settings
-otherwise (jaxdistill/objectives/scm.py).
+class-conditional TrigFlow consistency model distilling the PF-ODE velocity of the exact class-conditional 64-D
+digits mixture, through the exact jax.jvp tangent, the paper's settings otherwise (jaxdistill/objectives/scm.py).
 
 Arguments: none (the benchmark budget) or `smoke` (seconds).
 Usage: jaxdistill train --config configs/digits_gmm/scd.py[:smoke] --workdir runs/digits_gmm/scd

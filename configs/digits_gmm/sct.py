@@ -1,6 +1,7 @@
 """sCT (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on digits_gmm: a
-class-conditional TrigFlow consistency model trained on 50,000 samples of the exact class-conditional 64-D digits mixture (the tangent from the conditional velocity of (x0, z)), through the exact jax.jvp tangent, the paper's settings
-otherwise (jaxdistill/objectives/scm.py).
+class-conditional TrigFlow consistency model trained on 50,000 samples of the exact class-conditional 64-D digits
+mixture (the tangent from the conditional velocity of (x0, z)), through the exact jax.jvp tangent, the paper's
+settings otherwise (jaxdistill/objectives/scm.py).
 
 Arguments: none (the benchmark budget) or `smoke` (seconds).
 Usage: jaxdistill train --config configs/digits_gmm/sct.py[:smoke] --workdir runs/digits_gmm/sct

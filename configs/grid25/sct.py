@@ -1,6 +1,6 @@
 """sCT (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models") on grid25: a
-TrigFlow consistency model trained on the grid's data, its tangent following the conditional velocity
-cos(t) z - sin(t) x0 through the exact jax.jvp, the paper's settings otherwise (jaxdistill/objectives/scm.py).
+TrigFlow consistency model trained on the grid's data, its tangent following the conditional velocity cos(t) z -
+sin(t) x0 through the exact jax.jvp, the paper's settings otherwise (jaxdistill/objectives/scm.py).
 
 Arguments: none (the benchmark budget) or `smoke` (seconds).
 Usage: jaxdistill train --config configs/grid25/sct.py[:smoke] --workdir runs/grid25/sct

@@ -1,7 +1,8 @@
 """sCD (Lu & Song 2024, "Simplifying, Stabilizing and Scaling Continuous-Time Consistency Models", ICLR 2025) on
-ImageNet-64: a class-conditional TrigFlow consistency model distilled from EDM's class-conditional ImageNet-64 ADM teacher (Karras et al. 2022) along its PF-ODE velocity, through the exact jax.jvp tangent, with the
-paper's ImageNet-64 proposal tau ~ N(-0.8, 1.6^2) and its other settings (tangent normalisation c = 0.1, warm-up
-over 10k updates, adaptive weighting, the 2-step sampler's t_mid = 1.1).
+ImageNet-64: a class-conditional TrigFlow consistency model distilled from EDM's class-conditional ImageNet-64 ADM
+teacher (Karras et al. 2022) along its PF-ODE velocity, through the exact jax.jvp tangent, with the paper's
+ImageNet-64 proposal tau ~ N(-0.8, 1.6^2) and its other settings (tangent normalisation c = 0.1, warm-up over 10k
+updates, adaptive weighting, the 2-step sampler's t_mid = 1.1).
 
 Reported FID (paper, abstract): 1.48 at 2 NFE for its best ImageNet-64 model (an EDM2-XL-size network; the per-method,
 per-size 1- and 2-step figures are in its Table 2).
