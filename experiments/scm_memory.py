@@ -2,7 +2,7 @@
 denoising step, with and without rematerialisation (issue 28 §1).
 
 For EDM's DDPM++ (``edm_ddpmpp``; ``--size published``: preset ``cifar10_uncond`` at 32x32x3, 55.7M parameters;
-``--size small``, the default: 32 channels, two levels, one block per level, attention at 8x8, at 16x16x3), each
+``--size small``, the default: the smoke presets' one-level DDPM++ without attention at 32 channels, at 8x8x3), each
 variant is built through the library (``jaxdistill.build.build`` on ``configs/cifar10/{scd,sct}.py``, and the same
 config switched to ``method="teacher"`` for the denoising step; a random-weight converted teacher for sCD), and the
 engine's train step (``Trainer.compile_step``: ``objective.step`` + ``keep_finite``, trainable states donated) is
@@ -11,7 +11,7 @@ lowered from abstract shapes and compiled, never run. ``network.remat`` wraps ev
 alias and temp bytes, on one CPU device. XLA:CPU's temp size is its buffer assignment's, a compile-time estimate;
 run the script on the accelerator you train on for its numbers.
 
-The published size takes many minutes per compile on a loaded 2-core CPU; the small one about a minute.
+The published size takes many minutes per compile on a loaded 2-core CPU; the small one a few.
 
 Usage: python experiments/scm_memory.py [--size small|published] [--batch 32] [--out FILE.json]
 """
@@ -38,8 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = {
     "published": ({"name": "edm_ddpmpp", "preset": "cifar10_uncond", "num_classes": 0}, (32, 32, 3)),
     "small": (
-        {"name": "edm_ddpmpp", "preset": None, "num_classes": 0, "model_channels": 32, "channel_mult": (1, 2), "num_blocks": 1, "attn_resolutions": (8,)},
-        (16, 16, 3),
+        {"name": "edm_ddpmpp", "preset": None, "num_classes": 0, "model_channels": 32, "channel_mult": (1,), "channel_mult_emb": 1, "num_blocks": 1, "attn_resolutions": ()},
+        (8, 8, 3),
     ),
 }
 VARIANTS = ("teacher", "sct", "scd")  # the denoising step, then sCT (JVP) and sCD (JVP + the teacher's velocity)

@@ -13,6 +13,7 @@ import pytest
 from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes, split_settings
 from protocol_checks import config as config_file
 
+from jaxdistill.benchmarks import mlp
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map
 from jaxdistill.diffusion.process import TrigFlow
@@ -92,7 +93,7 @@ def test_exact_consistency_function_zeroes_the_tangent_and_the_gradient():
 
 @pytest.mark.parametrize("time_input", ["identity", "edm"])
 def test_boundary_condition_f_at_zero_is_the_identity(time_input):
-    net = make_network(_mlp_config())
+    net = make_network(mlp(width=32, depth=2))
     x = jax.random.normal(jax.random.key(0), (16, 2))
     params = net.init(jax.random.key(1), x)
     f = objective(apply_fn=net.apply, time_input=time_input).consistency_fn(params, None)
@@ -100,16 +101,10 @@ def test_boundary_condition_f_at_zero_is_the_identity(time_input):
     assert float(jnp.max(jnp.abs(f(x, jnp.full(16, 0.3)) - x))) > 1e-2
 
 
-def _mlp_config():
-    from jaxdistill.benchmarks import mlp
-
-    return mlp(width=32, depth=2)
-
-
 def test_edm_time_input_is_the_edm_network_on_trigflow():
     """time_input="edm": f_theta is an EDM-preconditioned network's x0 at sigma = sd tan t, so a student
     starts as an EDM teacher (paper Sec. 3)."""
-    net = make_network(_mlp_config())
+    net = make_network(mlp(width=32, depth=2))
     x = jax.random.normal(jax.random.key(0), (16, 2))
     params = net.init(jax.random.key(1), x)
     t = jnp.linspace(0.05, 1.5, 16)
