@@ -90,10 +90,10 @@ def measure(method: str, remat: bool, batch: int, size: str, folder: str, teache
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: per variant, MB of arguments, temporaries and their sum, and temp against the plain step's."""
+    """Markdown: per variant, MiB of arguments, temporaries and their sum, and temp against the plain step's."""
     base = {r["remat"]: r["temp_bytes"] for r in rows if r["method"] == "teacher"}
     mb = lambda b: f"{b / 2**20:.0f}"  # noqa: E731
-    lines = ["| step | remat | arguments MB | temp MB | arguments + temp MB | temp / denoising step's (same remat) |", "|---|---|---|---|---|---|"]
+    lines = ["| step | remat | arguments MiB | temp MiB | arguments + temp MiB | temp / denoising step's (same remat) |", "|---|---|---|---|---|---|"]
     for r in rows:
         name = {"teacher": "denoising (EDM)", "sct": "sCT (JVP)", "scd": "sCD (JVP + teacher)"}[r["method"]]
         ratio = r["temp_bytes"] / base[r["remat"]] if base.get(r["remat"]) else float("nan")
