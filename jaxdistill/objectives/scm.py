@@ -1,13 +1,13 @@
 """Continuous-time consistency models, sCM (Lu & Song 2024, "Simplifying, Stabilizing and Scaling
 Continuous-Time Consistency Models", ICLR 2025): distillation (sCD) and training (sCT).
 
-TrigFlow (paper Sec. 2, ``process.TrigFlow``): x_t = cos(t) x0 + sin(t) z, z ~ N(0, sd^2 I),
+TrigFlow (paper Sec. 3, ``process.TrigFlow``): x_t = cos(t) x0 + sin(t) z, z ~ N(0, sd^2 I),
 t in [0, pi/2]. A diffusion model gives the PF-ODE velocity dx_t/dt = sd F(x_t / sd, c_noise(t)), and
 the consistency model is
 
     f_theta(x_t, t) = cos(t) x_t - sin(t) sd F_theta(x_t / sd, c_noise(t)),
 
-so f(x, 0) = x exactly (the boundary condition). The continuous-time objective (paper eq. 8 with the
+so f(x, 0) = x exactly (the boundary condition). The continuous-time objective (paper Sec. 4, with the
 weighting 1 / (sd tan t) folded in) has the gradient of E[F_theta^T (-g)] with the tangent
 
     g = cos(t) df^-/dt = -cos^2(t) (sd F^- - dx_t/dt) - r cos(t) sin(t) (x_t + sd dF^-/dt),
@@ -31,8 +31,8 @@ c_noise and negates the output, which makes an EDM-preconditioned network of sig
 the TrigFlow network (paper Sec. 3: c_skip = cos^2 t, c_out = sd sin t, c_in = cos t / sd at
 sigma = sd tan t), so a student starts as an EDM teacher (init_from_teacher, as Algorithm 1 does).
 
-Sampling (paper Sec. 5): one step f(sd z, pi/2); two steps re-noise the first output to t_mid = 1.1
-and apply f again; more steps use nfe - 1 times evenly spaced on (0, t_mid].
+Sampling (the paper's 1- and 2-step samplers): one step f(sd z, pi/2); two steps re-noise the first
+output to t_mid = 1.1 and apply f again; more steps use nfe - 1 times evenly spaced on (0, t_mid].
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ class SCMSettings:
     tangent_warmup_steps: int = 10_000  # H: r = min(1, k / H) (Sec. 4.2, Alg. 1)
     time_input: str = "identity"  # c_noise(t) = t (Sec. 4.1); "edm": log(sd tan t) / 4 with the output negated
     weighting_width: int = 128  # hidden width of the adaptive weighting MLP w_phi(t) (ours; the paper does not give one)
-    two_step_t: float = 1.1  # the 2-step sampler's intermediate time (Sec. 5)
+    two_step_t: float = 1.1  # the 2-step sampler's intermediate time (the paper's sampling setup)
     init_from_teacher: bool = True  # Alg. 1: theta <- theta_pretrain
 
     def __post_init__(self):
@@ -103,7 +103,7 @@ class SCT(SCMSettings):
 
 class AdaptiveWeight(nn.Module):
     """w_phi(t): a SiLU MLP on sinusoidal features of the time input; the output layer starts at
-    zero, so training starts with unit weights (Lu & Song 2024, Sec. 4.3)."""
+    zero, so training starts with unit weights (Lu & Song 2024, Sec. 4.2, Alg. 1)."""
 
     width: int = 128
 
