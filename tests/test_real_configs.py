@@ -25,8 +25,9 @@ NAMES = [os.path.relpath(p, os.path.join(ROOT, "configs")) for p in CONFIGS]
 # Every CIFAR-10 method's smoke run is in every CI pass (one-level networks without attention at 8x8,
 # jaxdistill.benchmarks.images; ~10-45 s each on 2 CPU cores), and ImageNet-64's CD (11 s), which takes
 # the ADM port through the CLI; the other ImageNet-64 ones (the same methods, 20-33 s each) are slow.
-# CTM's step (two jumps each side, the teacher's Heun loop, DSM and the GAN head) compiles slowly: its smoke runs are slow.
-FAST_SMOKE = tuple(n for n in NAMES if n.startswith("cifar10/") and n != "cifar10/ctm.py") + ("imagenet64/cd.py",)
+# Slow-compiling steps keep their smoke runs slow: CTM's (two jumps each side, the teacher's Heun loop, DSM and the GAN
+# head) and sCD / sCT's (the JVP through the network; tests/test_scm.py covers them).
+FAST_SMOKE = tuple(n for n in NAMES if n.startswith("cifar10/") and n[8:] not in ("ctm.py", "scd.py", "sct.py")) + ("imagenet64/cd.py",)
 
 
 def test_the_papers_datasets_have_their_configs():
@@ -47,7 +48,7 @@ def test_every_config_validates_at_full_size_with_the_published_network(path):
     imagenet = "imagenet64" in path
     assert c.data.name == "tfds" and c.data.dataset == ("imagenet_resized/64x64" if imagenet else "cifar10") and "mock_examples" not in c.data
     assert c.teacher.kind == "converted" and c.teacher.path.startswith("checkpoints/edm-") and c.teacher.path.endswith(".npz")
-    assert c.process.name == "edm" and c.sigma_data == 0.5 and c.prior_mean == "zero" and c.eval.num_samples == 50_000
+    assert c.process.name == ("trigflow" if c.method in ("scd", "sct") else "edm") and c.sigma_data == 0.5 and c.prior_mean == "zero" and c.eval.num_samples == 50_000
     assert c.network.name == ("edm_adm" if imagenet else "edm_ddpmpp") and c.network.preset == ("imagenet64_cond" if imagenet else PRESET[c.data.label_key is not None])
     assert c.batch_size >= 128 and c.batch_size * c.train.num_steps >= 25_000_000 and c.optim.lr <= 4e-4  # the papers' budgets, not smoke ones
     n = abstract_param_count(json.dumps(c.network.to_dict()), (64, 64, 3) if imagenet else (32, 32, 3))

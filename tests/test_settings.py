@@ -33,6 +33,8 @@ PAPER = {
     "ct": dict(s0=2, s1=150, mu0=0.9, distance="l2", init_from_teacher=False),
     "ict": dict(s0=10, s1=1280, p_mean=-1.1, p_std=2.0, distance="pseudo_huber", huber_c=-1.0, init_from_teacher=False),
     "ect": dict(p_mean=-1.1, p_std=2.0, distance="pseudo_huber", huber_c=0.0, ect_q=2.0, ect_k=8.0, ect_b=1.0, init_from_teacher=True),
+    "scd": dict(p_mean=-1.0, p_std=1.4, tangent_norm_c=0.1, tangent_warmup_steps=10_000, time_input="identity", two_step_t=1.1, init_from_teacher=True),
+    "sct": dict(p_mean=-1.0, p_std=1.4, tangent_norm_c=0.1, tangent_warmup_steps=10_000, time_input="identity", two_step_t=1.1, init_from_teacher=True),
     "shortcut": dict(target="data", num_steps_max=128, self_consistency_fraction=0.25, target_ema=True),
     "meanflow": dict(target="data", p_mean=-0.4, p_std=1.0, ratio_r_neq_t=0.25, weight_p=1.0, weight_c=1e-3),
     "ctm": dict(num_scales=18, rho=7.0, max_solver_steps=17, solver_step_weighting="linear", teacher_solver="heun", target_ema=0.999,

@@ -31,6 +31,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "ct": ("jaxdistill.objectives.consistency", "CT"),
     "ict": ("jaxdistill.objectives.consistency", "ICT"),
     "ect": ("jaxdistill.objectives.consistency", "ECT"),
+    "scd": ("jaxdistill.objectives.scm", "SCD"),
+    "sct": ("jaxdistill.objectives.scm", "SCT"),
     "shortcut": ("jaxdistill.objectives.shortcut", "Shortcut"),
     "meanflow": ("jaxdistill.objectives.meanflow", "MeanFlow"),
     "ctm": ("jaxdistill.objectives.ctm", "CTM"),
