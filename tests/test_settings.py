@@ -32,6 +32,8 @@ PAPER = {
     "ect": dict(p_mean=-1.1, p_std=2.0, distance="pseudo_huber", huber_c=0.0, ect_q=2.0, ect_k=8.0, ect_b=1.0, init_from_teacher=True),
     "shortcut": dict(target="data", num_steps_max=128, self_consistency_fraction=0.25, target_ema=True),
     "meanflow": dict(target="data", p_mean=-0.4, p_std=1.0, ratio_r_neq_t=0.25, weight_p=1.0, weight_c=1e-3),
+    "reflow": dict(teacher_sampler="heun", teacher_nfe=35, time_distribution="u_shaped", u_shape_a=4.0, distance="pseudo_huber", huber_c_per_dim=0.00054, init_from_teacher=True),
+    "instaflow": dict(time_distribution="u_shaped", u_shape_a=4.0, distance="pseudo_huber", init_from_teacher=True, distill_distance="l2"),
     "vsd": dict(critic_schedule=((0, 1),), regression_weight=0.0, gan_critic_weight=0.0, gan_generator_weight=0.0),
     "swiftbrush": dict(critic_schedule=((0, 1),), regression_weight=0.0, gan_critic_weight=0.0, score_weight="alpha_sigma", critic_guidance=True),
     "dmd": dict(critic_schedule=((0, 1),), regression_weight=0.25, u_range=(0.02, 0.98), gan_critic_weight=0.0),

@@ -30,6 +30,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "ect": ("jaxdistill.objectives.consistency", "ECT"),
     "shortcut": ("jaxdistill.objectives.shortcut", "Shortcut"),
     "meanflow": ("jaxdistill.objectives.meanflow", "MeanFlow"),
+    "reflow": ("jaxdistill.objectives.reflow", "Reflow"),
+    "instaflow": ("jaxdistill.objectives.reflow", "InstaFlow"),
     "vsd": ("jaxdistill.objectives.dmd", "VSD"),
     "swiftbrush": ("jaxdistill.objectives.dmd", "SwiftBrush"),
     "dmd": ("jaxdistill.objectives.dmd", "DMD"),
