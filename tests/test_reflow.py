@@ -9,6 +9,7 @@ from protocol_checks import check_cli_smoke, check_compiles_once_and_resumes
 from protocol_checks import config as config_file
 
 from jaxdistill.build import build
+from jaxdistill.core.errors import ConfigError
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map, gaussian_posterior_mean
 from jaxdistill.diffusion.process import get_process
@@ -105,11 +106,15 @@ def test_one_reflow_straightens_the_flow_and_shrinks_the_one_step_error(grid25_r
     assert teacher_error > 4.0  # the teacher's one step is the mean of a grid of spread ~2.8 per coordinate
 
 
-def test_settings_reject_bad_values():
+def test_bad_settings_and_processes_are_refused():
     with pytest.raises(ValueError, match="time_distribution"):
         Reflow(time_distribution="logit_normal")
     with pytest.raises(ValueError, match="reflow_fraction"):
         InstaFlow(reflow_fraction=1.0)
+    config = config_file("grid25/reflow")
+    config.process.name, config.data.size = "edm", 1024
+    with pytest.raises(ConfigError, match="reflow needs process.name='rectified_flow', got 'edm'"):
+        build(config)
 
 
 # ------------------------------------------------------------------ protocol checks
