@@ -10,6 +10,7 @@ from protocol_checks import config as config_file
 
 from jaxdistill.build import build
 from jaxdistill.core.errors import ConfigError
+from jaxdistill.core.state import update_count
 from jaxdistill.diffusion.denoiser import Denoiser
 from jaxdistill.diffusion.oracle import gaussian_flow_map, gaussian_posterior_mean
 from jaxdistill.diffusion.process import get_process
@@ -118,19 +119,38 @@ def test_bad_settings_and_processes_are_refused():
 
 
 # ------------------------------------------------------------------ protocol checks
-def test_instaflow_compiles_once_and_resumes_across_its_stage_switch(tmp_path):
+def test_instaflow_switch_freezes_the_ema_as_the_reflow_flow_in_one_compiled_step():
+    """Updates 9, 10, 11 of a 20-update smoke run (switch at 10): one compilation; at the switch the student's EMA
+    becomes the frozen reflow copy and the student restarts from it with a fresh optimiser; the stage turns 0 -> 1."""
     config = config_file("grid25/instaflow")
-    config.train.num_steps = 12  # the switch to distillation at update 6, the resumed run's first
-    check_compiles_once_and_resumes(config, tmp_path, split=6)
+    config.data.size = 1024
+    built = build(config)
+    objective = built.objective
+    assert objective.switch_step == 10
+    frozen = objective.prepare(built.frozen, jax.random.key(1))
+    batch = {"x": jnp.zeros((int(config.batch_size), 2))}
+    trainable = objective.init(jax.random.key(0), batch, frozen)
+    step = jax.jit(objective.step)
+    stages = []
+    for i in (9, 10, 11):
+        before = trainable["student"].eval_params
+        trainable, metrics = step(trainable, frozen, batch, jax.random.key(i), jnp.int32(i))
+        stages.append(float(metrics["stage"]))
+        if i == 10:
+            for a, b in zip(jax.tree.leaves(trainable["reflow"]), jax.tree.leaves(before), strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert stages == [0.0, 1.0, 1.0] and step._cache_size() == 1
+    assert int(update_count(trainable["student"].opt_state)) == 2  # a fresh optimiser at the switch, then 2 updates
 
 
 def test_cli_smoke(tmp_path):
     check_cli_smoke("grid25/reflow.py:smoke", tmp_path, "reflow", (1, 2))
 
 
-@pytest.mark.slow  # ~1 min on 2 cores
-def test_reflow_compiles_once_resumes_and_instaflow_runs_from_the_cli(tmp_path):
-    config = config_file("grid25/reflow")
-    config.train.num_steps = 12
-    check_compiles_once_and_resumes(config, tmp_path / "reflow", split=6)
+@pytest.mark.slow  # ~1.5 min on 2 cores
+def test_compiles_once_resumes_across_the_instaflow_switch_and_instaflow_runs_from_the_cli(tmp_path):
+    for method in ("reflow", "instaflow"):
+        config = config_file(f"grid25/{method}")
+        config.train.num_steps = 12  # InstaFlow switches to distillation at update 6, the resumed run's first
+        check_compiles_once_and_resumes(config, tmp_path / method, split=6)
     check_cli_smoke("grid25/instaflow.py:smoke", tmp_path, "instaflow", (1,))
