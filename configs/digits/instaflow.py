@@ -17,4 +17,5 @@ def get_config(arg=None):
     benchmarks.parse_arg(arg)  # a one-step generator: no `<K>step` argument
     c = digits.student("instaflow", arg)  # the papers' settings, the student initialised from the teacher
     c.process.name = "rectified_flow"  # the papers' flow; the EDM teacher is read as a velocity on it
+    benchmarks.optimiser_per_stage(c)  # the optimiser restarts at the switch: its decay spans a stage, as PD's
     return c  # evaluated at 1 NFE, the distilled generator

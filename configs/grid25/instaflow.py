@@ -15,4 +15,5 @@ def get_config(arg=None):
     benchmarks.parse_arg(arg)  # `smoke` or nothing: a one-step generator, no `<K>step`
     c = grid25.student("instaflow", arg)  # departure: from scratch, as the exact mixture has no weights to start from
     c.process.name = "rectified_flow"  # the papers' flow, x_t = (1 - t) x + t z
+    benchmarks.optimiser_per_stage(c)  # the optimiser restarts at the switch: its decay spans a stage, as PD's
     return c  # evaluated at 1 NFE, the distilled generator

@@ -101,7 +101,7 @@ def few_step(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigD
 
 
 def optimiser_per_stage(c: ml_collections.ConfigDict) -> None:
-    """Progressive and guided distillation restart the optimiser at every stage: its cosine decay
+    """Progressive and guided distillation and InstaFlow restart the optimiser at every stage: its cosine decay
     spans the longest stage and its warm-up at most a tenth of a stage."""
     first, per_stage = registry.settings(c).stage_lengths(int(c.train.num_steps))
     c.optim.decay_steps = max(first, per_stage)

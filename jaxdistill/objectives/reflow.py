@@ -111,6 +111,11 @@ class InstaFlow(Reflow):
         if not 0.0 < self.reflow_fraction < 1.0 or self.distill_nfe < 1:
             raise ValueError(f"need 0 < reflow_fraction < 1 and distill_nfe >= 1, got {self.reflow_fraction}, {self.distill_nfe}")
 
+    def stage_lengths(self, num_updates: int) -> tuple[int, int]:
+        """(F, S): the reflow stage's updates, round(reflow_fraction * num_updates), and the distillation's, the rest."""
+        first = int(round(self.reflow_fraction * num_updates))
+        return first, num_updates - first
+
 
 # ------------------------------------------------------------------ pure math
 def u_shaped_density(t: Array, a: float) -> Array:
@@ -242,7 +247,7 @@ class InstaFlowObjective(ReflowObjective):
     @property
     def switch_step(self) -> int:
         """F = round(reflow_fraction * updates): the first distillation update."""
-        return int(round(self.settings.reflow_fraction * self.total_steps))
+        return self.settings.stage_lengths(self.total_steps)[0]
 
     @property
     def passes_per_sample(self) -> float:
