@@ -60,7 +60,7 @@ FEW_STEPS = 4
 FEW_STEP_SUFFIX = f"_{FEW_STEPS}step"
 ONE_STEP_GENERATORS = ("vsd", "dmd", "dmd2", "fdistill", "sid", "sida", "sim")  # distribution matching, score identity
 METHODS = (
-    ("kd", "pd", "guided", "cd", "ct", "ict", "ect", "shortcut", "meanflow", "ctm", "scd", "sct")
+    ("kd", "pd", "guided", "cd", "ct", "ict", "ect", "shortcut", "meanflow", "ctm", "scd", "sct", "reflow", "instaflow")
     + tuple(v for m in ONE_STEP_GENERATORS for v in (m, m + FEW_STEP_SUFFIX))
     + ("add", "ladd")
 )

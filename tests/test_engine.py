@@ -130,7 +130,7 @@ def test_same_training_on_1_and_8_devices_with_fsdp(tmp_path):
 @pytest.mark.slow  # ~2.5 min on 2 cores; run with `pytest -m slow` (kept out of CI's 15-minute budget)
 def test_every_distillation_method_runs_unchanged_on_8_devices_with_fsdp(tmp_path):
     """Each objective of issue 3 on a 2 x 4 data x FSDP mesh matches 1 device (one compilation each)."""
-    configs = "grid25/cd,grid25/pd,digits_gmm/guided,grid25/shortcut,grid25/meanflow,grid25/ctm,grid25/scd,grid25/sct"
+    configs = "grid25/cd,grid25/pd,digits_gmm/guided,grid25/shortcut,grid25/meanflow,grid25/ctm,grid25/scd,grid25/sct,grid25/reflow,grid25/instaflow"
     results = check_sharded_matches_single_device(configs, tmp_path)
     assert set(results) == set(configs.split(","))
 

@@ -40,6 +40,8 @@ PAPER = {
     "ctm": dict(num_scales=18, rho=7.0, max_solver_steps=17, solver_step_weighting="linear", teacher_solver="heun", target_ema=0.999,
                 dsm_weight=1.0, adaptive_weight=True, dsm_p_mean=-1.2, dsm_p_std=1.2, dsm_high_noise=0.7, gan_weight=0.0,
                 gan_adaptive_weight=True, head_lr=2e-3, gamma=0.0, init_from_teacher=True),
+    "reflow": dict(teacher_sampler="heun", teacher_nfe=35, time_distribution="u_shaped", u_shape_a=4.0, distance="pseudo_huber", huber_c_per_dim=0.00054, init_from_teacher=True),
+    "instaflow": dict(time_distribution="u_shaped", u_shape_a=4.0, distance="pseudo_huber", init_from_teacher=True, distill_distance="l2"),
     "vsd": dict(critic_schedule=((0, 1),), regression_weight=0.0, gan_critic_weight=0.0, gan_generator_weight=0.0),
     "swiftbrush": dict(critic_schedule=((0, 1),), regression_weight=0.0, gan_critic_weight=0.0, score_weight="alpha_sigma", critic_guidance=True),
     "dmd": dict(critic_schedule=((0, 1),), regression_weight=0.25, u_range=(0.02, 0.98), gan_critic_weight=0.0),

@@ -21,7 +21,7 @@ from jaxdistill.objectives import registry
 
 GENERATOR_SECTIONS = ("dmd", "sid", "adversarial")
 # The sections whose settings hold the benchmark's teacher-ODE sample set: (size field, NFE field).
-PAIR_SET_FIELDS = {"kd": "num_pairs", "dmd": "num_pairs", "adversarial": "num_synthetic"}
+PAIR_SET_FIELDS = {"kd": "num_pairs", "dmd": "num_pairs", "adversarial": "num_synthetic", "reflow": "num_pairs", "instaflow": "num_pairs"}
 # A few-step generator trained from scratch starts at SiD's generator input level sigma = 2.5
 # (Zhou et al. 2024), where it is a broad Gaussian rather than the point x0 = c_skip(80) z ~ 0
 # that critics and discriminators collapse onto (docs/methods/vsd.md).
@@ -101,7 +101,7 @@ def few_step(c: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigD
 
 
 def optimiser_per_stage(c: ml_collections.ConfigDict) -> None:
-    """Progressive and guided distillation restart the optimiser at every stage: its cosine decay
+    """Progressive and guided distillation and InstaFlow restart the optimiser at every stage: its cosine decay
     spans the longest stage and its warm-up at most a tenth of a stage."""
     first, per_stage = registry.settings(c).stage_lengths(int(c.train.num_steps))
     c.optim.decay_steps = max(first, per_stage)

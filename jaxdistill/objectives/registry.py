@@ -36,6 +36,8 @@ METHODS: dict[str, tuple[str, str]] = {
     "shortcut": ("jaxdistill.objectives.shortcut", "Shortcut"),
     "meanflow": ("jaxdistill.objectives.meanflow", "MeanFlow"),
     "ctm": ("jaxdistill.objectives.ctm", "CTM"),
+    "reflow": ("jaxdistill.objectives.reflow", "Reflow"),
+    "instaflow": ("jaxdistill.objectives.reflow", "InstaFlow"),
     "vsd": ("jaxdistill.objectives.dmd", "VSD"),
     "swiftbrush": ("jaxdistill.objectives.dmd", "SwiftBrush"),
     "dmd": ("jaxdistill.objectives.dmd", "DMD"),
