@@ -155,6 +155,8 @@ def main() -> None:
     unknown = sorted(set(filter(None, args.methods.split(","))) - set(methods_available()))
     if unknown:
         raise SystemExit(f"no config file for {unknown} in {os.path.relpath(CONFIGS)}; available: {methods_available()}")
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
     runs = os.path.join("runs", "digits_t2i_quick" if args.quick else "digits_t2i")
     out = os.path.join(OUT, "quick") if args.quick else OUT
     num = 200 if args.quick else args.num_samples
@@ -178,8 +180,6 @@ def main() -> None:
         report["teacher"] = {s: {str(n): bench.score(evaluator, bench.teacher_images(sd, captions, n, s), captions) for n in TEACHER_NFES} for s in SAMPLERS}
     report["students"] = {m: row for m, row in committed.get("students", {}).items() if same_teacher and committed.get("num_samples") == num}
     write_outputs(report, out)  # the teacher's curve stays on disk if a student fails
-    if args.seeds < 1:
-        raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
     for method in filter(None, args.methods.split(",")):
         rows = []
         for seed in range(args.seeds):
