@@ -1,7 +1,7 @@
 """Regenerate the digits text-to-image benchmark's table (issue 27 §6; BENCHMARKS.md's columns):
 results/digits_t2i.json, .md and .png.
 
-    python experiments/digits_t2i.py [--methods lcm_lora,...] [--num-samples 2000] [--rebuild] [--quick]
+    python experiments/digits_t2i.py [--methods lcm_lora,...] [--seeds 3] [--num-samples 2000] [--rebuild] [--quick]
 
 The pipeline (VAE, text encoder, UNet teacher: ``jaxdistill/benchmarks/digits_t2i.py``) is restored
 from the committed snapshot ``results/digits_t2i_teacher.npz`` into ``runs/digits_t2i/pipeline``;
@@ -14,6 +14,8 @@ real digits under their true captions) and the VAE's own reconstruction score be
 Rows: the teacher at NFE 1..32 with DDIM and DPM-Solver++(2M), guided at w = GUIDANCE; each student
 (one config file ``configs/digits_t2i/<method>.py`` per row, trained into ``runs/digits_t2i/<method>``
 and reused when finished) at NFE 1, 2, 4 with its own sampler, from the same noise and captions.
+``--seeds N`` trains each selected method at training seeds 0..N-1 (seed k > 0 in ``runs/digits_t2i/<method>_seed<k>``,
+``experiments/leaderboard.py``'s layout) and its row shows the median and [min, max] over them (BENCHMARKS.md).
 A method not trained this time keeps its committed row while the snapshot is the same, and the
 teacher's curve is reused from the committed json while the snapshot and sample count are the same.
 This sibling of ``experiments/leaderboard.py`` exists because that script's teachers and students
@@ -28,6 +30,8 @@ import json
 import os
 import shutil
 import time
+
+from leaderboard import combine_seeds, seed_workdir, with_seed  # experiments/leaderboard.py, this script's folder
 
 from jaxdistill.benchmarks import digits_t2i as bench
 from jaxdistill.build import build
@@ -69,19 +73,21 @@ def pipeline(rebuild: bool, runs: str) -> tuple[str, str]:
     return folder, cache
 
 
-def train_student(method: str, folder: str, cache: str, runs: str, quick: bool) -> tuple[dict, object, object]:
-    """(row fields, objective, train result) of ``method`` trained (or resumed) into runs/<method>."""
-    config = load_config_file(os.path.join(CONFIGS, f"{method}.py") + (":smoke" if quick else ""))
+def train_student(method: str, folder: str, cache: str, runs: str, quick: bool, seed: int = 0) -> tuple[dict, object, object]:
+    """(row fields, objective, train result) of ``method`` at training seed ``seed`` trained (or resumed) into
+    runs/<method> (seed 0) or runs/<method>_seed<seed>."""
+    config = with_seed(load_config_file(os.path.join(CONFIGS, f"{method}.py") + (":smoke" if quick else "")), seed)
     config.teacher.path, config.data.path = folder, cache
     built = build(config)
     start = time.time()
-    result = Trainer(built.objective, built.frozen, built.config, os.path.join(runs, method), built.data_factory, show_progress=False).train()
+    workdir = seed_workdir(os.path.dirname(runs), os.path.basename(runs), method, seed)
+    result = Trainer(built.objective, built.frozen, built.config, workdir, built.data_factory, show_progress=False).train()
     updates, batch = int(config.train.num_steps), int(config.batch_size)
     evals = getattr(built.objective, "passes_per_sample", None)
     row = {
         "updates": updates, "batch_size": batch, "train_seconds": round(float(result.seconds or time.time() - start), 1),
         "network_evals": None if evals is None else float(getattr(built.objective, "setup_passes", 0.0) + evals * updates * batch),
-        "nfes": [int(n) for n in config.eval.nfes],
+        "nfes": [int(n) for n in config.eval.nfes], "seed": seed,
     }
     return row, built.objective, result
 
@@ -95,6 +101,7 @@ def markdown(report: dict) -> str:
         f"(adherence floor {floor['adherence']:.4f}); VAE reconstruction FD-digits {report['vae_reconstruction']['fd_digits']:.4g}, "
         f"adherence {report['vae_reconstruction']['adherence']:.4f}.",
         f"Pipeline: {report['pipeline']}.",
+        *(["Rows of several training seeds: the median and [min, max] over seeds."] if any("seeds" in s for s in report["students"].values()) else []),
         "",
         "**Students**",
         "",
@@ -102,10 +109,13 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in sorted(report["students"].items()):
+        label = f"{method} ({s['seeds']} seeds)" if "seeds" in s else method
         for nfe, v in sorted(s["by_nfe"].items(), key=lambda kv: int(kv[0])):
             evals = "–" if s["network_evals"] is None else f"{s['network_evals']:.3g}"
+            spread = s.get("spread", {}).get(nfe, {})
+            fd, acc = (f"{v[k]:{f}}" + (f" [{spread[k][0]:{f}}, {spread[k][1]:{f}}]" if k in spread else "") for k, f in (("fd_digits", ".4g"), ("adherence", ".4f")))
             lines.append(
-                f"| {method} | {nfe} | {v['fd_digits']:.4g} | {v['adherence']:.4f} | {v['fd_digits'] / best:.3g} | {v['fd_digits'] / floor['fd_digits']:.3g} "
+                f"| {label} | {nfe} | {fd} | {acc} | {v['fd_digits'] / best:.3g} | {v['fd_digits'] / floor['fd_digits']:.3g} "
                 f"| {s['updates']} x {s['batch_size']} | {evals} | {s['train_seconds']:.0f} |"
             )
     nfes = sorted({int(n) for c in report["teacher"].values() for n in c})
@@ -137,6 +147,7 @@ def write_outputs(report: dict, out: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default="", help=f"comma-separated rows to (re)train and score; available: {','.join(methods_available())}")
+    parser.add_argument("--seeds", type=int, default=1, help="train each selected method at seeds 0..N-1; its row: median [min, max]")
     parser.add_argument("--num-samples", type=int, default=NUM_SAMPLES)
     parser.add_argument("--rebuild", action="store_true", help="train the pipeline from scratch and rewrite the committed snapshot")
     parser.add_argument("--quick", action="store_true", help="smoke configs and 200 samples into runs/digits_t2i_quick and results/quick/ (checks the script)")
@@ -144,6 +155,8 @@ def main() -> None:
     unknown = sorted(set(filter(None, args.methods.split(","))) - set(methods_available()))
     if unknown:
         raise SystemExit(f"no config file for {unknown} in {os.path.relpath(CONFIGS)}; available: {methods_available()}")
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be >= 1, got {args.seeds}")
     runs = os.path.join("runs", "digits_t2i_quick" if args.quick else "digits_t2i")
     out = os.path.join(OUT, "quick") if args.quick else OUT
     num = 200 if args.quick else args.num_samples
@@ -168,12 +181,15 @@ def main() -> None:
     report["students"] = {m: row for m, row in committed.get("students", {}).items() if same_teacher and committed.get("num_samples") == num}
     write_outputs(report, out)  # the teacher's curve stays on disk if a student fails
     for method in filter(None, args.methods.split(",")):
-        row, objective, result = train_student(method, folder, cache, runs, args.quick)
-        row["by_nfe"] = {
-            str(n): bench.score(evaluator, bench.student_images(sd, objective, result.trainable, result.frozen, captions, n), captions) for n in row["nfes"]
-        }
-        report["students"][method] = row
-        write_outputs(report, out)
+        rows = []
+        for seed in range(args.seeds):
+            row, objective, result = train_student(method, folder, cache, runs, args.quick, seed)
+            row["by_nfe"] = {
+                str(n): bench.score(evaluator, bench.student_images(sd, objective, result.trainable, result.frozen, captions, n), captions) for n in row["nfes"]
+            }
+            rows.append(row)
+            report["students"][method] = {**combine_seeds(rows), "seed_rows": rows} if len(rows) > 1 else row
+            write_outputs(report, out)
     print(markdown(report))
 
 

@@ -1,6 +1,8 @@
 """The digits text-to-image benchmark (jaxdistill/benchmarks/digits_t2i.py): captions and prompt
 adherence, folder snapshots, the committed pipeline (as a teacher and as a diffusers pipeline), a
-smoke of its teacher training and of the LCM-LoRA row's config."""
+smoke of its teacher training, and each student row's config (LCM-LoRA, TCD, DMD2, SwiftBrush): its budget and
+method settings, and (slow) its smoke preset trained on the tiny SD 1.5 folder."""
+import json
 import os
 
 import jax
@@ -152,15 +154,95 @@ def test_committed_pipeline_is_a_teacher_and_a_diffusers_pipeline(pipeline, eval
     assert ids.shape == (1, bench.PROMPT_LENGTH)
 
 
-def test_student_configs_distil_the_pipeline():
+STUDENTS = ("lcm_lora", "tcd", "dmd2", "swiftbrush")  # one config file per row of the benchmark
+
+
+def row_config(method: str, arg: str = ""):
     from jaxdistill.config import load_config_file
 
-    c = load_config_file(os.path.join(ROOT, "configs", "digits_t2i", "lcm_lora.py"))
-    assert (c.method, c.teacher.kind, c.teacher.path, c.data.name, c.data.path) == ("lcm", "diffusers", bench.FOLDER, "t2i_cache", bench.CACHE)
-    assert (c.train.num_steps, c.batch_size, tuple(c.eval.nfes), c.eval.guidance) == (bench.STUDENT_UPDATES, bench.STUDENT_BATCH, (1, 2, 4), bench.GUIDANCE)
-    assert c.lcm.w_min == c.lcm.w_max == bench.GUIDANCE and c.lora.rank == 8 and "to_q" in c.lora.targets[0]
-    smoke = load_config_file(os.path.join(ROOT, "configs", "digits_t2i", "lcm_lora.py") + ":smoke")
-    assert (smoke.train.num_steps, smoke.batch_size) == (2, 4)
+    return load_config_file(os.path.join(ROOT, "configs", "digits_t2i", f"{method}.py") + (f":{arg}" if arg else ""))
+
+
+@pytest.mark.parametrize("method", STUDENTS)
+def test_every_row_distils_the_pipeline_at_the_benchmarks_budget(method):
+    c = row_config(method)
+    assert (c.teacher.kind, c.teacher.path, c.data.name, c.data.path) == ("diffusers", bench.FOLDER, "t2i_cache", bench.CACHE)
+    assert (c.train.num_steps, c.batch_size, c.eval.guidance) == (bench.STUDENT_UPDATES, bench.STUDENT_BATCH, bench.GUIDANCE)
+    assert c.optim.decay_steps == bench.STUDENT_UPDATES and c.ema_decay == 0.0
+    smoke = row_config(method, "smoke")
+    assert (smoke.method, smoke.train.num_steps, smoke.batch_size) == (c.method, 2, 4)
+
+
+def test_lcm_lora_and_tcd_rows_differ_only_in_the_method():
+    from jaxdistill.models.lora import LCM_LORA_TARGETS
+    from jaxdistill.objectives.tcd import TCD
+
+    lcm, tcd = row_config("lcm_lora"), row_config("tcd")
+    assert (lcm.method, tcd.method, tuple(lcm.eval.nfes), tuple(tcd.eval.nfes)) == ("lcm", "tcd", (1, 2, 4), (1, 2, 4))
+    assert lcm.lcm.w_min == lcm.lcm.w_max == tcd.tcd.w_min == tcd.tcd.w_max == bench.GUIDANCE
+    assert (lcm.lora.rank, lcm.lora.alpha, tuple(lcm.lora.targets)) == (8, 8.0, LCM_LORA_TARGETS)
+    for section in ("lora", "optim", "train"):
+        assert lcm[section].to_dict() == tcd[section].to_dict(), section
+    assert (tcd.tcd.gamma, tcd.tcd.num_ddim_timesteps) == (TCD().gamma, 50) == (0.3, 50)  # the paper's sampling gamma
+
+
+def test_swiftbrush_row_keeps_the_releases_critic_at_rank_8():
+    from jaxdistill.config import load_config_file
+
+    c, release = row_config("swiftbrush"), load_config_file(os.path.join(ROOT, "configs", "sd15", "swiftbrush.py"))
+    assert (c.method, tuple(c.eval.nfes), c.teacher.guidance, c.dmd.critic_guidance) == ("swiftbrush", (1,), bench.GUIDANCE, True)
+    assert (c.lora.rank, c.lora.critic_rank, c.lora.critic_alpha / c.lora.critic_rank) == (0, 8, release.lora.critic_alpha / release.lora.critic_rank)
+    assert tuple(c.lora.critic_targets) == tuple(release.lora.critic_targets)
+    assert (c.optim.lr, c.dmd.critic_lr, c.optim.grad_clip) == (release.optim.lr, release.dmd.critic_lr, release.optim.grad_clip)
+
+
+def test_dmd2_row_is_a_four_step_generator_with_the_gan_term(sd15_cache):
+    """Built on the tiny SD 1.5 folder (the pipeline's scaled-linear schedule): the generator's steps sit at the
+    release's DDPM steps 999, 749, 499, 249 (process time t = step + 1); the GAN term needs the cache's image latents."""
+    from jaxdistill.build import build
+    from jaxdistill.config import load
+    from jaxdistill.core.errors import ConfigError
+
+    c = row_config("dmd2")
+    assert (tuple(c.eval.nfes), c.dmd.generator_steps, c.dmd.backward_simulation, c.teacher.guidance) == ((1, 2, 4), 4, True, bench.GUIDANCE)
+    assert (c.dmd.gan_critic_weight, c.dmd.gan_generator_weight, tuple(c.dmd.critic_schedule[0]), c.lora.rank) == (1e-2, 5e-3, (0, 5), 0)
+    folder, images, text = sd15_cache
+    spec = os.path.join(ROOT, "configs", "digits_t2i", "dmd2.py") + ":smoke"
+    built = build(load(spec, [f"teacher.path={folder}", f"data.path={images}"]))
+    np.testing.assert_allclose(np.asarray(built.objective.generator_times()), [1000.0, 750.0, 500.0, 250.0], rtol=1e-4)
+    with pytest.raises(ConfigError, match="image"):
+        build(load(spec, [f"teacher.path={folder}", f"data.path={text}"]))
+
+
+# the networks each row trains, and those of them that are LoRA factors only (the rest: the full UNet, or DMD2's GAN head)
+TRAINED = {"tcd": ({"student"}, {"student"}), "dmd2": ({"generator", "critic", "head"}, set()), "swiftbrush": ({"generator", "critic"}, {"critic"})}
+
+
+@pytest.mark.slow  # compiling each method's UNet training step on 2 CPU cores under a load of ~18: tcd 2 min, swiftbrush 5, dmd2 26
+@pytest.mark.parametrize("method", sorted(TRAINED))
+def test_the_new_rows_smoke_presets_train_their_networks_and_sample_at_their_nfes(method, sd15_cache, tmp_path):
+    from jaxdistill.build import load_run
+    from jaxdistill.cli import main
+    from jaxdistill.eval.text_to_image import initial_noise, latent_shape
+
+    folder, images, _ = sd15_cache
+    spec = os.path.join(ROOT, "configs", "digits_t2i", f"{method}.py") + ":smoke"
+    assert main(["train", "--config", spec, "--workdir", str(tmp_path), "--quiet", f"--config.teacher.path={folder}", f"--config.data.path={images}"]) == 0
+    with open(tmp_path / "metrics.jsonl") as f:
+        steps = [json.loads(line)["step"] for line in f]
+    assert steps == [1, 2]
+    run = load_run(str(tmp_path))
+    networks, lora = TRAINED[method]
+    assert set(run.trainable) == networks
+    for name in networks:
+        leaves = {jax.tree_util.keystr(p[-1:]) for p, _ in jax.tree_util.tree_flatten_with_path(run.trainable[name].params)[0]}
+        assert (leaves == {"['lora_A']", "['lora_B']"}) == (name in lora), name
+    sd = load_sd_teacher(folder)
+    z = initial_noise(0, 2, latent_shape(sd))
+    cond = sd.text_condition(["a cat", "moon"])
+    for nfe in run.config.eval.nfes:
+        x0 = run.built.objective.generate(run.trainable, run.frozen, z, cond, nfe=nfe, rng=jax.random.key(nfe))
+        assert x0.shape == z.shape and bool(jnp.all(jnp.isfinite(x0)))
 
 
 @pytest.mark.slow  # compiling the UNet's training step: ~5 min on 2 busy CPU cores
