@@ -190,6 +190,7 @@ def test_sample_workdir_refuses_what_the_students_sampler_cannot_take(lora_run, 
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow  # ~20 s (the SDXL cache and an LCM step); the SD 1.5 LoRA export runs in every CI pass
 def test_an_sdxl_lora_student_exports_keys_diffusers_maps_to_its_kernels_and_names_the_xl_pipeline(sdxl, sdxl_cache, tmp_path):
     """The SDXL LCM-LoRA smoke preset with alpha = 2 rank: the file reads back (our importer, scale 1) to the factors with
     B scaled by alpha / r = 2; each key's PyTorch module, renamed by diffusers' own PyTorch -> Flax key mapping

@@ -22,12 +22,13 @@ from jaxdistill.models.registry import count_params, make_network
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "cifar10", "*.py")) + glob.glob(os.path.join(ROOT, "configs", "imagenet64", "*.py")))
 NAMES = [os.path.relpath(p, os.path.join(ROOT, "configs")) for p in CONFIGS]
-# Every CIFAR-10 method's smoke run is in every CI pass (one-level networks without attention at 8x8,
-# jaxdistill.benchmarks.images; ~10-45 s each on 2 CPU cores), and ImageNet-64's CD (11 s), which takes
-# the ADM port through the CLI; the other ImageNet-64 ones (the same methods, 20-33 s each) are slow.
-# Slow-compiling steps keep their smoke runs slow: CTM's (two jumps each side, the teacher's Heun loop, DSM and the GAN
-# head) and sCD / sCT's (the JVP through the network; tests/test_scm.py covers them).
-FAST_SMOKE = tuple(n for n in NAMES if n.startswith("cifar10/") and n[8:] not in ("ctm.py", "scd.py", "sct.py")) + ("imagenet64/cd.py",)
+# Every CI pass runs one CIFAR-10 smoke per family of objectives on the converted EDM teacher (one-level
+# networks without attention at 8x8, jaxdistill.benchmarks.images; ~10-25 s each on 2 CPU cores) and ImageNet-64's
+# CD (11 s), which takes the ADM port through the CLI. The rest are slow: f-distill, SiDA and SIM share DMD2's and
+# SiD's generator/critic path on this teacher, CTM and sCD / sCT compile slowly (the teacher's Heun loop, the JVP
+# through the network; tests/test_ctm.py and tests/test_scm.py run them on grid25), and the other ImageNet-64
+# ones are the same methods (20-33 s each).
+FAST_SMOKE = tuple(f"cifar10/{m}.py" for m in ("cd", "pd", "ect", "dmd2", "sid")) + ("imagenet64/cd.py",)
 
 
 def test_the_papers_datasets_have_their_configs():

@@ -143,6 +143,7 @@ def test_instaflow_switch_freezes_the_ema_as_the_reflow_flow_in_one_compiled_ste
     assert int(update_count(trainable["student"].opt_state)) == 2  # a fresh optimiser at the switch, then 2 updates
 
 
+@pytest.mark.slow  # test_one_reflow_straightens_the_flow_and_shrinks_the_one_step_error trains the same step every CI pass
 def test_cli_smoke(tmp_path):
     check_cli_smoke("grid25/reflow.py:smoke", tmp_path, "reflow", (1, 2))
 

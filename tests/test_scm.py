@@ -135,5 +135,6 @@ def test_compiles_once_over_the_tangent_warmup_and_resumes(tmp_path):
     check_compiles_once_and_resumes(config, tmp_path, split=6)
 
 
+@pytest.mark.slow  # test_compiles_once_over_the_tangent_warmup_and_resumes trains the same step every CI pass
 def test_cli_smoke(tmp_path):
     check_cli_smoke("grid25/sct.py:smoke", tmp_path, "sct", (1, 2))

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 from test_lcm import SHAPE, text_eps_teacher
-from test_tcd import lora_only, train_smoke, write_cache
+from test_tcd import lora_only, train_smoke
 
 from jaxdistill.core.conditioning import TextCondition
 from jaxdistill.core.rng import derive
@@ -260,21 +260,11 @@ def test_the_sd15_tdd_and_scott_smoke_presets_train_through_the_cli_and_sample(s
     np.testing.assert_allclose(one, direct, rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def sdxl_folder_cache(tmp_path_factory):
-    """The tiny random SDXL folder and its `jaxdistill cache` (as tests/test_tcd.py's)."""
-    from jaxdistill.models.hf.tiny import write_tiny_sd
-
-    root = tmp_path_factory.mktemp("segmented_sdxl")
-    folder = write_tiny_sd(root / "sdxl", "sdxl")
-    return folder, write_cache(root, folder)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", ["sdxl/hypersd_lora.py", "sdxl/tdd_lora.py"])
-def test_the_sdxl_smoke_presets_train_through_the_cli_as_loras(sdxl_folder_cache, tmp_path, spec):
+def test_the_sdxl_smoke_presets_train_through_the_cli_as_loras(sdxl_cache, tmp_path, spec):
     from jaxdistill.build import load_run
 
-    folder, cache = sdxl_folder_cache
+    folder, cache = sdxl_cache
     train_smoke(spec, folder, cache, tmp_path / "run")
     lora_only(load_run(str(tmp_path / "run")))
