@@ -99,16 +99,10 @@ class KD:
             raise ValueError(f"need teacher_nfe >= 1 and num_pairs >= 0, got {self.teacher_nfe}, {self.num_pairs}")
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class KnowledgeDistillation(StudentDistillation):
-    settings: KD
-    teacher: Denoiser
-
-    @property
-    def passes_per_sample(self) -> float:
-        """Network passes per training sample and update: the student's forward and backward
-        (the pair set's teacher passes are a one-off cost; with num_pairs = 0 they recur)."""
-        return 2.0 + (0.0 if self.settings.num_pairs else float(self.settings.teacher_nfe))
+class TeacherPairSet:
+    """Members of an objective trained on a pair set built once before training: ``settings.num_pairs``
+    pairs (z, ODE_T(z)) of the teacher's deterministic sampler ``settings.teacher_sampler`` at
+    ``settings.teacher_nfe`` (``teacher_pair_set``; num_pairs = 0 builds none)."""
 
     @property
     def setup_passes(self) -> float:
@@ -125,6 +119,18 @@ class KnowledgeDistillation(StudentDistillation):
             return frozen
         pairs = teacher_pair_set(self.teacher_sample, self.prior, frozen["teacher"], self.settings.num_pairs, self.num_classes, rng)
         return {**frozen, "pairs": pairs}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class KnowledgeDistillation(TeacherPairSet, StudentDistillation):
+    settings: KD
+    teacher: Denoiser
+
+    @property
+    def passes_per_sample(self) -> float:
+        """Network passes per training sample and update: the student's forward and backward
+        (the pair set's teacher passes are a one-off cost; with num_pairs = 0 they recur)."""
+        return 2.0 + (0.0 if self.settings.num_pairs else float(self.settings.teacher_nfe))
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
         params = self.initial_student(rng, batch, frozen)

@@ -56,8 +56,8 @@ from jaxdistill.diffusion.process import RectifiedFlow
 from jaxdistill.diffusion.reparam import reparameterize
 from jaxdistill.diffusion.straightness import VelocityFn, euler_sample, straightness
 from jaxdistill.losses import pseudo_huber, squared_l2
-from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad, teacher_passes
-from jaxdistill.objectives.kd import teacher_ode, teacher_pair_set
+from jaxdistill.objectives.common import StudentDistillation, check_choice, microbatch_grad
+from jaxdistill.objectives.kd import TeacherPairSet
 from jaxdistill.objectives.progressive import restart_at
 
 TIME_DISTRIBUTIONS = ("u_shaped", "uniform")
@@ -151,7 +151,7 @@ def one_euler_step(velocity: VelocityFn, z: Array) -> Array:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReflowObjective(StudentDistillation):
+class ReflowObjective(TeacherPairSet, StudentDistillation):
     """Trains one velocity network (``"student"``) on the teacher's (noise, ODE end point) couplings."""
 
     settings: Reflow
@@ -168,20 +168,6 @@ class ReflowObjective(StudentDistillation):
     def passes_per_sample(self) -> float:
         """The student's forward and backward (the pair set is a one-off cost)."""
         return 2.0
-
-    @property
-    def setup_passes(self) -> float:
-        """One-off teacher passes: the pair set's teacher sampling."""
-        return float(self.settings.num_pairs * self.settings.teacher_nfe * teacher_passes(self.guidance))
-
-    def teacher_sample(self, teacher_params: PyTree, z: Array, cond: Optional[Array], rng: Array) -> Array:
-        """ODE_T(z): the teacher's deterministic sampler from noise z."""
-        return teacher_ode(self.teacher, teacher_params, z, cond, self.guidance, self.settings.teacher_sampler, self.settings.teacher_nfe, rng)
-
-    def prepare(self, frozen: PyTree, rng: Array) -> PyTree:
-        """Builds the (noise, teacher sample, label) coupling set once, in jitted chunks."""
-        pairs = teacher_pair_set(self.teacher_sample, self.prior, frozen["teacher"], self.settings.num_pairs, self.num_classes, rng)
-        return {**frozen, "pairs": pairs}
 
     def init(self, rng: Array, batch: Batch, frozen: PyTree) -> Trainable:
         return {"student": NetState.create(self.initial_student(rng, batch, frozen), self.tx)}
